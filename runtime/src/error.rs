@@ -1,0 +1,299 @@
+//! The one error type of pglock.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::{LockId, Mode};
+
+/// Everything that can go wrong while taking an advisory lock.
+///
+/// Application error types need only `From<pglock::Error>`. Use
+/// [`Error::is_retryable`] to decide whether running the transaction again
+/// may succeed.
+///
+/// ```
+/// use pglock_runtime::Error;
+///
+/// fn describe(error: &Error) -> &'static str {
+///     match error {
+///         Error::Conflict(conflict) if conflict.waited().as_secs() > 1 => "waited, then gave up",
+///         Error::Conflict(_) | Error::Busy { .. } => "someone else holds it",
+///         Error::Standby => "connected to a read-only standby",
+///         _ => "something else",
+///     }
+/// }
+/// assert_eq!(describe(&Error::Standby), "connected to a read-only standby");
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock was waited for and not obtained: a timeout, a cancellation
+    /// or a deadlock ended the wait. The transaction is aborted unless the
+    /// wait ran in a savepoint.
+    Conflict(Conflict),
+    /// The lock was asked for without waiting, and someone else holds it.
+    Busy {
+        /// The namespace label.
+        namespace: String,
+        /// The advisory lock id that is held by someone else.
+        id: LockId,
+        /// The mode that was asked for.
+        mode: Mode,
+    },
+    /// The server is a hot standby (`pg_is_in_recovery()`): an advisory lock
+    /// there excludes no one on the primary, so none was taken.
+    Standby,
+    /// The connection is not inside a transaction block, where a
+    /// transaction-scoped lock would end with its own statement. No lock was
+    /// taken; begin a transaction first.
+    NotInTransaction,
+    /// The server's shared lock table is full (SQLSTATE 53200). It holds
+    /// `max_locks_per_transaction × (max_connections + max_prepared_transactions)`
+    /// locks; raise `max_locks_per_transaction` or take fewer keys at once.
+    LockTableFull(sqlx::Error),
+    /// A lock timeout that PostgreSQL can't express: zero (which PostgreSQL
+    /// reads as "wait forever") or longer than `i32::MAX` milliseconds.
+    InvalidTimeout {
+        /// The timeout that was asked for.
+        timeout: Duration,
+    },
+    /// A namespace name that can't be used, such as an empty one.
+    InvalidNamespace {
+        /// Why the name was refused.
+        reason: &'static str,
+    },
+    /// Any other failure of the connection or the server.
+    Database(sqlx::Error),
+}
+
+/// A wait for a lock that ended without the lock; see [`Error::Conflict`].
+#[derive(Debug)]
+pub struct Conflict {
+    pub(crate) namespace: String,
+    pub(crate) id: LockId,
+    pub(crate) mode: Mode,
+    pub(crate) waited: Duration,
+    pub(crate) cause: ConflictCause,
+    pub(crate) source: sqlx::Error,
+}
+
+/// What ended a wait for a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConflictCause {
+    /// `lock_timeout` expired (SQLSTATE 55P03): pglock's cap or a stricter
+    /// setting of the caller's.
+    LockTimeout,
+    /// `statement_timeout` expired, or the wait was cancelled
+    /// (`pg_cancel_backend`; SQLSTATE 57014).
+    StatementTimeoutOrCancel,
+    /// PostgreSQL found a deadlock and chose this transaction to abort
+    /// (SQLSTATE 40P01).
+    Deadlock,
+}
+
+impl ConflictCause {
+    /// The SQLSTATE that PostgreSQL reports for this cause.
+    ///
+    /// ```
+    /// # use pglock_runtime::ConflictCause;
+    /// assert_eq!(ConflictCause::LockTimeout.sqlstate(), "55P03");
+    /// ```
+    pub const fn sqlstate(self) -> &'static str {
+        match self {
+            ConflictCause::LockTimeout => "55P03",
+            ConflictCause::StatementTimeoutOrCancel => "57014",
+            ConflictCause::Deadlock => "40P01",
+        }
+    }
+
+    pub(crate) fn from_sqlstate(code: &str) -> Option<Self> {
+        match code {
+            "55P03" => Some(ConflictCause::LockTimeout),
+            "57014" => Some(ConflictCause::StatementTimeoutOrCancel),
+            "40P01" => Some(ConflictCause::Deadlock),
+            _ => None,
+        }
+    }
+}
+
+impl Conflict {
+    /// The label of the namespace whose lock was waited for.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The advisory lock id that was waited for.
+    pub fn id(&self) -> LockId {
+        self.id
+    }
+
+    /// The mode that was asked for.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// How long the wait lasted, measured by the client.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// What ended the wait.
+    pub fn cause(&self) -> ConflictCause {
+        self.cause
+    }
+
+    /// The SQLSTATE the server reported.
+    pub fn sqlstate(&self) -> &'static str {
+        self.cause.sqlstate()
+    }
+
+    /// The server's error as sqlx reported it.
+    pub fn source(&self) -> &sqlx::Error {
+        &self.source
+    }
+}
+
+impl Error {
+    /// Whether running the whole transaction again may succeed: true for a
+    /// conflict, a busy lock and a serialization failure, false for errors
+    /// that repeat until something is changed (a standby, a call outside a
+    /// transaction, a full lock table, bad input).
+    ///
+    /// ```
+    /// # use pglock_runtime::Error;
+    /// assert!(!Error::NotInTransaction.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Conflict(_) | Error::Busy { .. } => true,
+            Error::Database(error) => matches!(
+                sqlstate(error).as_deref(),
+                Some("40001" | "40P01" | "55P03")
+            ),
+            Error::Standby
+            | Error::NotInTransaction
+            | Error::LockTableFull(_)
+            | Error::InvalidTimeout { .. }
+            | Error::InvalidNamespace { .. } => false,
+        }
+    }
+
+    /// The conflict, when this error is one.
+    ///
+    /// ```
+    /// # use pglock_runtime::Error;
+    /// assert!(Error::Standby.as_conflict().is_none());
+    /// ```
+    pub fn as_conflict(&self) -> Option<&Conflict> {
+        match self {
+            Error::Conflict(conflict) => Some(conflict),
+            _ => None,
+        }
+    }
+
+    /// Classifies a failure of a statement that was not waiting for a lock.
+    pub(crate) fn from_sqlx(error: sqlx::Error) -> Self {
+        match sqlstate(&error).as_deref() {
+            Some("53200") => Error::LockTableFull(error),
+            _ => Error::Database(error),
+        }
+    }
+
+    /// Classifies a failure of a statement that was waiting for `id`.
+    pub(crate) fn from_wait(
+        error: sqlx::Error,
+        namespace: &str,
+        id: LockId,
+        mode: Mode,
+        waited: Duration,
+    ) -> Self {
+        match sqlstate(&error)
+            .as_deref()
+            .and_then(ConflictCause::from_sqlstate)
+        {
+            Some(cause) => Error::Conflict(Conflict {
+                namespace: namespace.to_owned(),
+                id,
+                mode,
+                waited,
+                cause,
+                source: error,
+            }),
+            None => Error::from_sqlx(error),
+        }
+    }
+}
+
+pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<std::borrow::Cow<'_, str>> {
+    error.as_database_error()?.code()
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Conflict(conflict) => fmt::Display::fmt(conflict, f),
+            Error::Busy {
+                namespace,
+                id,
+                mode,
+            } => write!(
+                f,
+                "advisory lock {namespace}/{id} ({mode}) is busy and was not waited for"
+            ),
+            Error::Standby => f.write_str(
+                "the server is a hot standby: an advisory lock there would not exclude the primary",
+            ),
+            Error::NotInTransaction => f.write_str(
+                "a transaction-scoped advisory lock needs a transaction block: begin a transaction first",
+            ),
+            Error::LockTableFull(_) => f.write_str(
+                "the server's lock table is full (SQLSTATE 53200): raise max_locks_per_transaction or take fewer locks at once",
+            ),
+            Error::InvalidTimeout { timeout } => write!(
+                f,
+                "lock timeout {timeout:?} is not usable: it must be between 1ms and {}ms",
+                i32::MAX
+            ),
+            Error::InvalidNamespace { reason } => write!(f, "invalid lock namespace: {reason}"),
+            Error::Database(error) => write!(f, "database error while locking: {error}"),
+        }
+    }
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.cause {
+            ConflictCause::LockTimeout => "lock_timeout expired",
+            ConflictCause::StatementTimeoutOrCancel => {
+                "statement_timeout expired or the wait was cancelled"
+            }
+            ConflictCause::Deadlock => "deadlock detected",
+        };
+        write!(
+            f,
+            "advisory lock {}/{} ({}) not acquired after {:?}: {why} (SQLSTATE {})",
+            self.namespace,
+            self.id,
+            self.mode,
+            self.waited,
+            self.sqlstate()
+        )
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Conflict(conflict) => Some(&conflict.source),
+            Error::LockTableFull(error) | Error::Database(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        Error::from_sqlx(error)
+    }
+}

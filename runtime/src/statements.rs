@@ -1,0 +1,215 @@
+//! The SQL that takes advisory locks.
+//!
+//! Every statement starts with a comment marker naming the namespace, so
+//! `pg_stat_activity.query` shows what a backend waits on. A namespace builds
+//! its texts once; sqlx prepares each text once per connection and reuses it.
+//! Keys and timeouts are always bound parameters, except in the savepoint
+//! wait, a simple-protocol query where they are integers formatted by this
+//! crate; the marker label is sanitised (see `Namespace::marker_label`).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::keys::{Namespace, Space};
+use crate::{LockId, Mode};
+
+/// The result of a try statement: an `int4` that says what happened, so the
+/// uncontended path is one statement with one column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TryStatus {
+    Acquired,
+    Busy,
+    Standby,
+    NotInTransaction,
+}
+
+impl TryStatus {
+    pub(crate) fn from_code(code: i32) -> Option<Self> {
+        match code {
+            0 => Some(TryStatus::Acquired),
+            1 => Some(TryStatus::Busy),
+            2 => Some(TryStatus::Standby),
+            3 => Some(TryStatus::NotInTransaction),
+            _ => None,
+        }
+    }
+}
+
+/// The one guard every try statement starts with. A hot standby's advisory
+/// locks exclude no one on the primary; and outside a transaction block a
+/// transaction-scoped lock would end with this very statement, which
+/// `transaction_timestamp() = statement_timestamp()` reveals (a `BEGIN` sent
+/// earlier started the transaction at an earlier instant).
+const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN 2 \
+     WHEN pg_catalog.transaction_timestamp() = pg_catalog.statement_timestamp() THEN 3";
+
+/// Per-namespace SQL texts, indexed by [`Mode`].
+#[derive(Debug)]
+pub(crate) struct Statements {
+    marker: String,
+    try_lock: [Arc<str>; 2],
+    wait: [Arc<str>; 2],
+    capped_wait: [Arc<str>; 2],
+    try_prefix: Arc<str>,
+}
+
+impl Statements {
+    pub(crate) fn new(namespace: &Namespace) -> Self {
+        let marker = marker(&namespace.marker_label());
+        let args = match namespace.space() {
+            Space::BigInt(_) => "$1::int8",
+            Space::Pair(_) => "$1::int4, $2::int4",
+        };
+        let next_param = match namespace.space() {
+            Space::BigInt(_) => 2,
+            Space::Pair(_) => 3,
+        };
+        let by_mode = |build: &dyn Fn(Mode) -> String| {
+            [Mode::Exclusive, Mode::Shared].map(|mode| Arc::from(build(mode)))
+        };
+        Self {
+            try_lock: by_mode(&|mode| {
+                format!(
+                    "{marker} SELECT {GUARD} \
+                     WHEN pg_catalog.pg_try_advisory_xact_lock{}({args}) THEN 0 ELSE 1 END",
+                    mode.function_suffix()
+                )
+            }),
+            wait: by_mode(&|mode| {
+                format!(
+                    "{marker} SELECT pg_catalog.pg_advisory_xact_lock{}({args})::text",
+                    mode.function_suffix()
+                )
+            }),
+            capped_wait: by_mode(&|mode| {
+                capped_wait_sql(
+                    &marker,
+                    &format!(
+                        "pg_catalog.pg_advisory_xact_lock{}({args})",
+                        mode.function_suffix()
+                    ),
+                    &format!("${next_param}::int8"),
+                )
+            }),
+            try_prefix: Arc::from(try_prefix_for_marker(&marker)),
+            marker,
+        }
+    }
+
+    pub(crate) fn try_lock(&self, mode: Mode) -> Arc<str> {
+        self.try_lock[mode as usize].clone()
+    }
+
+    pub(crate) fn wait(&self, mode: Mode) -> Arc<str> {
+        self.wait[mode as usize].clone()
+    }
+
+    pub(crate) fn capped_wait(&self, mode: Mode) -> Arc<str> {
+        self.capped_wait[mode as usize].clone()
+    }
+
+    pub(crate) fn try_prefix(&self) -> Arc<str> {
+        self.try_prefix.clone()
+    }
+
+    pub(crate) fn marker(&self) -> &str {
+        &self.marker
+    }
+}
+
+/// `/* pglock ns=<label> */`, the first thing in every lock statement.
+pub(crate) fn marker(sanitised_label: &str) -> String {
+    format!("/* pglock ns={sanitised_label} */")
+}
+
+/// One statement that caps `lock_timeout`, waits, and restores the exact
+/// previous text of the setting.
+///
+/// Each step reads the previous one's output, and every step is a
+/// `MATERIALIZED` CTE: the planner may neither inline nor reorder them, so
+/// the previous value is read before the cap is set, the cap before the
+/// wait, and the restore after the lock is held. (A plain CTE or a LATERAL
+/// chain gets reordered and silently skips the restore.) A stricter
+/// non-zero setting is kept; `0` (no limit) is capped. The setting is
+/// changed `LOCAL`ly, so a failed wait leaves nothing behind once the
+/// transaction (or the savepoint) is rolled back.
+fn capped_wait_sql(marker: &str, lock_call: &str, cap_ms: &str) -> String {
+    format!(
+        "{marker} WITH previous AS MATERIALIZED ( \
+             SELECT pg_catalog.current_setting('lock_timeout') AS setting, s.setting::int8 AS ms \
+             FROM pg_catalog.pg_settings s WHERE s.name = 'lock_timeout' \
+         ), capped AS MATERIALIZED ( \
+             SELECT pg_catalog.set_config('lock_timeout', \
+                 CASE WHEN previous.ms > 0 AND previous.ms <= {cap_ms} THEN previous.setting \
+                      ELSE ({cap_ms})::text || 'ms' END, true) AS applied \
+             FROM previous \
+         ), locked AS MATERIALIZED ( \
+             SELECT {lock_call}::text AS held FROM capped WHERE capped.applied IS NOT NULL \
+         ), restored AS MATERIALIZED ( \
+             SELECT pg_catalog.set_config('lock_timeout', previous.setting, true) AS setting \
+             FROM previous, locked WHERE locked.held IS NOT NULL \
+         ) SELECT setting FROM restored"
+    )
+}
+
+/// Tries the locks of a list in order and stops at the first busy one, so a
+/// caller holds a prefix of an ascending list and may then wait for the next
+/// key without breaking the lock order. The recursion makes each try depend
+/// on the previous one's success. Parameters: `$1` bigint ids (NULL for a
+/// pair), `$2`/`$3` the pair's ints, `$4` shared flags. Returns the number of
+/// locks taken, or -2 on a standby, -3 outside a transaction block.
+pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
+    let mut sql = String::new();
+    let _ = write!(
+        sql,
+        "{marker} WITH RECURSIVE attempt(i, ok) AS ( \
+             SELECT 0, NOT pg_catalog.pg_is_in_recovery() \
+                 AND pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp() \
+             UNION ALL \
+             SELECT i + 1, CASE \
+                 WHEN ($1::int8[])[i + 1] IS NOT NULL AND ($4::bool[])[i + 1] \
+                     THEN pg_catalog.pg_try_advisory_xact_lock_shared(($1::int8[])[i + 1]) \
+                 WHEN ($1::int8[])[i + 1] IS NOT NULL \
+                     THEN pg_catalog.pg_try_advisory_xact_lock(($1::int8[])[i + 1]) \
+                 WHEN ($4::bool[])[i + 1] \
+                     THEN pg_catalog.pg_try_advisory_xact_lock_shared(($2::int4[])[i + 1], ($3::int4[])[i + 1]) \
+                 ELSE pg_catalog.pg_try_advisory_xact_lock(($2::int4[])[i + 1], ($3::int4[])[i + 1]) \
+             END \
+             FROM attempt WHERE ok AND i < pg_catalog.cardinality($1::int8[]) \
+         ) SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2 \
+                WHEN pg_catalog.transaction_timestamp() = pg_catalog.statement_timestamp() THEN -3 \
+                ELSE (SELECT (count(*) - 1)::int4 FROM attempt WHERE ok) END"
+    );
+    sql
+}
+
+/// The savepoint form of a wait: one simple-protocol round trip that opens a
+/// savepoint, waits with the cap, and releases the savepoint. On failure the
+/// caller rolls back to the savepoint, which also undoes the cap.
+pub(crate) fn savepoint_wait_sql(
+    marker: &str,
+    id: LockId,
+    mode: Mode,
+    cap_ms: Option<u32>,
+) -> String {
+    let args = match id {
+        LockId::BigInt(id) => format!("{id}::int8"),
+        LockId::Pair(class, id) => format!("{class}::int4, {id}::int4"),
+    };
+    let lock_call = format!(
+        "pg_catalog.pg_advisory_xact_lock{}({args})",
+        mode.function_suffix()
+    );
+    let wait = match cap_ms {
+        Some(cap_ms) => capped_wait_sql("", &lock_call, &format!("{cap_ms}::int8")),
+        None => format!("SELECT {lock_call}::text"),
+    };
+    format!("{marker} SAVEPOINT {SAVEPOINT}; {wait}; RELEASE SAVEPOINT {SAVEPOINT}")
+}
+
+pub(crate) const SAVEPOINT: &str = "pglock_wait";
+
+/// Undoes a failed savepoint wait: the transaction is usable again and keeps
+/// every lock it held before the wait.
+pub(crate) const SAVEPOINT_ROLLBACK: &str =
+    "ROLLBACK TO SAVEPOINT pglock_wait; RELEASE SAVEPOINT pglock_wait";

@@ -1,0 +1,1 @@
+//! Compile-fail and compile-pass cases for `#[pglock::advisory_lock]` live in `tests/`.
