@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgArguments, PgConnection};
 use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Postgres};
+use sqlx::{AssertSqlSafe, Connection, Postgres};
 
 use crate::keys::{MAX_MARKER_LABEL, Namespace, sanitize_marker_label};
 use crate::statements::{self, Statements, TryStatus};
@@ -223,7 +223,6 @@ impl<'ns> XactLock<'ns> {
             TryStatus::Acquired => return Ok(Acquired { waited: None }),
             TryStatus::Busy => {}
             TryStatus::Standby => return Err(Error::Standby),
-            TryStatus::NotInTransaction => return Err(Error::NotInTransaction),
         }
         if self.wait == Wait::No {
             return Err(self.busy());
@@ -259,7 +258,6 @@ impl<'ns> XactLock<'ns> {
             TryStatus::Acquired => Ok(true),
             TryStatus::Busy => Ok(false),
             TryStatus::Standby => Err(Error::Standby),
-            TryStatus::NotInTransaction => Err(Error::NotInTransaction),
         }
     }
 
@@ -268,6 +266,7 @@ impl<'ns> XactLock<'ns> {
         conn: &mut PgConnection,
         statements: &Statements,
     ) -> Result<TryStatus, Error> {
+        ensure_transaction(conn)?;
         let query =
             sqlx::query_scalar::<Postgres, i32>(AssertSqlSafe(statements.try_lock(self.mode)));
         let code = bind_id_scalar(query, self.id)
@@ -430,6 +429,7 @@ impl<'ns> LockSet<'ns> {
     pub async fn acquire(self, conn: &mut PgConnection) -> Result<Acquired, Error> {
         let wait = self.wait.unwrap_or(Wait::Unbounded);
         let cap_ms = wait.cap_ms()?;
+        ensure_transaction(conn)?;
         let entries = ordered(self.entries);
         if entries.is_empty() {
             return Ok(Acquired { waited: None });
@@ -535,8 +535,19 @@ async fn try_prefix_once(
         .map_err(Error::from_sqlx)?;
     match taken {
         -2 => Err(Error::Standby),
-        -3 => Err(Error::NotInTransaction),
         taken => Ok(usize::try_from(taken).expect("a count of locks taken")),
+    }
+}
+
+/// Outside a transaction block, a transaction-scoped lock would end with its
+/// own statement. sqlx knows whether it began a transaction on this
+/// connection, so the check costs no round trip. (A transaction begun by a
+/// raw `BEGIN` is invisible to sqlx and refused too: the safe direction.)
+fn ensure_transaction(conn: &PgConnection) -> Result<(), Error> {
+    if conn.is_in_transaction() {
+        Ok(())
+    } else {
+        Err(Error::NotInTransaction)
     }
 }
 

@@ -43,9 +43,10 @@ pub enum Error {
     /// The server is a hot standby (`pg_is_in_recovery()`): an advisory lock
     /// there excludes no one on the primary, so none was taken.
     Standby,
-    /// The connection is not inside a transaction block, where a
-    /// transaction-scoped lock would end with its own statement. No lock was
-    /// taken; begin a transaction first.
+    /// The connection is not inside a transaction that sqlx began, and a
+    /// transaction-scoped lock outside a transaction block would end with its
+    /// own statement. No lock was taken; begin the transaction with sqlx
+    /// (`pool.begin()`, `conn.begin()`) first.
     NotInTransaction,
     /// The server's shared lock table is full (SQLSTATE 53200). It holds
     /// `max_locks_per_transaction × (max_connections + max_prepared_transactions)`

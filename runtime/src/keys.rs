@@ -406,6 +406,22 @@ pub enum LockId {
     Pair(i32, i32),
 }
 
+impl LockId {
+    /// The bigint id, when this id is in the bigint key space.
+    ///
+    /// ```
+    /// # use pglock_runtime::LockId;
+    /// assert_eq!(LockId::BigInt(5).bigint(), Some(5));
+    /// assert_eq!(LockId::Pair(1, 2).bigint(), None);
+    /// ```
+    pub const fn bigint(self) -> Option<i64> {
+        match self {
+            LockId::BigInt(id) => Some(id),
+            LockId::Pair(..) => None,
+        }
+    }
+}
+
 impl fmt::Display for LockId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

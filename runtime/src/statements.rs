@@ -20,7 +20,6 @@ pub(crate) enum TryStatus {
     Acquired,
     Busy,
     Standby,
-    NotInTransaction,
 }
 
 impl TryStatus {
@@ -29,19 +28,15 @@ impl TryStatus {
             0 => Some(TryStatus::Acquired),
             1 => Some(TryStatus::Busy),
             2 => Some(TryStatus::Standby),
-            3 => Some(TryStatus::NotInTransaction),
             _ => None,
         }
     }
 }
 
-/// The one guard every try statement starts with. A hot standby's advisory
-/// locks exclude no one on the primary; and outside a transaction block a
-/// transaction-scoped lock would end with this very statement, which
-/// `transaction_timestamp() = statement_timestamp()` reveals (a `BEGIN` sent
-/// earlier started the transaction at an earlier instant).
-const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN 2 \
-     WHEN pg_catalog.transaction_timestamp() = pg_catalog.statement_timestamp() THEN 3";
+/// The guard every try statement starts with: a hot standby's advisory locks
+/// exclude no one on the primary, so there the lock is not even tried. It
+/// costs no round trip of its own.
+const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN 2";
 
 /// Per-namespace SQL texts, indexed by [`Mode`].
 #[derive(Debug)]
@@ -157,14 +152,13 @@ fn capped_wait_sql(marker: &str, lock_call: &str, cap_ms: &str) -> String {
 /// key without breaking the lock order. The recursion makes each try depend
 /// on the previous one's success. Parameters: `$1` bigint ids (NULL for a
 /// pair), `$2`/`$3` the pair's ints, `$4` shared flags. Returns the number of
-/// locks taken, or -2 on a standby, -3 outside a transaction block.
+/// locks taken, or -2 on a standby.
 pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
     let mut sql = String::new();
     let _ = write!(
         sql,
         "{marker} WITH RECURSIVE attempt(i, ok) AS ( \
              SELECT 0, NOT pg_catalog.pg_is_in_recovery() \
-                 AND pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp() \
              UNION ALL \
              SELECT i + 1, CASE \
                  WHEN ($1::int8[])[i + 1] IS NOT NULL AND ($4::bool[])[i + 1] \
@@ -177,7 +171,6 @@ pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
              END \
              FROM attempt WHERE ok AND i < pg_catalog.cardinality($1::int8[]) \
          ) SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2 \
-                WHEN pg_catalog.transaction_timestamp() = pg_catalog.statement_timestamp() THEN -3 \
                 ELSE (SELECT (count(*) - 1)::int4 FROM attempt WHERE ok) END"
     );
     sql

@@ -1,0 +1,242 @@
+//! The key derivation contract: golden vectors (computed independently of
+//! this crate), the same ids computed in plain SQL by the server, and the
+//! ids the server shows in `pg_locks` once the locks are held.
+
+mod support;
+
+use pglock::{LockId, LockKey, Namespace};
+use support::*;
+use uuid::Uuid;
+
+static BILLING: Namespace = Namespace::named("billing:invoice");
+static SEED_003: Namespace = Namespace::raw(0x7275_6e6c_9e37_79b9, "runledger:release");
+static TENANTS: Namespace = Namespace::named_pair("tenant:migrate");
+static RUNLEDGER_PAIR: Namespace = Namespace::raw_pair(0x7275_6e6c, "runledger:pair");
+
+const SAMPLE_UUID: Uuid = Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+
+/// Pinned values: changing any of them breaks mutual exclusion between two
+/// versions of an application. Computed with Python's hashlib, not pglock.
+#[test]
+fn golden_vectors() {
+    assert_eq!(
+        BILLING.id(&0_i64),
+        LockId::BigInt(5_558_634_376_970_780_694)
+    );
+    assert_eq!(
+        BILLING.id(&SAMPLE_UUID),
+        LockId::BigInt(5_482_670_575_855_922_062)
+    );
+    assert_eq!(
+        SEED_003.id(&SAMPLE_UUID),
+        LockId::BigInt(8_306_618_175_236_723_233)
+    );
+    assert_eq!("abc".key_value(), -5_010_229_573_455_851_542);
+    assert_eq!(BILLING.id(&"abc"), LockId::BigInt(-622_576_209_743_605_764));
+    assert_eq!((1_i64, "abc").key_value(), 7_751_033_372_379_519_564);
+    assert_eq!(
+        BILLING.id(&(1_i64, "abc")),
+        LockId::BigInt(2_789_152_357_974_235_738)
+    );
+    assert_eq!(
+        BILLING.id(&-7_i32),
+        LockId::BigInt(-5_558_634_376_970_780_689)
+    );
+    assert_eq!(b"".key_value(), -2_039_914_840_885_289_964);
+    assert_eq!(TENANTS.id(&7_i64), LockId::Pair(1_052_899_235, 7));
+    assert_eq!(
+        TENANTS.id(&0x1_0000_0002_i64),
+        LockId::Pair(1_052_899_235, 3)
+    );
+    assert_eq!(
+        RUNLEDGER_PAIR.id(&0x696e_7465_i32),
+        LockId::Pair(0x7275_6e6c, 0x696e_7465)
+    );
+}
+
+#[test]
+fn a_uuid_folds_exactly_as_seed_003() {
+    for value in [0_u128, u128::MAX, 0x0123_4567_89ab_cdef_0011_2233_4455_6677] {
+        let uuid = Uuid::from_u128(value);
+        let folded = (value >> 64) as u64 ^ value as u64 ^ 0x7275_6e6c_9e37_79b9;
+        assert_eq!(SEED_003.id(&uuid), LockId::BigInt(folded as i64));
+    }
+}
+
+#[test]
+fn equal_numbers_lock_equal_ids_across_integer_types() {
+    assert_eq!(BILLING.id(&42_u8), BILLING.id(&42_i64));
+    assert_eq!(BILLING.id(&-42_i16), BILLING.id(&-42_i128));
+    assert_eq!(BILLING.id(&42_usize), BILLING.id(&42_u128));
+    assert_eq!(BILLING.id(&"x"), BILLING.id(&String::from("x")));
+    assert_eq!(BILLING.id(&b"x"[..]), BILLING.id(&"x"));
+}
+
+/// The SQL an operator runs in psql to compute an id, as `docs/KEYS.md`
+/// states it.
+const SQL_NAMESPACE: &str =
+    "('x' || left(encode(sha256(convert_to($1::text, 'UTF8')), 'hex'), 16))::bit(64)::int8";
+
+#[tokio::test]
+async fn the_server_computes_the_same_ids_in_plain_sql() {
+    let pool = pool().await;
+    let names = ["billing:invoice", "a", "ünïcödé:κλειδί", &"long".repeat(40)];
+    for name in names {
+        let ns = Namespace::try_named(name).unwrap();
+        for _ in 0..20 {
+            let uuid = Uuid::new_v4();
+            let sql = format!(
+                "SELECT (('x' || left(replace($2::text, '-', ''), 16))::bit(64)::int8 \
+                       # ('x' || right(replace($2::text, '-', ''), 16))::bit(64)::int8) \
+                       # {SQL_NAMESPACE}"
+            );
+            let by_server: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(name)
+                .bind(uuid.to_string())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(ns.id(&uuid), LockId::BigInt(by_server), "{name} {uuid}");
+
+            let text = uuid.to_string()[..(uuid.as_bytes()[0] % 36) as usize].to_owned();
+            let sql = format!(
+                "SELECT ('x' || left(encode(sha256(convert_to($2::text, 'UTF8')), 'hex'), 16))::bit(64)::int8 \
+                       # {SQL_NAMESPACE}"
+            );
+            let by_server: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(name)
+                .bind(&text)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(ns.id(&text), LockId::BigInt(by_server), "{name} {text:?}");
+
+            let number = uuid.as_u64_pair().0 as i64;
+            let sql = format!(
+                "SELECT ('x' || left(encode(sha256(int8send($2::int8) || int8send( \
+                    ('x' || left(encode(sha256(convert_to($3::text, 'UTF8')), 'hex'), 16))::bit(64)::int8)), 'hex'), 16))::bit(64)::int8 \
+                  # {SQL_NAMESPACE}"
+            );
+            let by_server: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(name)
+                .bind(number)
+                .bind(&text)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(
+                ns.id(&(number, text.as_str())),
+                LockId::BigInt(by_server),
+                "{name} ({number}, {text:?})"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_server_computes_the_same_pair_ids_in_plain_sql() {
+    let pool = pool().await;
+    for _ in 0..50 {
+        let value = Uuid::new_v4().as_u64_pair().0 as i64 >> (Uuid::new_v4().as_bytes()[0] % 64);
+        let (class, object): (i32, i32) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT ({SQL_NAMESPACE} >> 32)::int4, \
+                    CASE WHEN $2::int8 BETWEEN -2147483648 AND 2147483647 THEN $2::int4 \
+                         ELSE (($2::int8 >> 32) # $2::int8)::bit(32)::int4 END"
+        )))
+        .bind("tenant:migrate")
+        .bind(value)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(TENANTS.id(&value), LockId::Pair(class, object), "{value}");
+    }
+}
+
+#[tokio::test]
+async fn sha256_matches_the_server_at_every_padding_boundary() {
+    let pool = pool().await;
+    for len in [0_usize, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let by_server: i64 = sqlx::query_scalar(
+            "SELECT ('x' || left(encode(sha256($1::bytea), 'hex'), 16))::bit(64)::int8",
+        )
+        .bind(&bytes)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(bytes.key_value(), by_server, "length {len}");
+    }
+}
+
+#[tokio::test]
+async fn pg_locks_shows_the_bigint_id_as_classid_and_objid() {
+    let pool = pool().await;
+    let ns = namespace("pg_locks_bigint");
+    let key = Uuid::new_v4();
+    let mut tx = pool.begin().await.unwrap();
+    ns.lock(&key).acquire(&mut tx).await.unwrap();
+    let pid = backend_pid(&mut tx).await;
+    let rows: Vec<(i64, i16)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {BIGINT_ID}, l.objsubid FROM pg_locks l \
+         WHERE l.locktype = 'advisory' AND l.pid = $1"
+    )))
+    .bind(pid)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, vec![(ns.id(&key).bigint().unwrap(), 1)]);
+}
+
+#[tokio::test]
+async fn pg_locks_shows_a_pair_id_with_objsubid_2() {
+    let pool = pool().await;
+    let mut tx = pool.begin().await.unwrap();
+    let key = 0x696e_7465_i32;
+    RUNLEDGER_PAIR.lock(&key).acquire(&mut tx).await.unwrap();
+    TENANTS
+        .lock(&-3_i64)
+        .shared()
+        .acquire(&mut tx)
+        .await
+        .unwrap();
+    let pid = backend_pid(&mut tx).await;
+    let rows: Vec<(i64, i64, i16, String)> = sqlx::query_as(
+        "SELECT l.classid::int8, l.objid::int8, l.objsubid, l.mode FROM pg_locks l \
+         WHERE l.locktype = 'advisory' AND l.pid = $1 ORDER BY l.classid",
+    )
+    .bind(pid)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let LockId::Pair(tenant_class, tenant_object) = TENANTS.id(&-3_i64) else {
+        unreachable!()
+    };
+    let mut expected = vec![
+        (
+            0x7275_6e6c_i64,
+            0x696e_7465_i64,
+            2_i16,
+            "ExclusiveLock".to_owned(),
+        ),
+        (
+            i64::from(tenant_class as u32),
+            i64::from(tenant_object as u32),
+            2,
+            "ShareLock".to_owned(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(rows, expected);
+    // Pair locks wait and time out like bigint ones.
+    let mut other = pool.begin().await.unwrap();
+    let error = RUNLEDGER_PAIR
+        .lock(&key)
+        .timeout(std::time::Duration::from_millis(50))
+        .acquire(&mut other)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.as_conflict().unwrap().id(),
+        LockId::Pair(0x7275_6e6c, key)
+    );
+}

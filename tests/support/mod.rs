@@ -1,0 +1,137 @@
+//! Shared helpers of the integration tests: a pool on the test server, fresh
+//! namespaces, and observers of what the server shows.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use pglock::{LockId, Namespace};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// A pool on the test run's server (`DATABASE_URL`, or the throwaway one).
+pub async fn pool() -> PgPool {
+    let url = std::env::var("DATABASE_URL").expect("TEMP");
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&url)
+        .await
+        .expect("connect to the test database")
+}
+
+/// A namespace no other test uses, leaked so that it lives as long as a
+/// `static` would.
+pub fn namespace(test: &str) -> &'static Namespace {
+    let name = format!("test:{test}:{}", uuid::Uuid::new_v4());
+    Box::leak(Box::new(Namespace::try_named(name).expect("a valid name")))
+}
+
+/// The SQL expression that decodes an advisory lock row of `pg_locks` into
+/// the id pglock uses: bigint ids for `objsubid = 1`.
+pub const BIGINT_ID: &str = "((l.classid::int8 << 32) | l.objid::int8)";
+
+/// Every advisory lock on `id` in this database: (pid, mode, granted).
+pub async fn locks_on(pool: &PgPool, id: LockId) -> Vec<(i32, String, bool)> {
+    let (big, class, obj) = split(id);
+    sqlx::query_as(
+        "SELECT l.pid, l.mode, l.granted FROM pg_locks l \
+         WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND ((l.objsubid = 1 AND ((l.classid::int8 << 32) | l.objid::int8) = $1) \
+             OR (l.objsubid = 2 AND l.classid::int8 = ($2::int8 & 4294967295) AND l.objid::int8 = ($3::int8 & 4294967295))) \
+         ORDER BY l.granted DESC, l.pid",
+    )
+    .bind(big)
+    .bind(class)
+    .bind(obj)
+    .fetch_all(pool)
+    .await
+    .expect("read pg_locks")
+}
+
+fn split(id: LockId) -> (Option<i64>, Option<i64>, Option<i64>) {
+    match id {
+        LockId::BigInt(id) => (Some(id), None, None),
+        LockId::Pair(class, obj) => (None, Some(class.into()), Some(obj.into())),
+    }
+}
+
+/// The pids that hold `id` (granted).
+pub async fn holders(pool: &PgPool, id: LockId) -> Vec<i32> {
+    locks_on(pool, id)
+        .await
+        .into_iter()
+        .filter(|(_, _, granted)| *granted)
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
+/// Polls `pg_locks` until `count` backends wait for `id`; panics after 30 s.
+pub async fn wait_for_waiters(pool: &PgPool, id: LockId, count: usize) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiters: Vec<i32> = locks_on(pool, id)
+            .await
+            .into_iter()
+            .filter(|(_, _, granted)| !granted)
+            .map(|(pid, _, _)| pid)
+            .collect();
+        if waiters.len() >= count {
+            return waiters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {count} waiter(s) on {id}; saw {waiters:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The backend pid of a connection.
+pub async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .expect("read pg_backend_pid")
+}
+
+/// `current_setting('lock_timeout')` on a connection.
+pub async fn lock_timeout(conn: &mut sqlx::PgConnection) -> String {
+    sqlx::query_scalar("SELECT current_setting('lock_timeout')")
+        .fetch_one(conn)
+        .await
+        .expect("read lock_timeout")
+}
+
+/// Holds `id` exclusively from its own backend until some other backend
+/// waits for it, then releases it at once: the release is decided on the
+/// server, so a waiter with a short `lock_timeout` still gets the lock.
+/// Returns once the lock is held.
+pub async fn hold_until_awaited(pool: &PgPool, id: LockId) -> tokio::task::JoinHandle<()> {
+    let LockId::BigInt(big) = id else {
+        panic!("hold_until_awaited takes bigint ids");
+    };
+    let holder_pool = pool.clone();
+    let handle = tokio::spawn(async move {
+        // The DO block is its own transaction: the lock ends with it.
+        let sql = format!(
+            "DO $$ BEGIN \
+               PERFORM pg_advisory_xact_lock({big}::int8); \
+               LOOP \
+                 EXIT WHEN EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' \
+                   AND NOT l.granted AND l.objsubid = 1 \
+                   AND ((l.classid::int8 << 32) | l.objid::int8) = {big}::int8); \
+                 PERFORM pg_sleep(0.001); \
+               END LOOP; \
+             END $$"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&holder_pool)
+            .await
+            .expect("hold the lock until it is awaited");
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while holders(pool, id).await.is_empty() {
+        assert!(Instant::now() < deadline, "the holder never took {id}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    handle
+}

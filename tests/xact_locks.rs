@@ -1,0 +1,551 @@
+//! Transaction-scoped locks against a real PostgreSQL: exclusion, lifetime,
+//! timeouts and their restore, error causes, savepoints, ordering.
+
+mod support;
+
+use std::time::Duration;
+
+use pglock::{ConflictCause, Error, LockSet, Mode};
+use support::*;
+
+#[tokio::test]
+async fn exclusive_excludes_exclusive_and_shared() {
+    let pool = pool().await;
+    let ns = namespace("exclusive_excludes");
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+
+    let mut other = pool.begin().await.unwrap();
+    assert!(!ns.lock(&1_i64).try_acquire(&mut other).await.unwrap());
+    assert!(
+        !ns.lock(&1_i64)
+            .shared()
+            .try_acquire(&mut other)
+            .await
+            .unwrap()
+    );
+
+    let holder_pid = backend_pid(&mut holder).await;
+    assert_eq!(holders(&pool, ns.id(&1_i64)).await, vec![holder_pid]);
+}
+
+#[tokio::test]
+async fn shared_holders_do_not_block_each_other() {
+    let pool = pool().await;
+    let ns = namespace("shared_coexist");
+    let mut first = pool.begin().await.unwrap();
+    let mut second = pool.begin().await.unwrap();
+    ns.lock(&"doc")
+        .shared()
+        .no_wait()
+        .acquire(&mut first)
+        .await
+        .unwrap();
+    ns.lock(&"doc")
+        .shared()
+        .no_wait()
+        .acquire(&mut second)
+        .await
+        .unwrap();
+
+    let locks = locks_on(&pool, ns.id(&"doc")).await;
+    assert_eq!(locks.len(), 2);
+    assert!(
+        locks
+            .iter()
+            .all(|(_, mode, granted)| mode == "ShareLock" && *granted)
+    );
+    assert!(
+        !ns.lock(&"doc")
+            .try_acquire(&mut pool.begin().await.unwrap())
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_queued_exclusive_waiter_blocks_a_new_shared_request() {
+    let pool = pool().await;
+    let ns = namespace("queued_exclusive");
+    let id = ns.id(&7_i64);
+    let mut reader = pool.begin().await.unwrap();
+    ns.lock(&7_i64).shared().acquire(&mut reader).await.unwrap();
+
+    let writer_pool = pool.clone();
+    let writer = tokio::spawn(async move {
+        let mut tx = writer_pool.begin().await.unwrap();
+        ns.lock(&7_i64).acquire(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+    });
+    wait_for_waiters(&pool, id, 1).await;
+
+    let mut late_reader = pool.begin().await.unwrap();
+    assert!(
+        !ns.lock(&7_i64)
+            .shared()
+            .try_acquire(&mut late_reader)
+            .await
+            .unwrap(),
+        "a shared request must queue behind the waiting exclusive one"
+    );
+    reader.commit().await.unwrap();
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn locks_end_at_commit_not_before() {
+    let pool = pool().await;
+    let ns = namespace("end_at_commit");
+    let id = ns.id(&1_i64);
+    let mut tx = pool.begin().await.unwrap();
+    ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
+    let pid = backend_pid(&mut tx).await;
+    sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+    assert_eq!(
+        holders(&pool, id).await,
+        vec![pid],
+        "held across statements"
+    );
+    tx.commit().await.unwrap();
+    assert!(
+        holders(&pool, id).await.is_empty(),
+        "released by the commit"
+    );
+}
+
+#[tokio::test]
+async fn locks_end_at_rollback_not_before() {
+    let pool = pool().await;
+    let ns = namespace("end_at_rollback");
+    let id = ns.id(&1_i64);
+    let mut tx = pool.begin().await.unwrap();
+    ns.lock(&1_i64).shared().acquire(&mut tx).await.unwrap();
+    let pid = backend_pid(&mut tx).await;
+    assert_eq!(holders(&pool, id).await, vec![pid]);
+    tx.rollback().await.unwrap();
+    assert!(
+        holders(&pool, id).await.is_empty(),
+        "released by the rollback"
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_becomes_a_conflict_naming_the_lock() {
+    let pool = pool().await;
+    let ns = namespace("timeout_conflict");
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&42_i64).acquire(&mut holder).await.unwrap();
+
+    let mut waiter = pool.begin().await.unwrap();
+    let error = ns
+        .lock(&42_i64)
+        .shared()
+        .timeout(Duration::from_millis(200))
+        .acquire(&mut waiter)
+        .await
+        .unwrap_err();
+    let conflict = error.as_conflict().expect("a conflict");
+    assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
+    assert_eq!(conflict.sqlstate(), "55P03");
+    assert_eq!(conflict.namespace(), ns.label());
+    assert_eq!(conflict.id(), ns.id(&42_i64));
+    assert_eq!(conflict.mode(), Mode::Shared);
+    assert!(
+        conflict.waited() >= Duration::from_millis(150),
+        "{:?}",
+        conflict.waited()
+    );
+    assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn a_stricter_existing_lock_timeout_wins_over_the_cap() {
+    let pool = pool().await;
+    let ns = namespace("stricter_wins");
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+
+    let mut waiter = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '100ms'")
+        .execute(&mut *waiter)
+        .await
+        .unwrap();
+    // With a 10 minute cap, only the caller's 100ms can end this wait.
+    let error = ns
+        .lock(&1_i64)
+        .timeout(Duration::from_secs(600))
+        .acquire(&mut waiter)
+        .await
+        .unwrap_err();
+    let conflict = error.as_conflict().expect("a conflict");
+    assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
+    assert!(
+        conflict.waited() < Duration::from_secs(60),
+        "{:?}",
+        conflict.waited()
+    );
+}
+
+#[tokio::test]
+async fn a_successful_capped_wait_restores_lock_timeout_byte_for_byte() {
+    let pool = pool().await;
+    let ns = namespace("restore_exact");
+    for (n, previous) in ["0", "100ms", "1min", "10s"].into_iter().enumerate() {
+        let key = n as i64;
+        let id = ns.id(&key);
+        let holder = hold_until_awaited(&pool, id).await;
+
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = '{previous}'"
+        )))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let acquired = ns
+            .lock(&key)
+            .timeout(Duration::from_secs(5))
+            .acquire(&mut tx)
+            .await
+            .unwrap_or_else(|error| panic!("wait with lock_timeout {previous}: {error}"));
+        assert!(acquired.was_contended(), "the lock was busy at first");
+        assert_eq!(lock_timeout(&mut tx).await, previous);
+        assert_eq!(holders(&pool, id).await, vec![backend_pid(&mut tx).await]);
+        tx.commit().await.unwrap();
+        holder.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unbounded_wait_leaves_lock_timeout_untouched() {
+    let pool = pool().await;
+    let ns = namespace("unbounded_wait");
+    let id = ns.id(&1_i64);
+    let holder = hold_until_awaited(&pool, id).await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '7s'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let acquired = ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
+    assert!(acquired.was_contended());
+    assert_eq!(lock_timeout(&mut tx).await, "7s");
+    holder.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_statement_timeout_during_the_wait_has_its_own_cause() {
+    let pool = pool().await;
+    let ns = namespace("statement_timeout");
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+
+    let mut waiter = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL statement_timeout = '150ms'")
+        .execute(&mut *waiter)
+        .await
+        .unwrap();
+    let error = ns.lock(&1_i64).acquire(&mut waiter).await.unwrap_err();
+    let conflict = error.as_conflict().expect("a conflict");
+    assert_eq!(conflict.cause(), ConflictCause::StatementTimeoutOrCancel);
+    assert_eq!(conflict.sqlstate(), "57014");
+}
+
+#[tokio::test]
+async fn a_real_deadlock_maps_to_the_deadlock_cause() {
+    let pool = pool().await;
+    let ns = namespace("deadlock");
+    let (a, b) = (ns.id(&1_i64), ns.id(&2_i64));
+    let mut first = pool.begin().await.unwrap();
+    let mut second = pool.begin().await.unwrap();
+    ns.lock(&1_i64).acquire(&mut first).await.unwrap();
+    ns.lock(&2_i64).acquire(&mut second).await.unwrap();
+
+    // first waits for b; once it is seen waiting, second waits for a.
+    let first_wait = tokio::spawn(async move {
+        let result = ns.lock(&2_i64).acquire(&mut first).await;
+        (result, first)
+    });
+    wait_for_waiters(&pool, b, 1).await;
+    let second_result = ns.lock(&1_i64).acquire(&mut second).await;
+    let (first_result, _first) = first_wait.await.unwrap();
+
+    // PostgreSQL aborts exactly one of them; the other then gets its lock.
+    let (failed, succeeded) = match (first_result, second_result) {
+        (Err(error), Ok(_)) | (Ok(_), Err(error)) => (error, ()),
+        other => panic!("expected exactly one deadlock victim, got {other:?}"),
+    };
+    let () = succeeded;
+    let conflict = failed.as_conflict().expect("a conflict");
+    assert_eq!(conflict.cause(), ConflictCause::Deadlock);
+    assert_eq!(conflict.sqlstate(), "40P01");
+    assert!([a, b].contains(&conflict.id()));
+}
+
+#[tokio::test]
+async fn with_a_savepoint_a_conflict_leaves_the_transaction_usable() {
+    let pool = pool().await;
+    let ns = namespace("savepoint");
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&2_i64).acquire(&mut holder).await.unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '1min'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let error = ns
+        .lock(&2_i64)
+        .timeout(Duration::from_millis(100))
+        .in_savepoint()
+        .acquire(&mut tx)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.as_conflict().map(|c| c.cause()),
+        Some(ConflictCause::LockTimeout)
+    );
+
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(one, 1, "the transaction still runs statements");
+    assert_eq!(lock_timeout(&mut tx).await, "1min", "the cap was undone");
+    let pid = backend_pid(&mut tx).await;
+    assert_eq!(
+        holders(&pool, ns.id(&1_i64)).await,
+        vec![pid],
+        "earlier locks kept"
+    );
+    assert!(!holders(&pool, ns.id(&2_i64)).await.contains(&pid));
+}
+
+#[tokio::test]
+async fn without_a_savepoint_a_conflict_aborts_the_transaction() {
+    let pool = pool().await;
+    let ns = namespace("no_savepoint");
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    ns.lock(&1_i64)
+        .timeout(Duration::from_millis(50))
+        .acquire(&mut tx)
+        .await
+        .unwrap_err();
+    let error = sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap_err();
+    assert_eq!(
+        error.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("25P02"),
+        "in failed transaction"
+    );
+}
+
+#[tokio::test]
+async fn a_savepoint_wait_that_succeeds_keeps_the_lock() {
+    let pool = pool().await;
+    let ns = namespace("savepoint_success");
+    let id = ns.id(&3_i64);
+    let holder = hold_until_awaited(&pool, id).await;
+    let mut tx = pool.begin().await.unwrap();
+    let acquired = ns
+        .lock(&3_i64)
+        .timeout(Duration::from_secs(5))
+        .in_savepoint()
+        .acquire(&mut tx)
+        .await
+        .unwrap();
+    assert!(acquired.was_contended());
+    assert_eq!(holders(&pool, id).await, vec![backend_pid(&mut tx).await]);
+    assert_eq!(lock_timeout(&mut tx).await, "0");
+    holder.await.unwrap();
+}
+
+#[tokio::test]
+async fn no_wait_fails_busy_and_try_acquire_says_false() {
+    let pool = pool().await;
+    let ns = namespace("no_wait");
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&5_i64).acquire(&mut holder).await.unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    match ns.lock(&5_i64).no_wait().acquire(&mut tx).await {
+        Err(Error::Busy {
+            namespace,
+            id,
+            mode,
+        }) => {
+            assert_eq!(namespace, ns.label());
+            assert_eq!(id, ns.id(&5_i64));
+            assert_eq!(mode, Mode::Exclusive);
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
+    assert!(!ns.lock(&5_i64).try_acquire(&mut tx).await.unwrap());
+    assert!(ns.lock(&6_i64).try_acquire(&mut tx).await.unwrap());
+}
+
+#[tokio::test]
+async fn two_tasks_locking_in_opposite_orders_never_deadlock() {
+    let pool = pool().await;
+    let ns = namespace("opposite_orders");
+    let mut tasks = Vec::new();
+    for order in [[1_i64, 2], [2, 1]] {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..300 {
+                let mut tx = pool.begin().await.unwrap();
+                ns.lock_many(order)
+                    .timeout(Duration::from_secs(30))
+                    .acquire(&mut tx)
+                    .await
+                    .expect("ordered acquisition never deadlocks");
+                tokio::task::yield_now().await;
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_lock_set_takes_every_key_once_and_the_strongest_mode() {
+    let pool = pool().await;
+    let ns = namespace("lock_set");
+    let other = namespace("lock_set_other");
+    let mut tx = pool.begin().await.unwrap();
+    LockSet::new()
+        .shared(ns, &3_i64)
+        .exclusive(ns, &3_i64)
+        .shared(ns, &1_i64)
+        .shared(other, "x")
+        .acquire(&mut tx)
+        .await
+        .unwrap();
+    let pid = backend_pid(&mut tx).await;
+    assert_eq!(
+        locks_on(&pool, ns.id(&3_i64)).await,
+        vec![(pid, "ExclusiveLock".to_owned(), true)]
+    );
+    assert_eq!(
+        locks_on(&pool, ns.id(&1_i64)).await,
+        vec![(pid, "ShareLock".to_owned(), true)]
+    );
+    assert_eq!(holders(&pool, other.id(&"x")).await, vec![pid]);
+}
+
+#[tokio::test]
+async fn a_lock_set_waits_for_a_busy_key_under_one_deadline() {
+    let pool = pool().await;
+    let ns = namespace("set_deadline");
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&2_i64).acquire(&mut holder).await.unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    let error = ns
+        .lock_many([1_i64, 2, 3])
+        .timeout(Duration::from_millis(200))
+        .acquire(&mut tx)
+        .await
+        .unwrap_err();
+    let conflict = error.as_conflict().expect("a conflict");
+    assert_eq!(conflict.id(), ns.id(&2_i64));
+    assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
+}
+
+#[tokio::test]
+async fn a_lock_set_that_waited_holds_every_key_afterwards() {
+    let pool = pool().await;
+    let ns = namespace("set_waited");
+    let busy = ns.id(&2_i64);
+    let holder = hold_until_awaited(&pool, busy).await;
+    let mut tx = pool.begin().await.unwrap();
+    let acquired = ns
+        .lock_many([3_i64, 2, 1])
+        .timeout(Duration::from_secs(5))
+        .acquire(&mut tx)
+        .await
+        .unwrap();
+    assert!(acquired.was_contended());
+    let pid = backend_pid(&mut tx).await;
+    for key in [1_i64, 2, 3] {
+        assert_eq!(holders(&pool, ns.id(&key)).await, vec![pid], "key {key}");
+    }
+    assert_eq!(lock_timeout(&mut tx).await, "0");
+    holder.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_marker_names_the_namespace_of_a_waiting_backend() {
+    let pool = pool().await;
+    let ns = namespace("marker");
+    let id = ns.id(&1_i64);
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+
+    let waiter_pool = pool.clone();
+    let waiter = tokio::spawn(async move {
+        let mut tx = waiter_pool.begin().await.unwrap();
+        ns.lock(&1_i64)
+            .timeout(Duration::from_secs(30))
+            .acquire(&mut tx)
+            .await
+            .unwrap();
+    });
+    let waiter_pid = wait_for_waiters(&pool, id, 1).await[0];
+    let query: String = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
+        .bind(waiter_pid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        query.starts_with(&format!("/* pglock ns={} */", ns.label())),
+        "{query}"
+    );
+    holder.commit().await.unwrap();
+    waiter.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_outside_a_transaction_gets_a_typed_error_and_no_lock() {
+    let pool = pool().await;
+    let ns = namespace("outside_transaction");
+    let mut conn = pool.acquire().await.unwrap();
+    let error = ns.lock(&1_i64).acquire(&mut conn).await.unwrap_err();
+    assert!(matches!(error, Error::NotInTransaction), "{error:?}");
+    let error = ns
+        .lock_many([1_i64, 2])
+        .acquire(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::NotInTransaction), "{error:?}");
+    assert!(holders(&pool, ns.id(&1_i64)).await.is_empty());
+    assert!(holders(&pool, ns.id(&2_i64)).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_impossible_timeout_is_refused_before_any_lock() {
+    let pool = pool().await;
+    let ns = namespace("bad_timeout");
+    let mut tx = pool.begin().await.unwrap();
+    for timeout in [Duration::ZERO, Duration::from_secs(30 * 24 * 3600)] {
+        let error = ns
+            .lock(&1_i64)
+            .timeout(timeout)
+            .acquire(&mut tx)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::InvalidTimeout { .. }), "{error:?}");
+    }
+    assert!(holders(&pool, ns.id(&1_i64)).await.is_empty());
+    // Sub-millisecond rounds up to a real cap rather than to "no limit".
+    ns.lock(&1_i64)
+        .timeout(Duration::from_micros(10))
+        .acquire(&mut tx)
+        .await
+        .unwrap();
+}
