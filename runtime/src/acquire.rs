@@ -12,12 +12,12 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Connection, Postgres};
 
 use crate::keys::{MAX_MARKER_LABEL, Namespace, sanitize_marker_label};
-use crate::statements::{self, Statements, TryStatus};
+use crate::statements::{self, Scope, Statements, TryStatus};
 use crate::{Error, LockId, Mode};
 
 /// How long an acquisition may wait for a busy lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Wait {
+pub(crate) enum Wait {
     /// Try once; a busy lock is an error ([`Error::Busy`]).
     No,
     /// Wait under the caller's own `lock_timeout`, untouched.
@@ -29,7 +29,7 @@ enum Wait {
 impl Wait {
     /// The cap in whole milliseconds (sub-millisecond rounds up), or an
     /// error for what PostgreSQL can't express.
-    fn cap_ms(self) -> Result<Option<u32>, Error> {
+    pub(crate) fn cap_ms(self) -> Result<Option<u32>, Error> {
         let Wait::AtMost(timeout) = self else {
             return Ok(None);
         };
@@ -234,7 +234,9 @@ impl<'ns> XactLock<'ns> {
         };
         target.report_busy(cap_ms);
         let started = Instant::now();
-        let outcome = target.wait(conn, cap_ms, self.savepoint, started).await;
+        let outcome = target
+            .wait(conn, Scope::Xact, cap_ms, self.savepoint, started)
+            .await;
         target.report_outcome(&outcome, started);
         outcome?;
         Ok(Acquired {
@@ -267,13 +269,7 @@ impl<'ns> XactLock<'ns> {
         statements: &Statements,
     ) -> Result<TryStatus, Error> {
         ensure_transaction(conn)?;
-        let query =
-            sqlx::query_scalar::<Postgres, i32>(AssertSqlSafe(statements.try_lock(self.mode)));
-        let code = bind_id_scalar(query, self.id)
-            .fetch_one(conn)
-            .await
-            .map_err(Error::from_sqlx)?;
-        Ok(TryStatus::from_code(code).expect("the try statement returns a known status"))
+        try_lock(conn, statements, Scope::Xact, self.mode, self.id).await
     }
 
     fn busy(&self) -> Error {
@@ -463,7 +459,7 @@ impl<'ns> LockSet<'ns> {
             let wait_started = Instant::now();
             let first_wait = *started.get_or_insert(wait_started);
             let outcome = target
-                .wait(conn, remaining_ms, self.savepoint, first_wait)
+                .wait(conn, Scope::Xact, remaining_ms, self.savepoint, first_wait)
                 .await;
             target.report_outcome(&outcome, wait_started);
             outcome?;
@@ -539,6 +535,23 @@ async fn try_prefix_once(
     }
 }
 
+/// One prepared try statement: the whole cost of a free lock.
+pub(crate) async fn try_lock(
+    conn: &mut PgConnection,
+    statements: &Statements,
+    scope: Scope,
+    mode: Mode,
+    id: LockId,
+) -> Result<TryStatus, Error> {
+    let query =
+        sqlx::query_scalar::<Postgres, i32>(AssertSqlSafe(statements.try_lock(scope, mode)));
+    let code = bind_id_scalar(query, id)
+        .fetch_one(conn)
+        .await
+        .map_err(Error::from_sqlx)?;
+    Ok(TryStatus::from_code(code).expect("the try statement returns a known status"))
+}
+
 /// Outside a transaction block, a transaction-scoped lock would end with its
 /// own statement. sqlx knows whether it began a transaction on this
 /// connection, so the check costs no round trip. (A transaction begun by a
@@ -553,36 +566,46 @@ fn ensure_transaction(conn: &PgConnection) -> Result<(), Error> {
 
 /// One lock that may have to be waited for.
 #[derive(Clone, Copy, Debug)]
-struct WaitTarget<'ns> {
-    namespace: &'ns Namespace,
-    id: LockId,
-    mode: Mode,
+pub(crate) struct WaitTarget<'ns> {
+    pub(crate) namespace: &'ns Namespace,
+    pub(crate) id: LockId,
+    pub(crate) mode: Mode,
 }
 
 impl WaitTarget<'_> {
-    async fn wait(
+    pub(crate) async fn wait(
         &self,
         conn: &mut PgConnection,
+        scope: Scope,
         cap_ms: Option<u32>,
         savepoint: bool,
         started: Instant,
     ) -> Result<(), Error> {
         let statements = self.namespace.statements();
-        let result = if savepoint {
-            self.wait_in_savepoint(conn, statements, cap_ms).await
-        } else {
-            let query = match cap_ms {
-                Some(cap_ms) => bind_id(
-                    sqlx::query(AssertSqlSafe(statements.capped_wait(self.mode))),
-                    self.id,
-                )
-                .bind(i64::from(cap_ms)),
-                None => bind_id(
-                    sqlx::query(AssertSqlSafe(statements.wait(self.mode))),
-                    self.id,
-                ),
-            };
-            query.execute(conn).await.map(drop)
+        let result = match scope {
+            Scope::Session => {
+                let sql =
+                    statements::session_wait_sql(statements.marker(), self.id, self.mode, cap_ms);
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            }
+            Scope::Xact if savepoint => self.wait_in_savepoint(conn, statements, cap_ms).await,
+            Scope::Xact => {
+                let query = match cap_ms {
+                    Some(cap_ms) => bind_id(
+                        sqlx::query(AssertSqlSafe(statements.xact_capped_wait(self.mode))),
+                        self.id,
+                    )
+                    .bind(i64::from(cap_ms)),
+                    None => bind_id(
+                        sqlx::query(AssertSqlSafe(statements.xact_wait(self.mode))),
+                        self.id,
+                    ),
+                };
+                query.execute(conn).await.map(drop)
+            }
         };
         result.map_err(|error| {
             Error::from_wait(
@@ -614,7 +637,7 @@ impl WaitTarget<'_> {
         Err(error)
     }
 
-    fn report_busy(&self, cap_ms: Option<u32>) {
+    pub(crate) fn report_busy(&self, cap_ms: Option<u32>) {
         tracing::info!(
             target: "pglock",
             namespace = self.namespace.label(),
@@ -625,7 +648,7 @@ impl WaitTarget<'_> {
         );
     }
 
-    fn report_outcome(&self, outcome: &Result<(), Error>, started: Instant) {
+    pub(crate) fn report_outcome(&self, outcome: &Result<(), Error>, started: Instant) {
         let waited_ms = started.elapsed().as_millis() as u64;
         match outcome {
             Ok(()) => tracing::info!(

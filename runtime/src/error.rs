@@ -40,6 +40,17 @@ pub enum Error {
         /// The mode that was asked for.
         mode: Mode,
     },
+    /// A session lock that was held is no longer: its connection broke, or
+    /// the session that answered is not the one that took it (as through a
+    /// transaction-pooling proxy). Someone else may hold it now.
+    LockLost {
+        /// The namespace label.
+        namespace: String,
+        /// The advisory lock id that was held.
+        id: LockId,
+        /// The mode that was held.
+        mode: Mode,
+    },
     /// The server is a hot standby (`pg_is_in_recovery()`): an advisory lock
     /// there excludes no one on the primary, so none was taken.
     Standby,
@@ -172,6 +183,7 @@ impl Error {
                 sqlstate(error).as_deref(),
                 Some("40001" | "40P01" | "55P03")
             ),
+            Error::LockLost { .. } => true,
             Error::Standby
             | Error::NotInTransaction
             | Error::LockTableFull(_)
@@ -241,6 +253,14 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "advisory lock {namespace}/{id} ({mode}) is busy and was not waited for"
+            ),
+            Error::LockLost {
+                namespace,
+                id,
+                mode,
+            } => write!(
+                f,
+                "session advisory lock {namespace}/{id} ({mode}) was lost: its session no longer holds it"
             ),
             Error::Standby => f.write_str(
                 "the server is a hot standby: an advisory lock there would not exclude the primary",

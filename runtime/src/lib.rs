@@ -22,8 +22,12 @@
 
 mod acquire;
 mod error;
+mod inspect;
 mod keys;
+mod lease;
 mod mode;
+mod pool;
+mod session;
 mod sha256;
 mod statements;
 #[cfg(feature = "testing")]
@@ -32,5 +36,9 @@ pub mod testing;
 
 pub use acquire::{Acquired, LockSet, XactLock};
 pub use error::{Conflict, ConflictCause, Error};
+pub use inspect::{AdvisoryLock, Inspection, inspect};
 pub use keys::{LockFamily, LockId, LockKey, Namespace};
+pub use lease::{Lease, LeaseLost, LeaseOptions, LeaseState};
 pub use mode::Mode;
+pub use pool::WorkFuture;
+pub use session::{IntoOwnedConnection, SessionGuard, SessionLock, SessionTry};

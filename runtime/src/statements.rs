@@ -38,52 +38,76 @@ impl TryStatus {
 /// costs no round trip of its own.
 const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN 2";
 
-/// Per-namespace SQL texts, indexed by [`Mode`].
+/// Whether a lock ends with its transaction or with its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Xact,
+    Session,
+}
+
+/// `pg_catalog.pg_[try_]advisory_[xact_]lock[_shared]`.
+fn lock_function(scope: Scope, mode: Mode, try_only: bool) -> String {
+    format!(
+        "pg_catalog.pg_{}advisory_{}lock{}",
+        if try_only { "try_" } else { "" },
+        match scope {
+            Scope::Xact => "xact_",
+            Scope::Session => "",
+        },
+        mode.function_suffix()
+    )
+}
+
+/// Per-namespace SQL texts, indexed by [`Scope`] and [`Mode`].
 #[derive(Debug)]
 pub(crate) struct Statements {
     marker: String,
-    try_lock: [Arc<str>; 2],
-    wait: [Arc<str>; 2],
-    capped_wait: [Arc<str>; 2],
+    try_lock: [[Arc<str>; 2]; 2],
+    xact_wait: [Arc<str>; 2],
+    xact_capped_wait: [Arc<str>; 2],
+    unlock: [Arc<str>; 2],
     try_prefix: Arc<str>,
 }
 
 impl Statements {
     pub(crate) fn new(namespace: &Namespace) -> Self {
         let marker = marker(&namespace.marker_label());
-        let args = match namespace.space() {
-            Space::BigInt(_) => "$1::int8",
-            Space::Pair(_) => "$1::int4, $2::int4",
-        };
-        let next_param = match namespace.space() {
-            Space::BigInt(_) => 2,
-            Space::Pair(_) => 3,
+        let (args, next_param) = match namespace.space() {
+            Space::BigInt(_) => ("$1::int8", 2),
+            Space::Pair(_) => ("$1::int4, $2::int4", 3),
         };
         let by_mode = |build: &dyn Fn(Mode) -> String| {
             [Mode::Exclusive, Mode::Shared].map(|mode| Arc::from(build(mode)))
         };
+        let try_lock = |scope: Scope| {
+            by_mode(&|mode| {
+                format!(
+                    "{marker} SELECT {GUARD} WHEN {}({args}) THEN 0 ELSE 1 END",
+                    lock_function(scope, mode, true)
+                )
+            })
+        };
         Self {
-            try_lock: by_mode(&|mode| {
+            try_lock: [try_lock(Scope::Xact), try_lock(Scope::Session)],
+            xact_wait: by_mode(&|mode| {
                 format!(
-                    "{marker} SELECT {GUARD} \
-                     WHEN pg_catalog.pg_try_advisory_xact_lock{}({args}) THEN 0 ELSE 1 END",
-                    mode.function_suffix()
+                    "{marker} SELECT {}({args})::text",
+                    lock_function(Scope::Xact, mode, false)
                 )
             }),
-            wait: by_mode(&|mode| {
+            xact_capped_wait: by_mode(&|mode| {
                 format!(
-                    "{marker} SELECT pg_catalog.pg_advisory_xact_lock{}({args})::text",
-                    mode.function_suffix()
+                    "{marker} {}",
+                    capped_wait_sql(
+                        &format!("{}({args})", lock_function(Scope::Xact, mode, false)),
+                        &format!("${next_param}::int8"),
+                    )
                 )
             }),
-            capped_wait: by_mode(&|mode| {
-                capped_wait_sql(
-                    &marker,
-                    &format!(
-                        "pg_catalog.pg_advisory_xact_lock{}({args})",
-                        mode.function_suffix()
-                    ),
-                    &format!("${next_param}::int8"),
+            unlock: by_mode(&|mode| {
+                format!(
+                    "{marker} SELECT pg_catalog.pg_advisory_unlock{}({args})",
+                    mode.function_suffix()
                 )
             }),
             try_prefix: Arc::from(try_prefix_for_marker(&marker)),
@@ -91,16 +115,20 @@ impl Statements {
         }
     }
 
-    pub(crate) fn try_lock(&self, mode: Mode) -> Arc<str> {
-        self.try_lock[mode as usize].clone()
+    pub(crate) fn try_lock(&self, scope: Scope, mode: Mode) -> Arc<str> {
+        self.try_lock[scope as usize][mode as usize].clone()
     }
 
-    pub(crate) fn wait(&self, mode: Mode) -> Arc<str> {
-        self.wait[mode as usize].clone()
+    pub(crate) fn xact_wait(&self, mode: Mode) -> Arc<str> {
+        self.xact_wait[mode as usize].clone()
     }
 
-    pub(crate) fn capped_wait(&self, mode: Mode) -> Arc<str> {
-        self.capped_wait[mode as usize].clone()
+    pub(crate) fn xact_capped_wait(&self, mode: Mode) -> Arc<str> {
+        self.xact_capped_wait[mode as usize].clone()
+    }
+
+    pub(crate) fn unlock(&self, mode: Mode) -> Arc<str> {
+        self.unlock[mode as usize].clone()
     }
 
     pub(crate) fn try_prefix(&self) -> Arc<str> {
@@ -128,9 +156,9 @@ pub(crate) fn marker(sanitised_label: &str) -> String {
 /// non-zero setting is kept; `0` (no limit) is capped. The setting is
 /// changed `LOCAL`ly, so a failed wait leaves nothing behind once the
 /// transaction (or the savepoint) is rolled back.
-fn capped_wait_sql(marker: &str, lock_call: &str, cap_ms: &str) -> String {
+fn capped_wait_sql(lock_call: &str, cap_ms: &str) -> String {
     format!(
-        "{marker} WITH previous AS MATERIALIZED ( \
+        "WITH previous AS MATERIALIZED ( \
              SELECT pg_catalog.current_setting('lock_timeout') AS setting, s.setting::int8 AS ms \
              FROM pg_catalog.pg_settings s WHERE s.name = 'lock_timeout' \
          ), capped AS MATERIALIZED ( \
@@ -176,29 +204,53 @@ pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
     sql
 }
 
-/// The savepoint form of a wait: one simple-protocol round trip that opens a
-/// savepoint, waits with the cap, and releases the savepoint. On failure the
-/// caller rolls back to the savepoint, which also undoes the cap.
+/// A wait with its key and cap written in as integers this crate formats,
+/// for the simple-protocol waits below.
+fn literal_wait_sql(scope: Scope, id: LockId, mode: Mode, cap_ms: Option<u32>) -> String {
+    let args = match id {
+        LockId::BigInt(id) => format!("{id}::int8"),
+        LockId::Pair(class, id) => format!("{class}::int4, {id}::int4"),
+    };
+    let lock_call = format!("{}({args})", lock_function(scope, mode, false));
+    match cap_ms {
+        Some(cap_ms) => capped_wait_sql(&lock_call, &format!("{cap_ms}::int8")),
+        None => format!("SELECT {lock_call}::text"),
+    }
+}
+
+/// The savepoint form of a transaction-scoped wait: one simple-protocol
+/// round trip that opens a savepoint, waits, and releases the savepoint. On
+/// failure the caller rolls back to the savepoint, which also undoes the cap.
 pub(crate) fn savepoint_wait_sql(
     marker: &str,
     id: LockId,
     mode: Mode,
     cap_ms: Option<u32>,
 ) -> String {
-    let args = match id {
-        LockId::BigInt(id) => format!("{id}::int8"),
-        LockId::Pair(class, id) => format!("{class}::int4, {id}::int4"),
-    };
-    let lock_call = format!(
-        "pg_catalog.pg_advisory_xact_lock{}({args})",
-        mode.function_suffix()
-    );
-    let wait = match cap_ms {
-        Some(cap_ms) => capped_wait_sql("", &lock_call, &format!("{cap_ms}::int8")),
-        None => format!("SELECT {lock_call}::text"),
-    };
+    let wait = literal_wait_sql(Scope::Xact, id, mode, cap_ms);
     format!("{marker} SAVEPOINT {SAVEPOINT}; {wait}; RELEASE SAVEPOINT {SAVEPOINT}")
 }
+
+/// A session-level wait. The server must notice when the waiting client is
+/// gone (an abandoned acquisition closes the connection), or it would go on
+/// waiting and then hold the lock for no one. `client_connection_check_interval`
+/// does that, but only if it is set when a statement starts: so it is set by
+/// a statement of its own, in the same message. The message's statements
+/// form one implicit transaction, and the `LOCAL` setting ends with it.
+pub(crate) fn session_wait_sql(
+    marker: &str,
+    id: LockId,
+    mode: Mode,
+    cap_ms: Option<u32>,
+) -> String {
+    let wait = literal_wait_sql(Scope::Session, id, mode, cap_ms);
+    format!(
+        "{marker} SET LOCAL client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'; {wait}"
+    )
+}
+
+/// How often a backend waiting for a session lock checks its client.
+const CLIENT_CHECK_INTERVAL: &str = "1s";
 
 pub(crate) const SAVEPOINT: &str = "pglock_wait";
 
