@@ -27,7 +27,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let url = pglock::testing::database_url()?;
-    let pool = PgPoolOptions::new().max_connections(8).connect(&url).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await?;
     let invoice = uuid::Uuid::new_v4();
     println!(
         "invoice {invoice} locks advisory id {}",
@@ -79,8 +82,16 @@ async fn shared_versus_exclusive(pool: &PgPool, invoice: uuid::Uuid) -> Result<(
     println!("\n2. Shared holders run together; an exclusive one waits for them all.");
     let mut reader_one = pool.begin().await?;
     let mut reader_two = pool.begin().await?;
-    INVOICES.lock(&invoice).shared().acquire(&mut reader_one).await?;
-    INVOICES.lock(&invoice).shared().acquire(&mut reader_two).await?;
+    INVOICES
+        .lock(&invoice)
+        .shared()
+        .acquire(&mut reader_one)
+        .await?;
+    INVOICES
+        .lock(&invoice)
+        .shared()
+        .acquire(&mut reader_two)
+        .await?;
     println!("   two readers hold the invoice in shared mode at the same time");
 
     let writer = {

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// A pool on the test run's server (`DATABASE_URL`, or the throwaway one).
 pub async fn pool() -> PgPool {
-    let url = std::env::var("DATABASE_URL").expect("TEMP");
+    let url = pglock::testing::database_url().expect("a test database");
     PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(30))

@@ -1,1 +1,0 @@
-//! A throwaway PostgreSQL for tests.

@@ -1,0 +1,219 @@
+//! The error type of the testing kit.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why the testing kit could not provide a PostgreSQL server.
+///
+/// Every variant says what was tried and what to do about it, so that a
+/// test that fails with `.expect("test server")` explains itself.
+///
+/// ```no_run
+/// use pglock_runtime::testing::{TestServer, TestingError};
+///
+/// match TestServer::shared() {
+///     Ok(server) => println!("PostgreSQL at {}", server.url()),
+///     Err(TestingError::BinariesNotFound { .. }) => eprintln!("install PostgreSQL to run these tests"),
+///     Err(other) => panic!("{other}"),
+/// }
+/// ```
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum TestingError {
+    /// The PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`) were
+    /// not found.
+    BinariesNotFound {
+        /// Every place that was searched, in order, and what was wrong there.
+        searched: Vec<String>,
+    },
+    /// A helper program the kit needs is not installed.
+    ToolNotFound {
+        /// The program, such as `runuser` or `flock`.
+        tool: &'static str,
+        /// What the kit needs it for, and where it usually comes from.
+        purpose: &'static str,
+    },
+    /// The tests run as root (which `initdb` and `postgres` refuse), and no
+    /// unprivileged user exists to run the server as.
+    NoUnprivilegedUser {
+        /// The user names that were tried.
+        tried: Vec<String>,
+    },
+    /// The unprivileged user that runs the server cannot reach the kit's
+    /// directory, because a parent directory is not traversable (`x`) for it.
+    NotTraversable {
+        /// The user the server runs as.
+        user: String,
+        /// The directory the kit wanted to use.
+        path: PathBuf,
+        /// The first ancestor of `path` the user cannot traverse.
+        blocked_at: PathBuf,
+    },
+    /// `initdb` failed.
+    InitdbFailed {
+        /// The data directory that was being initialised.
+        data_dir: PathBuf,
+        /// How `initdb` ended (exit status).
+        status: String,
+        /// What `initdb` printed (stderr, then stdout).
+        output: String,
+    },
+    /// The server did not start (or restart).
+    StartFailed {
+        /// The data directory of the server.
+        data_dir: PathBuf,
+        /// The server's log file.
+        log_file: PathBuf,
+        /// What `pg_ctl` said.
+        reason: String,
+        /// The last lines the server wrote to its log during this attempt.
+        log_tail: String,
+    },
+    /// A `pg_ctl` command (such as `stop`) failed.
+    CommandFailed {
+        /// The command line that failed.
+        command: String,
+        /// How it ended (exit status).
+        status: String,
+        /// What it printed (stderr, then stdout).
+        output: String,
+    },
+    /// An operation that would disturb the other users of the shared server
+    /// (stop, restart) was refused; start a private server with
+    /// [`TestServer::start`](super::TestServer::start) instead.
+    SharedServer {
+        /// The refused operation.
+        operation: &'static str,
+    },
+    /// Providing the shared server already failed earlier in this process;
+    /// the first caller got the full error, and later callers get its text
+    /// instead of waiting for the same failure again.
+    SharedUnavailable {
+        /// The text of the first error.
+        message: String,
+    },
+    /// An environment variable holds a value the kit cannot use.
+    InvalidEnv {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An I/O error, with what was being done when it happened.
+    Io {
+        /// What the kit was doing.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl TestingError {
+    pub(super) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        TestingError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for TestingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TestingError::BinariesNotFound { searched } => {
+                write!(
+                    f,
+                    "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; they must be \
+                     installed to run the tests without DATABASE_URL (Debian/Ubuntu: \
+                     `apt-get install postgresql`), or set PGLOCK_PG_BINDIR to the directory \
+                     that holds them, or set DATABASE_URL to an existing server. Searched:"
+                )?;
+                for place in searched {
+                    write!(f, "\n  - {place}")?;
+                }
+                Ok(())
+            }
+            TestingError::ToolNotFound { tool, purpose } => {
+                write!(f, "the `{tool}` program was not found on PATH: {purpose}")
+            }
+            TestingError::NoUnprivilegedUser { tried } => write!(
+                f,
+                "running as root, and PostgreSQL refuses to run as root, but none of the \
+                 unprivileged users {tried:?} exists; create one (e.g. `useradd postgres`) or \
+                 name one in PGLOCK_PG_USER"
+            ),
+            TestingError::NotTraversable {
+                user,
+                path,
+                blocked_at,
+            } => write!(
+                f,
+                "the server runs as the unprivileged user `{user}`, which cannot reach {}: \
+                 {} is not traversable for it (`chmod o+x {}`, or set CARGO_TARGET_DIR to a \
+                 directory it can reach)",
+                path.display(),
+                blocked_at.display(),
+                blocked_at.display()
+            ),
+            TestingError::InitdbFailed {
+                data_dir,
+                status,
+                output,
+            } => write!(
+                f,
+                "initdb of {} failed ({status}):\n{}",
+                data_dir.display(),
+                output.trim_end()
+            ),
+            TestingError::StartFailed {
+                data_dir,
+                log_file,
+                reason,
+                log_tail,
+            } => {
+                write!(
+                    f,
+                    "PostgreSQL in {} did not start: {}",
+                    data_dir.display(),
+                    reason.trim_end()
+                )?;
+                if log_tail.trim().is_empty() {
+                    write!(f, "\n(nothing in the server log {})", log_file.display())
+                } else {
+                    write!(
+                        f,
+                        "\nlast lines of the server log {}:\n{}",
+                        log_file.display(),
+                        log_tail.trim_end()
+                    )
+                }
+            }
+            TestingError::CommandFailed {
+                command,
+                status,
+                output,
+            } => write!(f, "`{command}` failed ({status}):\n{}", output.trim_end()),
+            TestingError::SharedServer { operation } => write!(
+                f,
+                "refusing to {operation} the shared test server, which other tests and test \
+                 processes use; start a private one with TestServer::start"
+            ),
+            TestingError::SharedUnavailable { message } => write!(
+                f,
+                "the shared test server is unavailable (it failed earlier in this process): \
+                 {message}"
+            ),
+            TestingError::InvalidEnv { name, message } => write!(f, "{name}: {message}"),
+            TestingError::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for TestingError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TestingError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

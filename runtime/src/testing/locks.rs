@@ -1,0 +1,180 @@
+//! Lock helpers for tests: hold a lock from another connection, wait until a
+//! backend waits on a namespace, check what the current transaction holds.
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Postgres, Transaction};
+
+use crate::{Error, LockId, LockKey, Mode, Namespace};
+
+/// A lock held by a transaction of its own, for a test to contend with.
+/// [`LockHolder::release`] commits; dropping it rolls back. Either way the
+/// lock ends.
+///
+/// ```no_run
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+/// use pglock_runtime::{Mode, Namespace, testing};
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
+/// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
+/// let mut tx = pool.begin().await?;
+/// assert!(!JOBS.lock(&7_i64).try_acquire(&mut tx).await?);
+/// holder.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct LockHolder {
+    tx: Transaction<'static, Postgres>,
+    pid: i32,
+    id: LockId,
+}
+
+impl LockHolder {
+    /// The holding backend's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The lock id held.
+    pub fn id(&self) -> LockId {
+        self.id
+    }
+
+    /// Ends the holding transaction (commit), and with it the lock.
+    ///
+    /// ```no_run
+    /// # async fn run(holder: pglock_runtime::testing::LockHolder) -> Result<(), pglock_runtime::Error> {
+    /// holder.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn release(self) -> Result<(), Error> {
+        self.tx.commit().await.map_err(Error::from)
+    }
+}
+
+/// Takes `key` in `namespace` in a new transaction on `pool`, waiting as
+/// long as it takes, and keeps it until the returned holder is released or
+/// dropped.
+///
+/// ```no_run
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+/// let holder = pglock_runtime::testing::hold_lock(pool, &JOBS, &1_i64, pglock_runtime::Mode::Shared).await?;
+/// # Ok(()) }
+/// ```
+pub async fn hold_lock<K: LockKey + ?Sized>(
+    pool: &PgPool,
+    namespace: &Namespace,
+    key: &K,
+    mode: Mode,
+) -> Result<LockHolder, Error> {
+    let mut tx = pool.begin().await?;
+    let lock = namespace.lock(key).with_mode(mode);
+    let id = lock.id();
+    lock.acquire(&mut tx).await?;
+    let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(LockHolder { tx, pid, id })
+}
+
+/// Polls `pg_stat_activity` until some backend waits for an advisory lock
+/// in a statement whose marker names `namespace`, and returns its pid, or
+/// `None` when none did within `within`.
+///
+/// ```no_run
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+/// use std::time::Duration;
+/// let waiter = pglock_runtime::testing::wait_for_waiter(pool, &JOBS, Duration::from_secs(10)).await?;
+/// assert!(waiter.is_some(), "someone waits on a job lock");
+/// # Ok(()) }
+/// ```
+pub async fn wait_for_waiter(
+    pool: &PgPool,
+    namespace: &Namespace,
+    within: Duration,
+) -> Result<Option<i32>, Error> {
+    let marker = namespace.statements().marker();
+    let deadline = Instant::now() + within;
+    loop {
+        let waiter: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_catalog.pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' \
+               AND starts_with(query, $1) ORDER BY query_start LIMIT 1",
+        )
+        .bind(marker)
+        .fetch_optional(pool)
+        .await?;
+        if waiter.is_some() || Instant::now() >= deadline {
+            return Ok(waiter);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether the session of `conn` holds `key` in `namespace` in `mode`, as
+/// `pg_locks` shows it.
+///
+/// ```no_run
+/// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), pglock_runtime::Error> {
+/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+/// use pglock_runtime::{Mode, testing};
+/// JOBS.lock(&1_i64).acquire(tx).await?;
+/// assert!(testing::holds(tx, &JOBS, &1_i64, Mode::Exclusive).await?);
+/// # Ok(()) }
+/// ```
+pub async fn holds<K: LockKey + ?Sized>(
+    conn: &mut PgConnection,
+    namespace: &Namespace,
+    key: &K,
+    mode: Mode,
+) -> Result<bool, Error> {
+    let (bigint, class, object) = match namespace.id(key) {
+        LockId::BigInt(id) => (Some(id), None, None),
+        LockId::Pair(class, object) => (None, Some(i64::from(class)), Some(i64::from(object))),
+    };
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
+         WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted \
+           AND l.mode = $4 \
+           AND CASE WHEN $1::int8 IS NOT NULL \
+                    THEN l.objsubid = 1 AND ((l.classid::int8 << 32) | l.objid::int8) = $1::int8 \
+                    ELSE l.objsubid = 2 AND l.classid::int8 = ($2::int8 & 4294967295) \
+                         AND l.objid::int8 = ($3::int8 & 4294967295) END)",
+    )
+    .bind(bigint)
+    .bind(class)
+    .bind(object)
+    .bind(mode.pg_locks_mode())
+    .fetch_one(conn)
+    .await
+    .map_err(Error::from)
+}
+
+/// Panics unless the session of `conn` holds `key` in `namespace` in
+/// `mode`; see [`holds`].
+///
+/// ```no_run
+/// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) {
+/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+/// pglock_runtime::testing::assert_holds(tx, &JOBS, &1_i64, pglock_runtime::Mode::Exclusive).await;
+/// # }
+/// ```
+pub async fn assert_holds<K: LockKey + ?Sized>(
+    conn: &mut PgConnection,
+    namespace: &Namespace,
+    key: &K,
+    mode: Mode,
+) {
+    let id = namespace.id(key);
+    match holds(conn, namespace, key, mode).await {
+        Ok(true) => {}
+        Ok(false) => panic!(
+            "this session does not hold {}/{id} in {mode} mode",
+            namespace.label()
+        ),
+        Err(error) => panic!("could not read pg_locks: {error}"),
+    }
+}

@@ -1,0 +1,469 @@
+//! A throwaway PostgreSQL for tests (feature `testing`).
+//!
+//! Tests of code that takes advisory locks need a real server: lock
+//! semantics cannot be mocked. This module gives them one with no setup:
+//!
+//! - [`database_url`] is what a test connects to: `DATABASE_URL` when it is
+//!   set, otherwise the URL of the test run's shared throwaway server;
+//! - [`TestServer::shared`] is that shared server: started from the
+//!   machine's PostgreSQL binaries on first use, reused by every test (and
+//!   every test process: `cargo test` runs each test binary as a process,
+//!   nextest each test), and stopped by a watchdog 2–3 seconds after the
+//!   last test process has exited;
+//! - [`TestServer::start`] is a private server, for tests that restart,
+//!   reconfigure or break their server; it is stopped and removed when
+//!   dropped.
+//!
+//! ```no_run
+//! use sqlx::Connection;
+//!
+//! #[tokio::test]
+//! async fn answers() {
+//!     let url = pglock_runtime::testing::database_url().expect("a test server");
+//!     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+//!     let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
+//!     assert_eq!(one, 1);
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! # What the machine needs
+//!
+//! The PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`; Debian
+//! and Ubuntu: `apt-get install postgresql`), found in `PGLOCK_PG_BINDIR`
+//! when set, else at `pg_config --bindir`, else in the newest
+//! `/usr/lib/postgresql/*/bin`, else on `PATH`; and `sh` and `flock` (from
+//! util-linux). No server needs to run, no configuration is read or
+//! changed: each server is a fresh cluster with `trust` authentication for
+//! the user `postgres`, tuned for speed (`fsync=off`), listening on
+//! 127.0.0.1 and on a unix socket, on a free port.
+//!
+//! `initdb` and `postgres` refuse to run as root. When the tests run as
+//! root (containers, CI), the server runs as `PGLOCK_PG_USER`, else
+//! `postgres`, else `nobody`, through `runuser` (util-linux); that user
+//! must be able to traverse the directories down to the kit's directory.
+//!
+//! # Where things live
+//!
+//! Under `<target>/pglock-pg/`, where `<target>` is `CARGO_TARGET_DIR`, or
+//! else the `target` directory that holds the test executable, or else the
+//! temporary directory (also used when the server's user cannot reach the
+//! target directory):
+//!
+//! - `shared/`: the shared server: `data/`, `server.log`, `watchdog.log`,
+//!   `state` (port, socket directory, binaries of the running server) and the
+//!   lock files `ctl.lock`, `users.lock`, `watchdog.lock`;
+//! - `private-<pid>-<n>/`: a private server, laid out the same way, removed
+//!   when it is dropped (or by its watchdog, when its process died).
+//!
+//! The unix socket is in the server's directory, unless its path would be
+//! too long for a socket (100 bytes): then in `/tmp/pglock-<hash>`.
+//!
+//! `cargo clean` removes everything; a running shared server notices that
+//! its data directory is gone and shuts down within a minute.
+
+mod env;
+mod error;
+mod locks;
+mod pg;
+mod shared;
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+pub use error::TestingError;
+pub use locks::{LockHolder, assert_holds, hold_lock, holds, wait_for_waiter};
+
+use env::Env;
+use pg::Layout;
+
+/// The URL tests should connect to: `DATABASE_URL` when set (and not
+/// empty), returned verbatim; otherwise the URL of the shared throwaway
+/// server of this test run ([`TestServer::shared`]), started on first use.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = sqlx::PgPool::connect(&pglock_runtime::testing::database_url()?).await?;
+/// # Ok(()) }
+/// ```
+pub fn database_url() -> Result<String, TestingError> {
+    match configured_url(std::env::var_os("DATABASE_URL"))? {
+        Some(url) => Ok(url),
+        None => Ok(TestServer::shared()?.url()),
+    }
+}
+
+/// The value of `DATABASE_URL`, when it is set and not empty.
+fn configured_url(value: Option<std::ffi::OsString>) -> Result<Option<String>, TestingError> {
+    match value.filter(|v| !v.is_empty()).map(|v| v.into_string()) {
+        None => Ok(None),
+        Some(Ok(url)) => Ok(Some(url)),
+        Some(Err(_)) => Err(TestingError::InvalidEnv {
+            name: "DATABASE_URL",
+            message: "is not valid UTF-8".into(),
+        }),
+    }
+}
+
+/// A throwaway PostgreSQL started from the machine's binaries.
+///
+/// Either the [shared](TestServer::shared) server of the test run, or a
+/// [private](TestServer::start) one. Connect as the superuser `postgres`,
+/// without a password, to the database `postgres`, through [`url`](Self::url)
+/// (unix socket) or [`tcp_url`](Self::tcp_url) (127.0.0.1).
+///
+/// ```no_run
+/// use pglock_runtime::testing::{ServerOptions, TestServer};
+///
+/// let server = TestServer::start(ServerOptions::new().setting("max_locks_per_transaction", "17"))?;
+/// println!("{} on port {}", server.url(), server.port());
+/// server.restart()?;
+/// drop(server); // stopped, and its directory removed
+/// # Ok::<(), pglock_runtime::testing::TestingError>(())
+/// ```
+#[derive(Debug)]
+pub struct TestServer {
+    env: &'static Env,
+    layout: Layout,
+    bin_dir: PathBuf,
+    port: u16,
+    settings: Vec<(String, String)>,
+    /// A private server's registration as its user (`None`: the shared one).
+    private: Option<File>,
+}
+
+impl TestServer {
+    fn new(
+        env: &'static Env,
+        layout: Layout,
+        bin_dir: PathBuf,
+        port: u16,
+        private: Option<File>,
+    ) -> TestServer {
+        TestServer {
+            env,
+            layout,
+            bin_dir,
+            port,
+            settings: Vec::new(),
+            private,
+        }
+    }
+
+    /// The shared server of this test run (regardless of `DATABASE_URL`;
+    /// see [`database_url`] for the URL tests should use).
+    ///
+    /// Started on first use and reused by every test process of the run:
+    /// the first process to need it starts it (under a file lock, so
+    /// concurrent processes wait for it rather than start their own), the
+    /// others find it running. Each process that used it is registered until
+    /// it exits; a watchdog stops the server 2–3 seconds after the last one
+    /// has exited, and the next run starts it again from the same data
+    /// directory. It is never stopped by this process, and refuses
+    /// [`restart`](Self::restart) and [`stop`](Self::stop), which would
+    /// disturb the other tests.
+    ///
+    /// Its databases outlive a test run: create what a test needs under
+    /// unique names, or use a private server.
+    ///
+    /// ```no_run
+    /// use pglock_runtime::testing::TestServer;
+    ///
+    /// let server = TestServer::shared()?;
+    /// assert_eq!(server.port(), TestServer::shared()?.port());
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn shared() -> Result<&'static TestServer, TestingError> {
+        shared::shared()
+    }
+
+    /// Starts a private server with its own data directory and port, stopped
+    /// (and its directory removed) when dropped. For tests that restart,
+    /// reconfigure or break the server.
+    ///
+    /// Blocks while `initdb` runs and the server starts (under a second).
+    /// If the process dies without dropping it, a watchdog stops and removes
+    /// it a few seconds later. When it fails to start, its directory stays
+    /// for a look at its log, and a later test process removes it once this
+    /// one has exited.
+    ///
+    /// ```no_run
+    /// use pglock_runtime::testing::{ServerOptions, TestServer};
+    ///
+    /// let server = TestServer::start(ServerOptions::new())?;
+    /// let url = server.tcp_url();
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn start(options: ServerOptions) -> Result<TestServer, TestingError> {
+        shared::start_private(&options)
+    }
+
+    /// The URL of the server over its unix socket:
+    /// `postgres://postgres@localhost/postgres?host=<socket dir>&port=<port>`.
+    ///
+    /// ```no_run
+    /// # use pglock_runtime::testing::TestServer;
+    /// let url = TestServer::shared()?.url();
+    /// assert!(url.starts_with("postgres://postgres@localhost/postgres?host=/"));
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@localhost/postgres?host={}&port={}",
+            encode_query_value(&self.layout.socket_dir.to_string_lossy()),
+            self.port
+        )
+    }
+
+    /// The URL of the server over TCP: `postgres://postgres@127.0.0.1:<port>/postgres`.
+    ///
+    /// ```no_run
+    /// # use pglock_runtime::testing::TestServer;
+    /// let server = TestServer::shared()?;
+    /// assert_eq!(server.tcp_url(), format!("postgres://postgres@127.0.0.1:{}/postgres", server.port()));
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn tcp_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The port the server listens on (TCP on 127.0.0.1, and the unix
+    /// socket's name).
+    ///
+    /// ```no_run
+    /// # use pglock_runtime::testing::TestServer;
+    /// let port = TestServer::shared()?.port();
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's data directory (`PGDATA`).
+    ///
+    /// ```no_run
+    /// # use pglock_runtime::testing::TestServer;
+    /// let data = TestServer::shared()?.data_dir();
+    /// assert!(data.join("PG_VERSION").exists());
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn data_dir(&self) -> &Path {
+        &self.layout.data
+    }
+
+    /// The directory of the PostgreSQL binaries the server runs from.
+    ///
+    /// ```no_run
+    /// # use pglock_runtime::testing::TestServer;
+    /// let psql = TestServer::shared()?.bin_dir().join("psql");
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The server's log file.
+    ///
+    /// ```no_run
+    /// # use pglock_runtime::testing::TestServer;
+    /// let log = std::fs::read_to_string(TestServer::shared()?.log_file()).unwrap_or_default();
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn log_file(&self) -> &Path {
+        &self.layout.log
+    }
+
+    /// The directory of the server's unix socket (`.s.PGSQL.<port>`).
+    ///
+    /// ```no_run
+    /// # use pglock_runtime::testing::TestServer;
+    /// let server = TestServer::shared()?;
+    /// assert!(server.socket_dir().join(format!(".s.PGSQL.{}", server.port())).exists());
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn socket_dir(&self) -> &Path {
+        &self.layout.socket_dir
+    }
+
+    /// Whether this is the shared server of the test run.
+    ///
+    /// ```no_run
+    /// # use pglock_runtime::testing::TestServer;
+    /// assert!(TestServer::shared()?.is_shared());
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn is_shared(&self) -> bool {
+        self.private.is_none()
+    }
+
+    /// Restarts a private server (`pg_ctl restart -m fast -w`): same port,
+    /// same settings; existing connections are terminated. Also starts a
+    /// server that was [stopped](Self::stop). Refused on the shared server.
+    ///
+    /// ```no_run
+    /// # use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// let server = TestServer::start(ServerOptions::new())?;
+    /// server.restart()?;
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn restart(&self) -> Result<(), TestingError> {
+        if self.is_shared() {
+            return Err(TestingError::SharedServer {
+                operation: "restart",
+            });
+        }
+        let _ctl = shared::lock_ctl(&self.layout.dir)?;
+        pg::restart(
+            self.env,
+            &self.bin_dir,
+            &self.layout,
+            self.port,
+            &self.settings,
+        )?;
+        shared::ensure_watchdog(self.env, &self.bin_dir, &self.layout, true)
+    }
+
+    /// Stops a private server (`pg_ctl stop -m fast -w`); it can be started
+    /// again with [`restart`](Self::restart). Stopping a stopped server does
+    /// nothing. Refused on the shared server.
+    ///
+    /// ```no_run
+    /// # use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// let server = TestServer::start(ServerOptions::new())?;
+    /// server.stop()?;
+    /// assert!(std::net::TcpStream::connect(("127.0.0.1", server.port())).is_err());
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn stop(&self) -> Result<(), TestingError> {
+        if self.is_shared() {
+            return Err(TestingError::SharedServer { operation: "stop" });
+        }
+        let _ctl = shared::lock_ctl(&self.layout.dir)?;
+        pg::pg_ctl_stop(self.env, &self.bin_dir, &self.layout, "fast")
+    }
+}
+
+impl Drop for TestServer {
+    /// Stops a private server and removes its directory; errors are printed
+    /// to stderr. The shared server is left to its watchdog.
+    fn drop(&mut self) {
+        if self.private.is_none() {
+            return;
+        }
+        let ctl = shared::lock_ctl(&self.layout.dir);
+        if let Err(e) = pg::pg_ctl_stop(self.env, &self.bin_dir, &self.layout, "fast") {
+            eprintln!("pglock testing: stopping the private server failed, killing it: {e}");
+            if let Err(e) = pg::pg_ctl_stop(self.env, &self.bin_dir, &self.layout, "immediate") {
+                eprintln!("pglock testing: {e}");
+            }
+        }
+        for dir in [&self.layout.dir, &self.layout.socket_dir] {
+            if let Err(e) = pg::remove_tree(dir) {
+                eprintln!("pglock testing: {e}");
+            }
+        }
+        drop(ctl);
+    }
+}
+
+/// Settings of a private server ([`TestServer::start`]).
+///
+/// ```
+/// use pglock_runtime::testing::ServerOptions;
+///
+/// let options = ServerOptions::new()
+///     .setting("max_locks_per_transaction", "17")
+///     .setting("log_min_messages", "debug1");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    settings: Vec<(String, String)>,
+}
+
+impl ServerOptions {
+    /// The defaults: a server tuned for tests (`fsync=off`,
+    /// `synchronous_commit=off`, `full_page_writes=off`,
+    /// `max_connections=300`, `shared_buffers=32MB`).
+    ///
+    /// ```
+    /// let options = pglock_runtime::testing::ServerOptions::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a server setting, passed as `-c name=value` after the defaults
+    /// (so it overrides them). Leave `port`, `listen_addresses` and
+    /// `unix_socket_directories` to the kit: the URLs depend on them.
+    ///
+    /// ```
+    /// let options = pglock_runtime::testing::ServerOptions::new().setting("lock_timeout", "5s");
+    /// ```
+    pub fn setting(mut self, name: &str, value: &str) -> Self {
+        self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// Percent-encodes a URL query value, keeping `/` readable.
+fn encode_query_value(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            encode_query_value("/tmp/pglock-1f"),
+            "/tmp/pglock-1f",
+            "paths stay readable"
+        );
+        assert_eq!(encode_query_value("/a b&c=d%"), "/a%20b%26c%3Dd%25");
+    }
+
+    #[test]
+    fn database_url_is_taken_verbatim_when_set() {
+        use std::ffi::OsString;
+        let url = " postgres://u@h:5/db?x=1 ";
+        assert_eq!(
+            configured_url(Some(OsString::from(url)))
+                .unwrap()
+                .as_deref(),
+            Some(url)
+        );
+        assert_eq!(configured_url(Some(OsString::new())).unwrap(), None);
+        assert_eq!(configured_url(None).unwrap(), None);
+    }
+
+    #[test]
+    fn options_keep_their_settings_in_order() {
+        let options = ServerOptions::new().setting("a", "1").setting("b", "x y");
+        assert_eq!(
+            options.settings,
+            [("a".into(), "1".into()), ("b".into(), "x y".into())]
+        );
+    }
+
+    #[test]
+    fn errors_explain_themselves() {
+        let error = TestingError::BinariesNotFound {
+            searched: vec!["PGLOCK_PG_BINDIR (not set)".into()],
+        };
+        let text = error.to_string();
+        assert!(text.contains("must be"), "{text}");
+        assert!(text.contains("installed"), "{text}");
+        assert!(text.contains("- PGLOCK_PG_BINDIR (not set)"), "{text}");
+    }
+}

@@ -1,0 +1,474 @@
+//! Driving the PostgreSQL programs: `initdb`, `pg_ctl` and `pg_isready`.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use super::TestingError;
+use super::env::{Env, fnv1a, pg_command_in};
+
+/// A port that someone else uses on the build machines: never picked.
+const RESERVED_PORT: u16 = 55432;
+/// How many times a start is retried with a new port when the port was taken.
+const PORT_ATTEMPTS: usize = 5;
+/// `pg_ctl -t`: seconds to wait for a start or a stop.
+const PG_CTL_TIMEOUT: &str = "60";
+/// Lines of the server log quoted in a start error.
+const LOG_TAIL_LINES: usize = 40;
+/// Socket paths must stay below this length (the kernel allows 107 bytes).
+const MAX_SOCKET_PATH: usize = 100;
+
+/// Where one server keeps its things.
+#[derive(Debug, Clone)]
+pub(super) struct Layout {
+    /// The server's directory: lock files, state, log.
+    pub(super) dir: PathBuf,
+    pub(super) data: PathBuf,
+    pub(super) log: PathBuf,
+    pub(super) socket_dir: PathBuf,
+}
+
+impl Layout {
+    pub(super) fn new(dir: &Path) -> Layout {
+        Layout {
+            dir: dir.to_path_buf(),
+            data: dir.join("data"),
+            log: dir.join("server.log"),
+            socket_dir: socket_dir_for(dir),
+        }
+    }
+}
+
+/// The unix socket directory of a server whose directory is `dir`: `dir`
+/// itself when `<dir>/.s.PGSQL.<port>` stays under 100 bytes and needs no
+/// quoting in `unix_socket_directories`, else `/tmp/pglock-<hash of dir>`.
+pub(super) fn socket_dir_for(dir: &Path) -> PathBuf {
+    let bytes = dir.as_os_str().as_bytes();
+    let too_long = bytes.len() + "/.s.PGSQL.65535".len() >= MAX_SOCKET_PATH;
+    let needs_quoting = !bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(b));
+    if too_long || needs_quoting {
+        PathBuf::from(format!("/tmp/pglock-{:016x}", fnv1a(bytes)))
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// The server settings for a start, as one `pg_ctl -o` string (which
+/// `pg_ctl` hands to `sh -c`, hence the quoting).
+fn server_options(port: u16, socket_dir: &Path, settings: &[(String, String)]) -> String {
+    let port = port.to_string();
+    let socket_dir = socket_dir.to_string_lossy();
+    let fixed = [
+        ("fsync", "off"),
+        ("synchronous_commit", "off"),
+        ("full_page_writes", "off"),
+        ("listen_addresses", "127.0.0.1"),
+        ("port", &port),
+        ("unix_socket_directories", &socket_dir),
+        ("max_connections", "300"),
+        ("shared_buffers", "32MB"),
+    ];
+    let all = fixed
+        .iter()
+        .map(|(name, value)| (*name, *value))
+        .chain(settings.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    all.map(|(name, value)| format!("-c {}", shell_quote(&format!("{name}={value}"))))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Quotes `text` as one word for `sh`.
+pub(super) fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> Result<u16, TestingError> {
+    loop {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .map_err(|e| TestingError::io("looking for a free port on 127.0.0.1", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| TestingError::io("looking for a free port on 127.0.0.1", e))?
+            .port();
+        if port != RESERVED_PORT {
+            return Ok(port);
+        }
+    }
+}
+
+fn run(command: &mut Command, what: &str) -> Result<Output, TestingError> {
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| TestingError::io(format!("running {what}"), e))
+}
+
+fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn output_text(out: &Output) -> String {
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !stdout.trim().is_empty() {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&stdout);
+    }
+    text
+}
+
+/// The major version of the binaries in `bin_dir` (`postgres --version`).
+fn binaries_major(env: &Env) -> Option<String> {
+    let out = Command::new(env.bin_dir.join("postgres"))
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_major(&text)
+}
+
+/// `postgres (PostgreSQL) 15.18 (Debian ...)` → `15`; `9.6.24` → `9.6`.
+pub(super) fn parse_major(version_output: &str) -> Option<String> {
+    let version = version_output
+        .split(')')
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    let first = parts.next().filter(|p| !p.is_empty())?;
+    if first.parse::<u32>().ok()? < 10 {
+        Some(format!("{first}.{}", parts.next()?))
+    } else {
+        Some(first.to_owned())
+    }
+}
+
+/// Whether `layout.data` holds a complete cluster that these binaries and
+/// this user can start.
+pub(super) fn data_dir_usable(env: &Env, layout: &Layout) -> bool {
+    let Ok(version) = fs::read_to_string(layout.data.join("PG_VERSION")) else {
+        return false;
+    };
+    if !layout.data.join("global/pg_control").is_file() {
+        return false;
+    }
+    if let Some(major) = binaries_major(env)
+        && version.trim() != major
+    {
+        return false;
+    }
+    if let Some(user) = &env.run_as
+        && fs::metadata(&layout.data).map(|m| m.uid()).ok() != Some(user.uid)
+    {
+        return false;
+    }
+    true
+}
+
+/// Removes a directory tree if it exists.
+pub(super) fn remove_tree(path: &Path) -> Result<(), TestingError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(TestingError::io(format!("removing {}", path.display()), e)),
+    }
+}
+
+/// `initdb` into `<dir>/data.init`, renamed to `layout.data` once complete,
+/// so that an interrupted `initdb` never leaves a half cluster behind.
+pub(super) fn initdb(env: &Env, layout: &Layout) -> Result<(), TestingError> {
+    let staging = layout.dir.join("data.init");
+    remove_tree(&staging)?;
+    remove_tree(&layout.data)?;
+    let mut command = env.pg_command("initdb", &layout.dir);
+    command
+        .arg("-D")
+        .arg(&staging)
+        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+        .arg("--no-sync");
+    let out = run(&mut command, "initdb")?;
+    if !out.status.success() {
+        return Err(TestingError::InitdbFailed {
+            data_dir: layout.data.clone(),
+            status: out.status.to_string(),
+            output: output_text(&out),
+        });
+    }
+    fs::rename(&staging, &layout.data).map_err(|e| {
+        TestingError::io(
+            format!(
+                "renaming {} to {}",
+                staging.display(),
+                layout.data.display()
+            ),
+            e,
+        )
+    })
+}
+
+/// The size of the log now, to quote only what a start adds to it.
+fn log_len(layout: &Layout) -> u64 {
+    fs::metadata(&layout.log).map_or(0, |m| m.len())
+}
+
+/// The last lines written to the log since `offset`.
+fn log_tail(layout: &Layout, offset: u64) -> String {
+    let mut text = Vec::new();
+    if let Ok(mut file) = fs::File::open(&layout.log)
+        && file.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = file.read_to_end(&mut text);
+    }
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+fn port_taken(log_tail: &str) -> bool {
+    log_tail.contains("Address already in use")
+        || log_tail.contains("could not create any TCP/IP sockets")
+        || (log_tail.contains("lock file") && log_tail.contains(".s.PGSQL."))
+}
+
+/// The pid in the data directory's `postmaster.pid`, when that process is
+/// (as far as can be told) a postmaster of this very data directory.
+pub(super) fn live_postmaster(data: &Path) -> Option<u32> {
+    let pid_file = fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let pid: u32 = pid_file.lines().next()?.trim().parse().ok()?;
+    if !Path::new("/proc/self").exists() {
+        return Some(pid); // cannot tell: assume it runs
+    }
+    let process = PathBuf::from(format!("/proc/{pid}"));
+    if !process.exists() {
+        return None;
+    }
+    match fs::read_link(process.join("cwd")) {
+        // The postmaster works in its data directory.
+        Ok(cwd) => (Some(cwd) == fs::canonicalize(data).ok()).then_some(pid),
+        Err(_) => fs::read_to_string(process.join("comm"))
+            .is_ok_and(|comm| comm.trim() == "postgres")
+            .then_some(pid),
+    }
+}
+
+/// Makes sure nothing stands in the way of a start: stops a postmaster of
+/// this data directory that is still around (hung, half started), and
+/// removes a `postmaster.pid` left by a server that died (its pid may now
+/// belong to another process, which would make `postgres` refuse to start).
+fn clear_leftovers(env: &Env, bin_dir: &Path, layout: &Layout) {
+    if !layout.data.join("postmaster.pid").exists() {
+        return;
+    }
+    if live_postmaster(&layout.data).is_some() {
+        let _ = pg_ctl_stop(env, bin_dir, layout, "immediate");
+    }
+    if live_postmaster(&layout.data).is_none() {
+        let _ = fs::remove_file(layout.data.join("postmaster.pid"));
+    }
+}
+
+fn start_error(layout: &Layout, reason: String, log_tail: String) -> TestingError {
+    TestingError::StartFailed {
+        data_dir: layout.data.clone(),
+        log_file: layout.log.clone(),
+        reason,
+        log_tail,
+    }
+}
+
+/// Starts the server of `layout` on a fresh port (retried when the port is
+/// taken in the meantime) and returns the port.
+pub(super) fn start(
+    env: &Env,
+    layout: &Layout,
+    settings: &[(String, String)],
+) -> Result<u16, TestingError> {
+    clear_leftovers(env, &env.bin_dir, layout);
+    for attempt in 1..=PORT_ATTEMPTS {
+        let port = free_port()?;
+        let offset = log_len(layout);
+        let mut command = env.pg_command("pg_ctl", &layout.dir);
+        command
+            .arg("-D")
+            .arg(&layout.data)
+            .arg("-l")
+            .arg(&layout.log)
+            .args(["-w", "-t", PG_CTL_TIMEOUT, "-o"])
+            .arg(server_options(port, &layout.socket_dir, settings))
+            .arg("start");
+        let out = run(&mut command, "pg_ctl start")?;
+        if out.status.success() {
+            return Ok(port);
+        }
+        let tail = log_tail(layout, offset);
+        // A timed-out start may have left a postmaster behind.
+        clear_leftovers(env, &env.bin_dir, layout);
+        if attempt < PORT_ATTEMPTS && port_taken(&tail) {
+            continue;
+        }
+        return Err(start_error(layout, output_text(&out), tail));
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// `pg_ctl restart -m fast -w` with the same port and settings; also starts
+/// a stopped server.
+pub(super) fn restart(
+    env: &Env,
+    bin_dir: &Path,
+    layout: &Layout,
+    port: u16,
+    settings: &[(String, String)],
+) -> Result<(), TestingError> {
+    if live_postmaster(&layout.data).is_none() {
+        clear_leftovers(env, bin_dir, layout);
+    }
+    let offset = log_len(layout);
+    let mut command = pg_command_in(bin_dir, env.run_as.as_ref(), "pg_ctl", &layout.dir);
+    command
+        .arg("-D")
+        .arg(&layout.data)
+        .arg("-l")
+        .arg(&layout.log)
+        .args(["-m", "fast", "-w", "-t", PG_CTL_TIMEOUT, "-o"])
+        .arg(server_options(port, &layout.socket_dir, settings))
+        .arg("restart");
+    let out = run(&mut command, "pg_ctl restart")?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(start_error(
+            layout,
+            output_text(&out),
+            log_tail(layout, offset),
+        ))
+    }
+}
+
+/// `pg_ctl stop -m <mode> -w`; nothing to do when no server runs.
+pub(super) fn pg_ctl_stop(
+    env: &Env,
+    bin_dir: &Path,
+    layout: &Layout,
+    mode: &str,
+) -> Result<(), TestingError> {
+    if !layout.data.join("postmaster.pid").exists() {
+        return Ok(());
+    }
+    let mut command = pg_command_in(bin_dir, env.run_as.as_ref(), "pg_ctl", &layout.dir);
+    command
+        .arg("-D")
+        .arg(&layout.data)
+        .args(["-m", mode, "-w", "-t", PG_CTL_TIMEOUT, "stop"]);
+    let out = run(&mut command, "pg_ctl stop")?;
+    if out.status.success() || live_postmaster(&layout.data).is_none() {
+        return Ok(());
+    }
+    Err(TestingError::CommandFailed {
+        command: describe(&command),
+        status: out.status.to_string(),
+        output: output_text(&out),
+    })
+}
+
+/// Whether the server of `layout` runs and accepts connections on `port`
+/// through `socket_dir`.
+pub(super) fn is_ready(bin_dir: &Path, layout: &Layout, socket_dir: &Path, port: u16) -> bool {
+    if live_postmaster(&layout.data).is_none() {
+        return false;
+    }
+    let mut command = pg_command_in(bin_dir, None, "pg_isready", Path::new("/"));
+    command
+        .arg("-q")
+        .arg("-h")
+        .arg(socket_dir)
+        .arg("-p")
+        .arg(port.to_string())
+        .args(["-U", "postgres", "-d", "postgres", "-t", "5"]);
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_parsed() {
+        assert_eq!(
+            parse_major("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(),
+            Some("15")
+        );
+        assert_eq!(
+            parse_major("postgres (PostgreSQL) 17beta1").as_deref(),
+            Some("17")
+        );
+        assert_eq!(
+            parse_major("postgres (PostgreSQL) 9.6.24").as_deref(),
+            Some("9.6")
+        );
+        assert_eq!(parse_major("garbage"), None);
+    }
+
+    #[test]
+    fn options_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        let options = server_options(
+            5433,
+            Path::new("/x/y"),
+            &[("search_path".into(), "'$user', public".into())],
+        );
+        assert!(options.starts_with("-c 'fsync=off' "), "{options}");
+        assert!(options.contains("-c 'port=5433'"), "{options}");
+        assert!(
+            options.contains("-c 'unix_socket_directories=/x/y'"),
+            "{options}"
+        );
+        assert!(
+            options.ends_with(r"-c 'search_path='\''$user'\'', public'"),
+            "{options}"
+        );
+    }
+
+    #[test]
+    fn long_or_odd_socket_directories_move_to_tmp() {
+        let short = Path::new("/work/main/target/pglock-pg/shared");
+        assert_eq!(socket_dir_for(short), short);
+
+        let long = PathBuf::from(format!("/{}/pglock-pg/shared", "d".repeat(90)));
+        let moved = socket_dir_for(&long);
+        assert!(moved.starts_with("/tmp"), "{moved:?}");
+        assert_eq!(moved, socket_dir_for(&long), "stable");
+        assert!(moved.join(".s.PGSQL.65535").as_os_str().len() < MAX_SOCKET_PATH);
+
+        let spaced = Path::new("/home/me/my project/target/pglock-pg/shared");
+        assert!(socket_dir_for(spaced).starts_with("/tmp"));
+    }
+
+    #[test]
+    fn taken_ports_are_recognised() {
+        assert!(port_taken(
+            "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use"
+        ));
+        assert!(!port_taken("FATAL:  data directory has wrong ownership"));
+    }
+}
