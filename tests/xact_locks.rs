@@ -5,15 +5,16 @@ mod support;
 
 use std::time::Duration;
 
-use pglock::{ConflictCause, Error, LockSet, Mode};
+use pglock::{ConflictCause, Error, LockSet, Mode, testing};
 use support::*;
 
 #[tokio::test]
 async fn exclusive_excludes_exclusive_and_shared() {
     let pool = pool().await;
     let ns = namespace("exclusive_excludes");
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
+        .await
+        .unwrap();
 
     let mut other = pool.begin().await.unwrap();
     assert!(!ns.lock(&1_i64).try_acquire(&mut other).await.unwrap());
@@ -24,9 +25,16 @@ async fn exclusive_excludes_exclusive_and_shared() {
             .await
             .unwrap()
     );
+    assert!(
+        !testing::holds(&mut other, ns, &1_i64, Mode::Shared)
+            .await
+            .unwrap()
+    );
+    assert_eq!(holders(&pool, ns.id(&1_i64)).await, vec![holder.pid()]);
 
-    let holder_pid = backend_pid(&mut holder).await;
-    assert_eq!(holders(&pool, ns.id(&1_i64)).await, vec![holder_pid]);
+    holder.release().await.unwrap();
+    assert!(ns.lock(&1_i64).try_acquire(&mut other).await.unwrap());
+    testing::assert_holds(&mut other, ns, &1_i64, Mode::Exclusive).await;
 }
 
 #[tokio::test]
@@ -496,7 +504,11 @@ async fn the_marker_names_the_namespace_of_a_waiting_backend() {
             .await
             .unwrap();
     });
-    let waiter_pid = wait_for_waiters(&pool, id, 1).await[0];
+    let waiter_pid = testing::wait_for_waiter(&pool, ns, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("a backend waits on the namespace");
+    assert_eq!(wait_for_waiters(&pool, id, 1).await, vec![waiter_pid]);
     let query: String = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
         .bind(waiter_pid)
         .fetch_one(&pool)
