@@ -11,6 +11,7 @@ use sqlx::postgres::{PgArguments, PgConnection};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Connection, Postgres};
 
+use crate::cancel::AbandonGuard;
 use crate::keys::{MAX_MARKER_LABEL, Namespace, sanitize_marker_label};
 use crate::statements::{self, Scope, Statements, TryStatus};
 use crate::{Error, LockId, Mode};
@@ -219,11 +220,11 @@ impl<'ns> XactLock<'ns> {
     pub async fn acquire(self, conn: &mut PgConnection) -> Result<Acquired, Error> {
         let cap_ms = self.wait.cap_ms()?;
         let statements = self.namespace.statements();
-        match self.try_once(conn, statements).await? {
+        let pid = match self.try_once(conn, statements).await? {
             TryStatus::Acquired => return Ok(Acquired { waited: None }),
-            TryStatus::Busy => {}
+            TryStatus::Busy { pid } => pid,
             TryStatus::Standby => return Err(Error::Standby),
-        }
+        };
         if self.wait == Wait::No {
             return Err(self.busy());
         }
@@ -235,7 +236,7 @@ impl<'ns> XactLock<'ns> {
         target.report_busy(cap_ms);
         let started = Instant::now();
         let outcome = target
-            .wait(conn, Scope::Xact, cap_ms, self.savepoint, started)
+            .wait(conn, Scope::Xact, cap_ms, self.savepoint, started, pid)
             .await;
         target.report_outcome(&outcome, started);
         outcome?;
@@ -258,7 +259,7 @@ impl<'ns> XactLock<'ns> {
     pub async fn try_acquire(self, conn: &mut PgConnection) -> Result<bool, Error> {
         match self.try_once(conn, self.namespace.statements()).await? {
             TryStatus::Acquired => Ok(true),
-            TryStatus::Busy => Ok(false),
+            TryStatus::Busy { .. } => Ok(false),
             TryStatus::Standby => Err(Error::Standby),
         }
     }
@@ -435,7 +436,8 @@ impl<'ns> LockSet<'ns> {
         let mut started: Option<Instant> = None;
         let mut next = 0;
         loop {
-            next += try_prefix_once(conn, &try_prefix, &entries[next..]).await?;
+            let (taken, pid) = try_prefix_once(conn, &try_prefix, &entries[next..]).await?;
+            next += taken;
             if next == entries.len() {
                 return Ok(Acquired {
                     waited: started.map(|started| started.elapsed()),
@@ -459,7 +461,14 @@ impl<'ns> LockSet<'ns> {
             let wait_started = Instant::now();
             let first_wait = *started.get_or_insert(wait_started);
             let outcome = target
-                .wait(conn, Scope::Xact, remaining_ms, self.savepoint, first_wait)
+                .wait(
+                    conn,
+                    Scope::Xact,
+                    remaining_ms,
+                    self.savepoint,
+                    first_wait,
+                    pid,
+                )
                 .await;
             target.report_outcome(&outcome, wait_started);
             outcome?;
@@ -501,7 +510,7 @@ async fn try_prefix_once(
     conn: &mut PgConnection,
     sql: &std::sync::Arc<str>,
     entries: &[WaitTarget<'_>],
-) -> Result<usize, Error> {
+) -> Result<(usize, i32), Error> {
     let mut bigints = Vec::with_capacity(entries.len());
     let mut classes = Vec::with_capacity(entries.len());
     let mut objects = Vec::with_capacity(entries.len());
@@ -521,7 +530,7 @@ async fn try_prefix_once(
         }
         shared.push(entry.mode == Mode::Shared);
     }
-    let taken: i32 = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+    let (taken, pid): (i32, i32) = sqlx::query_as(AssertSqlSafe(sql.clone()))
         .bind(bigints)
         .bind(classes)
         .bind(objects)
@@ -530,8 +539,8 @@ async fn try_prefix_once(
         .await
         .map_err(Error::from_sqlx)?;
     match taken {
-        -2 => Err(Error::Standby),
-        taken => Ok(usize::try_from(taken).expect("a count of locks taken")),
+        statements::STANDBY => Err(Error::Standby),
+        taken => Ok((usize::try_from(taken).expect("a count of locks taken"), pid)),
     }
 }
 
@@ -549,7 +558,7 @@ pub(crate) async fn try_lock(
         .fetch_one(conn)
         .await
         .map_err(Error::from_sqlx)?;
-    Ok(TryStatus::from_code(code).expect("the try statement returns a known status"))
+    Ok(TryStatus::from_code(code))
 }
 
 /// Outside a transaction block, a transaction-scoped lock would end with its
@@ -580,8 +589,17 @@ impl WaitTarget<'_> {
         cap_ms: Option<u32>,
         savepoint: bool,
         started: Instant,
+        pid: i32,
     ) -> Result<(), Error> {
         let statements = self.namespace.statements();
+        // A session wait's connection is closed with an abandoned future; a
+        // transaction's is the caller's, so its wait must be cancelled.
+        let mut abandon = AbandonGuard {
+            pid,
+            id: self.id,
+            namespace: self.namespace.label(),
+            armed: scope == Scope::Xact,
+        };
         let result = match scope {
             Scope::Session => {
                 let sql =
@@ -607,6 +625,7 @@ impl WaitTarget<'_> {
                 query.execute(conn).await.map(drop)
             }
         };
+        abandon.armed = false;
         result.map_err(|error| {
             Error::from_wait(
                 error,

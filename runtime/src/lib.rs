@@ -21,6 +21,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acquire;
+mod cancel;
 mod error;
 mod inspect;
 mod keys;
@@ -35,6 +36,7 @@ mod statements;
 pub mod testing;
 
 pub use acquire::{Acquired, LockSet, XactLock};
+pub use cancel::cancel_abandoned_waits;
 pub use error::{Conflict, ConflictCause, Error};
 pub use inspect::{AdvisoryLock, Inspection, inspect};
 pub use keys::{LockFamily, LockId, LockKey, Namespace};

@@ -198,6 +198,9 @@ impl<'ns> SessionLock<'ns> {
             SessionTry::Acquired(guard) => Ok(guard),
             SessionTry::Busy(_) if self.wait == Wait::No => Err(self.busy()),
             SessionTry::Busy(mut conn) => {
+                // The pid only serves to cancel abandoned transaction waits;
+                // an abandoned session wait closes its own connection.
+                let pid = 0;
                 let target = WaitTarget {
                     namespace: self.namespace,
                     id: self.id,
@@ -206,7 +209,7 @@ impl<'ns> SessionLock<'ns> {
                 target.report_busy(cap_ms);
                 let started = Instant::now();
                 let outcome = target
-                    .wait(&mut conn, Scope::Session, cap_ms, false, started)
+                    .wait(&mut conn, Scope::Session, cap_ms, false, started, pid)
                     .await;
                 target.report_outcome(&outcome, started);
                 outcome?;
@@ -236,7 +239,7 @@ impl<'ns> SessionLock<'ns> {
         let statements = self.namespace.statements();
         match try_lock(&mut conn, statements, Scope::Session, self.mode, self.id).await? {
             TryStatus::Acquired => Ok(SessionTry::Acquired(self.guard(conn))),
-            TryStatus::Busy => {
+            TryStatus::Busy { .. } => {
                 tracing::info!(
                     target: "pglock",
                     namespace = self.namespace.label(),

@@ -13,30 +13,33 @@ use std::sync::Arc;
 use crate::keys::{Namespace, Space};
 use crate::{LockId, Mode};
 
-/// The result of a try statement: an `int4` that says what happened, so the
-/// uncontended path is one statement with one column.
+/// The result of a try statement: one `int4` says what happened, so the
+/// uncontended path is one statement with one column. A busy lock reports
+/// the backend's pid, which an abandoned wait needs to be cancelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TryStatus {
     Acquired,
-    Busy,
+    Busy { pid: i32 },
     Standby,
 }
 
 impl TryStatus {
-    pub(crate) fn from_code(code: i32) -> Option<Self> {
+    pub(crate) fn from_code(code: i32) -> Self {
         match code {
-            0 => Some(TryStatus::Acquired),
-            1 => Some(TryStatus::Busy),
-            2 => Some(TryStatus::Standby),
-            _ => None,
+            0 => TryStatus::Acquired,
+            STANDBY => TryStatus::Standby,
+            pid => TryStatus::Busy { pid },
         }
     }
 }
 
+/// The code of a try statement run on a hot standby.
+pub(crate) const STANDBY: i32 = -2;
+
 /// The guard every try statement starts with: a hot standby's advisory locks
 /// exclude no one on the primary, so there the lock is not even tried. It
 /// costs no round trip of its own.
-const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN 2";
+const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2";
 
 /// Whether a lock ends with its transaction or with its session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +85,7 @@ impl Statements {
         let try_lock = |scope: Scope| {
             by_mode(&|mode| {
                 format!(
-                    "{marker} SELECT {GUARD} WHEN {}({args}) THEN 0 ELSE 1 END",
+                    "{marker} SELECT {GUARD} WHEN {}({args}) THEN 0 ELSE pg_catalog.pg_backend_pid() END",
                     lock_function(scope, mode, true)
                 )
             })
@@ -180,7 +183,7 @@ fn capped_wait_sql(lock_call: &str, cap_ms: &str) -> String {
 /// key without breaking the lock order. The recursion makes each try depend
 /// on the previous one's success. Parameters: `$1` bigint ids (NULL for a
 /// pair), `$2`/`$3` the pair's ints, `$4` shared flags. Returns the number of
-/// locks taken, or -2 on a standby.
+/// locks taken (-2 on a standby) and the backend's pid.
 pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
     let mut sql = String::new();
     let _ = write!(
@@ -199,7 +202,8 @@ pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
              END \
              FROM attempt WHERE ok AND i < pg_catalog.cardinality($1::int8[]) \
          ) SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2 \
-                ELSE (SELECT (count(*) - 1)::int4 FROM attempt WHERE ok) END"
+                ELSE (SELECT (count(*) - 1)::int4 FROM attempt WHERE ok) END, \
+                pg_catalog.pg_backend_pid()"
     );
     sql
 }

@@ -1,0 +1,142 @@
+//! Cancelling the server-side wait of an abandoned acquisition.
+//!
+//! When the future of a transaction-scoped acquisition is dropped while it
+//! waits (a `select!` that took another branch, an aborted task, a request
+//! timeout), the server goes on waiting. The connection stays behind that
+//! wait: sqlx's pool checks a returned connection before reusing it, and the
+//! check waits for the server, so the connection is out of service, and its
+//! backend keeps its place in the lock's queue (where it blocks later shared
+//! requests if it asked for an exclusive lock), until the lock is granted.
+//! With no timeout that may be never.
+//!
+//! A session lock's connection belongs to the acquisition and is closed with
+//! it; its wait statement makes the server notice that within a second. A
+//! transaction's connection belongs to the caller, so the wait can only be
+//! ended from outside: by `pg_cancel_backend` on another connection. Pools
+//! registered with [`cancel_abandoned_waits`] provide that connection.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::LockId;
+
+static POOLS: Mutex<Vec<PgPool>> = Mutex::new(Vec::new());
+
+/// Lets pglock cancel the server-side wait of an acquisition whose future
+/// was dropped, using a connection of `pool`. Call it once per pool at
+/// start-up; without it, an abandoned wait keeps its connection until the
+/// lock is granted or the wait times out (and a warning says so).
+///
+/// The cancel is aimed precisely: only the backend that the abandoned
+/// acquisition ran on, and only while it still waits for that lock.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), sqlx::Error> {
+/// let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+/// pglock_runtime::cancel_abandoned_waits(&pool);
+/// # Ok(()) }
+/// ```
+pub fn cancel_abandoned_waits(pool: &PgPool) {
+    // One pool per server and role is enough; pools made again and again
+    // (per test, say) must not pile up.
+    let url = pool.connect_options().to_url_lossy();
+    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+    pools.retain(|known| !known.is_closed() && known.connect_options().to_url_lossy() != url);
+    pools.push(pool.clone());
+}
+
+/// Armed while a transaction-scoped wait is in flight; if the future is
+/// dropped before the wait returns, the drop cancels the wait.
+pub(crate) struct AbandonGuard<'a> {
+    pub(crate) pid: i32,
+    pub(crate) id: LockId,
+    pub(crate) namespace: &'a str,
+    pub(crate) armed: bool,
+}
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let runtime = tokio::runtime::Handle::try_current();
+        match (pools.is_empty(), runtime) {
+            (false, Ok(runtime)) => {
+                tracing::info!(
+                    target: "pglock",
+                    namespace = self.namespace,
+                    key = %self.id,
+                    pid = self.pid,
+                    "lock acquisition abandoned while waiting; cancelling the server-side wait"
+                );
+                runtime.spawn(cancel_wait(pools, self.pid, self.id));
+            }
+            _ => tracing::warn!(
+                target: "pglock",
+                namespace = self.namespace,
+                key = %self.id,
+                pid = self.pid,
+                "lock acquisition abandoned while waiting; its connection stays behind the \
+                 server-side wait until the lock is granted or times out \
+                 (register the pool with pglock::cancel_abandoned_waits to cancel such waits)"
+            ),
+        }
+    }
+}
+
+/// Cancels `pid` while it waits for `id`. The abandoned statement may not
+/// have reached the server yet, so a backend still busy with a pglock
+/// statement is watched for a few seconds until it waits or finishes.
+const WAIT_OR_FINISH: &str = "SELECT \
+       bool_or(NOT l.granted AND CASE WHEN $2::int8 IS NOT NULL \
+             THEN l.objsubid = 1 AND ((l.classid::int8 << 32) | l.objid::int8) = $2::int8 \
+             ELSE l.objsubid = 2 AND l.classid::int8 = ($3::int8 & 4294967295) \
+                  AND l.objid::int8 = ($4::int8 & 4294967295) END) AS waiting, \
+       bool_or(a.state = 'active' AND starts_with(a.query, '/* pglock ')) AS busy \
+     FROM pg_catalog.pg_stat_activity a \
+     LEFT JOIN pg_catalog.pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' \
+     WHERE a.pid = $1";
+
+async fn cancel_wait(pools: Vec<PgPool>, pid: i32, id: LockId) {
+    let (bigint, class, object) = match id {
+        LockId::BigInt(id) => (Some(id), None, None),
+        LockId::Pair(class, object) => (None, Some(i64::from(class)), Some(i64::from(object))),
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pool in pools {
+        loop {
+            let state: Result<(Option<bool>, Option<bool>), sqlx::Error> =
+                sqlx::query_as(WAIT_OR_FINISH)
+                    .bind(pid)
+                    .bind(bigint)
+                    .bind(class)
+                    .bind(object)
+                    .fetch_one(&pool)
+                    .await;
+            match state {
+                Ok((Some(true), _)) => {
+                    let cancelled = sqlx::query("SELECT pg_catalog.pg_cancel_backend($1)")
+                        .bind(pid)
+                        .execute(&pool)
+                        .await;
+                    if let Err(error) = cancelled {
+                        tracing::warn!(target: "pglock", pid, %error, "could not cancel an abandoned lock wait");
+                    }
+                    return;
+                }
+                Ok((_, Some(true))) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                // Not (or no longer) waiting on this server.
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(target: "pglock", pid, %error, "could not look for an abandoned lock wait");
+                    break;
+                }
+            }
+        }
+    }
+}

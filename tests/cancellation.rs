@@ -1,0 +1,107 @@
+//! An acquisition abandoned while it waits (its future dropped) leaves no
+//! waiter, no lock and no stuck pooled connection behind.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use pglock::{Mode, testing};
+use sqlx::postgres::PgPoolOptions;
+use support::*;
+
+#[tokio::test]
+async fn a_transaction_wait_whose_future_is_dropped_is_cancelled_and_its_connection_recovers() {
+    let observer = pool().await;
+    pglock::cancel_abandoned_waits(&observer);
+    // One connection only: if the abandoned wait kept it, nothing else could run.
+    let single = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&pglock::testing::database_url().unwrap())
+        .await
+        .unwrap();
+    let ns = namespace("abandoned_xact_wait");
+    let id = ns.id(&1_i64);
+    let holder = testing::hold_lock(&observer, ns, &1_i64, Mode::Exclusive)
+        .await
+        .unwrap();
+
+    for attempt in 0..3 {
+        let waiter_pool = single.clone();
+        let waiter = tokio::spawn(async move {
+            let mut tx = waiter_pool.begin().await.unwrap();
+            // No timeout: only a cancel can end this wait.
+            ns.lock(&1_i64).acquire(&mut tx).await
+        });
+        let waiters = wait_for_waiters(&observer, id, 1).await;
+        waiter.abort();
+        assert!(waiter.await.unwrap_err().is_cancelled());
+
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while locks_on(&observer, id)
+            .await
+            .iter()
+            .any(|(pid, _, _)| waiters.contains(pid))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "attempt {attempt}: the wait was not cancelled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The pool's only connection serves new work.
+        let mut tx = tokio::time::timeout(Duration::from_secs(15), single.begin())
+            .await
+            .expect("the pooled connection came back")
+            .unwrap();
+        assert!(
+            !ns.lock(&1_i64).try_acquire(&mut tx).await.unwrap(),
+            "still held by the holder"
+        );
+        tx.rollback().await.unwrap();
+    }
+
+    assert_eq!(holders(&observer, id).await, vec![holder.pid()]);
+    holder.release().await.unwrap();
+    assert!(locks_on(&observer, id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_lock_set_wait_whose_future_is_dropped_is_cancelled_too() {
+    let observer = pool().await;
+    pglock::cancel_abandoned_waits(&observer);
+    let ns = namespace("abandoned_set_wait");
+    let busy = ns.id(&2_i64);
+    let holder = testing::hold_lock(&observer, ns, &2_i64, Mode::Shared)
+        .await
+        .unwrap();
+
+    let waiter_pool = observer.clone();
+    let waiter = tokio::spawn(async move {
+        let mut tx = waiter_pool.begin().await.unwrap();
+        ns.lock_many([1_i64, 2, 3]).acquire(&mut tx).await
+    });
+    let waiters = wait_for_waiters(&observer, busy, 1).await;
+    waiter.abort();
+    let _ = waiter.await;
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left: Vec<_> = [1_i64, 2, 3].into_iter().map(|key| ns.id(&key)).collect();
+        let mut remaining = Vec::new();
+        for id in left {
+            remaining.extend(
+                locks_on(&observer, id)
+                    .await
+                    .into_iter()
+                    .filter(|(pid, _, _)| waiters.contains(pid)),
+            );
+        }
+        if remaining.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {remaining:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.release().await.unwrap();
+}
