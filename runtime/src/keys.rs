@@ -593,6 +593,31 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn no_label_can_end_or_break_the_marker_comment(label in ".{0,300}") {
+            let sanitised = sanitize_marker_label(&label);
+            proptest::prop_assert!(!sanitised.contains("*/"));
+            proptest::prop_assert!(!sanitised.contains("/*"));
+            proptest::prop_assert!(!sanitised.chars().any(char::is_control));
+            proptest::prop_assert!(sanitised.chars().count() <= MAX_MARKER_LABEL);
+            proptest::prop_assert_eq!(
+                sanitised.chars().count(),
+                label.chars().count().min(MAX_MARKER_LABEL)
+            );
+        }
+
+        #[test]
+        fn safe_labels_are_kept_as_they_are(label in "[a-z0-9:_.@#+= -]{1,64}") {
+            proptest::prop_assert_eq!(sanitize_marker_label(&label), label);
+        }
+
+        #[test]
+        fn the_pair_fold_is_the_identity_on_int4(value in proptest::num::i32::ANY) {
+            proptest::prop_assert_eq!(fold_to_i32(i64::from(value)), value);
+        }
+    }
+
     #[test]
     fn wide_integers_that_fit_keep_their_value() {
         assert_eq!((-5_i128).key_value(), -5);

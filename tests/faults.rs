@@ -1,0 +1,123 @@
+//! Faults while locks are held and awaited: each party gets a typed error or
+//! proceeds, no lock is left behind, and the pool serves new work.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use pglock::testing::{ServerOptions, TestServer};
+use pglock::{Error, LeaseOptions, Namespace};
+use sqlx::postgres::PgPoolOptions;
+use support::*;
+
+#[tokio::test]
+async fn a_holder_terminated_mid_critical_section_fails_typed_and_the_waiter_proceeds() {
+    let pool = pool().await;
+    let ns = namespace("terminated_holder");
+    let id = ns.id(&1_i64);
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+    let holder_pid = backend_pid(&mut holder).await;
+
+    let waiter_pool = pool.clone();
+    let waiter = tokio::spawn(async move {
+        let mut tx = waiter_pool.begin().await.unwrap();
+        let acquired = ns
+            .lock(&1_i64)
+            .timeout(Duration::from_secs(30))
+            .acquire(&mut tx)
+            .await;
+        tx.commit().await.unwrap();
+        acquired
+    });
+    wait_for_waiters(&pool, id, 1).await;
+
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(holder_pid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+    // The holder learns at its next statement, as a typed error.
+    let error = ns.lock(&2_i64).acquire(&mut holder).await.unwrap_err();
+    assert!(matches!(error, Error::Database(_)), "{error:?}");
+    drop(holder);
+
+    let acquired = waiter.await.unwrap().expect("the waiter proceeds");
+    assert!(acquired.was_contended());
+    assert!(locks_on(&pool, id).await.is_empty());
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(one, 1, "the pool serves new work");
+}
+
+static RESTART: Namespace = Namespace::named("test:faults:restart");
+
+#[tokio::test]
+async fn a_server_restart_gives_holder_and_waiter_typed_errors_and_the_pool_recovers() {
+    // This test restarts its server, so it never uses a shared one.
+    let server = TestServer::start(ServerOptions::new()).expect("a private server");
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let id = RESTART.id(&1_i64);
+
+    let mut holder = pool.begin().await.unwrap();
+    RESTART.lock(&1_i64).acquire(&mut holder).await.unwrap();
+    let waiter_pool = pool.clone();
+    let waiter = tokio::spawn(async move {
+        let mut tx = waiter_pool.begin().await.unwrap();
+        RESTART.lock(&1_i64).acquire(&mut tx).await.map(drop)
+    });
+    wait_for_waiters(&pool, id, 1).await;
+    let session_lock = RESTART
+        .session_lock(&2_i64)
+        .acquire_lease(
+            pool.acquire().await.unwrap(),
+            LeaseOptions::default().check_every(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+
+    server.restart().expect("pg_ctl restart -m fast");
+
+    let waiter_error = waiter.await.unwrap().unwrap_err();
+    assert!(
+        matches!(waiter_error, Error::Database(_)),
+        "{waiter_error:?}"
+    );
+    let holder_error = RESTART.lock(&3_i64).acquire(&mut holder).await.unwrap_err();
+    assert!(
+        matches!(holder_error, Error::Database(_)),
+        "{holder_error:?}"
+    );
+    drop(holder);
+    let mut lease = session_lock;
+    let lost = tokio::time::timeout(Duration::from_secs(30), lease.lost())
+        .await
+        .expect("the lease reports the restart");
+    assert_eq!(lost.id(), RESTART.id(&2_i64));
+
+    // The pool replaces its dead connections and serves again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match pool.begin().await {
+            Ok(mut tx) => match RESTART.lock(&1_i64).no_wait().acquire(&mut tx).await {
+                Ok(_) => break,
+                Err(error) => assert!(Instant::now() < deadline, "{error}"),
+            },
+            Err(error) => assert!(Instant::now() < deadline, "{error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "nothing survives the restart");
+}
