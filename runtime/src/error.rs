@@ -277,7 +277,7 @@ impl fmt::Display for Error {
                 i32::MAX
             ),
             Error::InvalidNamespace { reason } => write!(f, "invalid lock namespace: {reason}"),
-            Error::Database(error) => write!(f, "database error while locking: {error}"),
+            Error::Database(error) => write!(f, "database error: {error}"),
         }
     }
 }
