@@ -712,3 +712,45 @@ fn bind_id_scalar<O>(
         LockId::Pair(class, id) => query.bind(class).bind(id),
     }
 }
+
+/// An open PostgreSQL transaction that `#[pglock::advisory_lock]` can take
+/// its lock in: `sqlx::Transaction<'_, Postgres>`, or an application's own
+/// type that wraps one.
+///
+/// A transaction-scoped advisory lock lasts until the transaction ends, so
+/// only a connection inside a transaction block can hold one: a pool or a
+/// bare connection can't (a bare connection that is not in a transaction
+/// block makes the acquisition fail with [`Error::NotInTransaction`]).
+///
+/// ```no_run
+/// use pglock_runtime::XactConnection;
+/// use sqlx::{PgConnection, Postgres, Transaction};
+///
+/// /// The application's unit of work: a transaction plus what it touched.
+/// struct UnitOfWork<'c> {
+///     tx: Transaction<'c, Postgres>,
+///     touched: Vec<i64>,
+/// }
+///
+/// impl XactConnection for UnitOfWork<'_> {
+///     fn connection(&mut self) -> &mut PgConnection {
+///         &mut self.tx
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a transaction that an advisory lock can be taken in",
+    label = "expected `&mut sqlx::Transaction<'_, Postgres>` here",
+    note = "a transaction-scoped advisory lock lasts until its transaction ends, so `#[advisory_lock]` needs an open transaction: `tx: &mut sqlx::Transaction<'_, sqlx::Postgres>`",
+    note = "begin one from a pool with `pool.begin().await?`; a type that wraps a transaction can implement `pglock::XactConnection`"
+)]
+pub trait XactConnection {
+    /// The connection the transaction runs on, to send the lock statement.
+    fn connection(&mut self) -> &mut PgConnection;
+}
+
+impl XactConnection for sqlx::Transaction<'_, Postgres> {
+    fn connection(&mut self) -> &mut PgConnection {
+        self
+    }
+}

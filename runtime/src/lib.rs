@@ -20,6 +20,8 @@
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[doc(hidden)]
+pub mod __private;
 mod acquire;
 mod cancel;
 mod error;
@@ -35,7 +37,7 @@ mod statements;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-pub use acquire::{Acquired, LockSet, XactLock};
+pub use acquire::{Acquired, LockSet, XactConnection, XactLock};
 pub use cancel::cancel_abandoned_waits;
 pub use error::{Conflict, ConflictCause, Error};
 pub use inspect::{AdvisoryLock, Inspection, inspect};

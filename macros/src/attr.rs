@@ -1,0 +1,633 @@
+//! Parsing the attribute's arguments.
+//!
+//! Every argument is `name` or `name = <expression>`; each setter checks its
+//! value on its own and rejects a second occurrence, then [`Builder::build`]
+//! applies the rules across arguments. Errors are collected rather than
+//! returned at the first one, so a user sees every mistake in one build.
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Path, Token};
+
+use crate::errors::Errors;
+use crate::timeout;
+
+/// The arguments of one `#[advisory_lock(...)]`, checked.
+pub(crate) struct Args {
+    pub(crate) namespace: NamespaceArg,
+    pub(crate) keys: KeyArg,
+    pub(crate) shared: bool,
+    pub(crate) wait: Wait,
+    pub(crate) savepoint: bool,
+    /// `tx = name`: the transaction parameter, when given.
+    pub(crate) tx: Option<Ident>,
+    /// The path of the pglock crate: `::pglock` unless `crate = "..."`.
+    pub(crate) krate: Path,
+}
+
+/// Which key space a namespace places its keys in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Space {
+    /// One `bigint`.
+    BigInt,
+    /// Two `int4`, written `pair(..)`.
+    Pair,
+}
+
+pub(crate) enum NamespaceArg {
+    /// `ns = "billing:invoice"` or `ns = pair("tenant:migrate")`.
+    Named { name: LitStr, space: Space },
+    /// `ns = 0x7275_6e6c_9e37_79b9` or `ns = pair(0x7275_6e6c)`: the value,
+    /// and the literal as written, which labels the namespace.
+    Raw {
+        value: u64,
+        literal: LitInt,
+        space: Space,
+    },
+    /// `ns = INVOICES`: a `static` `Namespace` or `LockFamily<K>`.
+    Path(Path),
+}
+
+pub(crate) enum KeyArg {
+    /// `key = expr`.
+    One(Expr),
+    /// `key = [a, b, ...]`: several keys, taken in ascending id order.
+    Many(Vec<Expr>),
+}
+
+pub(crate) enum Wait {
+    /// Wait under the caller's own `lock_timeout`.
+    Unbounded,
+    /// `timeout = "5s"`: wait at most this many milliseconds.
+    AtMost { millis: u64, span: Span },
+    /// `no_wait`: try once, fail with `pglock::Error::Busy`.
+    Never,
+    /// `skip`: try once, return `Ok(None)` when busy.
+    Skip,
+}
+
+/// Every argument name, for "did you mean" suggestions and the messages
+/// that list what is accepted.
+const ARGUMENTS: &[&str] = &[
+    "ns",
+    "key",
+    "mode",
+    "timeout",
+    "no_wait",
+    "skip",
+    "savepoint",
+    "tx",
+    "crate",
+];
+
+const ACCEPTED: &str = "accepted arguments are `ns`, `key`, `mode`, `timeout`, `no_wait`, `skip`, `savepoint`, `tx` and `crate`";
+
+/// Parses the attribute's arguments; every error is in the `Err`.
+pub(crate) fn parse(args: TokenStream) -> syn::Result<Args> {
+    let raw = Punctuated::<RawArg, Token![,]>::parse_terminated.parse2(args)?;
+    let mut builder = Builder::default();
+    for arg in raw {
+        if let Err(error) = builder.set(arg) {
+            builder.errors.push(error);
+        }
+    }
+    builder.build()
+}
+
+/// One argument as written: `name`, `name = value`, or `name(...)` (which
+/// is refused, with a hint).
+struct RawArg {
+    name: Ident,
+    value: RawValue,
+}
+
+enum RawValue {
+    None,
+    Expr(Expr),
+    /// `name(...)`: the tokens, to report them.
+    List(proc_macro2::Group),
+}
+
+impl Parse for RawArg {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        // `crate` is a keyword; `parse_any` takes it as an identifier.
+        let lookahead = input.lookahead1();
+        if !lookahead.peek(Ident::peek_any) {
+            let mut error = lookahead.error();
+            error.combine(syn::Error::new(
+                error.span(),
+                format!("expected an argument name: {ACCEPTED}"),
+            ));
+            return Err(error);
+        }
+        let name = Ident::parse_any(input)?;
+        let value = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            if input.is_empty() || input.peek(Token![,]) {
+                return Err(syn::Error::new(
+                    name.span(),
+                    format!("`{name} =` needs a value"),
+                ));
+            }
+            RawValue::Expr(input.parse()?)
+        } else if input.peek(syn::token::Paren) {
+            RawValue::List(input.parse()?)
+        } else {
+            RawValue::None
+        };
+        Ok(RawArg { name, value })
+    }
+}
+
+/// Arguments seen so far, each with the span of its name so that a
+/// duplicate and a contradiction can point at the guilty one.
+#[derive(Default)]
+struct Builder {
+    /// Every argument name given, valid or not: a second one is a duplicate,
+    /// and a missing required one is reported only when it was not given.
+    seen: Vec<(String, Span)>,
+    /// Arguments suggested for unknown ones.
+    suggested: Vec<String>,
+    errors: Errors,
+    namespace: Option<(Span, NamespaceArg)>,
+    keys: Option<(Span, KeyArg)>,
+    shared: Option<(Span, bool)>,
+    timeout: Option<(Span, u64, Span)>,
+    no_wait: Option<Span>,
+    skip: Option<Span>,
+    savepoint: Option<Span>,
+    tx: Option<(Span, Ident)>,
+    krate: Option<(Span, Path)>,
+}
+
+impl Builder {
+    fn set(&mut self, arg: RawArg) -> syn::Result<()> {
+        let RawArg { name, value } = arg;
+        let span = name.span();
+        let key = name.to_string();
+        let key = key.as_str();
+        if !ARGUMENTS.contains(&key) {
+            let suggestion = suggestion(key);
+            if let Some(argument) = &suggestion {
+                // Reported as a typo of `argument`: don't also say it's missing.
+                self.suggested.push(argument.clone());
+            }
+            return Err(unknown_argument(&name, suggestion.as_deref()));
+        }
+        if let RawValue::List(group) = &value {
+            let hint = match key {
+                "ns" => "write `ns = \"...\"`, `ns = 0x...` or `ns = pair(...)`".to_owned(),
+                "no_wait" | "skip" | "savepoint" => {
+                    format!("`{key}` is a flag: write `{key}` alone")
+                }
+                _ => format!("write `{key} = ...`"),
+            };
+            return Err(syn::Error::new(
+                group.span(),
+                format!("unexpected parentheses after `{key}`: {hint}"),
+            ));
+        }
+        if self.seen.iter().any(|(seen, _)| seen == key) {
+            return Err(syn::Error::new(
+                span,
+                format!("duplicate argument `{key}`: it is given once already"),
+            ));
+        }
+        self.seen.push((key.to_owned(), span));
+        match key {
+            "no_wait" | "skip" | "savepoint" => {
+                if let RawValue::Expr(expr) = &value {
+                    return Err(syn::Error::new(
+                        expr.span(),
+                        format!(
+                            "`{key}` is a flag and takes no value: write `{key}` alone, or leave it out"
+                        ),
+                    ));
+                }
+                let slot = match key {
+                    "no_wait" => &mut self.no_wait,
+                    "skip" => &mut self.skip,
+                    _ => &mut self.savepoint,
+                };
+                *slot = Some(span);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let RawValue::Expr(value) = value else {
+            let example = match key {
+                "ns" => "`ns = \"billing:invoice\"`",
+                "key" => "`key = invoice_id`",
+                "mode" => "`mode = shared`",
+                "timeout" => "`timeout = \"5s\"`",
+                "tx" => "`tx = tx`",
+                _ => "`crate = \"::pglock\"`",
+            };
+            return Err(syn::Error::new(
+                span,
+                format!("`{key}` needs a value, such as {example}"),
+            ));
+        };
+        match key {
+            "ns" => self.namespace = Some((span, namespace(value)?)),
+            "key" => self.keys = Some((span, keys(value)?)),
+            "mode" => self.shared = Some((span, shared(value)?)),
+            "timeout" => {
+                let value_span = value.span();
+                self.timeout = Some((span, timeout::parse(value)?, value_span));
+            }
+            "tx" => self.tx = Some((span, transaction(value)?)),
+            "crate" => self.krate = Some((span, krate(value)?)),
+            _ => unreachable!("every argument name is handled"),
+        }
+        Ok(())
+    }
+
+    /// The rules across arguments.
+    fn build(self) -> syn::Result<Args> {
+        let mut errors = self.errors;
+        let given = |name: &str| {
+            self.seen.iter().any(|(seen, _)| seen == name)
+                || self.suggested.iter().any(|suggested| suggested == name)
+        };
+        if !given("ns") {
+            errors.push(syn::Error::new(
+                Span::call_site(),
+                "missing `ns`: name the lock namespace, such as `ns = \"billing:invoice\"`, \
+                 an integer literal (`ns = 0x7275_6e6c_9e37_79b9`), `pair(..)` of either \
+                 for the int4 pair key space, or the path of a `static` `pglock::Namespace` \
+                 or `pglock::LockFamily<K>`",
+            ));
+        }
+        if !given("key") {
+            errors.push(syn::Error::new(
+                Span::call_site(),
+                "missing `key`: say what to lock, such as `key = invoice_id` (any expression \
+                 over the parameters whose type implements `pglock::LockKey`), or \
+                 `key = [from, to]` for several keys",
+            ));
+        }
+        // The later of two contradicting arguments is the guilty one.
+        let position = |name: &str| self.seen.iter().position(|(seen, _)| seen == name);
+        if let Some(timeout) = position("timeout") {
+            for flag in ["no_wait", "skip"] {
+                if let Some(other) = position(flag) {
+                    let later = self.seen[timeout.max(other)].1;
+                    errors.push(syn::Error::new(
+                        later,
+                        format!(
+                            "`{flag}` and `timeout` contradict each other: `{flag}` tries the \
+                             lock once and never waits, `timeout` bounds a wait; keep one of them"
+                        ),
+                    ));
+                }
+            }
+        }
+        errors.finish()?;
+        // No error was recorded, so every argument given has its value.
+        let wait = match (self.timeout, self.skip, self.no_wait) {
+            (Some((_, millis, span)), _, _) => Wait::AtMost { millis, span },
+            (None, Some(_), _) => Wait::Skip,
+            (None, None, Some(_)) => Wait::Never,
+            (None, None, None) => Wait::Unbounded,
+        };
+        Ok(Args {
+            namespace: self.namespace.expect("checked above").1,
+            keys: self.keys.expect("checked above").1,
+            shared: self.shared.is_some_and(|(_, shared)| shared),
+            wait,
+            savepoint: self.savepoint.is_some(),
+            tx: self.tx.map(|(_, tx)| tx),
+            krate: self
+                .krate
+                .map(|(_, krate)| krate)
+                .unwrap_or_else(|| syn::parse_quote!(::pglock)),
+        })
+    }
+}
+
+fn unknown_argument(name: &Ident, suggestion: Option<&str>) -> syn::Error {
+    let written = name.to_string();
+    let message = match suggestion {
+        Some(suggestion) => {
+            format!("unknown argument `{written}`: did you mean `{suggestion}`?")
+        }
+        None => format!("unknown argument `{written}`: {ACCEPTED}"),
+    };
+    syn::Error::new(name.span(), message)
+}
+
+/// What an unknown argument was probably meant to be.
+fn suggestion(written: &str) -> Option<String> {
+    match written {
+        // Words a user may reach for, that edit distance would not find.
+        "namespace" | "name" | "family" | "lock" => Some("ns".to_owned()),
+        "keys" | "id" | "ids" => Some("key".to_owned()),
+        "shared" => Some("mode = shared".to_owned()),
+        "exclusive" => Some("mode = exclusive".to_owned()),
+        "nowait" | "try" | "try_lock" | "no_block" | "nonblocking" => Some("no_wait".to_owned()),
+        "skip_locked" | "skip_if_busy" | "or_skip" => Some("skip".to_owned()),
+        "lock_timeout" | "wait" | "max_wait" => Some("timeout".to_owned()),
+        "transaction" | "txn" | "conn" | "connection" | "executor" => Some("tx".to_owned()),
+        "in_savepoint" | "save_point" => Some("savepoint".to_owned()),
+        "krate" | "pglock" | "crate_path" => Some("crate".to_owned()),
+        _ => closest(written, ARGUMENTS).map(str::to_owned),
+    }
+}
+
+/// The candidate nearest to `written` by edit distance, if near enough to
+/// be a typo.
+pub(crate) fn closest<'a>(written: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let written = written.to_lowercase();
+    candidates
+        .iter()
+        .map(|candidate| (edit_distance(&written, candidate), *candidate))
+        .filter(|(distance, candidate)| {
+            *distance <= (candidate.len().max(written.len()) / 3).max(1)
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance, with a transposition counted as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+fn namespace(value: Expr) -> syn::Result<NamespaceArg> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(name),
+            ..
+        }) => {
+            check_namespace_name(&name)?;
+            Ok(NamespaceArg::Named {
+                name,
+                space: Space::BigInt,
+            })
+        }
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(literal),
+            ..
+        }) => raw_namespace(literal, Space::BigInt),
+        Expr::Call(call) if is_ident(&call.func, "pair") => {
+            let mut args = call.args.into_iter();
+            let (Some(arg), None) = (args.next(), args.next()) else {
+                return Err(syn::Error::new(
+                    call.paren_token.span.join(),
+                    "`pair(..)` takes one argument: a string literal (`pair(\"tenant:migrate\")`) \
+                     or an integer literal for the first int4 (`pair(0x7275_6e6c)`)",
+                ));
+            };
+            match arg {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(name),
+                    ..
+                }) => {
+                    check_namespace_name(&name)?;
+                    Ok(NamespaceArg::Named {
+                        name,
+                        space: Space::Pair,
+                    })
+                }
+                Expr::Lit(ExprLit {
+                    lit: Lit::Int(literal),
+                    ..
+                }) => raw_namespace(literal, Space::Pair),
+                other => Err(syn::Error::new(
+                    other.span(),
+                    "`pair(..)` takes a string literal (`pair(\"tenant:migrate\")`) or an \
+                     integer literal for the first int4 (`pair(0x7275_6e6c)`); a `static` \
+                     namespace carries its own key space, pass it as `ns = PATH`",
+                )),
+            }
+        }
+        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
+            Ok(NamespaceArg::Path(path.path))
+        }
+        Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            ..
+        }) => Err(syn::Error::new(
+            value.span(),
+            "a raw namespace is a 64-bit number written as a non-negative integer literal, \
+             such as `ns = 0x7275_6e6c_9e37_79b9`",
+        )),
+        other => Err(syn::Error::new(
+            other.span(),
+            "`ns` takes a string literal (`ns = \"billing:invoice\"`), an integer literal \
+             (`ns = 0x7275_6e6c_9e37_79b9`), either of them in `pair(..)` for the int4 pair \
+             key space, or the path of a `static` `pglock::Namespace` or `pglock::LockFamily<K>`",
+        )),
+    }
+}
+
+/// A namespace name becomes part of a `/* ... */` comment in every lock
+/// statement: refuse what could end or nest that comment, or hide in logs.
+fn check_namespace_name(name: &LitStr) -> syn::Result<()> {
+    let value = name.value();
+    if value.is_empty() {
+        return Err(syn::Error::new(
+            name.span(),
+            "the namespace name is empty: name the lock family, such as `ns = \"billing:invoice\"`",
+        ));
+    }
+    if value.trim().is_empty() {
+        return Err(syn::Error::new(
+            name.span(),
+            "the namespace name is only whitespace: name the lock family, such as `ns = \"billing:invoice\"`",
+        ));
+    }
+    for forbidden in ["*/", "/*"] {
+        if value.contains(forbidden) {
+            return Err(syn::Error::new(
+                name.span(),
+                format!(
+                    "a namespace name can't contain `{forbidden}`: the name is written into an \
+                     SQL comment (`/* pglock ns=... */`) that `pg_stat_activity` shows, and \
+                     `{forbidden}` would end or nest it; use letters, digits and `:_-.`"
+                ),
+            ));
+        }
+    }
+    if let Some(control) = value.chars().find(|c| c.is_control()) {
+        return Err(syn::Error::new(
+            name.span(),
+            format!(
+                "a namespace name can't contain control characters (found {:?}): the name \
+                 labels every lock in SQL comments and logs; use letters, digits and `:_-.`",
+                control
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn raw_namespace(literal: LitInt, space: Space) -> syn::Result<NamespaceArg> {
+    let (kind, max, max_text, example) = match space {
+        Space::BigInt => (
+            "a raw namespace is a 64-bit number",
+            u64::MAX,
+            "0xffff_ffff_ffff_ffff",
+            "0x7275_6e6c_9e37_79b9",
+        ),
+        Space::Pair => (
+            "a raw `pair(..)` namespace is the first int4 of the pair, a 32-bit number",
+            u64::from(u32::MAX),
+            "0xffff_ffff",
+            "0x7275_6e6c",
+        ),
+    };
+    if !literal.suffix().is_empty() {
+        return Err(syn::Error::new(
+            literal.span(),
+            format!("{kind}: write it without a type suffix, such as `{example}`"),
+        ));
+    }
+    match literal.base10_parse::<u64>() {
+        Ok(value) if value <= max => Ok(NamespaceArg::Raw {
+            value,
+            literal,
+            space,
+        }),
+        _ => Err(syn::Error::new(
+            literal.span(),
+            format!("{kind}: `{literal}` does not fit; the largest is `{max_text}`"),
+        )),
+    }
+}
+
+fn keys(value: Expr) -> syn::Result<KeyArg> {
+    match value {
+        Expr::Array(array) if array.attrs.is_empty() => {
+            if array.elems.is_empty() {
+                return Err(syn::Error::new(
+                    array.bracket_token.span.join(),
+                    "`key = [..]` needs at least one key, such as `key = [from, to]`",
+                ));
+            }
+            Ok(KeyArg::Many(array.elems.into_iter().collect()))
+        }
+        other => Ok(KeyArg::One(other)),
+    }
+}
+
+fn shared(value: Expr) -> syn::Result<bool> {
+    const ACCEPTED_MODES: &str = "accepted modes are `exclusive` (the default) and `shared`";
+    match &value {
+        Expr::Path(path) if path.qself.is_none() => {
+            if let Some(ident) = path.path.get_ident() {
+                return match ident.to_string().as_str() {
+                    "exclusive" => Ok(false),
+                    "shared" => Ok(true),
+                    other => {
+                        let hint = match closest(other, &["exclusive", "shared"]) {
+                            Some(near) => format!(" did you mean `{near}`?"),
+                            None => String::new(),
+                        };
+                        Err(syn::Error::new(
+                            ident.span(),
+                            format!("unknown mode `{other}`:{hint} {ACCEPTED_MODES}"),
+                        ))
+                    }
+                };
+            }
+        }
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(text),
+            ..
+        }) => {
+            let value = text.value();
+            if value == "exclusive" || value == "shared" {
+                return Err(syn::Error::new(
+                    text.span(),
+                    format!("write the mode without quotes: `mode = {value}`"),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Err(syn::Error::new(
+        value.span(),
+        format!("`mode` takes a bare word: {ACCEPTED_MODES}, as in `mode = shared`"),
+    ))
+}
+
+fn transaction(value: Expr) -> syn::Result<Ident> {
+    if let Expr::Path(path) = &value
+        && path.qself.is_none()
+        && let Some(ident) = path.path.get_ident()
+    {
+        return Ok(ident.clone());
+    }
+    Err(syn::Error::new(
+        value.span(),
+        "`tx` names the transaction parameter, such as `tx = conn` for a parameter \
+         `conn: &mut sqlx::Transaction<'_, Postgres>`",
+    ))
+}
+
+fn krate(value: Expr) -> syn::Result<Path> {
+    if let Expr::Lit(ExprLit {
+        lit: Lit::Str(text),
+        ..
+    }) = &value
+    {
+        return text.parse::<Path>().map_err(|_| {
+            syn::Error::new(
+                text.span(),
+                format!(
+                    "`{}` is not a path: `crate` takes the path of the pglock crate as a \
+                     string, such as `crate = \"::my_pglock\"`",
+                    text.value()
+                ),
+            )
+        });
+    }
+    Err(syn::Error::new(
+        value.span(),
+        "`crate` takes the path of the pglock crate as a string, such as `crate = \"::my_pglock\"`",
+    ))
+}
+
+fn is_ident(expr: &Expr, name: &str) -> bool {
+    matches!(expr, Expr::Path(path) if path.qself.is_none() && path.path.is_ident(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_suggest_the_nearest_argument() {
+        assert_eq!(closest("timout", ARGUMENTS), Some("timeout"));
+        assert_eq!(closest("tiemout", ARGUMENTS), Some("timeout"));
+        assert_eq!(closest("nowait", ARGUMENTS), Some("no_wait"));
+        assert_eq!(closest("sheared", &["exclusive", "shared"]), Some("shared"));
+        assert_eq!(closest("banana", ARGUMENTS), None);
+    }
+}

@@ -1,0 +1,11 @@
+// `ns` is required.
+use pglock_ui_tests::AppError;
+use sqlx::{Postgres, Transaction};
+
+#[pglock::advisory_lock(key = id)]
+async fn run(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<(), AppError> {
+    let _ = (tx, id);
+    Ok(())
+}
+
+fn main() {}

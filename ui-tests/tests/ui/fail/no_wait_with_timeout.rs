@@ -1,0 +1,11 @@
+// `no_wait` never waits; `timeout` bounds a wait.
+use pglock_ui_tests::AppError;
+use sqlx::{Postgres, Transaction};
+
+#[pglock::advisory_lock(ns = "jobs", key = id, timeout = "5s", no_wait)]
+async fn run(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<(), AppError> {
+    let _ = (tx, id);
+    Ok(())
+}
+
+fn main() {}

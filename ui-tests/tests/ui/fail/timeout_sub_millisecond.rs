@@ -1,0 +1,11 @@
+// lock_timeout has millisecond resolution.
+use pglock_ui_tests::AppError;
+use sqlx::{Postgres, Transaction};
+
+#[pglock::advisory_lock(ns = "jobs", key = id, timeout = "500us")]
+async fn run(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<(), AppError> {
+    let _ = (tx, id);
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+// `5s` without quotes lexes as an integer with a suffix.
+use pglock_ui_tests::AppError;
+use sqlx::{Postgres, Transaction};
+
+#[pglock::advisory_lock(ns = "jobs", key = id, timeout = 5s)]
+async fn run(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<(), AppError> {
+    let _ = (tx, id);
+    Ok(())
+}
+
+fn main() {}
