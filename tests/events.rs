@@ -2,55 +2,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::capture::Capture;
 use support::*;
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-
-/// One captured event: its level and its fields, as text.
-#[derive(Clone, Debug)]
-struct Captured {
-    level: tracing::Level,
-    fields: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Captured>>>);
-
-impl Capture {
-    fn events(&self) -> Vec<Captured> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-struct FieldsToText<'a>(&'a mut BTreeMap<String, String>);
-
-impl Visit for FieldsToText<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != "pglock" {
-            return;
-        }
-        let mut fields = BTreeMap::new();
-        event.record(&mut FieldsToText(&mut fields));
-        self.0.lock().unwrap().push(Captured {
-            level: *event.metadata().level(),
-            fields,
-        });
-    }
-}
+use tracing_subscriber::layer::SubscriberExt;
 
 #[tokio::test]
 async fn a_free_lock_emits_nothing_and_a_busy_one_says_so_once() {

@@ -2,6 +2,8 @@
 //! namespaces, and observers of what the server shows.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod capture;
+
 use std::time::{Duration, Instant};
 
 use pglock::{LockId, Namespace};
