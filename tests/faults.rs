@@ -121,3 +121,42 @@ async fn a_server_restart_gives_holder_and_waiter_typed_errors_and_the_pool_reco
         .unwrap();
     assert_eq!(held, 0, "nothing survives the restart");
 }
+
+#[pglock::advisory_lock(ns = "test:faults:panic", key = key, timeout = "30s")]
+async fn panics_while_locked(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    key: i64,
+) -> Result<(), pglock::Error> {
+    if key >= 0 {
+        panic!("the critical section failed");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_panic_inside_an_annotated_function_leaves_no_lock_and_the_pool_serves() {
+    let pool = pool().await;
+    let key = i64::from(uuid::Uuid::new_v4().as_u64_pair().0 as u32);
+    let id = Namespace::named("test:faults:panic").id(&key);
+    let task_pool = pool.clone();
+    let task = tokio::spawn(async move {
+        let mut tx = task_pool.begin().await.unwrap();
+        panics_while_locked(&mut tx, key).await
+    });
+    assert!(task.await.unwrap_err().is_panic());
+
+    // The dropped transaction rolls back when its connection goes back to
+    // the pool, and the lock goes with it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !locks_on(&pool, id).await.is_empty() {
+        assert!(Instant::now() < deadline, "the lock outlived the panic");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tx = pool.begin().await.unwrap();
+    Namespace::named("test:faults:panic")
+        .lock(&key)
+        .no_wait()
+        .acquire(&mut tx)
+        .await
+        .expect("the key is free again");
+}
