@@ -1,5 +1,6 @@
-//! pglock: PostgreSQL advisory locks for sqlx.
+#![doc = include_str!("../docs/GUIDE.md")]
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use pglock_runtime::*;
 

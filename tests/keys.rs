@@ -9,7 +9,7 @@ use support::*;
 use uuid::Uuid;
 
 static BILLING: Namespace = Namespace::named("billing:invoice");
-static SEED_003: Namespace = Namespace::raw(0x7275_6e6c_9e37_79b9, "runledger:release");
+static HAND_WRITTEN: Namespace = Namespace::raw(0x7275_6e6c_9e37_79b9, "runledger:release");
 static TENANTS: Namespace = Namespace::named_pair("tenant:migrate");
 static RUNLEDGER_PAIR: Namespace = Namespace::raw_pair(0x7275_6e6c, "runledger:pair");
 
@@ -28,7 +28,7 @@ fn golden_vectors() {
         LockId::BigInt(5_482_670_575_855_922_062)
     );
     assert_eq!(
-        SEED_003.id(&SAMPLE_UUID),
+        HAND_WRITTEN.id(&SAMPLE_UUID),
         LockId::BigInt(8_306_618_175_236_723_233)
     );
     assert_eq!("abc".key_value(), -5_010_229_573_455_851_542);
@@ -55,11 +55,11 @@ fn golden_vectors() {
 }
 
 #[test]
-fn a_uuid_folds_exactly_as_seed_003() {
+fn a_uuid_folds_exactly_as_hand_written_code_does() {
     for value in [0_u128, u128::MAX, 0x0123_4567_89ab_cdef_0011_2233_4455_6677] {
         let uuid = Uuid::from_u128(value);
         let folded = (value >> 64) as u64 ^ value as u64 ^ 0x7275_6e6c_9e37_79b9;
-        assert_eq!(SEED_003.id(&uuid), LockId::BigInt(folded as i64));
+        assert_eq!(HAND_WRITTEN.id(&uuid), LockId::BigInt(folded as i64));
     }
 }
 

@@ -24,7 +24,7 @@ async fn until_no_lock(pool: &sqlx::PgPool, id: pglock::LockId) {
 #[tokio::test]
 async fn a_session_lock_is_held_exactly_while_its_guard_lives_despite_pool_traffic() {
     let pool = pool().await;
-    let ns = namespace("seed_001");
+    let ns = namespace("pooled_session_lock");
     let id = ns.id(&"integrity-hash-retry");
     let mut guard = ns
         .session_lock(&"integrity-hash-retry")

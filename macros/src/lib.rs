@@ -90,7 +90,7 @@ use proc_macro::TokenStream;
 /// #   Ok(())
 /// }
 ///
-/// /// Seed 003's pair lock: `(0x7275_6e6c, 0x696e_7465)`.
+/// /// A hand-written pair lock, kept exactly: `(0x7275_6e6c, 0x696e_7465)`.
 /// #[advisory_lock(ns = pair(0x7275_6e6c), key = 0x696e_7465_i32, skip)]
 /// async fn housekeeping(tx: &mut Transaction<'_, Postgres>) -> Result<Option<()>, pglock::Error> {
 ///     // `Ok(None)` without running this when another backend holds the lock

@@ -1,5 +1,5 @@
 //! Both of PostgreSQL's key spaces, with the exact keys of a hand-written
-//! key space (seed 003).
+//! key space (the hand-written one, kept bit for bit).
 #![deny(warnings)]
 
 use pglock_ui_tests::AppError;

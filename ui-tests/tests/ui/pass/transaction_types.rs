@@ -7,7 +7,7 @@ use pglock::XactConnection;
 use pglock_ui_tests::AppError;
 use sqlx::{PgConnection, Postgres, Transaction};
 
-/// The alias from seed 003.
+/// A transaction alias, as applications declare them.
 pub type DbTx<'a> = Transaction<'a, Postgres>;
 
 /// An application's result alias.
