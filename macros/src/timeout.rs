@@ -203,4 +203,44 @@ mod tests {
             assert!(parse_text(text).is_err(), "{text:?} was accepted");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_any_text(text in "\\PC{0,24}") {
+            let _ = parse_text(&text);
+        }
+
+        #[test]
+        fn accepts_every_whole_number_with_a_unit_that_postgres_can_express(
+            count in 1u64..=3_000_000_000,
+            unit in 0usize..4,
+            separator in "[ ]{0,2}",
+        ) {
+            let (name, millis) = super::UNITS[unit];
+            let text = format!("{count}{separator}{name}");
+            match count.checked_mul(millis).filter(|&total| total <= super::MAX_MILLIS) {
+                Some(total) => proptest::prop_assert_eq!(parse_text(&text), Ok(total)),
+                None => proptest::prop_assert!(parse_text(&text).is_err()),
+            }
+        }
+
+        #[test]
+        fn accepts_nothing_outside_the_grammar(text in "[0-9_. a-z\\-µ]{0,12}") {
+            if let Ok(total) = parse_text(&text) {
+                // Accepted: digits (with `_` separators), optional spaces, a unit.
+                let compact: String = text.chars().filter(|c| *c != '_').collect();
+                let digits: String = compact.chars().take_while(char::is_ascii_digit).collect();
+                let unit = compact[digits.len()..].trim_start();
+                let millis = super::UNITS
+                    .iter()
+                    .find(|(name, _)| *name == unit)
+                    .map(|&(_, millis)| millis);
+                proptest::prop_assert!(millis.is_some(), "{text:?} accepted with unit {unit:?}");
+                proptest::prop_assert!(!digits.is_empty());
+                let count: u64 = digits.parse().unwrap();
+                proptest::prop_assert_eq!(Some(total), count.checked_mul(millis.unwrap()));
+                proptest::prop_assert!((1..=super::MAX_MILLIS).contains(&total));
+            }
+        }
+    }
 }
