@@ -78,6 +78,18 @@ pub enum TestingError {
         /// What it printed (stderr, then stdout).
         output: String,
     },
+    /// PgBouncer ([`PgBouncer`](super::PgBouncer)) did not start, or no
+    /// query through it succeeded.
+    PgBouncerFailed {
+        /// Its configuration file.
+        config_file: PathBuf,
+        /// Its log file.
+        log_file: PathBuf,
+        /// What went wrong.
+        reason: String,
+        /// The last lines it wrote to its log during this attempt.
+        log_tail: String,
+    },
     /// An operation that would disturb the other users of the shared server
     /// (stop, restart) was refused; start a private server with
     /// [`TestServer::start`](super::TestServer::start) instead.
@@ -193,6 +205,29 @@ impl fmt::Display for TestingError {
                 status,
                 output,
             } => write!(f, "`{command}` failed ({status}):\n{}", output.trim_end()),
+            TestingError::PgBouncerFailed {
+                config_file,
+                log_file,
+                reason,
+                log_tail,
+            } => {
+                write!(
+                    f,
+                    "PgBouncer configured by {} did not start: {}",
+                    config_file.display(),
+                    reason.trim_end()
+                )?;
+                if log_tail.trim().is_empty() {
+                    write!(f, "\n(nothing in its log {})", log_file.display())
+                } else {
+                    write!(
+                        f,
+                        "\nlast lines of its log {}:\n{}",
+                        log_file.display(),
+                        log_tail.trim_end()
+                    )
+                }
+            }
             TestingError::SharedServer { operation } => write!(
                 f,
                 "refusing to {operation} the shared test server, which other tests and test \

@@ -12,7 +12,12 @@
 //!   last test process has exited;
 //! - [`TestServer::start`] is a private server, for tests that restart,
 //!   reconfigure or break their server; it is stopped and removed when
-//!   dropped.
+//!   dropped;
+//! - [`TestServer::start_standby`] is a private hot standby of a server,
+//!   streaming from it (`pg_basebackup -R`);
+//! - [`PgBouncer::start`] puts PgBouncer (transaction pooling by default) in
+//!   front of a server, on a loopback port; it needs the `pgbouncer` program
+//!   (`apt-get install pgbouncer`).
 //!
 //! ```no_run
 //! use sqlx::Connection;
@@ -66,7 +71,9 @@ mod env;
 mod error;
 mod locks;
 mod pg;
+mod pgbouncer;
 mod shared;
+mod standby;
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -74,6 +81,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::TestingError;
 pub use locks::{LockHolder, assert_holds, hold_lock, holds, wait_for_waiter};
+pub use pgbouncer::{PgBouncer, PgBouncerOptions, PoolMode};
 
 use env::Env;
 use pg::Layout;
@@ -322,6 +330,71 @@ impl TestServer {
             &self.settings,
         )?;
         shared::ensure_watchdog(self.env, &self.bin_dir, &self.layout, true)
+    }
+
+    /// Starts a hot standby of this server: a private server made from a
+    /// base backup of this one (`pg_basebackup -R -X stream`), on a port and
+    /// socket of its own, streaming this server's WAL. Returns once the
+    /// standby accepts connections, `pg_is_in_recovery()` is true and its
+    /// WAL receiver streams (see [`wait_for_standby`](Self::wait_for_standby)).
+    ///
+    /// The standby gets this server's settings (a standby needs at least the
+    /// primary's `max_connections`, `max_locks_per_transaction`, ...), and
+    /// is stopped and removed when dropped, like any private server. Drop it
+    /// before its primary. Works from the defaults of the kit's servers:
+    /// `wal_level=replica`, `max_wal_senders=10` and `initdb -A trust`, whose
+    /// `pg_hba.conf` trusts local replication connections.
+    ///
+    /// ```no_run
+    /// use pglock_runtime::testing::{ServerOptions, TestServer};
+    ///
+    /// let primary = TestServer::start(ServerOptions::new())?;
+    /// let standby = primary.start_standby()?;
+    /// assert_ne!(standby.port(), primary.port());
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn start_standby(&self) -> Result<TestServer, TestingError> {
+        shared::start_standby(self)
+    }
+
+    /// Waits until this server accepts connections, is in recovery
+    /// (`pg_is_in_recovery()`) and its WAL receiver streams from a primary;
+    /// fails after `timeout`, or at once if the server exits. For a standby
+    /// that was [restarted](Self::restart); [`start_standby`](Self::start_standby)
+    /// already waits.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// # let primary = TestServer::start(ServerOptions::new())?;
+    /// let standby = primary.start_standby()?;
+    /// standby.restart()?;
+    /// standby.wait_for_standby(Duration::from_secs(30))?;
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn wait_for_standby(&self, timeout: std::time::Duration) -> Result<(), TestingError> {
+        standby::wait_until_streaming(self, timeout)
+    }
+
+    /// Waits until `standby` has replayed everything this server had written
+    /// (its `pg_current_wal_insert_lsn()`) when called: what was committed
+    /// here is then visible there.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// # let primary = TestServer::start(ServerOptions::new())?;
+    /// let standby = primary.start_standby()?;
+    /// // ... CREATE TABLE on the primary ...
+    /// primary.wait_for_replay(&standby, Duration::from_secs(30))?;
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
+    pub fn wait_for_replay(
+        &self,
+        standby: &TestServer,
+        timeout: std::time::Duration,
+    ) -> Result<(), TestingError> {
+        standby::wait_for_replay(self, standby, timeout)
     }
 
     /// Stops a private server (`pg_ctl stop -m fast -w`); it can be started

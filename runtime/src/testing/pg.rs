@@ -89,7 +89,7 @@ pub(super) fn shell_quote(text: &str) -> String {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> Result<u16, TestingError> {
+pub(super) fn free_port() -> Result<u16, TestingError> {
     loop {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .map_err(|e| TestingError::io("looking for a free port on 127.0.0.1", e))?;
@@ -103,7 +103,7 @@ fn free_port() -> Result<u16, TestingError> {
     }
 }
 
-fn run(command: &mut Command, what: &str) -> Result<Output, TestingError> {
+pub(super) fn run(command: &mut Command, what: &str) -> Result<Output, TestingError> {
     command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -111,7 +111,7 @@ fn run(command: &mut Command, what: &str) -> Result<Output, TestingError> {
         .map_err(|e| TestingError::io(format!("running {what}"), e))
 }
 
-fn describe(command: &Command) -> String {
+pub(super) fn describe(command: &Command) -> String {
     std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(|a| a.to_string_lossy().into_owned())
@@ -119,7 +119,7 @@ fn describe(command: &Command) -> String {
         .join(" ")
 }
 
-fn output_text(out: &Output) -> String {
+pub(super) fn output_text(out: &Output) -> String {
     let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !stdout.trim().is_empty() {
@@ -227,7 +227,7 @@ fn log_len(layout: &Layout) -> u64 {
 }
 
 /// The last lines written to the log since `offset`.
-fn log_tail(layout: &Layout, offset: u64) -> String {
+pub(super) fn log_tail(layout: &Layout, offset: u64) -> String {
     let mut text = Vec::new();
     if let Ok(mut file) = fs::File::open(&layout.log)
         && file.seek(SeekFrom::Start(offset)).is_ok()

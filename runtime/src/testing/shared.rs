@@ -15,8 +15,10 @@
 //!
 //! The watchdog is a detached `sh` loop that, every second, takes
 //! `ctl.lock` and tries `users.lock` exclusively: after two consecutive
-//! successes (no users), it stops the server with `pg_ctl stop -m fast`
-//! (still holding `ctl.lock`) and exits. It also exits when the server is
+//! successes (no users), it stops the PgBouncers started in front of the
+//! server (their pid files are in `pgbouncer-*/` of the server directory),
+//! then the server with `pg_ctl stop -m fast` (still holding `ctl.lock`),
+//! and exits. It also exits when the server is
 //! gone or its directory was removed or replaced.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -28,7 +30,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use super::env::{Env, clean_env, env};
 use super::pg::{self, Layout};
-use super::{ServerOptions, TestServer, TestingError};
+use super::{ServerOptions, TestServer, TestingError, standby};
 
 /// The watchdog: `$0` is a marker for `ps`, then the server directory, the
 /// `pg_ctl` to stop it with, `runuser` and the user to run it as (empty when
@@ -46,6 +48,13 @@ stop() {
         "$pg_ctl" -D "$dir/data" -m "$1" -w -t 60 stop
     fi
 }
+stop_bouncers() {
+    for pidfile in "$dir"/pgbouncer-*/pgbouncer.pid; do
+        [ -f "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = pgbouncer ] && kill -TERM "$pid"
+    done
+}
 idle=0
 while sleep 1; do
     "$flock" -x 8 || exit 0
@@ -59,6 +68,7 @@ while sleep 1; do
     fi
     if [ "$idle" -ge 2 ]; then
         echo "$(date '+%F %T') pglock watchdog: no process uses $dir any more, stopping the server"
+        stop_bouncers
         stop fast || stop immediate
         rm -f "$dir/state"
         if [ "$mode" = remove ]; then
@@ -319,6 +329,26 @@ fn start_shared(env: &Env, layout: &Layout) -> Result<u16, TestingError> {
 
 /// Starts a private server.
 pub(super) fn start_private(options: &ServerOptions) -> Result<TestServer, TestingError> {
+    start_private_with(&options.settings, pg::initdb)
+}
+
+/// Starts a private hot standby of `primary`, from a base backup of it.
+pub(super) fn start_standby(primary: &TestServer) -> Result<TestServer, TestingError> {
+    // A standby needs at least the primary's values of the settings that
+    // size shared memory (`max_connections`, `max_locks_per_transaction`,
+    // ...): it gets all of the primary's settings.
+    let server = start_private_with(&primary.settings, |env, layout| {
+        standby::base_backup(env, primary, layout)
+    })?;
+    standby::wait_until_streaming(&server, standby::READY_TIMEOUT)?;
+    Ok(server)
+}
+
+/// Starts a private server whose data directory `init` makes.
+fn start_private_with(
+    settings: &[(String, String)],
+    init: impl FnOnce(&Env, &Layout) -> Result<(), TestingError>,
+) -> Result<TestServer, TestingError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let env = env()?;
     collect_private_leftovers(env);
@@ -332,8 +362,8 @@ pub(super) fn start_private(options: &ServerOptions) -> Result<TestServer, Testi
             env.make_dir(&layout.socket_dir)?;
         }
         let user = register_user(&layout.dir)?;
-        pg::initdb(env, &layout)?;
-        let port = pg::start(env, &layout, &options.settings)?;
+        init(env, &layout)?;
+        let port = pg::start(env, &layout, settings)?;
         ensure_watchdog(env, &env.bin_dir, &layout, true)?;
         Ok((user, port))
     })();
@@ -341,7 +371,7 @@ pub(super) fn start_private(options: &ServerOptions) -> Result<TestServer, Testi
         Ok((user, port)) => {
             let bin_dir = env.bin_dir.clone();
             let mut server = TestServer::new(env, layout, bin_dir, port, Some(user));
-            server.settings.clone_from(&options.settings);
+            server.settings = settings.to_vec();
             Ok(server)
         }
         Err(e) => {
