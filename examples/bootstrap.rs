@@ -76,7 +76,7 @@ async fn race(pool: &PgPool, schema: &str, locked: bool) -> usize {
             };
             match &result {
                 Ok(()) => println!("   worker {worker}: installed (or found it installed)"),
-                Err(error) => println!("   worker {worker}: FAILED: {error}"),
+                Err(error) => println!("   worker {worker}: failed: {error}"),
             }
             result
         }));

@@ -260,7 +260,9 @@ impl fmt::Display for Error {
                 mode,
             } => write!(
                 f,
-                "session advisory lock {namespace}/{id} ({mode}) was lost: its session no longer holds it"
+                "session advisory lock {namespace}/{id} ({mode}) was lost: its session no longer \
+                 holds it (the connection broke, or a transaction-pooling proxy such as PgBouncer \
+                 sent the statement to another backend, which may still hold the lock)"
             ),
             Error::Standby => f.write_str(
                 "the server is a hot standby: an advisory lock there would not exclude the primary",
