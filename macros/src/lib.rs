@@ -1,6 +1,16 @@
 //! The `#[advisory_lock]` attribute of pglock. Use it through the `pglock`
 //! crate, which re-exports it and the runtime it expands into.
 //!
+//! ```no_run
+//! use pglock::advisory_lock;
+//! use sqlx::{Postgres, Transaction};
+//!
+//! #[advisory_lock(ns = "scheduler:job", key = job_id, skip)]
+//! async fn run_job(tx: &mut Transaction<'_, Postgres>, job_id: i64) -> Result<Option<()>, pglock::Error> {
+//!     Ok(Some(()))
+//! }
+//! ```
+//!
 //! The crate is thin: `attr` parses the arguments, `timeout` reads the
 //! duration literal, `valid` checks the function's syntax, `expand` writes
 //! the lock statement. Every check that depends on a type is a trait bound

@@ -60,11 +60,30 @@ pub struct Acquired {
 
 impl Acquired {
     /// How long the lock was waited for; `None` when it was free.
+    ///
+    /// ```no_run
+    /// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// use std::time::Duration;
+    /// let acquired = JOBS.lock(&7_i64).acquire(tx).await?;
+    /// if acquired.waited().is_some_and(|waited| waited > Duration::from_secs(1)) {
+    ///     eprintln!("job 7 was slow to lock");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn waited(&self) -> Option<Duration> {
         self.waited
     }
 
     /// Whether the lock was busy at first.
+    ///
+    /// ```no_run
+    /// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// let acquired = JOBS.lock(&7_i64).acquire(tx).await?;
+    /// assert_eq!(acquired.was_contended(), acquired.waited().is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn was_contended(&self) -> bool {
         self.waited.is_some()
     }
@@ -746,6 +765,14 @@ fn bind_id_scalar<O>(
 )]
 pub trait XactConnection {
     /// The connection the transaction runs on, to send the lock statement.
+    ///
+    /// ```no_run
+    /// use pglock_runtime::XactConnection;
+    ///
+    /// async fn backend_pid(tx: &mut impl XactConnection) -> Result<i32, sqlx::Error> {
+    ///     sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(tx.connection()).await
+    /// }
+    /// ```
     fn connection(&mut self) -> &mut PgConnection;
 }
 

@@ -79,6 +79,19 @@ pub enum Error {
 }
 
 /// A wait for a lock that ended without the lock; see [`Error::Conflict`].
+///
+/// ```no_run
+/// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), pglock_runtime::Error> {
+/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+/// use std::time::Duration;
+/// match JOBS.lock(&7_i64).timeout(Duration::from_millis(250)).acquire(tx).await {
+///     Err(pglock_runtime::Error::Conflict(conflict)) => eprintln!("{conflict}"),
+///     other => {
+///         other?;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Conflict {
     pub(crate) namespace: String,
@@ -90,6 +103,19 @@ pub struct Conflict {
 }
 
 /// What ended a wait for a lock.
+///
+/// ```
+/// use pglock_runtime::{ConflictCause, Error};
+///
+/// fn advice(error: &Error) -> &'static str {
+///     match error.as_conflict().map(|conflict| conflict.cause()) {
+///         Some(ConflictCause::Deadlock) => "retry the transaction",
+///         Some(_) => "the lock stayed busy",
+///         None => "not a conflict",
+///     }
+/// }
+/// assert_eq!(advice(&Error::Standby), "not a conflict");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConflictCause {
@@ -131,36 +157,87 @@ impl ConflictCause {
 
 impl Conflict {
     /// The label of the namespace whose lock was waited for.
+    ///
+    /// ```
+    /// # use pglock_runtime::Conflict;
+    /// fn is_billing(conflict: &Conflict) -> bool {
+    ///     conflict.namespace().starts_with("billing:")
+    /// }
+    /// ```
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
 
     /// The advisory lock id that was waited for.
+    ///
+    /// ```
+    /// # use pglock_runtime::{Conflict, Namespace};
+    /// static JOBS: Namespace = Namespace::named("jobs");
+    ///
+    /// fn was_job_7(conflict: &Conflict) -> bool {
+    ///     conflict.id() == JOBS.id(&7_i64)
+    /// }
+    /// ```
     pub fn id(&self) -> LockId {
         self.id
     }
 
     /// The mode that was asked for.
+    ///
+    /// ```
+    /// # use pglock_runtime::{Conflict, Mode};
+    /// fn writer_gave_up(conflict: &Conflict) -> bool {
+    ///     conflict.mode() == Mode::Exclusive
+    /// }
+    /// ```
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
     /// How long the wait lasted, measured by the client.
+    ///
+    /// ```
+    /// # use pglock_runtime::Conflict;
+    /// fn waited_ms(conflict: &Conflict) -> u128 {
+    ///     conflict.waited().as_millis()
+    /// }
+    /// ```
     pub fn waited(&self) -> Duration {
         self.waited
     }
 
     /// What ended the wait.
+    ///
+    /// ```
+    /// # use pglock_runtime::{Conflict, ConflictCause};
+    /// fn was_deadlock(conflict: &Conflict) -> bool {
+    ///     conflict.cause() == ConflictCause::Deadlock
+    /// }
+    /// ```
     pub fn cause(&self) -> ConflictCause {
         self.cause
     }
 
     /// The SQLSTATE the server reported.
+    ///
+    /// ```
+    /// # use pglock_runtime::Conflict;
+    /// fn log(conflict: &Conflict) {
+    ///     eprintln!("lock wait ended with SQLSTATE {}", conflict.sqlstate());
+    /// }
+    /// ```
     pub fn sqlstate(&self) -> &'static str {
         self.cause.sqlstate()
     }
 
     /// The server's error as sqlx reported it.
+    ///
+    /// ```
+    /// # use pglock_runtime::Conflict;
+    /// fn server_message(conflict: &Conflict) -> Option<&str> {
+    ///     conflict.source().as_database_error().map(|error| error.message())
+    /// }
+    /// ```
     pub fn source(&self) -> &sqlx::Error {
         &self.source
     }

@@ -32,16 +32,38 @@ pub struct Inspection {
 impl Inspection {
     /// Every lock row: holders first, then waiters in the order they began
     /// waiting, grouped by lock id.
+    ///
+    /// ```no_run
+    /// # fn run(inspection: &pglock_runtime::Inspection) {
+    /// for lock in inspection.locks() {
+    ///     let what = if lock.granted() { "holds" } else { "waits for" };
+    ///     println!("pid {} {what} {}", lock.pid(), lock.id());
+    /// }
+    /// # }
+    /// ```
     pub fn locks(&self) -> &[AdvisoryLock] {
         &self.locks
     }
 
     /// The locks being waited for.
+    ///
+    /// ```no_run
+    /// # fn run(inspection: &pglock_runtime::Inspection) {
+    /// let longest = inspection.waiting().filter_map(|lock| lock.waited()).max();
+    /// println!("longest wait: {:?}", longest.unwrap_or_default());
+    /// # }
+    /// ```
     pub fn waiting(&self) -> impl Iterator<Item = &AdvisoryLock> {
         self.locks.iter().filter(|lock| !lock.granted)
     }
 
     /// The locks held.
+    ///
+    /// ```no_run
+    /// # fn run(inspection: &pglock_runtime::Inspection) {
+    /// let holders: Vec<i32> = inspection.held().map(|lock| lock.pid()).collect();
+    /// # }
+    /// ```
     pub fn held(&self) -> impl Iterator<Item = &AdvisoryLock> {
         self.locks.iter().filter(|lock| lock.granted)
     }
@@ -50,12 +72,31 @@ impl Inspection {
     /// When it can't (other roles' sessions, without `pg_read_all_stats`),
     /// those backends' namespaces are unknown; grant `pg_read_all_stats` to
     /// the inspecting role to see them.
+    ///
+    /// ```no_run
+    /// # fn run(inspection: &pglock_runtime::Inspection) {
+    /// if !inspection.queries_visible() {
+    ///     eprintln!("some namespaces are unknown: GRANT pg_read_all_stats TO this role");
+    /// }
+    /// # }
+    /// ```
     pub fn queries_visible(&self) -> bool {
         self.queries_visible
     }
 }
 
 /// One row of `pg_locks` for an advisory lock.
+///
+/// ```no_run
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+/// let inspection = pglock_runtime::inspect(pool).await?;
+/// let holder = inspection.held().find(|lock| lock.id() == JOBS.id(&7_i64));
+/// if let Some(lock) = holder {
+///     println!("job 7 is held by pid {}", lock.pid());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdvisoryLock {
     pid: i32,
@@ -70,44 +111,98 @@ pub struct AdvisoryLock {
 
 impl AdvisoryLock {
     /// The backend's process id.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool, lock: &pglock_runtime::AdvisoryLock) -> Result<(), sqlx::Error> {
+    /// sqlx::query("SELECT pg_terminate_backend($1)").bind(lock.pid()).execute(pool).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
     /// The lock id: bigint from `(classid << 32) | objid`, or the int4 pair
     /// when `objsubid = 2`.
+    ///
+    /// ```no_run
+    /// # fn run(lock: &pglock_runtime::AdvisoryLock) {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// let is_job_7 = lock.id() == JOBS.id(&7_i64);
+    /// # }
+    /// ```
     pub fn id(&self) -> LockId {
         self.id
     }
 
     /// The mode held or asked for; `None` for a mode no advisory function
     /// takes.
+    ///
+    /// ```no_run
+    /// # fn run(inspection: &pglock_runtime::Inspection) {
+    /// # use pglock_runtime::Mode;
+    /// let readers = inspection.held().filter(|lock| lock.mode() == Some(Mode::Shared)).count();
+    /// # }
+    /// ```
     pub fn mode(&self) -> Option<Mode> {
         self.mode
     }
 
     /// Whether the lock is held (rather than waited for).
+    ///
+    /// ```no_run
+    /// # fn run(inspection: &pglock_runtime::Inspection) {
+    /// let (held, waiting): (Vec<_>, Vec<_>) = inspection.locks().iter().partition(|lock| lock.granted());
+    /// # }
+    /// ```
     pub fn granted(&self) -> bool {
         self.granted
     }
 
     /// How long the backend has waited, for a waiter.
+    ///
+    /// ```no_run
+    /// # fn run(lock: &pglock_runtime::AdvisoryLock) {
+    /// if lock.waited().is_some_and(|waited| waited.as_secs() >= 30) {
+    ///     eprintln!("pid {} has waited 30 s or more", lock.pid());
+    /// }
+    /// # }
+    /// ```
     pub fn waited(&self) -> Option<Duration> {
         self.waited
     }
 
     /// The backends this waiter waits for (`pg_blocking_pids`).
+    ///
+    /// ```no_run
+    /// # fn run(lock: &pglock_runtime::AdvisoryLock) {
+    /// for blocker in lock.blocked_by() {
+    ///     println!("pid {} waits for pid {blocker}", lock.pid());
+    /// }
+    /// # }
+    /// ```
     pub fn blocked_by(&self) -> &[i32] {
         &self.blocked_by
     }
 
     /// The namespace, when a waiting statement's marker names it (a holder
     /// gets the namespace of a waiter on the same id).
+    ///
+    /// ```no_run
+    /// # fn run(inspection: &pglock_runtime::Inspection) {
+    /// let billing = inspection.locks().iter().filter(|lock| lock.namespace() == Some("billing:invoice"));
+    /// # }
+    /// ```
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()
     }
 
     /// The backend's `application_name`, when visible.
+    ///
+    /// ```no_run
+    /// # fn run(lock: &pglock_runtime::AdvisoryLock) {
+    /// println!("pid {} ({})", lock.pid(), lock.application_name().unwrap_or("?"));
+    /// # }
+    /// ```
     pub fn application_name(&self) -> Option<&str> {
         self.application_name.as_deref()
     }

@@ -171,6 +171,12 @@ impl Namespace {
     }
 
     /// The name given to this namespace.
+    ///
+    /// ```
+    /// # use pglock_runtime::Namespace;
+    /// static RELEASES: Namespace = Namespace::raw(0x7275_6e6c_9e37_79b9, "runledger:release");
+    /// assert_eq!(RELEASES.label(), "runledger:release");
+    /// ```
     pub fn label(&self) -> &str {
         &self.label
     }
@@ -459,6 +465,21 @@ impl fmt::Display for LockId {
 )]
 pub trait LockKey {
     /// The key's 64-bit value, before the namespace is applied.
+    ///
+    /// ```
+    /// use pglock_runtime::{LockKey, Namespace};
+    ///
+    /// struct TenantId(u32);
+    ///
+    /// impl LockKey for TenantId {
+    ///     fn key_value(&self) -> i64 {
+    ///         i64::from(self.0) // stable: the tenant's number, as for a u32 key
+    ///     }
+    /// }
+    ///
+    /// static TENANTS: Namespace = Namespace::named("tenant:migrate");
+    /// assert_eq!(TENANTS.id(&TenantId(7)), TENANTS.id(&7_u32));
+    /// ```
     fn key_value(&self) -> i64;
 }
 

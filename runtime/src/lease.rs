@@ -32,6 +32,13 @@ pub struct LeaseOptions {
 impl Default for LeaseOptions {
     /// A check every 5 s that may take up to 5 s: a loss is reported within
     /// 10 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use pglock_runtime::LeaseOptions;
+    /// let five = Duration::from_secs(5);
+    /// assert_eq!(LeaseOptions::default(), LeaseOptions::default().check_every(five).check_timeout(five));
+    /// ```
     fn default() -> Self {
         Self {
             check_interval: Duration::from_secs(5),
@@ -78,6 +85,17 @@ impl LeaseOptions {
 }
 
 /// The state of a lease, as [`Lease::watch`] publishes it.
+///
+/// ```no_run
+/// # fn run(lease: &pglock_runtime::Lease) {
+/// use pglock_runtime::LeaseState;
+/// match &*lease.watch().borrow() {
+///     LeaseState::Held => println!("still held"),
+///     LeaseState::Lost(lost) => eprintln!("{lost}"),
+///     _ => {}
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LeaseState {
@@ -88,6 +106,13 @@ pub enum LeaseState {
 }
 
 /// A lost lease: which lock, and why it is known to be gone.
+///
+/// ```no_run
+/// # async fn run(mut lease: pglock_runtime::Lease) {
+/// let lost: pglock_runtime::LeaseLost = lease.lost().await;
+/// eprintln!("{lost}"); // lease on leader/… (exclusive) lost: the connection failed: …
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseLost {
     namespace: String,
@@ -98,21 +123,50 @@ pub struct LeaseLost {
 
 impl LeaseLost {
     /// The label of the lock's namespace.
+    ///
+    /// ```no_run
+    /// # async fn run(mut lease: pglock_runtime::Lease) {
+    /// let lost = lease.lost().await;
+    /// eprintln!("no longer holding a lock in {}", lost.namespace());
+    /// # }
+    /// ```
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
 
     /// The advisory lock id that was held.
+    ///
+    /// ```no_run
+    /// # async fn run(mut lease: pglock_runtime::Lease) {
+    /// let id = lease.id();
+    /// assert_eq!(lease.lost().await.id(), id);
+    /// # }
+    /// ```
     pub fn id(&self) -> LockId {
         self.id
     }
 
     /// The mode that was held.
+    ///
+    /// ```no_run
+    /// # async fn run(mut lease: pglock_runtime::Lease) {
+    /// if lease.lost().await.mode() == pglock_runtime::Mode::Exclusive {
+    ///     eprintln!("another candidate may take over now");
+    /// }
+    /// # }
+    /// ```
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
     /// What the check found.
+    ///
+    /// ```no_run
+    /// # async fn run(mut lease: pglock_runtime::Lease) {
+    /// let lost = lease.lost().await;
+    /// eprintln!("lease lost: {}", lost.reason()); // e.g. "the session no longer holds the lock"
+    /// # }
+    /// ```
     pub fn reason(&self) -> &str {
         &self.reason
     }
@@ -135,6 +189,19 @@ impl fmt::Display for LeaseLost {
 /// Made by [`crate::SessionLock::acquire_lease`]. Dropping the lease closes
 /// the connection (freeing the lock); [`Lease::release`] unlocks and returns
 /// the connection. Needs a tokio runtime.
+///
+/// ```no_run
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+/// # static LEADER: pglock_runtime::Namespace = pglock_runtime::Namespace::named("leader");
+/// # async fn schedule_due_jobs(pool: &sqlx::PgPool) {}
+/// use pglock_runtime::LeaseOptions;
+/// let conn = pool.acquire().await?;
+/// let lease = LEADER.session_lock(&"scheduler").acquire_lease(conn, LeaseOptions::default()).await?;
+/// while lease.is_held() {
+///     schedule_due_jobs(pool).await;
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Lease {
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<LeaseState>,
@@ -227,6 +294,15 @@ impl Lease {
     }
 
     /// The advisory lock id held.
+    ///
+    /// ```no_run
+    /// # async fn run(conn: sqlx::PgConnection) -> Result<(), pglock_runtime::Error> {
+    /// # static LEADER: pglock_runtime::Namespace = pglock_runtime::Namespace::named("leader");
+    /// let lock = LEADER.session_lock(&"cluster");
+    /// let lease = lock.acquire_lease(conn, Default::default()).await?;
+    /// assert_eq!(lease.id(), lock.id());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> LockId {
         self.held.id
     }

@@ -12,6 +12,20 @@ use sqlx::{PgPool, Postgres, Transaction};
 /// `Connection::transaction`. (An `async` closure would read better, but its
 /// future can't yet be proven `Send` for every borrow, which `tokio::spawn`
 /// needs.)
+///
+/// ```no_run
+/// use pglock_runtime::{Error, WorkFuture};
+/// use sqlx::{Postgres, Transaction};
+///
+/// fn count_jobs<'t>(tx: &'t mut Transaction<'static, Postgres>) -> WorkFuture<'t, i64, Error> {
+///     Box::pin(async move { Ok(sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&mut **tx).await?) })
+/// }
+///
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+/// let jobs = JOBS.lock(&"count").shared().run(pool, count_jobs).await?;
+/// # Ok(()) }
+/// ```
 pub type WorkFuture<'t, R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send + 't>>;
 
 use crate::{Error, LockSet, XactLock};

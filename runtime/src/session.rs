@@ -38,6 +38,13 @@ use crate::{Error, LockId, Mode};
 )]
 pub trait IntoOwnedConnection {
     /// The connection, owned.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    /// use pglock_runtime::IntoOwnedConnection;
+    /// let conn: sqlx::PgConnection = pool.acquire().await?.into_owned_connection();
+    /// # Ok(()) }
+    /// ```
     fn into_owned_connection(self) -> PgConnection;
 }
 
@@ -83,6 +90,17 @@ pub struct SessionLock<'ns> {
 }
 
 /// What [`SessionLock::try_acquire`] found.
+///
+/// ```no_run
+/// # async fn run(conn: sqlx::PgConnection) -> Result<(), pglock_runtime::Error> {
+/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+/// use pglock_runtime::SessionTry;
+/// let conn = match JOBS.session_lock(&1_i64).try_acquire(conn).await? {
+///     SessionTry::Acquired(guard) => guard.release().await?,
+///     SessionTry::Busy(conn) => conn,
+/// };
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub enum SessionTry {
     /// The lock is held by the guard.
@@ -343,6 +361,15 @@ impl HeldLock {
 /// dropped without release (an early return, a panic, a cancelled task)
 /// closes its connection instead: the server ends the session and frees the
 /// lock, and the connection can never reach a pool still holding it.
+///
+/// ```no_run
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+/// let mut guard = JOBS.session_lock(&"reports").acquire(pool.acquire().await?).await?;
+/// sqlx::query("REFRESH MATERIALIZED VIEW daily_report").execute(guard.connection()).await?;
+/// let connection = guard.release().await?;
+/// # Ok(()) }
+/// ```
 pub struct SessionGuard {
     conn: Option<PgConnection>,
     held: HeldLock,
@@ -376,16 +403,40 @@ impl SessionGuard {
     }
 
     /// The label of the lock's namespace.
+    ///
+    /// ```no_run
+    /// # async fn run(conn: sqlx::PgConnection) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// let guard = JOBS.session_lock(&1_i64).acquire(conn).await?;
+    /// assert_eq!(guard.namespace(), "jobs");
+    /// # Ok(()) }
+    /// ```
     pub fn namespace(&self) -> &str {
         &self.held.namespace
     }
 
     /// The advisory lock id held.
+    ///
+    /// ```no_run
+    /// # async fn run(conn: sqlx::PgConnection) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// let guard = JOBS.session_lock(&1_i64).acquire(conn).await?;
+    /// assert_eq!(guard.id(), JOBS.id(&1_i64));
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> LockId {
         self.held.id
     }
 
     /// The mode held.
+    ///
+    /// ```no_run
+    /// # async fn run(conn: sqlx::PgConnection) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// let guard = JOBS.session_lock(&1_i64).shared().acquire(conn).await?;
+    /// assert_eq!(guard.mode(), pglock_runtime::Mode::Shared);
+    /// # Ok(()) }
+    /// ```
     pub fn mode(&self) -> Mode {
         self.held.mode
     }

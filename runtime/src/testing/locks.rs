@@ -32,11 +32,30 @@ pub struct LockHolder {
 
 impl LockHolder {
     /// The holding backend's pid.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// use pglock_runtime::{Mode, testing};
+    /// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
+    /// let inspection = pglock_runtime::inspect(pool).await?;
+    /// assert!(inspection.held().any(|lock| lock.pid() == holder.pid()));
+    /// # Ok(()) }
+    /// ```
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
     /// The lock id held.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// use pglock_runtime::{Mode, testing};
+    /// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
+    /// assert_eq!(holder.id(), JOBS.id(&7_i64));
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> LockId {
         self.id
     }

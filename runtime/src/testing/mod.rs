@@ -420,6 +420,16 @@ impl TestServer {
 impl Drop for TestServer {
     /// Stops a private server and removes its directory; errors are printed
     /// to stderr. The shared server is left to its watchdog.
+    ///
+    /// ```no_run
+    /// use pglock_runtime::testing::{ServerOptions, TestServer};
+    ///
+    /// let server = TestServer::start(ServerOptions::new())?;
+    /// let data = server.data_dir().to_owned();
+    /// drop(server);
+    /// assert!(!data.exists());
+    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// ```
     fn drop(&mut self) {
         if self.private.is_none() {
             return;

@@ -27,6 +27,12 @@ const PREPARED_STATEMENTS_SINCE: (u32, u32) = (1, 21);
 
 /// When PgBouncer gives a client's server connection back to its pool
 /// (`pool_mode`).
+///
+/// ```
+/// use pglock_runtime::testing::PoolMode;
+///
+/// assert_eq!(PoolMode::Transaction.to_string(), "transaction"); // as written in pgbouncer.ini
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PoolMode {
@@ -78,6 +84,14 @@ pub struct PgBouncerOptions {
 impl Default for PgBouncerOptions {
     /// Transaction pooling, with at most 4 server connections per database
     /// and user: fewer than a test's clients, so that they share backends.
+    ///
+    /// ```no_run
+    /// # fn run(server: &pglock_runtime::testing::TestServer) -> Result<(), pglock_runtime::testing::TestingError> {
+    /// use pglock_runtime::testing::{PgBouncer, PgBouncerOptions, PoolMode};
+    /// let bouncer = PgBouncer::start_with(server, PgBouncerOptions::default())?;
+    /// assert_eq!(bouncer.pool_mode(), PoolMode::Transaction);
+    /// # Ok(()) }
+    /// ```
     fn default() -> Self {
         Self {
             pool_mode: PoolMode::Transaction,
@@ -419,11 +433,23 @@ impl PgBouncer {
     }
 
     /// The port PgBouncer listens on, on 127.0.0.1.
+    ///
+    /// ```no_run
+    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) {
+    /// assert!(bouncer.url().contains(&format!("@127.0.0.1:{}/", bouncer.port())));
+    /// # }
+    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// PgBouncer's version, such as `1.18.0`.
+    ///
+    /// ```no_run
+    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) {
+    /// eprintln!("testing through PgBouncer {}", bouncer.version());
+    /// # }
+    /// ```
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -431,6 +457,15 @@ impl PgBouncer {
     /// Whether this PgBouncer tracks named prepared statements in
     /// transaction pooling (1.21 and later, with `max_prepared_statements`
     /// set by the kit).
+    ///
+    /// ```no_run
+    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) {
+    /// use pglock_runtime::testing::PoolMode;
+    /// if bouncer.pool_mode() != PoolMode::Session && !bouncer.supports_prepared_statements() {
+    ///     eprintln!("PgBouncer {}: queries with parameters only inside a transaction", bouncer.version());
+    /// }
+    /// # }
+    /// ```
     pub fn supports_prepared_statements(&self) -> bool {
         self.prepared_statements
     }
@@ -438,26 +473,66 @@ impl PgBouncer {
     /// Whether PgBouncer deallocates a backend's prepared statements each
     /// time a client gives it back; see
     /// [`PgBouncerOptions::reset_prepared_statements`].
+    ///
+    /// ```no_run
+    /// # fn run(server: &pglock_runtime::testing::TestServer) -> Result<(), pglock_runtime::testing::TestingError> {
+    /// use pglock_runtime::testing::{PgBouncer, PgBouncerOptions};
+    /// let options = PgBouncerOptions::new().reset_prepared_statements(false);
+    /// assert!(!PgBouncer::start_with(server, options)?.resets_prepared_statements());
+    /// # Ok(()) }
+    /// ```
     pub fn resets_prepared_statements(&self) -> bool {
         self.reset_prepared_statements
     }
 
     /// The pooling mode it runs in.
+    ///
+    /// ```no_run
+    /// # fn run(server: &pglock_runtime::testing::TestServer) -> Result<(), pglock_runtime::testing::TestingError> {
+    /// use pglock_runtime::testing::{PgBouncer, PoolMode};
+    /// assert_eq!(PgBouncer::start(server)?.pool_mode(), PoolMode::Transaction);
+    /// # Ok(()) }
+    /// ```
     pub fn pool_mode(&self) -> PoolMode {
         self.pool_mode
     }
 
     /// The daemon's pid.
+    ///
+    /// ```no_run
+    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) -> std::io::Result<()> {
+    /// use std::process::Command;
+    /// // Freeze the pooler for a while, as a stalled proxy would be.
+    /// let pid = bouncer.pid().to_string();
+    /// Command::new("kill").args(["-STOP", &pid]).status()?;
+    /// std::thread::sleep(std::time::Duration::from_secs(2));
+    /// Command::new("kill").args(["-CONT", &pid]).status()?;
+    /// # Ok(()) }
+    /// ```
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Its configuration file.
+    ///
+    /// ```no_run
+    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) -> std::io::Result<()> {
+    /// let ini = std::fs::read_to_string(bouncer.config_file())?;
+    /// assert!(ini.contains(&format!("pool_mode = {}", bouncer.pool_mode())));
+    /// # Ok(()) }
+    /// ```
     pub fn config_file(&self) -> PathBuf {
         self.dir.join("pgbouncer.ini")
     }
 
     /// Its log file.
+    ///
+    /// ```no_run
+    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) {
+    /// let log = std::fs::read_to_string(bouncer.log_file()).unwrap_or_default();
+    /// assert!(!log.contains(" FATAL "), "PgBouncer failed:\n{log}");
+    /// # }
+    /// ```
     pub fn log_file(&self) -> PathBuf {
         self.dir.join("pgbouncer.log")
     }
