@@ -272,18 +272,40 @@ impl Builder {
         }
         // The later of two contradicting arguments is the guilty one.
         let position = |name: &str| self.seen.iter().position(|(seen, _)| seen == name);
-        if let Some(timeout) = position("timeout") {
-            for flag in ["no_wait", "skip"] {
-                if let Some(other) = position(flag) {
-                    let later = self.seen[timeout.max(other)].1;
-                    errors.push(syn::Error::new(
-                        later,
-                        format!(
-                            "`{flag}` and `timeout` contradict each other: `{flag}` tries the \
-                             lock once and never waits, `timeout` bounds a wait; keep one of them"
-                        ),
-                    ));
-                }
+        let contradictions = [
+            (
+                "no_wait",
+                "timeout",
+                "`no_wait` tries the lock once and never waits, `timeout` bounds a wait; keep one of them",
+            ),
+            (
+                "skip",
+                "timeout",
+                "`skip` tries the lock once and never waits, `timeout` bounds a wait; keep one of them",
+            ),
+            (
+                "no_wait",
+                "skip",
+                "on a busy lock `no_wait` fails with `pglock::Error::Busy` and `skip` returns `Ok(None)`; keep the one you mean",
+            ),
+            (
+                "no_wait",
+                "savepoint",
+                "`savepoint` guards a wait, and `no_wait` never waits; remove `savepoint`",
+            ),
+            (
+                "skip",
+                "savepoint",
+                "`savepoint` guards a wait, and `skip` never waits; remove `savepoint`",
+            ),
+        ];
+        for (first, second, why) in contradictions {
+            if let (Some(first_at), Some(second_at)) = (position(first), position(second)) {
+                let later = self.seen[first_at.max(second_at)].1;
+                errors.push(syn::Error::new(
+                    later,
+                    format!("`{first}` and `{second}` contradict each other: {why}"),
+                ));
             }
         }
         errors.finish()?;

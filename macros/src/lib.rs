@@ -72,7 +72,7 @@ use proc_macro::TokenStream;
 /// | `tx = conn` | The transaction parameter, when it isn't the only `&mut` parameter (`tx = self` for a method of a type that implements `pglock::XactConnection`). |
 /// | `crate = "::my_pglock"` | The path of the pglock crate, when the dependency is renamed. |
 ///
-/// `no_wait` and `skip` can't be combined with `timeout`.
+/// `no_wait` and `skip` never wait, so neither combines with `timeout`, `savepoint` or the other.
 ///
 /// # The function
 ///

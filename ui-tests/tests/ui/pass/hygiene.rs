@@ -46,7 +46,7 @@ async fn shadowing_skip(
 mod no_prelude {
     #![no_implicit_prelude]
 
-    #[::pglock::advisory_lock(ns = "hygiene", key = [a, b], mode = shared, skip, savepoint)]
+    #[::pglock::advisory_lock(ns = "hygiene", key = [a, b], mode = shared, skip)]
     pub(crate) async fn locked(
         tx: &mut ::sqlx::Transaction<'_, ::sqlx::Postgres>,
         a: i64,

@@ -11,7 +11,7 @@ pub async fn run_now(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<i64,
     Ok(id)
 }
 
-#[pglock::advisory_lock(ns = "jobs", key = id, skip, mode = shared, savepoint)]
+#[pglock::advisory_lock(ns = "jobs", key = id, skip, mode = shared)]
 pub async fn run_if_free(
     tx: &mut Transaction<'_, Postgres>,
     id: i64,
