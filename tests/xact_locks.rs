@@ -195,10 +195,45 @@ async fn a_stricter_existing_lock_timeout_wins_over_the_cap() {
 }
 
 #[tokio::test]
+async fn a_longer_existing_lock_timeout_is_capped() {
+    let pool = pool().await;
+    let ns = namespace("longer_capped");
+    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
+        .await
+        .unwrap();
+    for previous in ["1h", "1d", "30s"] {
+        let mut waiter = pool.begin().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = '{previous}'"
+        )))
+        .execute(&mut *waiter)
+        .await
+        .unwrap();
+        let error = ns
+            .lock(&1_i64)
+            .timeout(Duration::from_millis(100))
+            .acquire(&mut waiter)
+            .await
+            .unwrap_err();
+        let conflict = error.as_conflict().expect("a conflict");
+        assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
+        assert!(
+            conflict.waited() < Duration::from_secs(20),
+            "{previous}: {:?}",
+            conflict.waited()
+        );
+    }
+    holder.release().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_successful_capped_wait_restores_lock_timeout_byte_for_byte() {
     let pool = pool().await;
     let ns = namespace("restore_exact");
-    for (n, previous) in ["0", "100ms", "1min", "10s"].into_iter().enumerate() {
+    for (n, previous) in ["0", "100ms", "1min", "10s", "1500ms", "1d"]
+        .into_iter()
+        .enumerate()
+    {
         let key = n as i64;
         let id = ns.id(&key);
         let holder = hold_until_awaited(&pool, id).await;

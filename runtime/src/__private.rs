@@ -116,3 +116,10 @@ impl<T, E> SkipReturn for Result<Option<T>, E> {
 pub fn skipped<R: SkipReturn>() -> R {
     R::skipped()
 }
+
+/// The exact text of the capped-wait statement of `namespace` for `mode`:
+/// the benchmark times it on a free key, which the runtime itself never
+/// does (it sends the statement only after a failed try).
+pub fn capped_wait_statement(namespace: &Namespace, mode: Mode) -> std::sync::Arc<str> {
+    namespace.statements().xact_capped_wait(mode)
+}

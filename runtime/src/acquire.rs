@@ -447,8 +447,20 @@ impl<'ns> LockSet<'ns> {
         let cap_ms = wait.cap_ms()?;
         ensure_transaction(conn)?;
         let entries = ordered(self.entries);
-        if entries.is_empty() {
-            return Ok(Acquired { waited: None });
+        match entries.as_slice() {
+            [] => return Ok(Acquired { waited: None }),
+            // One key: the single-key statement is cheaper than the list's.
+            [only] => {
+                let lock = XactLock {
+                    namespace: only.namespace,
+                    id: only.id,
+                    mode: only.mode,
+                    wait,
+                    savepoint: self.savepoint,
+                };
+                return lock.acquire(conn).await;
+            }
+            _ => {}
         }
         let try_prefix = try_prefix_statement(&entries);
         let deadline = cap_ms.map(|ms| Instant::now() + Duration::from_millis(ms.into()));

@@ -156,14 +156,19 @@ pub(crate) fn marker(sanitised_label: &str) -> String {
 /// the previous value is read before the cap is set, the cap before the
 /// wait, and the restore after the lock is held. (A plain CTE or a LATERAL
 /// chain gets reordered and silently skips the restore.) A stricter
-/// non-zero setting is kept; `0` (no limit) is capped. The setting is
+/// non-zero setting is kept; `0` (no limit) is capped. The setting's text
+/// (`0`, `250ms`, `1min`, `1d`: always a number and a unit PostgreSQL's
+/// interval input reads) is turned into milliseconds in place: reading
+/// `pg_settings` instead would build a row for each of the server's few
+/// hundred settings, which costs more than the round trips saved. The setting is
 /// changed `LOCAL`ly, so a failed wait leaves nothing behind once the
 /// transaction (or the savepoint) is rolled back.
 fn capped_wait_sql(lock_call: &str, cap_ms: &str) -> String {
     format!(
         "WITH previous AS MATERIALIZED ( \
-             SELECT pg_catalog.current_setting('lock_timeout') AS setting, s.setting::int8 AS ms \
-             FROM pg_catalog.pg_settings s WHERE s.name = 'lock_timeout' \
+             SELECT t.setting, \
+                 (extract(epoch FROM t.setting::interval) * 1000)::int8 AS ms \
+             FROM (SELECT pg_catalog.current_setting('lock_timeout') AS setting) AS t \
          ), capped AS MATERIALIZED ( \
              SELECT pg_catalog.set_config('lock_timeout', \
                  CASE WHEN previous.ms > 0 AND previous.ms <= {cap_ms} THEN previous.setting \
