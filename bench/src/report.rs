@@ -1,0 +1,343 @@
+//! The human table, the targets, the allocation check, and the JSON lines.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+use crate::allocations::{LIVE_SLACK, Steady};
+use crate::ops::{Handoff, Op};
+use crate::stats::{median, paired_ratio, spread_pct};
+use crate::{BoxError, Lane, Options};
+
+/// Where the numbers come from.
+pub(crate) struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    server_version: String,
+    load_at_start: String,
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+impl Machine {
+    pub(crate) async fn describe(url: &str) -> Result<Machine, BoxError> {
+        let mut conn = PgConnection::connect(url).await?;
+        let server_version: String = sqlx::query_scalar("SELECT version()")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await?;
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+            .map(|(_, model)| model.trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        Ok(Machine {
+            cpus: std::thread::available_parallelism().map_or(0, usize::from),
+            cpu_model,
+            server_version,
+            load_at_start: load_average(),
+        })
+    }
+}
+
+/// A target of the issue, for one transport.
+struct Target {
+    what: &'static str,
+    ratio: f64,
+    bar: f64,
+}
+
+/// Prints everything; returns whether an acquisition's allocations grew.
+pub(crate) fn print(
+    options: &Options,
+    machine: &Machine,
+    transports: &[&str],
+    lanes: &[Lane],
+    steady: &[Steady],
+    elapsed: Duration,
+) -> bool {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pglock-bench{}: {} rounds; in each, the variants compared with each other take \
+         turns in {} ms slices (hand-offs {} ms) for {} ms; medians over rounds",
+        if options.quick { " --quick" } else { "" },
+        options.rounds,
+        options.slice.as_millis(),
+        crate::HANDOFF_SLICE.as_millis(),
+        options.group_time.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "machine: {} CPUs ({}); {}",
+        machine.cpus, machine.cpu_model, machine.server_version
+    );
+    let _ = writeln!(
+        out,
+        "load average (1 min) at start {}, at end {}: other work on the machine shares its CPUs",
+        machine.load_at_start,
+        load_average()
+    );
+    let _ = writeln!(
+        out,
+        "x(1) = median over rounds of variant / baseline (1), the baseline taking turns with it \
+         in the same slices (each group runs a baseline of its own)"
+    );
+
+    for (index, transport) in transports.iter().enumerate() {
+        let shown: Vec<&Lane> = lanes
+            .iter()
+            .filter(|l| l.transport == index && !l.reference)
+            .collect();
+        let _ = writeln!(out, "\n== {transport} ==");
+        let _ = writeln!(
+            out,
+            "{:<4} {:<52} {:>10} {:<13} {:>15} {:>7}  compared",
+            "#", "variant", "median", "unit", "spread", "x(1)"
+        );
+        for lane in &shown {
+            let (low, high) = spread_pct(&lane.rates);
+            let ratio = paired_ratio(&lane.rates, &lanes[lane.baseline].rates);
+            let _ = writeln!(
+                out,
+                "{:<4} {:<52} {:>10.0} {:<13} {:>15} {:>7.3}  {}",
+                format!("({})", lane.op.number()),
+                lane.op.describe(),
+                median(&lane.rates),
+                lane.op.unit(),
+                format!("{low:+.1}%..{high:+.1}%"),
+                ratio,
+                compared(&shown, lane)
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\n== targets ==");
+    let mut all_met = true;
+    for (index, transport) in transports.iter().enumerate() {
+        let lanes: Vec<&Lane> = lanes
+            .iter()
+            .filter(|l| l.transport == index && !l.reference)
+            .collect();
+        for target in targets(&lanes) {
+            let met = target.ratio >= target.bar;
+            all_met &= met;
+            let _ = writeln!(
+                out,
+                "{:<6} {:<58} {:>7.3} (bar {:.2})  {}",
+                transport,
+                target.what,
+                target.ratio,
+                target.bar,
+                if met { "PASS" } else { "MISS" }
+            );
+        }
+        let informative = [
+            (
+                Op::CappedTx,
+                Op::HandWrittenTx,
+                "(3)/(4) as whole transactions (BEGIN..COMMIT)",
+            ),
+            (
+                Op::Runtime,
+                Op::Baseline,
+                "(2') runtime call without the macro / (1)",
+            ),
+            (
+                Op::Macro,
+                Op::Runtime,
+                "(2) macro / (2') the runtime call it expands to",
+            ),
+        ];
+        for (a, b, what) in informative {
+            if let (Some(a), Some(b)) = (find(&lanes, a), find(&lanes, b)) {
+                let _ = writeln!(
+                    out,
+                    "{:<6} {:<58} {:>7.3}  (information)",
+                    transport,
+                    what,
+                    paired_ratio(&a.rates, &b.rates)
+                );
+            }
+        }
+    }
+
+    let grows = steady.iter().any(Steady::grows);
+    let _ = writeln!(
+        out,
+        "{:<6} {:<58} {:>7}  {}",
+        "all",
+        "no allocation growth per acquisition after warm-up",
+        "",
+        if grows { "MISS" } else { "PASS" }
+    );
+    all_met &= !grows;
+
+    let _ = writeln!(
+        out,
+        "\n== allocations per acquisition ({}, counted inside the acquisition's future) ==",
+        transports[0]
+    );
+    let _ = writeln!(
+        out,
+        "{:<58} {:<34} {:>9} {:>10}  verdict",
+        "acquisition", "allocations/op, window by window", "bytes/op", "live diff"
+    );
+    for result in steady {
+        let windows: Vec<String> = result
+            .allocations
+            .iter()
+            .map(|a| format!("{a:.2}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<58} {:<34} {:>9.0} {:>+9}B  {}",
+            result.name,
+            windows.join(" "),
+            median(&result.bytes),
+            result.live_growth,
+            if result.grows() {
+                "GROWS"
+            } else if result.pglock {
+                "flat"
+            } else {
+                "flat (reference)"
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(a window is {} acquisitions after a warm-up; live diff: process memory after the \
+         last window minus after the first, allowed {} KiB)",
+        if options.quick { 100 } else { 500 },
+        LIVE_SLACK / 1024
+    );
+
+    let _ = writeln!(
+        out,
+        "\n{} in {:.1} s\n",
+        match (all_met, options.only.is_some()) {
+            (true, false) => "all targets met",
+            (true, true) => "the targets of the selected variants met",
+            (false, _) => "some targets missed: see docs/PERFORMANCE.md for why",
+        },
+        elapsed.as_secs_f64()
+    );
+
+    for lane in lanes.iter().filter(|lane| !lane.reference) {
+        let baseline = &lanes[lane.baseline];
+        let ratio = paired_ratio(&lane.rates, &baseline.rates);
+        let (low, high) = spread_pct(&lane.rates);
+        let _ = writeln!(
+            out,
+            "{{\"variant\": \"{}@{}\", \"ops_per_sec\": {:.1}, \"ratio_to_baseline\": {:.4}, \
+             \"transport\": \"{}\", \"unit\": \"{}\", \"spread_pct\": [{:.2}, {:.2}], \
+             \"baseline_ops_per_sec\": {:.1}, \"rounds\": {}}}",
+            lane.op,
+            transports[lane.transport],
+            median(&lane.rates),
+            ratio,
+            transports[lane.transport],
+            lane.op.unit(),
+            low,
+            high,
+            median(&baseline.rates),
+            lane.rates.len()
+        );
+    }
+    print!("{out}");
+    grows
+}
+
+fn find<'a>(lanes: &[&'a Lane], op: Op) -> Option<&'a Lane> {
+    lanes.iter().copied().find(|lane| lane.op == op)
+}
+
+/// The comparison that explains a row, if it has one.
+fn compared(lanes: &[&Lane], lane: &Lane) -> String {
+    let (other, against) = match lane.op {
+        Op::CappedTx => (Op::HandWrittenTx, "vs (4) same shape".to_owned()),
+        Op::CappedStatements => (Op::HandWrittenStatements, "vs (4) same shape".to_owned()),
+        Op::Handoff { lock, tasks } => match lock {
+            Handoff::Exclusive => (
+                Op::Handoff {
+                    lock: Handoff::RawExclusive,
+                    tasks,
+                },
+                "vs bare SQL".to_owned(),
+            ),
+            Handoff::Shared => (
+                Op::Handoff {
+                    lock: Handoff::RawShared,
+                    tasks,
+                },
+                "vs bare SQL".to_owned(),
+            ),
+            _ => return String::new(),
+        },
+        Op::ManyKeys {
+            keys,
+            lock_many: true,
+        } => (
+            Op::ManyKeys {
+                keys,
+                lock_many: false,
+            },
+            "vs one call per key".to_owned(),
+        ),
+        _ => return String::new(),
+    };
+    match find(lanes, other) {
+        Some(other) => format!("{:.2}x {against}", paired_ratio(&lane.rates, &other.rates)),
+        None => String::new(),
+    }
+}
+
+fn targets(lanes: &[&Lane]) -> Vec<Target> {
+    let pairs = [
+        (
+            Op::Macro,
+            Op::Baseline,
+            "(2) macro, uncontended / (1) baseline",
+            0.95,
+        ),
+        (
+            Op::CappedStatements,
+            Op::HandWrittenStatements,
+            "(3) capped-wait statement / (4) the hand-written three",
+            1.5,
+        ),
+        (
+            Op::ManyKeys {
+                keys: 100,
+                lock_many: true,
+            },
+            Op::ManyKeys {
+                keys: 100,
+                lock_many: false,
+            },
+            "(7) lock_many of 100 keys / 100 single calls",
+            5.0,
+        ),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(a, b, what, bar)| {
+            let (a, b) = (find(lanes, a)?, find(lanes, b)?);
+            Some(Target {
+                what,
+                ratio: paired_ratio(&a.rates, &b.rates),
+                bar,
+            })
+        })
+        .collect()
+}
