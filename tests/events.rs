@@ -66,3 +66,31 @@ async fn a_failed_wait_reports_its_outcome_as_a_warning() {
     assert_eq!(events[1].fields["outcome"], "failed");
     assert!(events[1].fields["error"].contains("55P03"), "{events:?}");
 }
+
+#[tokio::test]
+async fn a_busy_lock_that_is_not_waited_for_says_so_once() {
+    let (capture, _guard) = support::capture::capture();
+    let pool = pool().await;
+    let ns = namespace("events_no_wait");
+    let mut holder = pool.begin().await.unwrap();
+    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    ns.lock(&1_i64)
+        .no_wait()
+        .acquire(&mut tx)
+        .await
+        .unwrap_err();
+    let session = ns
+        .session_lock(&1_i64)
+        .no_wait()
+        .acquire(pool.acquire().await.unwrap())
+        .await;
+    assert!(matches!(session, Err(pglock::Error::Busy { .. })));
+    let events = capture.events();
+    assert_eq!(events.len(), 2, "one per refusal: {events:?}");
+    for event in &events {
+        assert_eq!(event.fields["outcome"], "busy");
+        assert_eq!(event.fields["namespace"], ns.label());
+    }
+}

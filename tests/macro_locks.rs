@@ -225,6 +225,7 @@ async fn the_skip_form_returns_none_when_busy_and_says_so() {
         .filter(|event| event.fields.get("outcome").map(String::as_str) == Some("skipped"))
         .collect();
     assert_eq!(skipped.len(), 1, "{events:?}");
+    assert_eq!(events.len(), 1, "one event for one skip: {events:?}");
     let fields = &skipped[0].fields;
     assert_eq!(fields["namespace"], "test:macro:job");
     assert_eq!(

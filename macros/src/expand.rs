@@ -204,7 +204,14 @@ fn lock_block(args: &Args, checked: &Checked, function: &syn::Ident) -> TokenStr
         let private = private_at(anchor);
         quote_spanned!(anchor=> #private::connection(&mut *#tx))
     };
-    let acquire = quote!(#request #options.acquire(#connection).await);
+    // With `skip`, the runtime says nothing of a busy lock: the expansion
+    // says "skipped", once.
+    let acquire = match &args.wait {
+        Wait::Skip => quote!(
+            #krate::__private::Skipping::skipping(#request #options).acquire(#connection).await
+        ),
+        _ => quote!(#request #options.acquire(#connection).await),
+    };
     // `outcome?` located at the function's error type: a missing
     // `From<pglock::Error>` is reported there.
     let error_anchor = checked.error_anchor;

@@ -67,6 +67,25 @@ where
     set.with(namespace.namespace(), key, mode)
 }
 
+/// A `skip` request: tried once, and its busy lock reported by
+/// [`acquired_or_skipped`] alone, as "skipped".
+pub trait Skipping {
+    /// The request, reporting nothing itself when the lock is busy.
+    fn skipping(self) -> Self;
+}
+
+impl Skipping for XactLock<'_> {
+    fn skipping(self) -> Self {
+        self.silence_busy()
+    }
+}
+
+impl Skipping for LockSet<'_> {
+    fn skipping(self) -> Self {
+        self.silence_busy()
+    }
+}
+
 /// `Ok(true)` when the lock was taken, `Ok(false)` when it was busy (after
 /// the "skipped" event), the error otherwise.
 pub fn acquired_or_skipped(

@@ -21,6 +21,9 @@ use crate::{Error, LockId, Mode};
 pub(crate) enum Wait {
     /// Try once; a busy lock is an error ([`Error::Busy`]).
     No,
+    /// `No` for a caller that reports the busy lock itself (the attribute's
+    /// `skip`, which says "skipped"), so that one event is said, not two.
+    NoSilently,
     /// Wait under the caller's own `lock_timeout`, untouched.
     Unbounded,
     /// Wait at most this long: `lock_timeout` is capped for the wait.
@@ -198,6 +201,13 @@ impl<'ns> XactLock<'ns> {
         self
     }
 
+    pub(crate) fn silence_busy(mut self) -> Self {
+        if self.wait == Wait::No {
+            self.wait = Wait::NoSilently;
+        }
+        self
+    }
+
     /// The advisory lock id this request takes.
     ///
     /// ```
@@ -244,14 +254,19 @@ impl<'ns> XactLock<'ns> {
             TryStatus::Busy { pid } => pid,
             TryStatus::Standby => return Err(Error::Standby),
         };
-        if self.wait == Wait::No {
-            return Err(self.busy());
-        }
         let target = WaitTarget {
             namespace: self.namespace,
             id: self.id,
             mode: self.mode,
         };
+        match self.wait {
+            Wait::No => {
+                target.report_not_waiting();
+                return Err(self.busy());
+            }
+            Wait::NoSilently => return Err(self.busy()),
+            Wait::Unbounded | Wait::AtMost(_) => {}
+        }
         target.report_busy(cap_ms);
         let started = Instant::now();
         let outcome = target
@@ -408,6 +423,13 @@ impl<'ns> LockSet<'ns> {
         self
     }
 
+    pub(crate) fn silence_busy(mut self) -> Self {
+        if self.wait == Some(Wait::No) {
+            self.wait = Some(Wait::NoSilently);
+        }
+        self
+    }
+
     /// Wait inside a savepoint; see [`XactLock::in_savepoint`].
     ///
     /// ```
@@ -475,7 +497,10 @@ impl<'ns> LockSet<'ns> {
                 });
             }
             let target = &entries[next];
-            if wait == Wait::No {
+            if matches!(wait, Wait::No | Wait::NoSilently) {
+                if wait == Wait::No {
+                    target.report_not_waiting();
+                }
                 return Err(Error::Busy {
                     namespace: target.namespace.label().to_owned(),
                     id: target.id,
@@ -685,6 +710,18 @@ impl WaitTarget<'_> {
             .execute(conn)
             .await?;
         Err(error)
+    }
+
+    /// The one event of a busy lock that is not waited for.
+    pub(crate) fn report_not_waiting(&self) {
+        tracing::info!(
+            target: "pglock",
+            namespace = self.namespace.label(),
+            key = %self.id,
+            mode = %self.mode,
+            outcome = "busy",
+            "advisory lock is busy; not waiting"
+        );
     }
 
     pub(crate) fn report_busy(&self, cap_ms: Option<u32>) {

@@ -87,18 +87,21 @@ impl Drop for AbandonGuard<'_> {
     }
 }
 
-/// Cancels `pid` while it waits for `id`. The abandoned statement may not
-/// have reached the server yet, so a backend still busy with a pglock
-/// statement is watched for a few seconds until it waits or finishes.
-const WAIT_OR_FINISH: &str = "SELECT \
-       bool_or(NOT l.granted AND CASE WHEN $2::int8 IS NOT NULL \
-             THEN l.objsubid = 1 AND ((l.classid::int8 << 32) | l.objid::int8) = $2::int8 \
-             ELSE l.objsubid = 2 AND l.classid::int8 = ($3::int8 & 4294967295) \
-                  AND l.objid::int8 = ($4::int8 & 4294967295) END) AS waiting, \
-       bool_or(a.state = 'active' AND starts_with(a.query, '/* pglock ')) AS busy \
-     FROM pg_catalog.pg_stat_activity a \
-     LEFT JOIN pg_catalog.pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' \
-     WHERE a.pid = $1";
+/// Cancels `pid` if, at this instant, it waits for `id`: the check and the
+/// cancel are one statement, so a backend that got its lock and went on to
+/// other work is never cancelled.
+const CANCEL_IF_WAITING: &str = "SELECT pg_catalog.pg_cancel_backend(l.pid) \
+     FROM pg_catalog.pg_locks l \
+     WHERE l.pid = $1 AND l.locktype = 'advisory' AND NOT l.granted \
+       AND CASE WHEN $2::int8 IS NOT NULL \
+                THEN l.objsubid = 1 AND ((l.classid::int8 << 32) | l.objid::int8) = $2::int8 \
+                ELSE l.objsubid = 2 AND l.classid::int8 = ($3::int8 & 4294967295) \
+                     AND l.objid::int8 = ($4::int8 & 4294967295) END";
+
+/// Whether `pid` still runs one of pglock's statements: the abandoned wait
+/// may not have reached the server yet.
+const STILL_BUSY: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity \
+     WHERE pid = $1 AND state = 'active' AND starts_with(query, '/* pglock '))";
 
 async fn cancel_wait(pools: Vec<PgPool>, pid: i32, id: LockId) {
     let (bigint, class, object) = match id {
@@ -108,32 +111,31 @@ async fn cancel_wait(pools: Vec<PgPool>, pid: i32, id: LockId) {
     let deadline = Instant::now() + Duration::from_secs(5);
     for pool in pools {
         loop {
-            let state: Result<(Option<bool>, Option<bool>), sqlx::Error> =
-                sqlx::query_as(WAIT_OR_FINISH)
-                    .bind(pid)
-                    .bind(bigint)
-                    .bind(class)
-                    .bind(object)
-                    .fetch_one(&pool)
-                    .await;
-            match state {
-                Ok((Some(true), _)) => {
-                    let cancelled = sqlx::query("SELECT pg_catalog.pg_cancel_backend($1)")
+            let cancelled: Result<Vec<bool>, sqlx::Error> = sqlx::query_scalar(CANCEL_IF_WAITING)
+                .bind(pid)
+                .bind(bigint)
+                .bind(class)
+                .bind(object)
+                .fetch_all(&pool)
+                .await;
+            let busy = match cancelled {
+                Ok(cancelled) if !cancelled.is_empty() => return,
+                Ok(_) => {
+                    sqlx::query_scalar::<_, bool>(STILL_BUSY)
                         .bind(pid)
-                        .execute(&pool)
-                        .await;
-                    if let Err(error) = cancelled {
-                        tracing::warn!(target: "pglock", pid, %error, "could not cancel an abandoned lock wait");
-                    }
-                    return;
+                        .fetch_one(&pool)
+                        .await
                 }
-                Ok((_, Some(true))) if Instant::now() < deadline => {
+                Err(error) => Err(error),
+            };
+            match busy {
+                Ok(true) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 // Not (or no longer) waiting on this server.
                 Ok(_) => break,
                 Err(error) => {
-                    tracing::warn!(target: "pglock", pid, %error, "could not look for an abandoned lock wait");
+                    tracing::warn!(target: "pglock", pid, %error, "could not cancel an abandoned lock wait");
                     break;
                 }
             }

@@ -26,6 +26,7 @@ use crate::{Error, LockId, Mode};
 #[derive(Clone, Debug)]
 pub struct Inspection {
     locks: Vec<AdvisoryLock>,
+    prepared: Vec<PreparedLock>,
     queries_visible: bool,
 }
 
@@ -55,6 +56,23 @@ impl Inspection {
     /// ```
     pub fn waiting(&self) -> impl Iterator<Item = &AdvisoryLock> {
         self.locks.iter().filter(|lock| !lock.granted)
+    }
+
+    /// Locks held by prepared (two-phase) transactions, which no backend
+    /// owns: they last until `COMMIT PREPARED` or `ROLLBACK PREPARED`, even
+    /// across server restarts, and are easy to forget. (`pg_locks` does not
+    /// say which prepared transaction holds which lock; `pg_prepared_xacts`
+    /// lists the candidates.)
+    ///
+    /// ```no_run
+    /// # fn run(inspection: &pglock_runtime::Inspection) {
+    /// for lock in inspection.prepared() {
+    ///     eprintln!("{} is held by a prepared transaction", lock.id());
+    /// }
+    /// # }
+    /// ```
+    pub fn prepared(&self) -> &[PreparedLock] {
+        &self.prepared
     }
 
     /// The locks held.
@@ -208,8 +226,40 @@ impl AdvisoryLock {
     }
 }
 
+/// An advisory lock held by a prepared transaction; see
+/// [`Inspection::prepared`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedLock {
+    id: LockId,
+    mode: Option<Mode>,
+}
+
+impl PreparedLock {
+    /// The lock id held.
+    ///
+    /// ```no_run
+    /// # fn run(lock: &pglock_runtime::PreparedLock) {
+    /// println!("{}", lock.id());
+    /// # }
+    /// ```
+    pub fn id(&self) -> LockId {
+        self.id
+    }
+
+    /// The mode held.
+    ///
+    /// ```no_run
+    /// # fn run(lock: &pglock_runtime::PreparedLock) {
+    /// println!("{:?}", lock.mode());
+    /// # }
+    /// ```
+    pub fn mode(&self) -> Option<Mode> {
+        self.mode
+    }
+}
+
 type Row = (
-    i32,
+    Option<i32>,
     i16,
     i64,
     i64,
@@ -254,49 +304,54 @@ where
         .await
         .map_err(Error::from_sqlx)?;
     let mut queries_visible = true;
-    let mut locks: Vec<AdvisoryLock> = rows
-        .into_iter()
-        .map(
-            |(
-                pid,
-                objsubid,
-                classid,
-                objid,
-                mode,
-                granted,
-                waited,
-                blocked_by,
-                query,
-                application_name,
-            )| {
-                let hidden = query.as_deref() == Some(HIDDEN_QUERY);
-                queries_visible &= !hidden;
-                AdvisoryLock {
-                    pid,
-                    id: decode_id(objsubid, classid, objid),
-                    mode: match mode.as_str() {
-                        "ExclusiveLock" => Some(Mode::Exclusive),
-                        "ShareLock" => Some(Mode::Shared),
-                        _ => None,
-                    },
-                    granted,
-                    waited: waited.map(|secs| Duration::from_secs_f64(secs.max(0.0))),
-                    blocked_by,
-                    // A backend waits for one lock at a time, so a waiter's
-                    // marker names the namespace of this very lock.
-                    namespace: if granted {
-                        None
-                    } else {
-                        query
-                            .as_deref()
-                            .and_then(marker_namespace)
-                            .map(str::to_owned)
-                    },
-                    application_name: application_name.filter(|_| !hidden),
-                }
+    let mut locks = Vec::new();
+    let mut prepared = Vec::new();
+    for (
+        pid,
+        objsubid,
+        classid,
+        objid,
+        mode,
+        granted,
+        waited,
+        blocked_by,
+        query,
+        application_name,
+    ) in rows
+    {
+        let id = decode_id(objsubid, classid, objid);
+        let mode = match mode.as_str() {
+            "ExclusiveLock" => Some(Mode::Exclusive),
+            "ShareLock" => Some(Mode::Shared),
+            _ => None,
+        };
+        // No backend: a prepared transaction holds it.
+        let Some(pid) = pid else {
+            prepared.push(PreparedLock { id, mode });
+            continue;
+        };
+        let hidden = query.as_deref() == Some(HIDDEN_QUERY);
+        queries_visible &= !hidden;
+        locks.push(AdvisoryLock {
+            pid,
+            id,
+            mode,
+            granted,
+            waited: waited.map(|secs| Duration::from_secs_f64(secs.max(0.0))),
+            blocked_by,
+            // A backend waits for one lock at a time, so a waiter's marker
+            // names the namespace of this very lock.
+            namespace: if granted {
+                None
+            } else {
+                query
+                    .as_deref()
+                    .and_then(marker_namespace)
+                    .map(str::to_owned)
             },
-        )
-        .collect();
+            application_name: application_name.filter(|_| !hidden),
+        });
+    }
     for index in 0..locks.len() {
         if locks[index].namespace.is_none() {
             let id = locks[index].id;
@@ -308,6 +363,7 @@ where
     }
     Ok(Inspection {
         locks,
+        prepared,
         queries_visible,
     })
 }

@@ -40,7 +40,7 @@ pub mod testing;
 pub use acquire::{Acquired, LockSet, XactConnection, XactLock};
 pub use cancel::cancel_abandoned_waits;
 pub use error::{Conflict, ConflictCause, Error};
-pub use inspect::{AdvisoryLock, Inspection, inspect};
+pub use inspect::{AdvisoryLock, Inspection, PreparedLock, inspect};
 pub use keys::{LockFamily, LockId, LockKey, Namespace};
 pub use lease::{Lease, LeaseLost, LeaseOptions, LeaseState};
 pub use mode::Mode;

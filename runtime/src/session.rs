@@ -212,18 +212,21 @@ impl<'ns> SessionLock<'ns> {
         connection: impl IntoOwnedConnection,
     ) -> Result<SessionGuard, Error> {
         let cap_ms = self.wait.cap_ms()?;
-        match self.try_acquire(connection).await? {
+        let target = WaitTarget {
+            namespace: self.namespace,
+            id: self.id,
+            mode: self.mode,
+        };
+        match self.try_once(connection.into_owned_connection()).await? {
             SessionTry::Acquired(guard) => Ok(guard),
-            SessionTry::Busy(_) if self.wait == Wait::No => Err(self.busy()),
+            SessionTry::Busy(_) if self.wait == Wait::No => {
+                target.report_not_waiting();
+                Err(self.busy())
+            }
             SessionTry::Busy(mut conn) => {
                 // The pid only serves to cancel abandoned transaction waits;
                 // an abandoned session wait closes its own connection.
                 let pid = 0;
-                let target = WaitTarget {
-                    namespace: self.namespace,
-                    id: self.id,
-                    mode: self.mode,
-                };
                 target.report_busy(cap_ms);
                 let started = Instant::now();
                 let outcome = target
@@ -253,21 +256,23 @@ impl<'ns> SessionLock<'ns> {
         self,
         connection: impl IntoOwnedConnection,
     ) -> Result<SessionTry, Error> {
-        let mut conn = connection.into_owned_connection();
+        let outcome = self.try_once(connection.into_owned_connection()).await?;
+        if let SessionTry::Busy(_) = outcome {
+            WaitTarget {
+                namespace: self.namespace,
+                id: self.id,
+                mode: self.mode,
+            }
+            .report_not_waiting();
+        }
+        Ok(outcome)
+    }
+
+    async fn try_once(&self, mut conn: PgConnection) -> Result<SessionTry, Error> {
         let statements = self.namespace.statements();
         match try_lock(&mut conn, statements, Scope::Session, self.mode, self.id).await? {
             TryStatus::Acquired => Ok(SessionTry::Acquired(self.guard(conn))),
-            TryStatus::Busy { .. } => {
-                tracing::info!(
-                    target: "pglock",
-                    namespace = self.namespace.label(),
-                    key = %self.id,
-                    mode = %self.mode,
-                    outcome = "busy",
-                    "session advisory lock is busy; not acquired"
-                );
-                Ok(SessionTry::Busy(conn))
-            }
+            TryStatus::Busy { .. } => Ok(SessionTry::Busy(conn)),
             TryStatus::Standby => Err(Error::Standby),
         }
     }

@@ -216,9 +216,11 @@ pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
 /// A wait with its key and cap written in as integers this crate formats,
 /// for the simple-protocol waits below.
 fn literal_wait_sql(scope: Scope, id: LockId, mode: Mode, cap_ms: Option<u32>) -> String {
+    // Parenthesised: `-9223372036854775808::int8` would parse as the
+    // negation of an out-of-range `int8`.
     let args = match id {
-        LockId::BigInt(id) => format!("{id}::int8"),
-        LockId::Pair(class, id) => format!("{class}::int4, {id}::int4"),
+        LockId::BigInt(id) => format!("({id})::int8"),
+        LockId::Pair(class, id) => format!("({class})::int4, ({id})::int4"),
     };
     let lock_call = format!("{}({args})", lock_function(scope, mode, false));
     match cap_ms {
