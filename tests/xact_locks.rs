@@ -596,3 +596,61 @@ async fn an_impossible_timeout_is_refused_before_any_lock() {
         .await
         .unwrap();
 }
+
+static EXTREMES: pglock::Namespace = pglock::Namespace::raw(0, "test:extremes");
+static EXTREME_PAIRS: pglock::Namespace =
+    pglock::Namespace::raw_pair(i32::MIN, "test:extreme_pairs");
+
+#[tokio::test]
+async fn the_extreme_ids_can_be_waited_for_on_every_path() {
+    let pool = pool().await;
+    for key in [i64::MIN, i64::MAX] {
+        let id = EXTREMES.id(&key);
+        assert_eq!(id, pglock::LockId::BigInt(key));
+        for variant in ["savepoint", "session"] {
+            let holder = hold_until_awaited(&pool, id).await;
+            match variant {
+                "savepoint" => {
+                    let mut tx = pool.begin().await.unwrap();
+                    EXTREMES
+                        .lock(&key)
+                        .timeout(Duration::from_secs(30))
+                        .in_savepoint()
+                        .acquire(&mut tx)
+                        .await
+                        .unwrap_or_else(|e| panic!("{key} {variant}: {e}"));
+                }
+                _ => {
+                    EXTREMES
+                        .session_lock(&key)
+                        .timeout(Duration::from_secs(30))
+                        .acquire(pool.acquire().await.unwrap())
+                        .await
+                        .unwrap_or_else(|e| panic!("{key} {variant}: {e}"))
+                        .release()
+                        .await
+                        .unwrap();
+                }
+            }
+            holder.await.unwrap();
+        }
+    }
+    // The pair space's extremes, through the literal savepoint wait.
+    let holder = testing::hold_lock(&pool, &EXTREME_PAIRS, &i32::MIN, Mode::Exclusive)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let error = EXTREME_PAIRS
+        .lock(&i32::MIN)
+        .timeout(Duration::from_millis(50))
+        .in_savepoint()
+        .acquire(&mut tx)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.as_conflict().map(|c| c.cause()),
+        Some(ConflictCause::LockTimeout),
+        "{error}"
+    );
+    holder.release().await.unwrap();
+}

@@ -116,11 +116,11 @@ pub async fn hold_until_awaited(pool: &PgPool, id: LockId) -> tokio::task::JoinH
         // The DO block is its own transaction: the lock ends with it.
         let sql = format!(
             "DO $$ BEGIN \
-               PERFORM pg_advisory_xact_lock({big}::int8); \
+               PERFORM pg_advisory_xact_lock(({big})::int8); \
                LOOP \
                  EXIT WHEN EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' \
                    AND NOT l.granted AND l.objsubid = 1 \
-                   AND ((l.classid::int8 << 32) | l.objid::int8) = {big}::int8); \
+                   AND ((l.classid::int8 << 32) | l.objid::int8) = ({big})::int8); \
                  PERFORM pg_sleep(0.001); \
                END LOOP; \
              END $$"
