@@ -654,3 +654,50 @@ async fn the_extreme_ids_can_be_waited_for_on_every_path() {
     );
     holder.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lock_set_that_does_not_wait_takes_all_or_nothing() {
+    let pool = pool().await;
+    let ns = namespace("set_all_or_nothing");
+    let holder = testing::hold_lock(&pool, ns, &3_i64, Mode::Exclusive)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    ns.lock(&0_i64).acquire(&mut tx).await.unwrap();
+    let error = ns
+        .lock_many([1_i64, 2, 3, 4])
+        .no_wait()
+        .acquire(&mut tx)
+        .await
+        .unwrap_err();
+    match error {
+        Error::Busy { id, .. } => assert_eq!(id, ns.id(&3_i64)),
+        other => panic!("expected busy, got {other:?}"),
+    }
+    let pid = backend_pid(&mut tx).await;
+    for key in [1_i64, 2, 4] {
+        assert!(
+            !holders(&pool, ns.id(&key)).await.contains(&pid),
+            "key {key} given back"
+        );
+    }
+    assert_eq!(
+        holders(&pool, ns.id(&0_i64)).await,
+        vec![pid],
+        "earlier locks kept"
+    );
+    holder.release().await.unwrap();
+    ns.lock_many([1_i64, 2, 3, 4])
+        .no_wait()
+        .acquire(&mut tx)
+        .await
+        .expect("all free now");
+    for key in [1_i64, 2, 3, 4] {
+        assert_eq!(holders(&pool, ns.id(&key)).await, vec![pid]);
+    }
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(one, 1, "the transaction is usable");
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgArguments, PgConnection};
 use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Connection, Postgres};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 
 use crate::cancel::AbandonGuard;
 use crate::keys::{MAX_MARKER_LABEL, Namespace, sanitize_marker_label};
@@ -411,9 +411,9 @@ impl<'ns> LockSet<'ns> {
         self
     }
 
-    /// Don't wait: fail with [`Error::Busy`] at the first busy lock. Locks
-    /// taken before it stay held until the transaction ends, as every
-    /// transaction-scoped lock does.
+    /// Don't wait: all or nothing. When a key is busy, the set fails with
+    /// [`Error::Busy`] naming it, and the keys taken before it are given
+    /// back (the try runs in a savepoint). Costs two round trips.
     ///
     /// ```
     /// let set = pglock_runtime::LockSet::new().no_wait();
@@ -484,6 +484,22 @@ impl<'ns> LockSet<'ns> {
             }
             _ => {}
         }
+        if matches!(wait, Wait::No | Wait::NoSilently) {
+            return match try_all_or_nothing(conn, &entries).await? {
+                None => Ok(Acquired { waited: None }),
+                Some(busy) => {
+                    let target = &entries[busy];
+                    if wait == Wait::No {
+                        target.report_not_waiting();
+                    }
+                    Err(Error::Busy {
+                        namespace: target.namespace.label().to_owned(),
+                        id: target.id,
+                        mode: target.mode,
+                    })
+                }
+            };
+        }
         let try_prefix = try_prefix_statement(&entries);
         let deadline = cap_ms.map(|ms| Instant::now() + Duration::from_millis(ms.into()));
         let mut started: Option<Instant> = None;
@@ -497,16 +513,6 @@ impl<'ns> LockSet<'ns> {
                 });
             }
             let target = &entries[next];
-            if matches!(wait, Wait::No | Wait::NoSilently) {
-                if wait == Wait::No {
-                    target.report_not_waiting();
-                }
-                return Err(Error::Busy {
-                    namespace: target.namespace.label().to_owned(),
-                    id: target.id,
-                    mode: target.mode,
-                });
-            }
             // The remaining time, never less than the smallest cap: once the
             // deadline has passed, the server reports the conflict itself.
             let remaining_ms = deadline.map(|deadline| {
@@ -549,6 +555,11 @@ fn try_prefix_statement(entries: &[WaitTarget<'_>]) -> std::sync::Arc<str> {
     {
         return first.statements().try_prefix();
     }
+    std::sync::Arc::from(statements::try_prefix_for_marker(&set_marker(entries)))
+}
+
+/// The marker of a set: its namespaces' labels, sorted and bounded.
+fn set_marker(entries: &[WaitTarget<'_>]) -> String {
     let mut labels: Vec<String> = entries
         .iter()
         .map(|entry| entry.namespace.marker_label())
@@ -557,9 +568,45 @@ fn try_prefix_statement(entries: &[WaitTarget<'_>]) -> std::sync::Arc<str> {
     labels.dedup();
     let label = sanitize_marker_label(&labels.join(","));
     debug_assert!(label.chars().count() <= MAX_MARKER_LABEL);
-    std::sync::Arc::from(statements::try_prefix_for_marker(&statements::marker(
-        &label,
-    )))
+    statements::marker(&label)
+}
+
+/// Tries every key without waiting, keeping all or none: a busy key must
+/// not leave the keys before it held until the transaction ends (a skipped
+/// batch job would otherwise keep the items it never touched). Returns the
+/// index of the busy key, if any. Two round trips.
+async fn try_all_or_nothing(
+    conn: &mut PgConnection,
+    entries: &[WaitTarget<'_>],
+) -> Result<Option<usize>, Error> {
+    let ids: Vec<(LockId, Mode)> = entries.iter().map(|entry| (entry.id, entry.mode)).collect();
+    let sql = statements::try_all_or_nothing_sql(&set_marker(entries), &ids);
+    let rows = sqlx::raw_sql(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(Error::from_sqlx)?;
+    let taken: i32 = rows
+        .last()
+        .ok_or_else(|| Error::Database(sqlx::Error::RowNotFound))?
+        .try_get(0)
+        .map_err(Error::from_sqlx)?;
+    let all = usize::try_from(taken).is_ok_and(|taken| taken == entries.len());
+    let finish = if all {
+        statements::TRY_SAVEPOINT_RELEASE
+    } else {
+        statements::TRY_SAVEPOINT_ROLLBACK
+    };
+    sqlx::raw_sql(finish)
+        .execute(&mut *conn)
+        .await
+        .map_err(Error::from_sqlx)?;
+    match taken {
+        statements::STANDBY => Err(Error::Standby),
+        _ if all => Ok(None),
+        taken => Ok(Some(
+            usize::try_from(taken).expect("a count of locks taken"),
+        )),
+    }
 }
 
 async fn try_prefix_once(

@@ -190,28 +190,75 @@ fn capped_wait_sql(lock_call: &str, cap_ms: &str) -> String {
 /// pair), `$2`/`$3` the pair's ints, `$4` shared flags. Returns the number of
 /// locks taken (-2 on a standby) and the backend's pid.
 pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
+    let arrays = ["$1::int8[]", "$2::int4[]", "$3::int4[]", "$4::bool[]"];
+    format!("{marker} {}", try_prefix_sql(arrays))
+}
+
+fn try_prefix_sql([bigints, classes, objects, shared]: [&str; 4]) -> String {
     let mut sql = String::new();
     let _ = write!(
         sql,
-        "{marker} WITH RECURSIVE attempt(i, ok) AS ( \
+        "WITH RECURSIVE attempt(i, ok) AS ( \
              SELECT 0, NOT pg_catalog.pg_is_in_recovery() \
              UNION ALL \
              SELECT i + 1, CASE \
-                 WHEN ($1::int8[])[i + 1] IS NOT NULL AND ($4::bool[])[i + 1] \
-                     THEN pg_catalog.pg_try_advisory_xact_lock_shared(($1::int8[])[i + 1]) \
-                 WHEN ($1::int8[])[i + 1] IS NOT NULL \
-                     THEN pg_catalog.pg_try_advisory_xact_lock(($1::int8[])[i + 1]) \
-                 WHEN ($4::bool[])[i + 1] \
-                     THEN pg_catalog.pg_try_advisory_xact_lock_shared(($2::int4[])[i + 1], ($3::int4[])[i + 1]) \
-                 ELSE pg_catalog.pg_try_advisory_xact_lock(($2::int4[])[i + 1], ($3::int4[])[i + 1]) \
+                 WHEN ({bigints})[i + 1] IS NOT NULL AND ({shared})[i + 1] \
+                     THEN pg_catalog.pg_try_advisory_xact_lock_shared(({bigints})[i + 1]) \
+                 WHEN ({bigints})[i + 1] IS NOT NULL \
+                     THEN pg_catalog.pg_try_advisory_xact_lock(({bigints})[i + 1]) \
+                 WHEN ({shared})[i + 1] \
+                     THEN pg_catalog.pg_try_advisory_xact_lock_shared(({classes})[i + 1], ({objects})[i + 1]) \
+                 ELSE pg_catalog.pg_try_advisory_xact_lock(({classes})[i + 1], ({objects})[i + 1]) \
              END \
-             FROM attempt WHERE ok AND i < pg_catalog.cardinality($1::int8[]) \
+             FROM attempt WHERE ok AND i < pg_catalog.cardinality({bigints}) \
          ) SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2 \
                 ELSE (SELECT (count(*) - 1)::int4 FROM attempt WHERE ok) END, \
                 pg_catalog.pg_backend_pid()"
     );
     sql
 }
+
+/// Several keys tried without waiting, all or nothing: the try runs in a
+/// savepoint that the caller releases when every key was taken, and rolls
+/// back to (releasing the keys taken before the busy one) when not. A
+/// simple-protocol message, so the savepoint and the try cost one round
+/// trip; the ids are integers this crate formats.
+pub(crate) fn try_all_or_nothing_sql(marker: &str, ids: &[(LockId, Mode)]) -> String {
+    let mut bigints = String::from("ARRAY[");
+    let mut classes = String::from("ARRAY[");
+    let mut objects = String::from("ARRAY[");
+    let mut shared = String::from("ARRAY[");
+    for (index, (id, mode)) in ids.iter().enumerate() {
+        let separator = if index == 0 { "" } else { "," };
+        let (bigint, class, object) = match id {
+            LockId::BigInt(id) => (format!("({id})"), 0, 0),
+            LockId::Pair(class, object) => ("NULL".to_owned(), *class, *object),
+        };
+        let _ = write!(bigints, "{separator}{bigint}");
+        let _ = write!(classes, "{separator}({class})");
+        let _ = write!(objects, "{separator}({object})");
+        let _ = write!(shared, "{separator}{}", *mode == Mode::Shared);
+    }
+    let arrays = [
+        format!("{bigints}]::int8[]"),
+        format!("{classes}]::int4[]"),
+        format!("{objects}]::int4[]"),
+        format!("{shared}]::bool[]"),
+    ];
+    format!(
+        "{marker} SAVEPOINT {TRY_SAVEPOINT}; {}",
+        try_prefix_sql([&arrays[0], &arrays[1], &arrays[2], &arrays[3]])
+    )
+}
+
+pub(crate) const TRY_SAVEPOINT: &str = "pglock_try";
+
+/// Keeps what the all-or-nothing try took.
+pub(crate) const TRY_SAVEPOINT_RELEASE: &str = "RELEASE SAVEPOINT pglock_try";
+
+/// Gives back what the all-or-nothing try took.
+pub(crate) const TRY_SAVEPOINT_ROLLBACK: &str =
+    "ROLLBACK TO SAVEPOINT pglock_try; RELEASE SAVEPOINT pglock_try";
 
 /// A wait with its key and cap written in as integers this crate formats,
 /// for the simple-protocol waits below.
