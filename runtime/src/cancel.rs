@@ -14,6 +14,11 @@
 //! transaction's connection belongs to the caller, so the wait can only be
 //! ended from outside: by `pg_cancel_backend` on another connection. Pools
 //! registered with [`cancel_abandoned_waits`] provide that connection.
+//!
+//! The cancelled wait fails like any statement, so the abandoned transaction
+//! is aborted (even a savepoint wait's: nobody is left to roll back to the
+//! savepoint); when it is dropped it rolls back, and its connection goes back
+//! into service or, if the pool's check finds it unusable, is replaced.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};

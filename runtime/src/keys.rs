@@ -149,6 +149,12 @@ impl Namespace {
     /// The name is hashed exactly as [`Namespace::named`] does; markers show
     /// a sanitised label, so no name can change the SQL that is sent.
     ///
+    /// Each namespace has statements of its own (they carry its marker),
+    /// prepared once per connection and kept in sqlx's statement cache (100
+    /// per connection by default). Thousands of namespaces in turn on one
+    /// connection (one per tenant, say) keep re-preparing: prefer one
+    /// namespace with the tenant in the key, `(tenant, id)`.
+    ///
     /// ```
     /// # use pglock_runtime::Namespace;
     /// let tenant = "acme";
