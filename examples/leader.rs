@@ -57,13 +57,7 @@ async fn candidate_until_killed(
         .session_lock(&"cluster")
         .acquire_lease(pool.acquire().await?, lease_options())
         .await?;
-    let pid: i32 = sqlx::query_scalar(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
-         AND ((classid::int8 << 32) | objid::int8) = $1",
-    )
-    .bind(CLUSTER.id(&"cluster").bigint())
-    .fetch_one(pool)
-    .await?;
+    let pid = leader_backend(pool).await?;
     println!("LEADING {name} {pid}");
     let lost = lease.lost().await;
     println!("LOST {name}: {lost}");
@@ -90,13 +84,7 @@ async fn demo(pool: &PgPool) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let first = leading_rx.recv().await.expect("someone leads");
-    let holder: i32 = sqlx::query_scalar(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
-         AND ((classid::int8 << 32) | objid::int8) = $1",
-    )
-    .bind(CLUSTER.id(&"cluster").bigint())
-    .fetch_one(pool)
-    .await?;
+    let holder = leader_backend(pool).await?;
     println!("{first} leads from backend {holder}; the other candidate waits.");
     println!("Killing backend {holder} (pg_terminate_backend)...");
     sqlx::query("SELECT pg_terminate_backend($1)")
@@ -111,4 +99,15 @@ async fn demo(pool: &PgPool) -> Result<(), Box<dyn std::error::Error>> {
     // Give the old leader's task a moment to print its loss.
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
+}
+
+/// The backend that holds the lease, as pglock's inspection sees it.
+async fn leader_backend(pool: &PgPool) -> Result<i32, Box<dyn std::error::Error>> {
+    let id = CLUSTER.id(&"cluster");
+    pglock::inspect(pool)
+        .await?
+        .held()
+        .find(|lock| lock.id() == id)
+        .map(|lock| lock.pid())
+        .ok_or_else(|| "nobody holds the lease".into())
 }
