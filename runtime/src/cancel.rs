@@ -12,8 +12,9 @@
 //! A session lock's connection belongs to the acquisition and is closed with
 //! it; its wait statement makes the server notice that within a second. A
 //! transaction's connection belongs to the caller, so the wait can only be
-//! ended from outside: by `pg_cancel_backend` on another connection. Pools
-//! registered with [`cancel_abandoned_waits`] provide that connection.
+//! ended from outside: by `pg_cancel_backend` on another connection, which
+//! pglock opens with the options of a pool registered with
+//! [`cancel_abandoned_waits`].
 //!
 //! The cancelled wait fails like any statement, so the abandoned transaction
 //! is aborted (even a savepoint wait's: nobody is left to roll back to the
@@ -23,14 +24,21 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sqlx::{ConnectOptions, PgPool};
+use std::sync::Arc;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::LockId;
 
-static POOLS: Mutex<Vec<PgPool>> = Mutex::new(Vec::new());
+/// Where to open the connection that cancels: the registered pools'
+/// options. A connection of its own, not one of the pool's: the pool may be
+/// saturated by the very waits being abandoned, and a connection opened by
+/// the cancel's runtime must not be handed to the pool's other users.
+static SERVERS: Mutex<Vec<Arc<PgConnectOptions>>> = Mutex::new(Vec::new());
 
 /// Lets pglock cancel the server-side wait of an acquisition whose future
-/// was dropped, using a connection of `pool`. Call it once per pool at
+/// was dropped, on a connection it opens with `pool`'s options. Call it once per pool at
 /// start-up; without it, an abandoned wait keeps its connection until the
 /// lock is granted or the wait times out (and a warning says so).
 ///
@@ -46,10 +54,11 @@ static POOLS: Mutex<Vec<PgPool>> = Mutex::new(Vec::new());
 pub fn cancel_abandoned_waits(pool: &PgPool) {
     // One pool per server and role is enough; pools made again and again
     // (per test, say) must not pile up.
-    let url = pool.connect_options().to_url_lossy();
-    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-    pools.retain(|known| !known.is_closed() && known.connect_options().to_url_lossy() != url);
-    pools.push(pool.clone());
+    let options = pool.connect_options();
+    let url = options.to_url_lossy();
+    let mut servers = SERVERS.lock().unwrap_or_else(PoisonError::into_inner);
+    servers.retain(|known| known.to_url_lossy() != url);
+    servers.push(options);
 }
 
 /// Armed while a transaction-scoped wait is in flight; if the future is
@@ -66,9 +75,12 @@ impl Drop for AbandonGuard<'_> {
         if !self.armed {
             return;
         }
-        let pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let servers = SERVERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let runtime = tokio::runtime::Handle::try_current();
-        match (pools.is_empty(), runtime) {
+        match (servers.is_empty(), runtime) {
             (false, Ok(runtime)) => {
                 tracing::info!(
                     target: "pglock",
@@ -77,7 +89,7 @@ impl Drop for AbandonGuard<'_> {
                     pid = self.pid,
                     "lock acquisition abandoned while waiting; cancelling the server-side wait"
                 );
-                runtime.spawn(cancel_wait(pools, self.pid, self.id));
+                runtime.spawn(cancel_wait(servers, self.pid, self.id));
             }
             _ => tracing::warn!(
                 target: "pglock",
@@ -108,27 +120,37 @@ const CANCEL_IF_WAITING: &str = "SELECT pg_catalog.pg_cancel_backend(l.pid) \
 const STILL_BUSY: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity \
      WHERE pid = $1 AND state = 'active' AND starts_with(query, '/* pglock '))";
 
-async fn cancel_wait(pools: Vec<PgPool>, pid: i32, id: LockId) {
+async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, pid: i32, id: LockId) {
     let (bigint, class, object) = match id {
         LockId::BigInt(id) => (Some(id), None, None),
         LockId::Pair(class, object) => (None, Some(i64::from(class)), Some(i64::from(object))),
     };
     let deadline = Instant::now() + Duration::from_secs(5);
-    for pool in pools {
+    for server in servers {
+        let mut conn = match server.connect().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(target: "pglock", pid, %error, "could not connect to cancel an abandoned lock wait");
+                continue;
+            }
+        };
         loop {
             let cancelled: Result<Vec<bool>, sqlx::Error> = sqlx::query_scalar(CANCEL_IF_WAITING)
                 .bind(pid)
                 .bind(bigint)
                 .bind(class)
                 .bind(object)
-                .fetch_all(&pool)
+                .fetch_all(&mut conn)
                 .await;
             let busy = match cancelled {
-                Ok(cancelled) if !cancelled.is_empty() => return,
+                Ok(cancelled) if !cancelled.is_empty() => {
+                    let _ = conn.close().await;
+                    return;
+                }
                 Ok(_) => {
                     sqlx::query_scalar::<_, bool>(STILL_BUSY)
                         .bind(pid)
-                        .fetch_one(&pool)
+                        .fetch_one(&mut conn)
                         .await
                 }
                 Err(error) => Err(error),
@@ -145,5 +167,6 @@ async fn cancel_wait(pools: Vec<PgPool>, pid: i32, id: LockId) {
                 }
             }
         }
+        let _ = conn.close().await;
     }
 }

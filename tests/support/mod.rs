@@ -106,12 +106,14 @@ pub async fn lock_timeout(conn: &mut sqlx::PgConnection) -> String {
 /// Holds `id` exclusively from its own backend until some other backend
 /// waits for it, then releases it at once: the release is decided on the
 /// server, so a waiter with a short `lock_timeout` still gets the lock.
-/// Returns once the lock is held.
+/// Returns once that backend holds the lock. The hold ends after 60 s even
+/// if nobody waits, so a test that goes wrong fails instead of hanging.
 pub async fn hold_until_awaited(pool: &PgPool, id: LockId) -> tokio::task::JoinHandle<()> {
     let LockId::BigInt(big) = id else {
         panic!("hold_until_awaited takes bigint ids");
     };
-    let holder_pool = pool.clone();
+    let mut conn = pool.acquire().await.expect("a connection for the holder");
+    let holder_pid = backend_pid(&mut conn).await;
     let handle = tokio::spawn(async move {
         // The DO block is its own transaction: the lock ends with it.
         let sql = format!(
@@ -120,18 +122,19 @@ pub async fn hold_until_awaited(pool: &PgPool, id: LockId) -> tokio::task::JoinH
                LOOP \
                  EXIT WHEN EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' \
                    AND NOT l.granted AND l.objsubid = 1 \
-                   AND ((l.classid::int8 << 32) | l.objid::int8) = ({big})::int8); \
+                   AND ((l.classid::int8 << 32) | l.objid::int8) = ({big})::int8) \
+                   OR clock_timestamp() > statement_timestamp() + interval '60 s'; \
                  PERFORM pg_sleep(0.001); \
                END LOOP; \
              END $$"
         );
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&holder_pool)
+            .execute(&mut *conn)
             .await
             .expect("hold the lock until it is awaited");
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    while holders(pool, id).await.is_empty() {
+    while !holders(pool, id).await.contains(&holder_pid) {
         assert!(Instant::now() < deadline, "the holder never took {id}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
