@@ -402,20 +402,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 fn namespace(value: Expr) -> syn::Result<NamespaceArg> {
     match value {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(name),
-            ..
-        }) => {
-            check_namespace_name(&name)?;
-            Ok(NamespaceArg::Named {
-                name,
-                space: Space::BigInt,
-            })
+        Expr::Lit(ExprLit { lit, .. }) if matches!(lit, Lit::Str(_) | Lit::Int(_)) => {
+            literal_namespace(lit, Space::BigInt)
         }
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(literal),
-            ..
-        }) => raw_namespace(literal, Space::BigInt),
         Expr::Call(call) if is_ident(&call.func, "pair") => {
             let mut args = call.args.into_iter();
             let (Some(arg), None) = (args.next(), args.next()) else {
@@ -426,20 +415,9 @@ fn namespace(value: Expr) -> syn::Result<NamespaceArg> {
                 ));
             };
             match arg {
-                Expr::Lit(ExprLit {
-                    lit: Lit::Str(name),
-                    ..
-                }) => {
-                    check_namespace_name(&name)?;
-                    Ok(NamespaceArg::Named {
-                        name,
-                        space: Space::Pair,
-                    })
+                Expr::Lit(ExprLit { lit, .. }) if matches!(lit, Lit::Str(_) | Lit::Int(_)) => {
+                    literal_namespace(lit, Space::Pair)
                 }
-                Expr::Lit(ExprLit {
-                    lit: Lit::Int(literal),
-                    ..
-                }) => raw_namespace(literal, Space::Pair),
                 other => Err(syn::Error::new(
                     other.span(),
                     "`pair(..)` takes a string literal (`pair(\"tenant:migrate\")`) or an \
@@ -465,6 +443,18 @@ fn namespace(value: Expr) -> syn::Result<NamespaceArg> {
              (`ns = 0x7275_6e6c_9e37_79b9`), either of them in `pair(..)` for the int4 pair \
              key space, or the path of a `static` `pglock::Namespace` or `pglock::LockFamily<K>`",
         )),
+    }
+}
+
+/// A namespace written as a literal: a name to hash, or a raw number.
+fn literal_namespace(literal: Lit, space: Space) -> syn::Result<NamespaceArg> {
+    match literal {
+        Lit::Str(name) => {
+            check_namespace_name(&name)?;
+            Ok(NamespaceArg::Named { name, space })
+        }
+        Lit::Int(literal) => raw_namespace(literal, space),
+        other => unreachable!("only string and integer literals reach here: {other:?}"),
     }
 }
 
