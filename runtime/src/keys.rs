@@ -250,6 +250,12 @@ impl Namespace {
         self.space
     }
 
+    /// The comment every statement of this namespace starts with, as
+    /// `pg_stat_activity.query` shows it: `/* pglock ns=<label> */`.
+    pub fn marker(&self) -> &str {
+        self.statements().marker()
+    }
+
     pub(crate) fn statements(&self) -> &Statements {
         self.statements.get_or_init(|| Statements::new(self))
     }

@@ -29,6 +29,7 @@ mod inspect;
 mod keys;
 mod lease;
 mod mode;
+pub mod pg_locks;
 mod pool;
 mod session;
 mod sha256;
