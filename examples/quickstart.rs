@@ -135,10 +135,8 @@ async fn a_timeout_becomes_a_typed_conflict(
         Err(error @ Error::Conflict(_)) => {
             let conflict = error.as_conflict().expect("a conflict");
             println!(
-                "   conflict on {}/{} ({}) after {:?}: {:?}, SQLSTATE {}; retryable: {}",
-                conflict.namespace(),
-                conflict.id(),
-                conflict.mode(),
+                "   conflict on {} after {:?}: {:?}, SQLSTATE {}; retryable: {}",
+                conflict.lock(),
                 conflict.waited(),
                 conflict.cause(),
                 conflict.sqlstate(),

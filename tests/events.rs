@@ -86,7 +86,7 @@ async fn a_busy_lock_that_is_not_waited_for_says_so_once() {
         .no_wait()
         .acquire(pool.acquire().await.unwrap())
         .await;
-    assert!(matches!(session, Err(pglock::Error::Busy { .. })));
+    assert!(matches!(session, Err(pglock::Error::Busy(_))));
     let events = capture.events();
     assert_eq!(events.len(), 2, "one per refusal: {events:?}");
     for event in &events {

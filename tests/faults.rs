@@ -101,7 +101,7 @@ async fn a_server_restart_gives_holder_and_waiter_typed_errors_and_the_pool_reco
     let lost = tokio::time::timeout(Duration::from_secs(30), lease.lost())
         .await
         .expect("the lease reports the restart");
-    assert_eq!(lost.id(), RESTART.id(&2_i64));
+    assert_eq!(lost.lock().id(), RESTART.id(&2_i64));
 
     // The pool replaces its dead connections and serves again.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -4,7 +4,7 @@
 
 mod support;
 
-use pglock::{LockId, LockKey, Namespace};
+use pglock::{LockId, LockKey, Namespace, pg_locks};
 use support::*;
 use uuid::Uuid;
 
@@ -177,8 +177,9 @@ async fn pg_locks_shows_the_bigint_id_as_classid_and_objid() {
     ns.lock(&key).acquire(&mut tx).await.unwrap();
     let pid = backend_pid(&mut tx).await;
     let rows: Vec<(i64, i16)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {BIGINT_ID}, l.objsubid FROM pg_locks l \
-         WHERE l.locktype = 'advisory' AND l.pid = $1"
+        "SELECT {}, l.objsubid FROM pg_locks l \
+         WHERE l.locktype = 'advisory' AND l.pid = $1",
+        pg_locks::ENCODED
     )))
     .bind(pid)
     .fetch_all(&pool)
@@ -227,6 +228,13 @@ async fn pg_locks_shows_a_pair_id_with_objsubid_2() {
     ];
     expected.sort();
     assert_eq!(rows, expected);
+    // The runtime's decoding reads the same rows back as the ids it locked.
+    let decoded: Vec<Option<LockId>> = rows
+        .iter()
+        .map(|(classid, objid, objsubid, _)| pg_locks::decode(classid << 32 | objid, *objsubid))
+        .collect();
+    assert!(decoded.contains(&Some(RUNLEDGER_PAIR.id(&key))));
+    assert!(decoded.contains(&Some(TENANTS.id(&-3_i64))));
     // Pair locks wait and time out like bigint ones.
     let mut other = pool.begin().await.unwrap();
     let error = RUNLEDGER_PAIR
@@ -236,7 +244,7 @@ async fn pg_locks_shows_a_pair_id_with_objsubid_2() {
         .await
         .unwrap_err();
     assert_eq!(
-        error.as_conflict().unwrap().id(),
+        error.as_conflict().unwrap().lock().id(),
         LockId::Pair(0x7275_6e6c, key)
     );
 }

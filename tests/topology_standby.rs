@@ -21,7 +21,7 @@ use std::thread;
 use std::time::Duration;
 
 use pglock::testing::{ServerOptions, TestServer};
-use pglock::{Error, LeaseOptions, LockSet, Namespace};
+use pglock::{Error, LeaseOptions, Namespace, XactLockSet};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Transaction};
 use support::namespace;
@@ -115,8 +115,8 @@ async fn every_way_of_locking_is_refused_on_a_hot_standby_and_nothing_is_locked(
         PAIRS.lock(&5_i64).acquire(&mut tx).await,
     );
     assert_standby(
-        "LockSet::acquire",
-        LockSet::new()
+        "XactLockSet::acquire",
+        XactLockSet::new()
             .exclusive(ns, &10_i64)
             .shared(ns, &11_i64)
             .exclusive(&PAIRS, &12_i64)
@@ -190,7 +190,7 @@ async fn every_way_of_locking_is_refused_on_a_hot_standby_and_nothing_is_locked(
     let mut tx = primary_pool.begin().await.unwrap();
     ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
     assert!(ns.lock(&4_i64).try_acquire(&mut tx).await.unwrap());
-    LockSet::new()
+    XactLockSet::new()
         .exclusive(ns, &10_i64)
         .shared(ns, &11_i64)
         .exclusive(&PAIRS, &12_i64)

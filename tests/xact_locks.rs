@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use pglock::{ConflictCause, Error, LockSet, Mode, testing};
+use pglock::{ConflictCause, Error, Mode, XactLockSet, testing};
 use support::*;
 
 #[tokio::test]
@@ -155,9 +155,9 @@ async fn a_timeout_becomes_a_conflict_naming_the_lock() {
     let conflict = error.as_conflict().expect("a conflict");
     assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
     assert_eq!(conflict.sqlstate(), "55P03");
-    assert_eq!(conflict.namespace(), ns.label());
-    assert_eq!(conflict.id(), ns.id(&42_i64));
-    assert_eq!(conflict.mode(), Mode::Shared);
+    assert_eq!(conflict.lock().namespace(), ns.label());
+    assert_eq!(conflict.lock().id(), ns.id(&42_i64));
+    assert_eq!(conflict.lock().mode(), Mode::Shared);
     assert!(
         conflict.waited() >= Duration::from_millis(150),
         "{:?}",
@@ -335,7 +335,7 @@ async fn a_real_deadlock_maps_to_the_deadlock_cause() {
     let conflict = failed.as_conflict().expect("a conflict");
     assert_eq!(conflict.cause(), ConflictCause::Deadlock);
     assert_eq!(conflict.sqlstate(), "40P01");
-    assert!([a, b].contains(&conflict.id()));
+    assert!([a, b].contains(&conflict.lock().id()));
 }
 
 #[tokio::test]
@@ -428,14 +428,10 @@ async fn no_wait_fails_busy_and_try_acquire_says_false() {
 
     let mut tx = pool.begin().await.unwrap();
     match ns.lock(&5_i64).no_wait().acquire(&mut tx).await {
-        Err(Error::Busy {
-            namespace,
-            id,
-            mode,
-        }) => {
-            assert_eq!(namespace, ns.label());
-            assert_eq!(id, ns.id(&5_i64));
-            assert_eq!(mode, Mode::Exclusive);
+        Err(Error::Busy(lock)) => {
+            assert_eq!(lock.namespace(), ns.label());
+            assert_eq!(lock.id(), ns.id(&5_i64));
+            assert_eq!(lock.mode(), Mode::Exclusive);
         }
         other => panic!("expected busy, got {other:?}"),
     }
@@ -474,7 +470,7 @@ async fn a_lock_set_takes_every_key_once_and_the_strongest_mode() {
     let ns = namespace("lock_set");
     let other = namespace("lock_set_other");
     let mut tx = pool.begin().await.unwrap();
-    LockSet::new()
+    XactLockSet::new()
         .shared(ns, &3_i64)
         .exclusive(ns, &3_i64)
         .shared(ns, &1_i64)
@@ -509,7 +505,7 @@ async fn a_lock_set_waits_for_a_busy_key_under_one_deadline() {
         .await
         .unwrap_err();
     let conflict = error.as_conflict().expect("a conflict");
-    assert_eq!(conflict.id(), ns.id(&2_i64));
+    assert_eq!(conflict.lock().id(), ns.id(&2_i64));
     assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
 }
 
@@ -685,7 +681,7 @@ async fn a_lock_set_that_does_not_wait_takes_all_or_nothing() {
         .await
         .unwrap_err();
     match error {
-        Error::Busy { id, .. } => assert_eq!(id, ns.id(&3_i64)),
+        Error::Busy(lock) => assert_eq!(lock.id(), ns.id(&3_i64)),
         other => panic!("expected busy, got {other:?}"),
     }
     let pid = backend_pid(&mut tx).await;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pglock::LockSet;
+use pglock::XactLockSet;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
@@ -160,7 +160,7 @@ pub(crate) async fn steady_state(url: &str, plan: Plan) -> Result<Vec<Steady>, B
             async || {
                 let mut tx = conn.begin().await?;
                 let (result, usage) = counted(async {
-                    let set: LockSet<'_> = MANY.lock_many(1_000..1_100_i64).timeout(TIMEOUT);
+                    let set: XactLockSet<'_> = MANY.lock_many(1_000..1_100_i64).timeout(TIMEOUT);
                     set.acquire(&mut tx).await
                 })
                 .await;

@@ -265,7 +265,7 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
     };
     let machine = report::Machine::describe(&url).await?;
 
-    checks::capped_sql_is_the_runtimes(&url).await?;
+    checks::learn_capped_sql(&url).await?;
     checks::statements_restore(&url).await?;
 
     let steady = allocations::steady_state(&url, options.plan()).await?;

@@ -6,7 +6,7 @@
 //! no other variant uses, so no variant ever waits for another.
 
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use pglock::{LockId, Namespace};
@@ -51,12 +51,11 @@ pub(crate) const BASELINE_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 const BASELINE_SHARED_SQL: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 
 /// (3): the runtime's capped-wait statement for an exclusive lock in the
-/// bigint space, as the runtime builds it. The runtime sends it only after a
-/// try has failed, so a free key can't reach it through the public API;
-/// `crate::checks::capped_sql_is_the_runtimes` checks that this is the text
-/// the runtime sends (seen in `pg_stat_activity`) before measuring.
-pub(crate) static CAPPED_SQL: LazyLock<Arc<str>> =
-    LazyLock::new(|| pglock::__private::capped_wait_statement(&CAPPED, pglock::Mode::Exclusive));
+/// bigint space. The runtime sends it only after a try has failed, so a free
+/// key can't reach it through the public API: before measuring,
+/// `crate::checks::learn_capped_sql` lets the runtime wait for a held lock
+/// and takes the statement's text from `pg_stat_activity`.
+pub(crate) static CAPPED_SQL: OnceLock<Arc<str>> = OnceLock::new();
 
 /// (4): the hand-written pattern, three statements. The cap reads the
 /// previous setting and sets the cap in one statement (a stricter non-zero
@@ -362,11 +361,15 @@ impl fmt::Display for Op {
 /// shared text, prepared once per connection, the id then the cap in
 /// milliseconds as `int8`.
 pub(crate) async fn capped_statement(conn: &mut PgConnection, id: i64) -> Result<(), BoxError> {
-    sqlx::query(AssertSqlSafe(Arc::clone(&CAPPED_SQL)))
-        .bind(id)
-        .bind(TIMEOUT.as_millis() as i64)
-        .execute(conn)
-        .await?;
+    sqlx::query(AssertSqlSafe(Arc::clone(
+        CAPPED_SQL
+            .get()
+            .expect("checks::learn_capped_sql runs before the bench"),
+    )))
+    .bind(id)
+    .bind(TIMEOUT.as_millis() as i64)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -175,7 +175,7 @@ fn lock_block(args: &Args, checked: &Checked, function: &syn::Ident) -> TokenStr
                 quote!(let #request = #add;)
             });
             quote! {
-                let #request = #krate::LockSet::new();
+                let #request = #krate::XactLockSet::new();
                 #(#adds)*
             }
         }

@@ -9,62 +9,42 @@
 
 use sqlx::postgres::PgConnection;
 
-pub use crate::XactConnection;
-use crate::{Acquired, Error, LockFamily, LockKey, LockSet, Mode, Namespace, XactLock};
+use crate::contract::family::NamespaceFor;
+use crate::contract::key::LockKey;
+use crate::contract::mode::Mode;
+use crate::engine::events;
+use crate::error::Error;
+use crate::front::lock_set::XactLockSet;
+pub use crate::front::xact_lock::XactConnection;
+use crate::front::xact_lock::{Acquired, XactLock};
 
 /// The connection of the function's transaction parameter.
 pub fn connection<T: XactConnection + ?Sized>(transaction: &mut T) -> &mut PgConnection {
     transaction.connection()
 }
 
-/// What `ns = PATH` may name, for a key of type `K`: a [`Namespace`] takes
-/// any key, a `LockFamily<K>` only `K` (or `&K`).
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a lock namespace for keys of type `{K}`",
-    label = "expected a `static` of type `pglock::Namespace`, or `pglock::LockFamily<{K}>`",
-    note = "`ns` takes a string literal (`ns = \"billing:invoice\"`), an integer literal (`ns = 0x7275_6e6c_9e37_79b9`), either of them in `pair(..)` for the int4 pair key space, or the path of a `static` `pglock::Namespace` (for keys of any type) or `pglock::LockFamily<K>` (for keys of type `K` only)",
-    note = "a lock family fixes its key type so that every lock of the family derives its id the same way: convert the key, or lock through a family of this key type"
-)]
-pub trait LockNamespace<K: ?Sized> {
-    /// The namespace the lock is taken in.
-    fn namespace(&self) -> &Namespace;
-}
-
-impl<K: LockKey + ?Sized> LockNamespace<K> for Namespace {
-    fn namespace(&self) -> &Namespace {
-        self
-    }
-}
-
-impl<K: LockKey + ?Sized> LockNamespace<K> for LockFamily<K> {
-    fn namespace(&self) -> &Namespace {
-        self
-    }
-}
-
-impl<K: LockKey + ?Sized> LockNamespace<&K> for LockFamily<K> {
-    fn namespace(&self) -> &Namespace {
-        self
-    }
-}
-
 /// A transaction-scoped lock on `key` in `namespace`. The key comes first
 /// so that its type is known when the namespace is checked against it.
 pub fn lock<'ns, N, K>(key: &K, namespace: &'ns N) -> XactLock<'ns>
 where
-    N: LockNamespace<K> + ?Sized,
+    N: NamespaceFor<K> + ?Sized,
     K: LockKey + ?Sized,
 {
     namespace.namespace().lock(key)
 }
 
 /// Adds a lock on `key` in `namespace` to `set`.
-pub fn add<'ns, N, K>(set: LockSet<'ns>, key: &K, namespace: &'ns N, mode: Mode) -> LockSet<'ns>
+pub fn add<'ns, N, K>(
+    set: XactLockSet<'ns>,
+    key: &K,
+    namespace: &'ns N,
+    mode: Mode,
+) -> XactLockSet<'ns>
 where
-    N: LockNamespace<K> + ?Sized,
+    N: NamespaceFor<K> + ?Sized,
     K: LockKey + ?Sized,
 {
-    set.with(namespace.namespace(), key, mode)
+    set.with(namespace, key, mode)
 }
 
 /// A `skip` request: tried once, and its busy lock reported by
@@ -80,7 +60,7 @@ impl Skipping for XactLock<'_> {
     }
 }
 
-impl Skipping for LockSet<'_> {
+impl Skipping for XactLockSet<'_> {
     fn skipping(self) -> Self {
         self.silence_busy()
     }
@@ -94,20 +74,8 @@ pub fn acquired_or_skipped(
 ) -> Result<bool, Error> {
     match outcome {
         Ok(_) => Ok(true),
-        Err(Error::Busy {
-            namespace,
-            id,
-            mode,
-        }) => {
-            tracing::info!(
-                target: "pglock",
-                namespace = %namespace,
-                key = %id,
-                mode = %mode,
-                function,
-                outcome = "skipped",
-                "advisory lock busy; skipped"
-            );
+        Err(Error::Busy(lock)) => {
+            events::skipped(&lock, function);
             Ok(false)
         }
         Err(error) => Err(error),
@@ -134,11 +102,4 @@ impl<T, E> SkipReturn for Result<Option<T>, E> {
 /// The value a `skip` function returns when the lock is busy.
 pub fn skipped<R: SkipReturn>() -> R {
     R::skipped()
-}
-
-/// The exact text of the capped-wait statement of `namespace` for `mode`:
-/// the benchmark times it on a free key, which the runtime itself never
-/// does (it sends the statement only after a failed try).
-pub fn capped_wait_statement(namespace: &Namespace, mode: Mode) -> std::sync::Arc<str> {
-    namespace.statements().xact_capped_wait(mode)
 }

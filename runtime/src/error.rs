@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::{LockId, Mode};
+use crate::identity::LockIdentity;
 
 /// Everything that can go wrong while taking an advisory lock.
 ///
@@ -17,7 +17,7 @@ use crate::{LockId, Mode};
 /// fn describe(error: &Error) -> &'static str {
 ///     match error {
 ///         Error::Conflict(conflict) if conflict.waited().as_secs() > 1 => "waited, then gave up",
-///         Error::Conflict(_) | Error::Busy { .. } => "someone else holds it",
+///         Error::Conflict(_) | Error::Busy(_) => "someone else holds it",
 ///         Error::Standby => "connected to a read-only standby",
 ///         _ => "something else",
 ///     }
@@ -32,25 +32,11 @@ pub enum Error {
     /// wait ran in a savepoint.
     Conflict(Conflict),
     /// The lock was asked for without waiting, and someone else holds it.
-    Busy {
-        /// The namespace label.
-        namespace: String,
-        /// The advisory lock id that is held by someone else.
-        id: LockId,
-        /// The mode that was asked for.
-        mode: Mode,
-    },
+    Busy(LockIdentity),
     /// A session lock that was held is no longer: its connection broke, or
     /// the session that answered is not the one that took it (as through a
     /// transaction-pooling proxy). Someone else may hold it now.
-    LockLost {
-        /// The namespace label.
-        namespace: String,
-        /// The advisory lock id that was held.
-        id: LockId,
-        /// The mode that was held.
-        mode: Mode,
-    },
+    LockLost(LockIdentity),
     /// The server is a hot standby (`pg_is_in_recovery()`): an advisory lock
     /// there excludes no one on the primary, so none was taken.
     Standby,
@@ -94,12 +80,10 @@ pub enum Error {
 /// ```
 #[derive(Debug)]
 pub struct Conflict {
-    pub(crate) namespace: String,
-    pub(crate) id: LockId,
-    pub(crate) mode: Mode,
-    pub(crate) waited: Duration,
-    pub(crate) cause: ConflictCause,
-    pub(crate) source: sqlx::Error,
+    lock: LockIdentity,
+    waited: Duration,
+    cause: ConflictCause,
+    source: sqlx::Error,
 }
 
 /// What ended a wait for a lock.
@@ -156,88 +140,27 @@ impl ConflictCause {
 }
 
 impl Conflict {
-    /// The label of the namespace whose lock was waited for.
-    ///
-    /// ```
-    /// # use pglock_runtime::Conflict;
-    /// fn is_billing(conflict: &Conflict) -> bool {
-    ///     conflict.namespace().starts_with("billing:")
-    /// }
-    /// ```
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    /// The advisory lock id that was waited for.
-    ///
-    /// ```
-    /// # use pglock_runtime::{Conflict, Namespace};
-    /// static JOBS: Namespace = Namespace::named("jobs");
-    ///
-    /// fn was_job_7(conflict: &Conflict) -> bool {
-    ///     conflict.id() == JOBS.id(&7_i64)
-    /// }
-    /// ```
-    pub fn id(&self) -> LockId {
-        self.id
-    }
-
-    /// The mode that was asked for.
-    ///
-    /// ```
-    /// # use pglock_runtime::{Conflict, Mode};
-    /// fn writer_gave_up(conflict: &Conflict) -> bool {
-    ///     conflict.mode() == Mode::Exclusive
-    /// }
-    /// ```
-    pub fn mode(&self) -> Mode {
-        self.mode
+    /// The lock that was waited for.
+    pub fn lock(&self) -> &LockIdentity {
+        &self.lock
     }
 
     /// How long the wait lasted, measured by the client.
-    ///
-    /// ```
-    /// # use pglock_runtime::Conflict;
-    /// fn waited_ms(conflict: &Conflict) -> u128 {
-    ///     conflict.waited().as_millis()
-    /// }
-    /// ```
     pub fn waited(&self) -> Duration {
         self.waited
     }
 
     /// What ended the wait.
-    ///
-    /// ```
-    /// # use pglock_runtime::{Conflict, ConflictCause};
-    /// fn was_deadlock(conflict: &Conflict) -> bool {
-    ///     conflict.cause() == ConflictCause::Deadlock
-    /// }
-    /// ```
     pub fn cause(&self) -> ConflictCause {
         self.cause
     }
 
     /// The SQLSTATE the server reported.
-    ///
-    /// ```
-    /// # use pglock_runtime::Conflict;
-    /// fn log(conflict: &Conflict) {
-    ///     eprintln!("lock wait ended with SQLSTATE {}", conflict.sqlstate());
-    /// }
-    /// ```
     pub fn sqlstate(&self) -> &'static str {
         self.cause.sqlstate()
     }
 
     /// The server's error as sqlx reported it.
-    ///
-    /// ```
-    /// # use pglock_runtime::Conflict;
-    /// fn server_message(conflict: &Conflict) -> Option<&str> {
-    ///     conflict.source().as_database_error().map(|error| error.message())
-    /// }
-    /// ```
     pub fn source(&self) -> &sqlx::Error {
         &self.source
     }
@@ -255,12 +178,12 @@ impl Error {
     /// ```
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Conflict(_) | Error::Busy { .. } => true,
+            Error::Conflict(_) | Error::Busy(_) => true,
             Error::Database(error) => matches!(
                 sqlstate(error).as_deref(),
                 Some("40001" | "40P01" | "55P03")
             ),
-            Error::LockLost { .. } => true,
+            Error::LockLost(_) => true,
             Error::Standby
             | Error::NotInTransaction
             | Error::LockTableFull(_)
@@ -290,22 +213,14 @@ impl Error {
         }
     }
 
-    /// Classifies a failure of a statement that was waiting for `id`.
-    pub(crate) fn from_wait(
-        error: sqlx::Error,
-        namespace: &str,
-        id: LockId,
-        mode: Mode,
-        waited: Duration,
-    ) -> Self {
+    /// Classifies a failure of a statement that was waiting for `lock`.
+    pub(crate) fn from_wait(error: sqlx::Error, lock: &LockIdentity, waited: Duration) -> Self {
         match sqlstate(&error)
             .as_deref()
             .and_then(ConflictCause::from_sqlstate)
         {
             Some(cause) => Error::Conflict(Conflict {
-                namespace: namespace.to_owned(),
-                id,
-                mode,
+                lock: lock.clone(),
                 waited,
                 cause,
                 source: error,
@@ -323,21 +238,12 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Conflict(conflict) => fmt::Display::fmt(conflict, f),
-            Error::Busy {
-                namespace,
-                id,
-                mode,
-            } => write!(
+            Error::Busy(lock) => {
+                write!(f, "advisory lock {lock} is busy and was not waited for")
+            }
+            Error::LockLost(lock) => write!(
                 f,
-                "advisory lock {namespace}/{id} ({mode}) is busy and was not waited for"
-            ),
-            Error::LockLost {
-                namespace,
-                id,
-                mode,
-            } => write!(
-                f,
-                "session advisory lock {namespace}/{id} ({mode}) was lost: its session no longer \
+                "session advisory lock {lock} was lost: its session no longer \
                  holds it (the connection broke, or a transaction-pooling proxy such as PgBouncer \
                  sent the statement to another backend, which may still hold the lock)"
             ),
@@ -372,10 +278,8 @@ impl fmt::Display for Conflict {
         };
         write!(
             f,
-            "advisory lock {}/{} ({}) not acquired after {:?}: {why} (SQLSTATE {})",
-            self.namespace,
-            self.id,
-            self.mode,
+            "advisory lock {} not acquired after {:?}: {why} (SQLSTATE {})",
+            self.lock,
             self.waited,
             self.sqlstate()
         )

@@ -17,33 +17,58 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # Module map
+//!
+//! Four layers; each imports only from the layers above it (and from
+//! `error` and `identity`, which every layer shares).
+//!
+//! - `contract/`: what a lock *is*. `mode`, `key` (key values), `namespace`,
+//!   `family` (a namespace with a key type), `id`, `sha256`. **Frozen**: the
+//!   key derivation may not change once shipped; a change needs new golden
+//!   vectors (`tests/keys.rs`, `docs/KEYS.md`).
+//! - `identity`: [`LockIdentity`], a lock's namespace, id and mode, as
+//!   errors, guards, leases and events name it; `error`: the one [`Error`].
+//! - `sql/`: every statement text. `statements` (the try, the waits, the
+//!   unlock, one function that binds a [`LockId`]), `marker` (the
+//!   `/* pglock ns=… */` comment), [`pg_locks`] (how `pg_locks` shows an id,
+//!   and every query over it). No I/O.
+//! - `engine/`, private: `wait` (the try and the capped wait every front
+//!   end shares), `cancel` (abandoned waits), `events` (every `tracing`
+//!   event).
+//! - `front/`: what applications call. `xact_lock` ([`XactLock`]),
+//!   `lock_set` ([`XactLockSet`]), `session` ([`SessionLock`]), `lease`
+//!   ([`Lease`]), `run` (work in a transaction that holds a lock), `inspect`
+//!   ([`inspect`]). A constructor lives with the type it returns:
+//!   `Namespace::session_lock` is in `front/session.rs`.
+//! - `__private`: what the attribute expands into.
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(hidden)]
 pub mod __private;
-mod acquire;
-mod cancel;
+mod contract;
+mod engine;
 mod error;
-mod inspect;
-mod keys;
-mod lease;
-mod mode;
-pub mod pg_locks;
-mod pool;
-mod session;
-mod sha256;
-mod statements;
+mod front;
+mod identity;
+mod sql;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-pub use acquire::{Acquired, LockSet, XactConnection, XactLock};
-pub use cancel::cancel_abandoned_waits;
+pub use contract::family::{LockFamily, NamespaceFor};
+pub use contract::id::LockId;
+pub use contract::key::LockKey;
+pub use contract::mode::Mode;
+pub use contract::namespace::Namespace;
+pub use engine::cancel::cancel_abandoned_waits;
 pub use error::{Conflict, ConflictCause, Error};
-pub use inspect::{AdvisoryLock, Inspection, PreparedLock, inspect};
-pub use keys::{LockFamily, LockId, LockKey, Namespace};
-pub use lease::{Lease, LeaseLost, LeaseOptions, LeaseState};
-pub use mode::Mode;
-pub use pool::WorkFuture;
-pub use session::{IntoOwnedConnection, SessionGuard, SessionLock, SessionTry};
+pub use front::inspect::{Inspection, LockRow, PreparedLock, inspect};
+pub use front::lease::{Lease, LeaseLost, LeaseOptions, LeaseState};
+pub use front::lock_set::XactLockSet;
+pub use front::run::WorkFuture;
+pub use front::session::{IntoOwnedConnection, SessionGuard, SessionLock, SessionTry};
+pub use front::xact_lock::{Acquired, XactConnection, XactLock};
+pub use identity::LockIdentity;
+pub use sql::pg_locks;

@@ -6,7 +6,7 @@ pub mod capture;
 
 use std::time::{Duration, Instant};
 
-use pglock::{LockId, Namespace};
+use pglock::{LockId, Namespace, pg_locks};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// A pool on the test run's server (`DATABASE_URL`, or the throwaway one).
@@ -27,33 +27,20 @@ pub fn namespace(test: &str) -> &'static Namespace {
     Box::leak(Box::new(Namespace::try_named(name).expect("a valid name")))
 }
 
-/// The SQL expression that decodes an advisory lock row of `pg_locks` into
-/// the id pglock uses: bigint ids for `objsubid = 1`.
-pub const BIGINT_ID: &str = "((l.classid::int8 << 32) | l.objid::int8)";
-
 /// Every advisory lock on `id` in this database: (pid, mode, granted).
 pub async fn locks_on(pool: &PgPool, id: LockId) -> Vec<(i32, String, bool)> {
-    let (big, class, obj) = split(id);
-    sqlx::query_as(
+    let (encoded, objsubid) = pg_locks::encode(id);
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT l.pid, l.mode, l.granted FROM pg_locks l \
-         WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND ((l.objsubid = 1 AND ((l.classid::int8 << 32) | l.objid::int8) = $1) \
-             OR (l.objsubid = 2 AND l.classid::int8 = ($2::int8 & 4294967295) AND l.objid::int8 = ($3::int8 & 4294967295))) \
+         WHERE {} AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
          ORDER BY l.granted DESC, l.pid",
-    )
-    .bind(big)
-    .bind(class)
-    .bind(obj)
+        pg_locks::MATCHES
+    )))
+    .bind(encoded)
+    .bind(objsubid)
     .fetch_all(pool)
     .await
     .expect("read pg_locks")
-}
-
-fn split(id: LockId) -> (Option<i64>, Option<i64>, Option<i64>) {
-    match id {
-        LockId::BigInt(id) => (Some(id), None, None),
-        LockId::Pair(class, obj) => (None, Some(class.into()), Some(obj.into())),
-    }
 }
 
 /// The pids that hold `id` (granted).
@@ -112,6 +99,8 @@ pub async fn hold_until_awaited(pool: &PgPool, id: LockId) -> tokio::task::JoinH
     let LockId::BigInt(big) = id else {
         panic!("hold_until_awaited takes bigint ids");
     };
+    let (encoded, objsubid) = pg_locks::encode(id);
+    let encoded_id = pg_locks::ENCODED;
     let mut conn = pool.acquire().await.expect("a connection for the holder");
     let holder_pid = backend_pid(&mut conn).await;
     let handle = tokio::spawn(async move {
@@ -121,8 +110,8 @@ pub async fn hold_until_awaited(pool: &PgPool, id: LockId) -> tokio::task::JoinH
                PERFORM pg_advisory_xact_lock(({big})::int8); \
                LOOP \
                  EXIT WHEN EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' \
-                   AND NOT l.granted AND l.objsubid = 1 \
-                   AND ((l.classid::int8 << 32) | l.objid::int8) = ({big})::int8) \
+                   AND NOT l.granted AND l.objsubid = {objsubid} \
+                   AND {encoded_id} = ({encoded})::int8) \
                    OR clock_timestamp() > statement_timestamp() + interval '60 s'; \
                  PERFORM pg_sleep(0.001); \
                END LOOP; \

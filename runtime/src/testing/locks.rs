@@ -166,7 +166,7 @@ pub async fn holds<K: LockKey + ?Sized>(
     .bind(bigint)
     .bind(class)
     .bind(object)
-    .bind(mode.pg_locks_mode())
+    .bind(crate::pg_locks::mode_name(mode))
     .fetch_one(conn)
     .await
     .map_err(Error::from)

@@ -21,28 +21,6 @@ pub enum Mode {
     Shared,
 }
 
-impl Mode {
-    /// The `mode` column of `pg_locks` for an advisory lock held this way.
-    ///
-    /// ```
-    /// # use pglock_runtime::Mode;
-    /// assert_eq!(Mode::Shared.pg_locks_mode(), "ShareLock");
-    /// ```
-    pub const fn pg_locks_mode(self) -> &'static str {
-        match self {
-            Mode::Exclusive => "ExclusiveLock",
-            Mode::Shared => "ShareLock",
-        }
-    }
-
-    pub(crate) const fn function_suffix(self) -> &'static str {
-        match self {
-            Mode::Exclusive => "",
-            Mode::Shared => "_shared",
-        }
-    }
-}
-
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -21,15 +21,16 @@
 //! savepoint); when it is dropped it rolls back, and its connection goes back
 //! into service or, if the pool's check finds it unusable, is replaced.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-use std::sync::Arc;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-use crate::LockId;
+use crate::contract::id::LockId;
+use crate::engine::events;
+use crate::identity::LockIdentity;
+use crate::sql::{marker, pg_locks};
 
 /// Where to open the connection that cancels: the registered pools'
 /// options. A connection of its own, not one of the pool's: the pool may be
@@ -38,9 +39,9 @@ use crate::LockId;
 static SERVERS: Mutex<Vec<Arc<PgConnectOptions>>> = Mutex::new(Vec::new());
 
 /// Lets pglock cancel the server-side wait of an acquisition whose future
-/// was dropped, on a connection it opens with `pool`'s options. Call it once per pool at
-/// start-up; without it, an abandoned wait keeps its connection until the
-/// lock is granted or the wait times out (and a warning says so).
+/// was dropped, on a connection it opens with `pool`'s options. Call it once
+/// per pool at start-up; without it, an abandoned wait keeps its connection
+/// until the lock is granted or the wait times out (and a warning says so).
 ///
 /// The cancel is aimed precisely: only the backend that the abandoned
 /// acquisition ran on, and only while it still waits for that lock.
@@ -65,8 +66,7 @@ pub fn cancel_abandoned_waits(pool: &PgPool) {
 /// dropped before the wait returns, the drop cancels the wait.
 pub(crate) struct AbandonGuard<'a> {
     pub(crate) pid: i32,
-    pub(crate) id: LockId,
-    pub(crate) namespace: &'a str,
+    pub(crate) lock: &'a LockIdentity,
     pub(crate) armed: bool,
 }
 
@@ -82,73 +82,41 @@ impl Drop for AbandonGuard<'_> {
         let runtime = tokio::runtime::Handle::try_current();
         match (servers.is_empty(), runtime) {
             (false, Ok(runtime)) => {
-                tracing::info!(
-                    target: "pglock",
-                    namespace = self.namespace,
-                    key = %self.id,
-                    pid = self.pid,
-                    "lock acquisition abandoned while waiting; cancelling the server-side wait"
-                );
-                runtime.spawn(cancel_wait(servers, self.pid, self.id));
+                events::wait_abandoned(self.lock, self.pid, true);
+                runtime.spawn(cancel_wait(servers, self.pid, self.lock.id()));
             }
-            _ => tracing::warn!(
-                target: "pglock",
-                namespace = self.namespace,
-                key = %self.id,
-                pid = self.pid,
-                "lock acquisition abandoned while waiting; its connection stays behind the \
-                 server-side wait until the lock is granted or times out \
-                 (register the pool with pglock::cancel_abandoned_waits to cancel such waits)"
-            ),
+            _ => events::wait_abandoned(self.lock, self.pid, false),
         }
     }
 }
 
-/// Cancels `pid` if, at this instant, it waits for `id`: the check and the
-/// cancel are one statement, so a backend that got its lock and went on to
-/// other work is never cancelled.
-const CANCEL_IF_WAITING: &str = "SELECT pg_catalog.pg_cancel_backend(l.pid) \
-     FROM pg_catalog.pg_locks l \
-     WHERE l.pid = $1 AND l.locktype = 'advisory' AND NOT l.granted \
-       AND CASE WHEN $2::int8 IS NOT NULL \
-                THEN l.objsubid = 1 AND ((l.classid::int8 << 32) | l.objid::int8) = $2::int8 \
-                ELSE l.objsubid = 2 AND l.classid::int8 = ($3::int8 & 4294967295) \
-                     AND l.objid::int8 = ($4::int8 & 4294967295) END";
-
-/// Whether `pid` still runs one of pglock's statements: the abandoned wait
-/// may not have reached the server yet.
-const STILL_BUSY: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity \
-     WHERE pid = $1 AND state = 'active' AND starts_with(query, '/* pglock '))";
-
 async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, pid: i32, id: LockId) {
-    let (bigint, class, object) = match id {
-        LockId::BigInt(id) => (Some(id), None, None),
-        LockId::Pair(class, object) => (None, Some(i64::from(class)), Some(i64::from(object))),
-    };
+    let (encoded, objsubid) = pg_locks::encode(id);
     let deadline = Instant::now() + Duration::from_secs(5);
     for server in servers {
         let mut conn = match server.connect().await {
             Ok(conn) => conn,
             Err(error) => {
-                tracing::warn!(target: "pglock", pid, %error, "could not connect to cancel an abandoned lock wait");
+                events::cancel_failed(pid, "connect", &error);
                 continue;
             }
         };
         loop {
-            let cancelled: Result<Vec<bool>, sqlx::Error> = sqlx::query_scalar(CANCEL_IF_WAITING)
-                .bind(pid)
-                .bind(bigint)
-                .bind(class)
-                .bind(object)
-                .fetch_all(&mut conn)
-                .await;
+            let cancelled: Result<Vec<bool>, sqlx::Error> =
+                sqlx::query_scalar(pg_locks::CANCEL_IF_WAITING)
+                    .bind(encoded)
+                    .bind(objsubid)
+                    .bind(pid)
+                    .fetch_all(&mut conn)
+                    .await;
             let busy = match cancelled {
                 Ok(cancelled) if !cancelled.is_empty() => {
                     let _ = conn.close().await;
                     return;
                 }
+                // The abandoned wait may not have reached the server yet.
                 Ok(_) => {
-                    sqlx::query_scalar::<_, bool>(STILL_BUSY)
+                    sqlx::query_scalar::<_, bool>(marker::STILL_RUNNING)
                         .bind(pid)
                         .fetch_one(&mut conn)
                         .await
@@ -162,7 +130,7 @@ async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, pid: i32, id: LockId) 
                 // Not (or no longer) waiting on this server.
                 Ok(_) => break,
                 Err(error) => {
-                    tracing::warn!(target: "pglock", pid, %error, "could not cancel an abandoned lock wait");
+                    events::cancel_failed(pid, "cancel", &error);
                     break;
                 }
             }

@@ -27,18 +27,36 @@
 //! # Ok(()) }
 //! ```
 
-use crate::LockId;
+use crate::contract::id::LockId;
+use crate::contract::mode::Mode;
+
+// The expression and the condition as literals, so that the statements
+// below are built from them by `concat!`.
+macro_rules! encoded {
+    () => {
+        "((l.classid::int8 << 32) | l.objid::int8)"
+    };
+}
+
+macro_rules! matches_id {
+    () => {
+        concat!(
+            "(l.locktype = 'advisory' AND ",
+            encoded!(),
+            " = $1::int8 AND l.objsubid = $2::int2)"
+        )
+    };
+}
 
 /// The SQL expression, over a `pg_locks` row named `l`, of the 64-bit
 /// value [`encode`] computes: `(classid << 32) | objid`.
-pub const ENCODED: &str = "((l.classid::int8 << 32) | l.objid::int8)";
+pub const ENCODED: &str = encoded!();
 
 /// The SQL condition, over a `pg_locks` row named `l`, that matches an
 /// advisory lock on one id: bind `$1` and `$2` to the two values of
 /// [`encode`]. Held and awaited rows both match; add `l.granted` to tell
 /// them apart.
-pub const MATCHES: &str = "(l.locktype = 'advisory' \
-     AND ((l.classid::int8 << 32) | l.objid::int8) = $1::int8 AND l.objsubid = $2::int2)";
+pub const MATCHES: &str = matches_id!();
 
 /// The two values by which `pg_locks` knows `id`: `(classid << 32) | objid`
 /// as an `i64`, and `objsubid`.
@@ -75,6 +93,65 @@ pub const fn decode(encoded: i64, objsubid: i16) -> Option<LockId> {
         _ => None,
     }
 }
+
+/// The `mode` column of `pg_locks` for an advisory lock held in `mode`.
+///
+/// ```
+/// # use pglock_runtime::{Mode, pg_locks};
+/// assert_eq!(pg_locks::mode_name(Mode::Shared), "ShareLock");
+/// ```
+pub const fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Exclusive => "ExclusiveLock",
+        Mode::Shared => "ShareLock",
+    }
+}
+
+/// The mode of a `pg_locks` row's `mode` column; `None` for a mode no
+/// advisory lock function takes.
+pub fn mode(name: &str) -> Option<Mode> {
+    [Mode::Exclusive, Mode::Shared]
+        .into_iter()
+        .find(|mode| mode_name(*mode) == name)
+}
+
+/// Whether this session holds a lock, in `pg_locks`: `$1`, `$2` the id as
+/// [`encode`] gives it, `$3` the [`mode_name`]. Through a transaction pooler
+/// the query may reach another backend, which holds nothing: that counts as
+/// not held, as it is.
+pub(crate) const HELD_BY_THIS_SESSION: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE ",
+    matches_id!(),
+    " AND l.pid = pg_catalog.pg_backend_pid() AND l.granted AND l.mode = $3 \
+       AND l.database = (SELECT oid FROM pg_catalog.pg_database \
+                         WHERE datname = pg_catalog.current_database()))"
+);
+
+/// Cancels backend `$3` if, at this instant, it waits for the lock `$1`,
+/// `$2`: the check and the cancel are one statement, so a backend that got
+/// its lock and went on to other work is never cancelled.
+pub(crate) const CANCEL_IF_WAITING: &str = concat!(
+    "SELECT pg_catalog.pg_cancel_backend(l.pid) FROM pg_catalog.pg_locks l WHERE ",
+    matches_id!(),
+    " AND l.pid = $3 AND NOT l.granted"
+);
+
+/// Every advisory lock of the current database, held and awaited, with
+/// what `pg_stat_activity` says of its backend.
+pub(crate) const INSPECT: &str = concat!(
+    "SELECT l.pid, l.objsubid, ",
+    encoded!(),
+    ", l.mode, l.granted, \
+        CASE WHEN l.granted THEN NULL \
+             ELSE extract(epoch FROM pg_catalog.clock_timestamp() - l.waitstart)::float8 END, \
+        CASE WHEN l.granted THEN '{}'::int4[] ELSE pg_catalog.pg_blocking_pids(l.pid) END, \
+        a.query, a.application_name \
+     FROM pg_catalog.pg_locks l \
+     LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+     WHERE l.locktype = 'advisory' \
+       AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
+     ORDER BY l.objsubid, l.classid, l.objid, l.granted DESC, l.waitstart NULLS FIRST, l.pid"
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,11 @@ use std::task::{Context, Poll};
 
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::engine::events;
+use crate::error::Error;
+use crate::front::lock_set::XactLockSet;
+use crate::front::xact_lock::XactLock;
+
 /// The future a unit of work returns, borrowing the transaction: written
 /// `|tx| Box::pin(async move { ... })`, as for sqlx's
 /// `Connection::transaction`. (An `async` closure would read better, but its
@@ -28,9 +33,25 @@ use sqlx::{PgPool, Postgres, Transaction};
 /// ```
 pub type WorkFuture<'t, R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send + 't>>;
 
-use crate::{Error, LockSet, XactLock};
+/// `run` on a request type that has `acquire(self, &mut PgConnection)`.
+macro_rules! run_in_transaction {
+    ($(#[$doc:meta])* $request:ty) => {
+        impl $request {
+            $(#[$doc])*
+            pub async fn run<R, E, F>(self, pool: &PgPool, work: F) -> Result<R, E>
+            where
+                F: for<'t> FnOnce(&'t mut Transaction<'static, Postgres>) -> WorkFuture<'t, R, E>,
+                E: From<Error>,
+            {
+                let mut tx = pool.begin().await.map_err(Error::from)?;
+                self.acquire(&mut tx).await?;
+                finish(tx, work).await
+            }
+        }
+    };
+}
 
-impl XactLock<'_> {
+run_in_transaction!(
     /// Begins a transaction on `pool`, takes this lock in it, runs `work`,
     /// and commits when `work` returns `Ok`; rolls back when it returns
     /// `Err` or panics (the panic then continues). The lock ends with the
@@ -54,18 +75,10 @@ impl XactLock<'_> {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn run<R, E, F>(self, pool: &PgPool, work: F) -> Result<R, E>
-    where
-        F: for<'t> FnOnce(&'t mut Transaction<'static, Postgres>) -> WorkFuture<'t, R, E>,
-        E: From<Error>,
-    {
-        let mut tx = pool.begin().await.map_err(Error::from)?;
-        self.acquire(&mut tx).await?;
-        finish(tx, work).await
-    }
-}
+    XactLock<'_>
+);
 
-impl LockSet<'_> {
+run_in_transaction!(
     /// [`XactLock::run`] for a set of locks.
     ///
     /// ```no_run
@@ -77,16 +90,8 @@ impl LockSet<'_> {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn run<R, E, F>(self, pool: &PgPool, work: F) -> Result<R, E>
-    where
-        F: for<'t> FnOnce(&'t mut Transaction<'static, Postgres>) -> WorkFuture<'t, R, E>,
-        E: From<Error>,
-    {
-        let mut tx = pool.begin().await.map_err(Error::from)?;
-        self.acquire(&mut tx).await?;
-        finish(tx, work).await
-    }
-}
+    XactLockSet<'_>
+);
 
 async fn finish<R, E, F>(mut tx: Transaction<'static, Postgres>, work: F) -> Result<R, E>
 where
@@ -116,7 +121,7 @@ async fn rollback(tx: Transaction<'static, Postgres>) {
     if let Err(error) = tx.rollback().await {
         // The connection is broken; the server ends the transaction (and
         // its locks) with it.
-        tracing::warn!(target: "pglock", %error, "rollback after failed work did not complete");
+        events::rollback_failed(&error);
     }
 }
 

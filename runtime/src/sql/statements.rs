@@ -5,13 +5,18 @@
 //! its texts once; sqlx prepares each text once per connection and reuses it.
 //! Keys and timeouts are always bound parameters, except in the savepoint
 //! wait, a simple-protocol query where they are integers formatted by this
-//! crate; the marker label is sanitised (see `Namespace::marker_label`).
+//! crate; the marker label is sanitised (see [`super::marker`]).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::keys::{Namespace, Space};
-use crate::{LockId, Mode};
+use sqlx::Postgres;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+
+use crate::contract::id::{LockId, Space};
+use crate::contract::mode::Mode;
+use crate::sql::marker;
 
 /// The result of a try statement: one `int4` says what happened, so the
 /// uncontended path is one statement with one column. A busy lock reports
@@ -48,6 +53,14 @@ pub(crate) enum Scope {
     Session,
 }
 
+/// The suffix of the advisory lock functions of `mode`.
+const fn function_suffix(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Exclusive => "",
+        Mode::Shared => "_shared",
+    }
+}
+
 /// `pg_catalog.pg_[try_]advisory_[xact_]lock[_shared]`.
 fn lock_function(scope: Scope, mode: Mode, try_only: bool) -> String {
     format!(
@@ -57,13 +70,14 @@ fn lock_function(scope: Scope, mode: Mode, try_only: bool) -> String {
             Scope::Xact => "xact_",
             Scope::Session => "",
         },
-        mode.function_suffix()
+        function_suffix(mode)
     )
 }
 
 /// Per-namespace SQL texts, indexed by [`Scope`] and [`Mode`].
 #[derive(Debug)]
 pub(crate) struct Statements {
+    label: String,
     marker: String,
     try_lock: [[Arc<str>; 2]; 2],
     xact_wait: [Arc<str>; 2],
@@ -73,9 +87,16 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
-    pub(crate) fn new(namespace: &Namespace) -> Self {
-        let marker = marker(&namespace.marker_label());
-        let (args, next_param) = match namespace.space() {
+    /// The texts of a namespace labelled `label` whose keys live in `space`.
+    pub(crate) fn new(label: &str, space: Space) -> Self {
+        // A raw namespace without a label shows its number.
+        let label = match space {
+            _ if !label.is_empty() => marker::sanitize(label),
+            Space::BigInt(mask) => format!("{mask:#018x}"),
+            Space::Pair(class) => format!("{class:#010x}"),
+        };
+        let marker = marker::comment(&label);
+        let (args, next_param) = match space {
             Space::BigInt(_) => ("$1::int8", 2),
             Space::Pair(_) => ("$1::int4, $2::int4", 3),
         };
@@ -110,10 +131,11 @@ impl Statements {
             unlock: by_mode(&|mode| {
                 format!(
                     "{marker} SELECT pg_catalog.pg_advisory_unlock{}({args})",
-                    mode.function_suffix()
+                    function_suffix(mode)
                 )
             }),
             try_prefix: Arc::from(try_prefix_for_marker(&marker)),
+            label,
             marker,
         }
     }
@@ -138,14 +160,27 @@ impl Statements {
         self.try_prefix.clone()
     }
 
+    /// `/* pglock ns=<label> */`, the first thing in every statement.
     pub(crate) fn marker(&self) -> &str {
         &self.marker
     }
+
+    /// The sanitised label the marker shows.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
 }
 
-/// `/* pglock ns=<label> */`, the first thing in every lock statement.
-pub(crate) fn marker(sanitised_label: &str) -> String {
-    format!("/* pglock ns={sanitised_label} */")
+/// Binds `id` as the arguments of an advisory lock function: one `int8`, or
+/// two `int4`.
+pub(crate) fn bind_id(
+    query: Query<'_, Postgres, PgArguments>,
+    id: LockId,
+) -> Query<'_, Postgres, PgArguments> {
+    match id {
+        LockId::BigInt(id) => query.bind(id),
+        LockId::Pair(class, id) => query.bind(class).bind(id),
+    }
 }
 
 /// One statement that caps `lock_timeout`, waits, and restores the exact

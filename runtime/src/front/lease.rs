@@ -11,8 +11,40 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgConnection;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::session::{HeldLock, SessionGuard};
-use crate::{Error, LockId, Mode};
+use crate::engine::events;
+use crate::error::Error;
+use crate::front::session::{HeldLock, IntoOwnedConnection, SessionGuard, SessionLock};
+use crate::identity::LockIdentity;
+use crate::sql::pg_locks;
+
+impl SessionLock<'_> {
+    /// Takes the lock as a [`Lease`]: a guard that keeps checking its
+    /// connection and says when the lock was lost.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// # static LEADER: pglock_runtime::Namespace = pglock_runtime::Namespace::named("leader");
+    /// use pglock_runtime::LeaseOptions;
+    /// let mut lease = LEADER
+    ///     .session_lock(&"cluster")
+    ///     .acquire_lease(pool.acquire().await?, LeaseOptions::default())
+    ///     .await?;
+    /// tokio::select! {
+    ///     lost = lease.lost() => eprintln!("no longer the leader: {lost}"),
+    ///     _ = lead() => {}
+    /// }
+    /// # Ok(()) }
+    /// # async fn lead() {}
+    /// ```
+    pub async fn acquire_lease(
+        self,
+        connection: impl IntoOwnedConnection,
+        options: LeaseOptions,
+    ) -> Result<Lease, Error> {
+        let guard = self.acquire(connection).await?;
+        Ok(Lease::start(guard, options))
+    }
+}
 
 /// How a [`Lease`] watches its connection.
 ///
@@ -50,35 +82,18 @@ impl Default for LeaseOptions {
 impl LeaseOptions {
     /// How often the connection is checked (a query that the lock is still
     /// held by this session).
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// let options = pglock_runtime::LeaseOptions::default().check_every(Duration::from_secs(1));
-    /// ```
     pub fn check_every(mut self, interval: Duration) -> Self {
         self.check_interval = interval;
         self
     }
 
     /// How long one check may take before the lease counts as lost.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// let options = pglock_runtime::LeaseOptions::default().check_timeout(Duration::from_secs(2));
-    /// ```
     pub fn check_timeout(mut self, timeout: Duration) -> Self {
         self.check_timeout = timeout;
         self
     }
 
     /// The longest time between a loss and its report.
-    ///
-    /// ```
-    /// assert_eq!(
-    ///     pglock_runtime::LeaseOptions::default().detection_bound(),
-    ///     std::time::Duration::from_secs(10)
-    /// );
-    /// ```
     pub fn detection_bound(&self) -> Duration {
         self.check_interval + self.check_timeout
     }
@@ -115,58 +130,17 @@ pub enum LeaseState {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseLost {
-    namespace: String,
-    id: LockId,
-    mode: Mode,
+    lock: LockIdentity,
     reason: String,
 }
 
 impl LeaseLost {
-    /// The label of the lock's namespace.
-    ///
-    /// ```no_run
-    /// # async fn run(mut lease: pglock_runtime::Lease) {
-    /// let lost = lease.lost().await;
-    /// eprintln!("no longer holding a lock in {}", lost.namespace());
-    /// # }
-    /// ```
-    pub fn namespace(&self) -> &str {
-        &self.namespace
+    /// The lock that was held.
+    pub fn lock(&self) -> &LockIdentity {
+        &self.lock
     }
 
-    /// The advisory lock id that was held.
-    ///
-    /// ```no_run
-    /// # async fn run(mut lease: pglock_runtime::Lease) {
-    /// let id = lease.id();
-    /// assert_eq!(lease.lost().await.id(), id);
-    /// # }
-    /// ```
-    pub fn id(&self) -> LockId {
-        self.id
-    }
-
-    /// The mode that was held.
-    ///
-    /// ```no_run
-    /// # async fn run(mut lease: pglock_runtime::Lease) {
-    /// if lease.lost().await.mode() == pglock_runtime::Mode::Exclusive {
-    ///     eprintln!("another candidate may take over now");
-    /// }
-    /// # }
-    /// ```
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
-    /// What the check found.
-    ///
-    /// ```no_run
-    /// # async fn run(mut lease: pglock_runtime::Lease) {
-    /// let lost = lease.lost().await;
-    /// eprintln!("lease lost: {}", lost.reason()); // e.g. "the session no longer holds the lock"
-    /// # }
-    /// ```
+    /// What the check found, such as "the session no longer holds the lock".
     pub fn reason(&self) -> &str {
         &self.reason
     }
@@ -174,11 +148,7 @@ impl LeaseLost {
 
 impl fmt::Display for LeaseLost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "lease on {}/{} ({}) lost: {}",
-            self.namespace, self.id, self.mode, self.reason
-        )
+        write!(f, "lease on {} lost: {}", self.lock, self.reason)
     }
 }
 
@@ -186,7 +156,7 @@ impl fmt::Display for LeaseLost {
 /// interval, that its connection still holds the lock, and publishes a loss
 /// the moment it sees one (see [`LeaseOptions::detection_bound`]).
 ///
-/// Made by [`crate::SessionLock::acquire_lease`]. Dropping the lease closes
+/// Made by [`SessionLock::acquire_lease`]. Dropping the lease closes
 /// the connection (freeing the lock); [`Lease::release`] unlocks and returns
 /// the connection. Needs a tokio runtime.
 ///
@@ -226,14 +196,6 @@ impl Lease {
     }
 
     /// Whether the lock is still held, as of the last check.
-    ///
-    /// ```no_run
-    /// # fn run(lease: &pglock_runtime::Lease) {
-    /// if !lease.is_held() {
-    ///     eprintln!("stop leading");
-    /// }
-    /// # }
-    /// ```
     pub fn is_held(&self) -> bool {
         matches!(*self.state.borrow(), LeaseState::Held)
     }
@@ -262,29 +224,12 @@ impl Lease {
 
     /// A receiver of the lease's state, for holders that watch several
     /// things at once.
-    ///
-    /// ```no_run
-    /// # fn run(lease: &pglock_runtime::Lease) {
-    /// let mut state = lease.watch();
-    /// tokio::spawn(async move {
-    ///     while state.changed().await.is_ok() {
-    ///         println!("lease is now {:?}", *state.borrow());
-    ///     }
-    /// });
-    /// # }
-    /// ```
     pub fn watch(&self) -> watch::Receiver<LeaseState> {
         self.state.clone()
     }
 
     /// Unlocks and returns the connection. Fails with [`Error::LockLost`]
     /// when the lease was lost before.
-    ///
-    /// ```no_run
-    /// # async fn run(lease: pglock_runtime::Lease) -> Result<(), pglock_runtime::Error> {
-    /// let connection = lease.release().await?;
-    /// # Ok(()) }
-    /// ```
     pub async fn release(self) -> Result<PgConnection, Error> {
         let (reply, response) = oneshot::channel();
         if self.commands.send(Command::Release(reply)).await.is_err() {
@@ -293,25 +238,14 @@ impl Lease {
         response.await.unwrap_or_else(|_| Err(self.held.lost()))
     }
 
-    /// The advisory lock id held.
-    ///
-    /// ```no_run
-    /// # async fn run(conn: sqlx::PgConnection) -> Result<(), pglock_runtime::Error> {
-    /// # static LEADER: pglock_runtime::Namespace = pglock_runtime::Namespace::named("leader");
-    /// let lock = LEADER.session_lock(&"cluster");
-    /// let lease = lock.acquire_lease(conn, Default::default()).await?;
-    /// assert_eq!(lease.id(), lock.id());
-    /// # Ok(()) }
-    /// ```
-    pub fn id(&self) -> LockId {
-        self.held.id
+    /// The lock held.
+    pub fn lock(&self) -> &LockIdentity {
+        &self.held.lock
     }
 
     fn lost_with(&self, reason: &str) -> LeaseLost {
         LeaseLost {
-            namespace: self.held.namespace.to_string(),
-            id: self.held.id,
-            mode: self.held.mode,
+            lock: self.held.lock.clone(),
             reason: reason.to_owned(),
         }
     }
@@ -320,36 +254,18 @@ impl Lease {
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
-            .field("namespace", &self.held.namespace)
-            .field("id", &self.held.id)
-            .field("mode", &self.held.mode)
+            .field("lock", &self.held.lock)
             .field("state", &*self.state.borrow())
             .finish()
     }
 }
 
-/// Whether this session still holds the lock, in `pg_locks`. Through a
-/// transaction pooler the query may reach another backend, which holds
-/// nothing: that counts as lost too, as it is.
-const STILL_HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
-     WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted \
-       AND l.mode = $4 \
-       AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
-       AND CASE WHEN $1::int8 IS NOT NULL \
-                THEN l.objsubid = 1 AND ((l.classid::int8 << 32) | l.objid::int8) = $1::int8 \
-                ELSE l.objsubid = 2 AND l.classid::int8 = ($2::int8 & 4294967295) \
-                     AND l.objid::int8 = ($3::int8 & 4294967295) END)";
-
 async fn still_held(conn: &mut PgConnection, held: &HeldLock) -> Result<bool, sqlx::Error> {
-    let (bigint, class, object) = match held.id {
-        LockId::BigInt(id) => (Some(id), None, None),
-        LockId::Pair(class, object) => (None, Some(i64::from(class)), Some(i64::from(object))),
-    };
-    sqlx::query_scalar(STILL_HELD)
-        .bind(bigint)
-        .bind(class)
-        .bind(object)
-        .bind(held.mode.pg_locks_mode())
+    let (encoded, objsubid) = pg_locks::encode(held.lock.id());
+    sqlx::query_scalar(pg_locks::HELD_BY_THIS_SESSION)
+        .bind(encoded)
+        .bind(objsubid)
+        .bind(pg_locks::mode_name(held.lock.mode()))
         .fetch_one(conn)
         .await
 }
@@ -372,13 +288,7 @@ async fn keep(
                     return;
                 }
                 None => {
-                    tracing::warn!(
-                        target: "pglock",
-                        namespace = &*held.namespace,
-                        key = %held.id,
-                        mode = %held.mode,
-                        "lease dropped without release; closing its connection to free the lock"
-                    );
+                    events::lease_dropped(&held.lock);
                     return;
                 }
             },
@@ -392,20 +302,10 @@ async fn keep(
             }
         }
     };
-    tracing::error!(
-        target: "pglock",
-        namespace = &*held.namespace,
-        key = %held.id,
-        mode = %held.mode,
-        held_ms = acquired.elapsed().as_millis() as u64,
-        reason = %reason,
-        "lease lost: the advisory lock is no longer held"
-    );
+    events::lease_lost(&held.lock, acquired.elapsed(), &reason);
     drop(conn);
     let _ = state.send(LeaseState::Lost(LeaseLost {
-        namespace: held.namespace.to_string(),
-        id: held.id,
-        mode: held.mode,
+        lock: held.lock.clone(),
         reason,
     }));
     // Answer a late release with the loss, until the lease is dropped.

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use sqlx::{Executor, Postgres};
 
-use crate::{Error, LockId, Mode};
+use crate::contract::id::LockId;
+use crate::contract::mode::Mode;
+use crate::error::Error;
+use crate::sql::{marker, pg_locks};
 
 /// Every advisory lock of the current database, held and awaited, decoded.
 ///
@@ -25,7 +28,7 @@ use crate::{Error, LockId, Mode};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Inspection {
-    locks: Vec<AdvisoryLock>,
+    locks: Vec<LockRow>,
     prepared: Vec<PreparedLock>,
     queries_visible: bool,
 }
@@ -33,28 +36,12 @@ pub struct Inspection {
 impl Inspection {
     /// Every lock row: holders first, then waiters in the order they began
     /// waiting, grouped by lock id.
-    ///
-    /// ```no_run
-    /// # fn run(inspection: &pglock_runtime::Inspection) {
-    /// for lock in inspection.locks() {
-    ///     let what = if lock.granted() { "holds" } else { "waits for" };
-    ///     println!("pid {} {what} {}", lock.pid(), lock.id());
-    /// }
-    /// # }
-    /// ```
-    pub fn locks(&self) -> &[AdvisoryLock] {
+    pub fn locks(&self) -> &[LockRow] {
         &self.locks
     }
 
     /// The locks being waited for.
-    ///
-    /// ```no_run
-    /// # fn run(inspection: &pglock_runtime::Inspection) {
-    /// let longest = inspection.waiting().filter_map(|lock| lock.waited()).max();
-    /// println!("longest wait: {:?}", longest.unwrap_or_default());
-    /// # }
-    /// ```
-    pub fn waiting(&self) -> impl Iterator<Item = &AdvisoryLock> {
+    pub fn waiting(&self) -> impl Iterator<Item = &LockRow> {
         self.locks.iter().filter(|lock| !lock.granted)
     }
 
@@ -63,26 +50,12 @@ impl Inspection {
     /// across server restarts, and are easy to forget. (`pg_locks` does not
     /// say which prepared transaction holds which lock; `pg_prepared_xacts`
     /// lists the candidates.)
-    ///
-    /// ```no_run
-    /// # fn run(inspection: &pglock_runtime::Inspection) {
-    /// for lock in inspection.prepared() {
-    ///     eprintln!("{} is held by a prepared transaction", lock.id());
-    /// }
-    /// # }
-    /// ```
     pub fn prepared(&self) -> &[PreparedLock] {
         &self.prepared
     }
 
     /// The locks held.
-    ///
-    /// ```no_run
-    /// # fn run(inspection: &pglock_runtime::Inspection) {
-    /// let holders: Vec<i32> = inspection.held().map(|lock| lock.pid()).collect();
-    /// # }
-    /// ```
-    pub fn held(&self) -> impl Iterator<Item = &AdvisoryLock> {
+    pub fn held(&self) -> impl Iterator<Item = &LockRow> {
         self.locks.iter().filter(|lock| lock.granted)
     }
 
@@ -90,14 +63,6 @@ impl Inspection {
     /// When it can't (other roles' sessions, without `pg_read_all_stats`),
     /// those backends' namespaces are unknown; grant `pg_read_all_stats` to
     /// the inspecting role to see them.
-    ///
-    /// ```no_run
-    /// # fn run(inspection: &pglock_runtime::Inspection) {
-    /// if !inspection.queries_visible() {
-    ///     eprintln!("some namespaces are unknown: GRANT pg_read_all_stats TO this role");
-    /// }
-    /// # }
-    /// ```
     pub fn queries_visible(&self) -> bool {
         self.queries_visible
     }
@@ -116,7 +81,7 @@ impl Inspection {
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AdvisoryLock {
+pub struct LockRow {
     pid: i32,
     id: LockId,
     mode: Option<Mode>,
@@ -127,100 +92,46 @@ pub struct AdvisoryLock {
     application_name: Option<String>,
 }
 
-impl AdvisoryLock {
+impl LockRow {
     /// The backend's process id.
-    ///
-    /// ```no_run
-    /// # async fn run(pool: &sqlx::PgPool, lock: &pglock_runtime::AdvisoryLock) -> Result<(), sqlx::Error> {
-    /// sqlx::query("SELECT pg_terminate_backend($1)").bind(lock.pid()).execute(pool).await?;
-    /// # Ok(()) }
-    /// ```
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
     /// The lock id: bigint from `(classid << 32) | objid`, or the int4 pair
     /// when `objsubid = 2`.
-    ///
-    /// ```no_run
-    /// # fn run(lock: &pglock_runtime::AdvisoryLock) {
-    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-    /// let is_job_7 = lock.id() == JOBS.id(&7_i64);
-    /// # }
-    /// ```
     pub fn id(&self) -> LockId {
         self.id
     }
 
     /// The mode held or asked for; `None` for a mode no advisory function
     /// takes.
-    ///
-    /// ```no_run
-    /// # fn run(inspection: &pglock_runtime::Inspection) {
-    /// # use pglock_runtime::Mode;
-    /// let readers = inspection.held().filter(|lock| lock.mode() == Some(Mode::Shared)).count();
-    /// # }
-    /// ```
     pub fn mode(&self) -> Option<Mode> {
         self.mode
     }
 
     /// Whether the lock is held (rather than waited for).
-    ///
-    /// ```no_run
-    /// # fn run(inspection: &pglock_runtime::Inspection) {
-    /// let (held, waiting): (Vec<_>, Vec<_>) = inspection.locks().iter().partition(|lock| lock.granted());
-    /// # }
-    /// ```
     pub fn granted(&self) -> bool {
         self.granted
     }
 
     /// How long the backend has waited, for a waiter.
-    ///
-    /// ```no_run
-    /// # fn run(lock: &pglock_runtime::AdvisoryLock) {
-    /// if lock.waited().is_some_and(|waited| waited.as_secs() >= 30) {
-    ///     eprintln!("pid {} has waited 30 s or more", lock.pid());
-    /// }
-    /// # }
-    /// ```
     pub fn waited(&self) -> Option<Duration> {
         self.waited
     }
 
     /// The backends this waiter waits for (`pg_blocking_pids`).
-    ///
-    /// ```no_run
-    /// # fn run(lock: &pglock_runtime::AdvisoryLock) {
-    /// for blocker in lock.blocked_by() {
-    ///     println!("pid {} waits for pid {blocker}", lock.pid());
-    /// }
-    /// # }
-    /// ```
     pub fn blocked_by(&self) -> &[i32] {
         &self.blocked_by
     }
 
     /// The namespace, when a waiting statement's marker names it (a holder
     /// gets the namespace of a waiter on the same id).
-    ///
-    /// ```no_run
-    /// # fn run(inspection: &pglock_runtime::Inspection) {
-    /// let billing = inspection.locks().iter().filter(|lock| lock.namespace() == Some("billing:invoice"));
-    /// # }
-    /// ```
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()
     }
 
     /// The backend's `application_name`, when visible.
-    ///
-    /// ```no_run
-    /// # fn run(lock: &pglock_runtime::AdvisoryLock) {
-    /// println!("pid {} ({})", lock.pid(), lock.application_name().unwrap_or("?"));
-    /// # }
-    /// ```
     pub fn application_name(&self) -> Option<&str> {
         self.application_name.as_deref()
     }
@@ -236,23 +147,11 @@ pub struct PreparedLock {
 
 impl PreparedLock {
     /// The lock id held.
-    ///
-    /// ```no_run
-    /// # fn run(lock: &pglock_runtime::PreparedLock) {
-    /// println!("{}", lock.id());
-    /// # }
-    /// ```
     pub fn id(&self) -> LockId {
         self.id
     }
 
     /// The mode held.
-    ///
-    /// ```no_run
-    /// # fn run(lock: &pglock_runtime::PreparedLock) {
-    /// println!("{:?}", lock.mode());
-    /// # }
-    /// ```
     pub fn mode(&self) -> Option<Mode> {
         self.mode
     }
@@ -262,7 +161,6 @@ type Row = (
     Option<i32>,
     i16,
     i64,
-    i64,
     String,
     bool,
     Option<f64>,
@@ -270,17 +168,6 @@ type Row = (
     Option<String>,
     Option<String>,
 );
-
-const INSPECT: &str = "SELECT l.pid, l.objsubid, l.classid::int8, l.objid::int8, l.mode, l.granted, \
-        CASE WHEN l.granted THEN NULL \
-             ELSE extract(epoch FROM pg_catalog.clock_timestamp() - l.waitstart)::float8 END, \
-        CASE WHEN l.granted THEN '{}'::int4[] ELSE pg_catalog.pg_blocking_pids(l.pid) END, \
-        a.query, a.application_name \
-     FROM pg_catalog.pg_locks l \
-     LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
-     WHERE l.locktype = 'advisory' \
-       AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
-     ORDER BY l.objsubid, l.classid, l.objid, l.granted DESC, l.waitstart NULLS FIRST, l.pid";
 
 /// What PostgreSQL shows instead of another role's query.
 const HIDDEN_QUERY: &str = "<insufficient privilege>";
@@ -299,32 +186,19 @@ pub async fn inspect<'c, E>(executor: E) -> Result<Inspection, Error>
 where
     E: Executor<'c, Database = Postgres>,
 {
-    let rows: Vec<Row> = sqlx::query_as(INSPECT)
+    let rows: Vec<Row> = sqlx::query_as(pg_locks::INSPECT)
         .fetch_all(executor)
         .await
         .map_err(Error::from_sqlx)?;
     let mut queries_visible = true;
     let mut locks = Vec::new();
     let mut prepared = Vec::new();
-    for (
-        pid,
-        objsubid,
-        classid,
-        objid,
-        mode,
-        granted,
-        waited,
-        blocked_by,
-        query,
-        application_name,
-    ) in rows
+    for (pid, objsubid, encoded, mode, granted, waited, blocked_by, query, application_name) in rows
     {
-        let id = decode_id(objsubid, classid, objid);
-        let mode = match mode.as_str() {
-            "ExclusiveLock" => Some(Mode::Exclusive),
-            "ShareLock" => Some(Mode::Shared),
-            _ => None,
+        let Some(id) = pg_locks::decode(encoded, objsubid) else {
+            continue;
         };
+        let mode = pg_locks::mode(&mode);
         // No backend: a prepared transaction holds it.
         let Some(pid) = pid else {
             prepared.push(PreparedLock { id, mode });
@@ -332,7 +206,7 @@ where
         };
         let hidden = query.as_deref() == Some(HIDDEN_QUERY);
         queries_visible &= !hidden;
-        locks.push(AdvisoryLock {
+        locks.push(LockRow {
             pid,
             id,
             mode,
@@ -344,10 +218,7 @@ where
             namespace: if granted {
                 None
             } else {
-                query
-                    .as_deref()
-                    .and_then(marker_namespace)
-                    .map(str::to_owned)
+                query.as_deref().and_then(marker::parse).map(str::to_owned)
             },
             application_name: application_name.filter(|_| !hidden),
         });
@@ -366,43 +237,4 @@ where
         prepared,
         queries_visible,
     })
-}
-
-/// `pg_locks` keeps a bigint id as two oids and `objsubid = 1`, a pair as
-/// the two ints (as oids) and `objsubid = 2`.
-fn decode_id(objsubid: i16, classid: i64, objid: i64) -> LockId {
-    if objsubid == 2 {
-        LockId::Pair(classid as u32 as i32, objid as u32 as i32)
-    } else {
-        LockId::BigInt(((classid as u64) << 32 | (objid as u64 & 0xffff_ffff)) as i64)
-    }
-}
-
-/// The namespace a statement's leading `/* pglock ns=… */` marker names.
-fn marker_namespace(query: &str) -> Option<&str> {
-    let rest = query.trim_start().strip_prefix("/* pglock ns=")?;
-    let end = rest.find(" */")?;
-    Some(&rest[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_both_key_spaces() {
-        assert_eq!(decode_id(1, 0xffff_ffff, 0xffff_ffff), LockId::BigInt(-1));
-        assert_eq!(decode_id(1, 0, 5), LockId::BigInt(5));
-        assert_eq!(decode_id(2, 0xffff_ffff, 7), LockId::Pair(-1, 7));
-    }
-
-    #[test]
-    fn reads_the_namespace_from_a_marker_only() {
-        assert_eq!(
-            marker_namespace("/* pglock ns=billing:invoice */ SELECT 1"),
-            Some("billing:invoice")
-        );
-        assert_eq!(marker_namespace("SELECT 1 /* pglock ns=x */"), None);
-        assert_eq!(marker_namespace("/* pglock ns=unterminated"), None);
-    }
 }

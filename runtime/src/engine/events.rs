@@ -1,0 +1,136 @@
+//! Every `tracing` event pglock emits, in one place, so that each names its
+//! lock the same way: fields `namespace`, `key` and `mode`, target `pglock`.
+
+use std::time::{Duration, Instant};
+
+use tracing::Level;
+
+use crate::error::Error;
+use crate::identity::LockIdentity;
+
+macro_rules! lock_event {
+    ($level:expr, $lock:expr, $($rest:tt)+) => {
+        tracing::event!(
+            target: "pglock",
+            $level,
+            namespace = $lock.namespace(),
+            key = %$lock.id(),
+            mode = %$lock.mode(),
+            $($rest)+
+        )
+    };
+}
+
+/// The one event of a busy lock that is not waited for.
+pub(crate) fn not_waiting(lock: &LockIdentity) {
+    lock_event!(
+        Level::INFO,
+        lock,
+        outcome = "busy",
+        "advisory lock is busy; not waiting"
+    );
+}
+
+/// The one event of a busy lock that is skipped (the attribute's `skip`).
+pub(crate) fn skipped(lock: &LockIdentity, function: &'static str) {
+    lock_event!(
+        Level::INFO,
+        lock,
+        function,
+        outcome = "skipped",
+        "advisory lock busy; skipped"
+    );
+}
+
+/// A wait begins.
+pub(crate) fn waiting(lock: &LockIdentity, cap_ms: Option<u32>) {
+    lock_event!(
+        Level::INFO,
+        lock,
+        timeout_ms = cap_ms,
+        "advisory lock is busy; waiting"
+    );
+}
+
+/// A wait that began at `started` ended.
+pub(crate) fn wait_ended(lock: &LockIdentity, outcome: &Result<(), Error>, started: Instant) {
+    let waited_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(()) => lock_event!(
+            Level::INFO,
+            lock,
+            waited_ms,
+            outcome = "acquired",
+            "advisory lock acquired after waiting"
+        ),
+        Err(error) => lock_event!(
+            Level::WARN,
+            lock,
+            waited_ms,
+            outcome = "failed",
+            error = %error,
+            "advisory lock not acquired"
+        ),
+    }
+}
+
+/// A transaction's wait was abandoned by its caller; `cancelling` says
+/// whether a registered pool lets pglock cancel it.
+pub(crate) fn wait_abandoned(lock: &LockIdentity, pid: i32, cancelling: bool) {
+    if cancelling {
+        lock_event!(
+            Level::INFO,
+            lock,
+            pid,
+            "lock acquisition abandoned while waiting; cancelling the server-side wait"
+        );
+    } else {
+        lock_event!(
+            Level::WARN,
+            lock,
+            pid,
+            "lock acquisition abandoned while waiting; its connection stays behind the \
+             server-side wait until the lock is granted or times out \
+             (register the pool with pglock::cancel_abandoned_waits to cancel such waits)"
+        );
+    }
+}
+
+/// The cancel of an abandoned wait failed at `step` (`connect`, `cancel`).
+pub(crate) fn cancel_failed(pid: i32, step: &'static str, error: &sqlx::Error) {
+    tracing::warn!(target: "pglock", pid, step, %error, "could not cancel an abandoned lock wait");
+}
+
+/// A session guard was dropped while it held its lock.
+pub(crate) fn guard_dropped(lock: &LockIdentity) {
+    lock_event!(
+        Level::WARN,
+        lock,
+        "session lock guard dropped without release; closing its connection to free the lock"
+    );
+}
+
+/// A lease was dropped while it held its lock.
+pub(crate) fn lease_dropped(lock: &LockIdentity) {
+    lock_event!(
+        Level::WARN,
+        lock,
+        "lease dropped without release; closing its connection to free the lock"
+    );
+}
+
+/// A lease found its lock gone.
+pub(crate) fn lease_lost(lock: &LockIdentity, held: Duration, reason: &str) {
+    lock_event!(
+        Level::ERROR,
+        lock,
+        held_ms = held.as_millis() as u64,
+        reason = %reason,
+        "lease lost: the advisory lock is no longer held"
+    );
+}
+
+/// A transaction run by `run` could not be rolled back.
+pub(crate) fn rollback_failed(error: &sqlx::Error) {
+    tracing::warn!(target: "pglock", %error, "rollback after failed work did not complete");
+}

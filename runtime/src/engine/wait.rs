@@ -1,0 +1,201 @@
+//! The try and the wait that every front end shares.
+//!
+//! Every acquisition starts with one prepared try statement: when the lock
+//! is free, that round trip is the whole cost. When it is busy, one event
+//! says so and one more statement waits, with `lock_timeout` capped and then
+//! restored inside that same statement.
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+use crate::contract::id::LockId;
+use crate::contract::mode::Mode;
+use crate::contract::namespace::Namespace;
+use crate::engine::cancel::AbandonGuard;
+use crate::engine::events;
+use crate::error::Error;
+use crate::identity::LockIdentity;
+use crate::sql::statements::{self, Scope, Statements, TryStatus, bind_id};
+
+/// How long an acquisition may wait for a busy lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Try once; a busy lock is an error ([`Error::Busy`]).
+    No,
+    /// `No` for a caller that reports the busy lock itself (the attribute's
+    /// `skip`, which says "skipped"), so that one event is said, not two.
+    NoSilently,
+    /// Wait under the caller's own `lock_timeout`, untouched.
+    Unbounded,
+    /// Wait at most this long: `lock_timeout` is capped for the wait.
+    AtMost(Duration),
+}
+
+impl Wait {
+    /// The cap in whole milliseconds (sub-millisecond rounds up), or an
+    /// error for what PostgreSQL can't express.
+    pub(crate) fn cap_ms(self) -> Result<Option<u32>, Error> {
+        let Wait::AtMost(timeout) = self else {
+            return Ok(None);
+        };
+        let millis = timeout.as_nanos().div_ceil(1_000_000);
+        if millis == 0 || millis > i32::MAX as u128 {
+            return Err(Error::InvalidTimeout { timeout });
+        }
+        Ok(Some(millis as u32))
+    }
+
+    /// Whether a busy lock is given up at once.
+    pub(crate) fn is_no_wait(self) -> bool {
+        matches!(self, Wait::No | Wait::NoSilently)
+    }
+
+    /// The same, reporting nothing itself when the lock is busy.
+    pub(crate) fn silenced(self) -> Self {
+        if self == Wait::No {
+            Wait::NoSilently
+        } else {
+            self
+        }
+    }
+}
+
+/// One prepared try statement: the whole cost of a free lock.
+pub(crate) async fn try_lock(
+    conn: &mut PgConnection,
+    statements: &Statements,
+    scope: Scope,
+    mode: Mode,
+    id: LockId,
+) -> Result<TryStatus, Error> {
+    let query = sqlx::query(AssertSqlSafe(statements.try_lock(scope, mode)));
+    let code: i32 = bind_id(query, id)
+        .fetch_one(conn)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(Error::from_sqlx)?;
+    Ok(TryStatus::from_code(code))
+}
+
+/// Outside a transaction block, a transaction-scoped lock would end with its
+/// own statement. sqlx knows whether it began a transaction on this
+/// connection, so the check costs no round trip. (A transaction begun by a
+/// raw `BEGIN` is invisible to sqlx and refused too: the safe direction.)
+pub(crate) fn ensure_transaction(conn: &PgConnection) -> Result<(), Error> {
+    if conn.is_in_transaction() {
+        Ok(())
+    } else {
+        Err(Error::NotInTransaction)
+    }
+}
+
+/// One lock that may have to be waited for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Waiter<'ns> {
+    pub(crate) namespace: &'ns Namespace,
+    pub(crate) id: LockId,
+    pub(crate) mode: Mode,
+}
+
+impl Waiter<'_> {
+    /// Which lock this is, for errors and events.
+    pub(crate) fn identity(&self) -> LockIdentity {
+        self.namespace.identity(self.id, self.mode)
+    }
+
+    /// The error of a busy lock that is not waited for; says so once,
+    /// unless the caller reports it itself.
+    pub(crate) fn busy(&self, wait: Wait) -> Error {
+        let lock = self.identity();
+        if wait == Wait::No {
+            events::not_waiting(&lock);
+        }
+        Error::Busy(lock)
+    }
+
+    /// Waits for the lock: says that the wait begins, waits, and says how it
+    /// ended. A conflict reports the time since `since`, the start of the
+    /// caller's first wait. `pid` is the backend's, for the cancellation of
+    /// an abandoned transaction wait.
+    pub(crate) async fn wait(
+        &self,
+        conn: &mut PgConnection,
+        scope: Scope,
+        cap_ms: Option<u32>,
+        savepoint: bool,
+        since: Instant,
+        pid: i32,
+    ) -> Result<(), Error> {
+        let lock = self.identity();
+        events::waiting(&lock, cap_ms);
+        let started = Instant::now();
+        // A session wait's connection is closed with an abandoned future; a
+        // transaction's is the caller's, so its wait must be cancelled.
+        let mut abandon = AbandonGuard {
+            pid,
+            lock: &lock,
+            armed: scope == Scope::Xact,
+        };
+        let result = self.send(conn, scope, cap_ms, savepoint).await;
+        abandon.armed = false;
+        let outcome = result.map_err(|error| Error::from_wait(error, &lock, since.elapsed()));
+        events::wait_ended(&lock, &outcome, started);
+        outcome
+    }
+
+    async fn send(
+        &self,
+        conn: &mut PgConnection,
+        scope: Scope,
+        cap_ms: Option<u32>,
+        savepoint: bool,
+    ) -> Result<(), sqlx::Error> {
+        let statements = self.namespace.statements();
+        match scope {
+            Scope::Session => {
+                let sql =
+                    statements::session_wait_sql(statements.marker(), self.id, self.mode, cap_ms);
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            }
+            Scope::Xact if savepoint => self.wait_in_savepoint(conn, statements, cap_ms).await,
+            Scope::Xact => {
+                let query = match cap_ms {
+                    Some(cap_ms) => bind_id(
+                        sqlx::query(AssertSqlSafe(statements.xact_capped_wait(self.mode))),
+                        self.id,
+                    )
+                    .bind(i64::from(cap_ms)),
+                    None => bind_id(
+                        sqlx::query(AssertSqlSafe(statements.xact_wait(self.mode))),
+                        self.id,
+                    ),
+                };
+                query.execute(conn).await.map(drop)
+            }
+        }
+    }
+
+    async fn wait_in_savepoint(
+        &self,
+        conn: &mut PgConnection,
+        statements: &Statements,
+        cap_ms: Option<u32>,
+    ) -> Result<(), sqlx::Error> {
+        let sql = statements::savepoint_wait_sql(statements.marker(), self.id, self.mode, cap_ms);
+        let error = match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        // The failed wait left the transaction aborted; rolling back to the
+        // savepoint makes it usable again, with the locks it held before.
+        sqlx::raw_sql(statements::SAVEPOINT_ROLLBACK)
+            .execute(conn)
+            .await?;
+        Err(error)
+    }
+}

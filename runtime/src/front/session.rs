@@ -1,0 +1,315 @@
+//! Session locks that own their connection.
+//!
+//! A session-level advisory lock belongs to a backend, not to a transaction:
+//! taken through a pool, it stays on whichever connection took it, and an
+//! unlock sent through another connection silently does nothing. So here
+//! acquiring *consumes* a connection (a pooled one is detached from its
+//! pool), the guard gives it back only after an unlock that succeeded, and a
+//! guard dropped without release closes the connection, which makes the
+//! server free the lock. No function takes a `&PgPool`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Postgres, Row};
+
+use crate::contract::family::LockFamily;
+use crate::contract::id::LockId;
+use crate::contract::key::LockKey;
+use crate::contract::mode::Mode;
+use crate::contract::namespace::Namespace;
+use crate::engine::events;
+use crate::engine::wait::{Wait, Waiter, try_lock};
+use crate::error::Error;
+use crate::identity::LockIdentity;
+use crate::sql::statements::{Scope, TryStatus, bind_id};
+
+impl Namespace {
+    /// A session-level lock on `key` in this namespace; see [`SessionLock`].
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// static SCHEDULER: pglock_runtime::Namespace = pglock_runtime::Namespace::named("scheduler");
+    /// let guard = SCHEDULER.session_lock(&"poll").acquire(pool.acquire().await?).await?;
+    /// // ... the lock stays on the guard's connection until release ...
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn session_lock<K: LockKey + ?Sized>(&self, key: &K) -> SessionLock<'_> {
+        SessionLock {
+            lock: Waiter {
+                namespace: self,
+                id: self.id(key),
+                mode: Mode::Exclusive,
+            },
+            wait: Wait::Unbounded,
+        }
+    }
+}
+
+impl<K: LockKey + ?Sized> LockFamily<K> {
+    /// A session-level lock on `key`; see [`Namespace::session_lock`].
+    pub fn session_lock(&self, key: &K) -> SessionLock<'_> {
+        self.namespace().session_lock(key)
+    }
+}
+
+/// A connection a session lock can own: a [`PgConnection`], or a pooled
+/// connection, which is detached from its pool for good (a connection that
+/// held a session lock must never be handed to another user of the pool).
+///
+/// Sealed: implemented for those two types only.
+#[diagnostic::on_unimplemented(
+    message = "a session lock must own its connection, not borrow `{Self}`",
+    label = "pass an owned connection here",
+    note = "pass a `sqlx::PgConnection` or a `PoolConnection<Postgres>` (`pool.acquire().await?`): the lock lives on that connection, which is closed if the guard is dropped without release"
+)]
+pub trait IntoOwnedConnection: sealed::Sealed {
+    /// The connection, owned.
+    fn into_owned_connection(self) -> PgConnection;
+}
+
+impl IntoOwnedConnection for PgConnection {
+    fn into_owned_connection(self) -> PgConnection {
+        self
+    }
+}
+
+impl IntoOwnedConnection for PoolConnection<Postgres> {
+    fn into_owned_connection(self) -> PgConnection {
+        self.detach()
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for sqlx::postgres::PgConnection {}
+    impl Sealed for sqlx::pool::PoolConnection<sqlx::Postgres> {}
+}
+
+/// A session-level advisory lock to take: made by
+/// [`Namespace::session_lock`], configured, then acquired on a connection
+/// it takes ownership of. Prefer transaction-scoped locks
+/// ([`Namespace::lock`]); a session lock is for holders that outlive a
+/// transaction (a leader, a long singleton job).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+/// static SCHEDULER: pglock_runtime::Namespace = pglock_runtime::Namespace::named("scheduler");
+///
+/// let guard = SCHEDULER
+///     .session_lock(&"poll")
+///     .timeout(Duration::from_secs(5))
+///     .acquire(pool.acquire().await?)
+///     .await?;
+/// // ... work through the pool; the lock stays on the guard's connection ...
+/// let connection = guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug)]
+#[must_use = "a lock request does nothing until it is acquired"]
+pub struct SessionLock<'ns> {
+    lock: Waiter<'ns>,
+    wait: Wait,
+}
+
+/// What [`SessionLock::try_acquire`] found.
+#[derive(Debug)]
+pub enum SessionTry {
+    /// The lock is held by the guard.
+    Acquired(SessionGuard),
+    /// Someone else holds the lock; here is the connection back, unchanged.
+    Busy(PgConnection),
+}
+
+impl SessionLock<'_> {
+    request_options!();
+
+    /// Takes the lock on `connection`, waiting as configured, and returns
+    /// the guard that owns both. On any error the connection is closed, so
+    /// nothing can be left half-locked.
+    ///
+    /// If this future is dropped while it waits, the connection is closed
+    /// and the server abandons the wait within about a second (the wait
+    /// statement sets `client_connection_check_interval`).
+    ///
+    /// ```no_run
+    /// # async fn run(conn: sqlx::PgConnection) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// let guard = JOBS.session_lock(&1_i64).acquire(conn).await?;
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn acquire(
+        self,
+        connection: impl IntoOwnedConnection,
+    ) -> Result<SessionGuard, Error> {
+        let cap_ms = self.wait.cap_ms()?;
+        match self.try_once(connection.into_owned_connection()).await? {
+            SessionTry::Acquired(guard) => Ok(guard),
+            SessionTry::Busy(_) if self.wait.is_no_wait() => Err(self.lock.busy(self.wait)),
+            SessionTry::Busy(mut conn) => {
+                // The pid only serves to cancel abandoned transaction waits;
+                // an abandoned session wait closes its own connection.
+                let pid = 0;
+                self.lock
+                    .wait(
+                        &mut conn,
+                        Scope::Session,
+                        cap_ms,
+                        false,
+                        Instant::now(),
+                        pid,
+                    )
+                    .await?;
+                Ok(self.guard(conn))
+            }
+        }
+    }
+
+    /// Tries the lock once: the guard when it is free, the connection back
+    /// when someone else holds it.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// use pglock_runtime::SessionTry;
+    /// match JOBS.session_lock(&1_i64).try_acquire(pool.acquire().await?).await? {
+    ///     SessionTry::Acquired(guard) => { /* run the job */ guard.release().await?; }
+    ///     SessionTry::Busy(_connection) => { /* another worker runs it */ }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_acquire(
+        self,
+        connection: impl IntoOwnedConnection,
+    ) -> Result<SessionTry, Error> {
+        let outcome = self.try_once(connection.into_owned_connection()).await?;
+        if let SessionTry::Busy(_) = outcome {
+            events::not_waiting(&self.lock.identity());
+        }
+        Ok(outcome)
+    }
+
+    async fn try_once(&self, mut conn: PgConnection) -> Result<SessionTry, Error> {
+        let statements = self.lock.namespace.statements();
+        match try_lock(
+            &mut conn,
+            statements,
+            Scope::Session,
+            self.lock.mode,
+            self.lock.id,
+        )
+        .await?
+        {
+            TryStatus::Acquired => Ok(SessionTry::Acquired(self.guard(conn))),
+            TryStatus::Busy { .. } => Ok(SessionTry::Busy(conn)),
+            TryStatus::Standby => Err(Error::Standby),
+        }
+    }
+
+    fn guard(&self, conn: PgConnection) -> SessionGuard {
+        SessionGuard {
+            conn: Some(conn),
+            held: HeldLock {
+                lock: self.lock.identity(),
+                unlock_sql: self.lock.namespace.statements().unlock(self.lock.mode),
+            },
+        }
+    }
+}
+
+/// What a guard needs to know about its lock, without borrowing the
+/// namespace: a leader's guard may outlive every borrow.
+#[derive(Clone, Debug)]
+pub(crate) struct HeldLock {
+    pub(crate) lock: LockIdentity,
+    unlock_sql: Arc<str>,
+}
+
+impl HeldLock {
+    /// Unlocks on `conn`; an unlock that finds nothing to release means the
+    /// lock was lost (the session is not the one that took it).
+    pub(crate) async fn unlock(&self, conn: &mut PgConnection) -> Result<(), Error> {
+        let query = sqlx::query(AssertSqlSafe(self.unlock_sql.clone()));
+        let released: bool = bind_id(query, self.lock.id())
+            .fetch_one(conn)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(Error::from_sqlx)?;
+        if released { Ok(()) } else { Err(self.lost()) }
+    }
+
+    pub(crate) fn lost(&self) -> Error {
+        Error::LockLost(self.lock.clone())
+    }
+}
+
+/// A held session lock and the connection it lives on.
+///
+/// [`SessionGuard::release`] unlocks and hands the connection back. A guard
+/// dropped without release (an early return, a panic, a cancelled task)
+/// closes its connection instead: the server ends the session and frees the
+/// lock, and the connection can never reach a pool still holding it.
+///
+/// ```no_run
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+/// let mut guard = JOBS.session_lock(&"reports").acquire(pool.acquire().await?).await?;
+/// sqlx::query("REFRESH MATERIALIZED VIEW daily_report").execute(guard.connection()).await?;
+/// let connection = guard.release().await?;
+/// # Ok(()) }
+/// ```
+pub struct SessionGuard {
+    conn: Option<PgConnection>,
+    held: HeldLock,
+}
+
+impl SessionGuard {
+    /// Unlocks and returns the connection, now holding nothing. If the
+    /// unlock fails or finds the lock gone, the connection is closed and the
+    /// error returned.
+    pub async fn release(mut self) -> Result<PgConnection, Error> {
+        let mut conn = self.conn.take().expect("a guard owns its connection");
+        self.held.unlock(&mut conn).await?;
+        Ok(conn)
+    }
+
+    /// The connection the lock lives on, for work that should run on it.
+    pub fn connection(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().expect("a guard owns its connection")
+    }
+
+    /// The lock held.
+    pub fn lock(&self) -> &LockIdentity {
+        &self.held.lock
+    }
+
+    pub(crate) fn into_parts(mut self) -> (PgConnection, HeldLock) {
+        let conn = self.conn.take().expect("a guard owns its connection");
+        (conn, self.held.clone())
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            events::guard_dropped(&self.held.lock);
+            // Closing the socket ends the backend, and with it the lock.
+            drop(conn);
+        }
+    }
+}
+
+impl fmt::Debug for SessionGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionGuard")
+            .field("lock", &self.held.lock)
+            .field("released", &self.conn.is_none())
+            .finish()
+    }
+}

@@ -1,0 +1,101 @@
+//! The comment marker every lock statement starts with,
+//! `/* pglock ns=<label> */`, so that `pg_stat_activity.query` shows what a
+//! backend waits on. Labels are sanitised: no name can end the comment.
+
+/// The longest namespace label written into a marker; longer labels are
+/// cut (the lock id always uses the whole name).
+pub(crate) const MAX_LABEL: usize = 64;
+
+const PREFIX: &str = "/* pglock ns=";
+
+/// `/* pglock ns=<label> */` for a label already made safe by [`sanitize`].
+pub(crate) fn comment(sanitised_label: &str) -> String {
+    format!("{PREFIX}{sanitised_label} */")
+}
+
+/// The marker of several namespaces' locks in one statement: their labels,
+/// sorted, de-duplicated and bounded.
+pub(crate) fn comment_for_labels<'a>(labels: impl Iterator<Item = &'a str>) -> String {
+    let mut labels: Vec<&str> = labels.collect();
+    labels.sort_unstable();
+    labels.dedup();
+    comment(&sanitize(&labels.join(",")))
+}
+
+/// The namespace a statement's leading marker names.
+pub(crate) fn parse(query: &str) -> Option<&str> {
+    let rest = query.trim_start().strip_prefix(PREFIX)?;
+    let end = rest.find(" */")?;
+    Some(&rest[..end])
+}
+
+/// Replaces every character outside a fixed, comment-safe set with `?` and
+/// cuts the result to [`MAX_LABEL`] characters.
+pub(crate) fn sanitize(label: &str) -> String {
+    label
+        .chars()
+        .take(MAX_LABEL)
+        .map(|c| {
+            if c.is_alphanumeric()
+                || matches!(c, ':' | '_' | '-' | '.' | '@' | '#' | '+' | '=' | ' ')
+            {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Whether a backend still runs one of pglock's statements (`$1`: its pid).
+pub(crate) const STILL_RUNNING: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity \
+     WHERE pid = $1 AND state = 'active' AND starts_with(query, '/* pglock '))";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_label_keeps_safe_characters_only() {
+        assert_eq!(sanitize("billing:invoice"), "billing:invoice");
+        assert_eq!(sanitize("a*/ DROP TABLE x; /*"), "a?? DROP TABLE x? ??");
+        assert_eq!(sanitize("line\nbreak\0"), "line?break?");
+        assert_eq!(sanitize(&"x".repeat(10_000)).len(), MAX_LABEL);
+    }
+
+    #[test]
+    fn reads_the_namespace_from_a_leading_marker_only() {
+        assert_eq!(
+            parse("/* pglock ns=billing:invoice */ SELECT 1"),
+            Some("billing:invoice")
+        );
+        assert_eq!(parse("SELECT 1 /* pglock ns=x */"), None);
+        assert_eq!(parse("/* pglock ns=unterminated"), None);
+        assert_eq!(parse(&comment("a b")), Some("a b"));
+    }
+
+    #[test]
+    fn the_prefix_of_still_running_is_the_markers() {
+        assert!(STILL_RUNNING.contains(&format!("'{}", &PREFIX[..PREFIX.len() - 3])));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_label_can_end_or_break_the_marker_comment(label in ".{0,300}") {
+            let sanitised = sanitize(&label);
+            proptest::prop_assert!(!sanitised.contains("*/"));
+            proptest::prop_assert!(!sanitised.contains("/*"));
+            proptest::prop_assert!(!sanitised.chars().any(char::is_control));
+            proptest::prop_assert!(sanitised.chars().count() <= MAX_LABEL);
+            proptest::prop_assert_eq!(
+                sanitised.chars().count(),
+                label.chars().count().min(MAX_LABEL)
+            );
+        }
+
+        #[test]
+        fn safe_labels_are_kept_as_they_are(label in "[a-z0-9:_.@#+= -]{1,64}") {
+            proptest::prop_assert_eq!(sanitize(&label), label);
+        }
+    }
+}
