@@ -34,9 +34,6 @@ mod pool;
 mod session;
 mod sha256;
 mod statements;
-#[cfg(feature = "testing")]
-#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
-pub mod testing;
 
 pub use acquire::{Acquired, LockSet, XactConnection, XactLock};
 pub use cancel::cancel_abandoned_waits;

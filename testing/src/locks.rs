@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Postgres, Transaction};
 
-use crate::{Error, LockId, LockKey, Mode, Namespace};
+use pglock_runtime::{Error, LockId, LockKey, Mode, Namespace};
 
 /// A lock held by a transaction of its own, for a test to contend with.
 /// [`LockHolder::release`] commits; dropping it rolls back. Either way the
@@ -14,7 +14,8 @@ use crate::{Error, LockId, LockKey, Mode, Namespace};
 ///
 /// ```no_run
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
-/// use pglock_runtime::{Mode, Namespace, testing};
+/// use pglock_runtime::{Mode, Namespace};
+/// use pglock_testing as testing;
 /// static JOBS: Namespace = Namespace::named("jobs");
 ///
 /// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
@@ -36,7 +37,8 @@ impl LockHolder {
     /// ```no_run
     /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
     /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-    /// use pglock_runtime::{Mode, testing};
+    /// use pglock_runtime::Mode;
+    /// use pglock_testing as testing;
     /// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
     /// let inspection = pglock_runtime::inspect(pool).await?;
     /// assert!(inspection.held().any(|lock| lock.pid() == holder.pid()));
@@ -51,7 +53,8 @@ impl LockHolder {
     /// ```no_run
     /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
     /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-    /// use pglock_runtime::{Mode, testing};
+    /// use pglock_runtime::Mode;
+    /// use pglock_testing as testing;
     /// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
     /// assert_eq!(holder.id(), JOBS.id(&7_i64));
     /// # Ok(()) }
@@ -63,7 +66,7 @@ impl LockHolder {
     /// Ends the holding transaction (commit), and with it the lock.
     ///
     /// ```no_run
-    /// # async fn run(holder: pglock_runtime::testing::LockHolder) -> Result<(), pglock_runtime::Error> {
+    /// # async fn run(holder: pglock_testing::LockHolder) -> Result<(), pglock_runtime::Error> {
     /// holder.release().await?;
     /// # Ok(()) }
     /// ```
@@ -79,7 +82,7 @@ impl LockHolder {
 /// ```no_run
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
 /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-/// let holder = pglock_runtime::testing::hold_lock(pool, &JOBS, &1_i64, pglock_runtime::Mode::Shared).await?;
+/// let holder = pglock_testing::hold_lock(pool, &JOBS, &1_i64, pglock_runtime::Mode::Shared).await?;
 /// # Ok(()) }
 /// ```
 pub async fn hold_lock<K: LockKey + ?Sized>(
@@ -106,7 +109,7 @@ pub async fn hold_lock<K: LockKey + ?Sized>(
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
 /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
 /// use std::time::Duration;
-/// let waiter = pglock_runtime::testing::wait_for_waiter(pool, &JOBS, Duration::from_secs(10)).await?;
+/// let waiter = pglock_testing::wait_for_waiter(pool, &JOBS, Duration::from_secs(10)).await?;
 /// assert!(waiter.is_some(), "someone waits on a job lock");
 /// # Ok(()) }
 /// ```
@@ -115,7 +118,7 @@ pub async fn wait_for_waiter(
     namespace: &Namespace,
     within: Duration,
 ) -> Result<Option<i32>, Error> {
-    let marker = namespace.statements().marker();
+    let marker = namespace.marker();
     let deadline = Instant::now() + within;
     loop {
         let waiter: Option<i32> = sqlx::query_scalar(
@@ -139,7 +142,8 @@ pub async fn wait_for_waiter(
 /// ```no_run
 /// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), pglock_runtime::Error> {
 /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-/// use pglock_runtime::{Mode, testing};
+/// use pglock_runtime::Mode;
+/// use pglock_testing as testing;
 /// JOBS.lock(&1_i64).acquire(tx).await?;
 /// assert!(testing::holds(tx, &JOBS, &1_i64, Mode::Exclusive).await?);
 /// # Ok(()) }
@@ -178,7 +182,7 @@ pub async fn holds<K: LockKey + ?Sized>(
 /// ```no_run
 /// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) {
 /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-/// pglock_runtime::testing::assert_holds(tx, &JOBS, &1_i64, pglock_runtime::Mode::Exclusive).await;
+/// pglock_testing::assert_holds(tx, &JOBS, &1_i64, pglock_runtime::Mode::Exclusive).await;
 /// # }
 /// ```
 pub async fn assert_holds<K: LockKey + ?Sized>(
