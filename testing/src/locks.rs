@@ -1,12 +1,12 @@
 //! Lock helpers for tests: hold a lock from another connection, wait until a
 //! backend waits on a namespace, check what the current transaction holds.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+use pglock_runtime::{Error, LockId, LockKey, Mode, Namespace, pg_locks};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Postgres, Transaction};
-
-use pglock_runtime::{Error, LockId, LockKey, Mode, Namespace};
 
 /// A lock held by a transaction of its own, for a test to contend with.
 /// [`LockHolder::release`] commits; dropping it rolls back. Either way the
@@ -136,6 +136,16 @@ pub async fn wait_for_waiter(
     }
 }
 
+/// Whether this backend holds a granted advisory lock on one id (`$1`, `$2`:
+/// [`pg_locks::encode`]) in one mode (`$3`).
+static HOLDS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE {} \
+           AND l.pid = pg_catalog.pg_backend_pid() AND l.granted AND l.mode = $3)",
+        pg_locks::MATCHES
+    )
+});
+
 /// Whether the session of `conn` holds `key` in `namespace` in `mode`, as
 /// `pg_locks` shows it.
 ///
@@ -154,26 +164,14 @@ pub async fn holds<K: LockKey + ?Sized>(
     key: &K,
     mode: Mode,
 ) -> Result<bool, Error> {
-    let (bigint, class, object) = match namespace.id(key) {
-        LockId::BigInt(id) => (Some(id), None, None),
-        LockId::Pair(class, object) => (None, Some(i64::from(class)), Some(i64::from(object))),
-    };
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
-         WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted \
-           AND l.mode = $4 \
-           AND CASE WHEN $1::int8 IS NOT NULL \
-                    THEN l.objsubid = 1 AND ((l.classid::int8 << 32) | l.objid::int8) = $1::int8 \
-                    ELSE l.objsubid = 2 AND l.classid::int8 = ($2::int8 & 4294967295) \
-                         AND l.objid::int8 = ($3::int8 & 4294967295) END)",
-    )
-    .bind(bigint)
-    .bind(class)
-    .bind(object)
-    .bind(mode.pg_locks_mode())
-    .fetch_one(conn)
-    .await
-    .map_err(Error::from)
+    let (encoded, objsubid) = pg_locks::encode(namespace.id(key));
+    sqlx::query_scalar(HOLDS.as_str())
+        .bind(encoded)
+        .bind(objsubid)
+        .bind(mode.pg_locks_mode())
+        .fetch_one(conn)
+        .await
+        .map_err(Error::from)
 }
 
 /// Panics unless the session of `conn` holds `key` in `namespace` in
