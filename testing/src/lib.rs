@@ -117,9 +117,13 @@ use pg::Layout;
 /// server of this test run ([`TestServer::shared`]), started on first use.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let pool = sqlx::PgPool::connect(&pglock_testing::database_url()?).await?;
-/// # Ok(()) }
+/// #[tokio::test]
+/// async fn settles_an_invoice() -> Result<(), Box<dyn std::error::Error>> {
+///     let pool = sqlx::PgPool::connect(&pglock_testing::database_url()?).await?;
+///     // ... run the code under test against `pool` ...
+///     Ok(())
+/// }
+/// # fn main() {}
 /// ```
 pub fn database_url() -> Result<String, TestingError> {
     match configured_url(std::env::var_os("DATABASE_URL"))? {
@@ -223,11 +227,15 @@ impl TestServer {
     /// one has exited.
     ///
     /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// use pglock_testing::{ServerOptions, TestServer};
     ///
-    /// let server = TestServer::start(ServerOptions::new())?;
-    /// let url = server.tcp_url();
-    /// # Ok::<(), pglock_testing::TestingError>(())
+    /// // A lock table small enough for a test to fill.
+    /// let server = TestServer::start(ServerOptions::new().setting("max_locks_per_transaction", "16"))?;
+    /// let pool = sqlx::PgPool::connect(&server.url()).await?;
+    /// let value: String = sqlx::query_scalar("SHOW max_locks_per_transaction").fetch_one(&pool).await?;
+    /// assert_eq!(value, "16");
+    /// # Ok(()) }
     /// ```
     pub fn start(options: ServerOptions) -> Result<TestServer, TestingError> {
         shared::start_private(&options)
@@ -235,13 +243,6 @@ impl TestServer {
 
     /// The URL of the server over its unix socket:
     /// `postgres://postgres@localhost/postgres?host=<socket dir>&port=<port>`.
-    ///
-    /// ```no_run
-    /// # use pglock_testing::TestServer;
-    /// let url = TestServer::shared()?.url();
-    /// assert!(url.starts_with("postgres://postgres@localhost/postgres?host=/"));
-    /// # Ok::<(), pglock_testing::TestingError>(())
-    /// ```
     pub fn url(&self) -> String {
         format!(
             "postgres://postgres@localhost/postgres?host={}&port={}",
@@ -251,82 +252,37 @@ impl TestServer {
     }
 
     /// The URL of the server over TCP: `postgres://postgres@127.0.0.1:<port>/postgres`.
-    ///
-    /// ```no_run
-    /// # use pglock_testing::TestServer;
-    /// let server = TestServer::shared()?;
-    /// assert_eq!(server.tcp_url(), format!("postgres://postgres@127.0.0.1:{}/postgres", server.port()));
-    /// # Ok::<(), pglock_testing::TestingError>(())
-    /// ```
     pub fn tcp_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// The port the server listens on (TCP on 127.0.0.1, and the unix
     /// socket's name).
-    ///
-    /// ```no_run
-    /// # use pglock_testing::TestServer;
-    /// let port = TestServer::shared()?.port();
-    /// # Ok::<(), pglock_testing::TestingError>(())
-    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The server's data directory (`PGDATA`).
-    ///
-    /// ```no_run
-    /// # use pglock_testing::TestServer;
-    /// let data = TestServer::shared()?.data_dir();
-    /// assert!(data.join("PG_VERSION").exists());
-    /// # Ok::<(), pglock_testing::TestingError>(())
-    /// ```
     pub fn data_dir(&self) -> &Path {
         &self.layout.data
     }
 
     /// The directory of the PostgreSQL binaries the server runs from.
-    ///
-    /// ```no_run
-    /// # use pglock_testing::TestServer;
-    /// let psql = TestServer::shared()?.bin_dir().join("psql");
-    /// # Ok::<(), pglock_testing::TestingError>(())
-    /// ```
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
     }
 
     /// The server's log file.
-    ///
-    /// ```no_run
-    /// # use pglock_testing::TestServer;
-    /// let log = std::fs::read_to_string(TestServer::shared()?.log_file()).unwrap_or_default();
-    /// # Ok::<(), pglock_testing::TestingError>(())
-    /// ```
     pub fn log_file(&self) -> &Path {
         &self.layout.log
     }
 
     /// The directory of the server's unix socket (`.s.PGSQL.<port>`).
-    ///
-    /// ```no_run
-    /// # use pglock_testing::TestServer;
-    /// let server = TestServer::shared()?;
-    /// assert!(server.socket_dir().join(format!(".s.PGSQL.{}", server.port())).exists());
-    /// # Ok::<(), pglock_testing::TestingError>(())
-    /// ```
     pub fn socket_dir(&self) -> &Path {
         &self.layout.socket_dir
     }
 
     /// Whether this is the shared server of the test run.
-    ///
-    /// ```no_run
-    /// # use pglock_testing::TestServer;
-    /// assert!(TestServer::shared()?.is_shared());
-    /// # Ok::<(), pglock_testing::TestingError>(())
-    /// ```
     pub fn is_shared(&self) -> bool {
         self.private.is_none()
     }
@@ -372,12 +328,15 @@ impl TestServer {
     /// `pg_hba.conf` trusts local replication connections.
     ///
     /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// use pglock_testing::{ServerOptions, TestServer};
     ///
     /// let primary = TestServer::start(ServerOptions::new())?;
     /// let standby = primary.start_standby()?;
-    /// assert_ne!(standby.port(), primary.port());
-    /// # Ok::<(), pglock_testing::TestingError>(())
+    /// let pool = sqlx::PgPool::connect(&standby.url()).await?;
+    /// let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(&pool).await?;
+    /// assert!(in_recovery);
+    /// # Ok(()) }
     /// ```
     pub fn start_standby(&self) -> Result<TestServer, TestingError> {
         shared::start_standby(self)

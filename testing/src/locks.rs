@@ -1,5 +1,7 @@
 //! Lock helpers for tests: hold a lock from another connection, wait until a
 //! backend waits on a namespace, check what the current transaction holds.
+//! They go through the runtime's public API only (`Namespace::marker`,
+//! `pg_locks::MATCHES`), as any test of an application could.
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -15,10 +17,9 @@ use sqlx::{Postgres, Transaction};
 /// ```no_run
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
 /// use pglock_runtime::{Mode, Namespace};
-/// use pglock_testing as testing;
 /// static JOBS: Namespace = Namespace::named("jobs");
 ///
-/// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
+/// let holder = pglock_testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
 /// let mut tx = pool.begin().await?;
 /// assert!(!JOBS.lock(&7_i64).try_acquire(&mut tx).await?);
 /// holder.release().await?;
@@ -33,32 +34,11 @@ pub struct LockHolder {
 
 impl LockHolder {
     /// The holding backend's pid.
-    ///
-    /// ```no_run
-    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
-    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-    /// use pglock_runtime::Mode;
-    /// use pglock_testing as testing;
-    /// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
-    /// let inspection = pglock_runtime::inspect(pool).await?;
-    /// assert!(inspection.held().any(|lock| lock.pid() == holder.pid()));
-    /// # Ok(()) }
-    /// ```
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
     /// The lock id held.
-    ///
-    /// ```no_run
-    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
-    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-    /// use pglock_runtime::Mode;
-    /// use pglock_testing as testing;
-    /// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
-    /// assert_eq!(holder.id(), JOBS.id(&7_i64));
-    /// # Ok(()) }
-    /// ```
     pub fn id(&self) -> LockId {
         self.id
     }
@@ -81,8 +61,13 @@ impl LockHolder {
 ///
 /// ```no_run
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
-/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-/// let holder = pglock_testing::hold_lock(pool, &JOBS, &1_i64, pglock_runtime::Mode::Shared).await?;
+/// use pglock_runtime::{Mode, Namespace};
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
+/// // Two shared holders do not block each other; an exclusive taker would wait.
+/// let first = pglock_testing::hold_lock(pool, &JOBS, &1_i64, Mode::Shared).await?;
+/// let second = pglock_testing::hold_lock(pool, &JOBS, &1_i64, Mode::Shared).await?;
+/// assert_ne!(first.pid(), second.pid());
 /// # Ok(()) }
 /// ```
 pub async fn hold_lock<K: LockKey + ?Sized>(
@@ -107,10 +92,24 @@ pub async fn hold_lock<K: LockKey + ?Sized>(
 ///
 /// ```no_run
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
-/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
 /// use std::time::Duration;
+/// use pglock_runtime::{Mode, Namespace};
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
+/// let holder = pglock_testing::hold_lock(pool, &JOBS, &1_i64, Mode::Exclusive).await?;
+/// let contender = tokio::spawn({
+///     let pool = pool.clone();
+///     async move {
+///         let mut tx = pool.begin().await?;
+///         JOBS.lock(&1_i64).acquire(&mut tx).await?;
+///         tx.commit().await?;
+///         Ok::<_, pglock_runtime::Error>(())
+///     }
+/// });
 /// let waiter = pglock_testing::wait_for_waiter(pool, &JOBS, Duration::from_secs(10)).await?;
-/// assert!(waiter.is_some(), "someone waits on a job lock");
+/// assert!(waiter.is_some(), "the contender waits for job 1");
+/// holder.release().await?;
+/// contender.await.expect("the contender ran")?;
 /// # Ok(()) }
 /// ```
 pub async fn wait_for_waiter(
@@ -151,11 +150,12 @@ static HOLDS: LazyLock<String> = LazyLock::new(|| {
 ///
 /// ```no_run
 /// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), pglock_runtime::Error> {
-/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-/// use pglock_runtime::Mode;
-/// use pglock_testing as testing;
+/// use pglock_runtime::{Mode, Namespace};
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
 /// JOBS.lock(&1_i64).acquire(tx).await?;
-/// assert!(testing::holds(tx, &JOBS, &1_i64, Mode::Exclusive).await?);
+/// assert!(pglock_testing::holds(tx, &JOBS, &1_i64, Mode::Exclusive).await?);
+/// assert!(!pglock_testing::holds(tx, &JOBS, &1_i64, Mode::Shared).await?);
 /// # Ok(()) }
 /// ```
 pub async fn holds<K: LockKey + ?Sized>(
@@ -179,8 +179,11 @@ pub async fn holds<K: LockKey + ?Sized>(
 ///
 /// ```no_run
 /// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) {
-/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-/// pglock_testing::assert_holds(tx, &JOBS, &1_i64, pglock_runtime::Mode::Exclusive).await;
+/// use pglock_runtime::{Mode, Namespace};
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
+/// JOBS.lock(&1_i64).acquire(tx).await.expect("lock");
+/// pglock_testing::assert_holds(tx, &JOBS, &1_i64, Mode::Exclusive).await;
 /// # }
 /// ```
 pub async fn assert_holds<K: LockKey + ?Sized>(

@@ -227,9 +227,13 @@ impl PgBouncer {
     /// query through it has succeeded.
     ///
     /// ```no_run
-    /// # use pglock_testing::{PgBouncer, TestServer};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pglock_testing::{PgBouncer, TestServer};
+    ///
     /// let bouncer = PgBouncer::start(TestServer::shared()?)?;
-    /// # Ok::<(), pglock_testing::TestingError>(())
+    /// // Clients of this pool share PgBouncer's 4 backends, transaction by transaction.
+    /// let pool = sqlx::PgPool::connect(&bouncer.url()).await?;
+    /// # Ok(()) }
     /// ```
     pub fn start(server: &TestServer) -> Result<PgBouncer, TestingError> {
         Self::start_with(server, PgBouncerOptions::new())
@@ -415,12 +419,6 @@ impl PgBouncer {
     /// `&statement-cache-capacity=0` in transaction and statement pooling
     /// when this PgBouncer can't track named prepared statements (before
     /// 1.21; see the type's docs).
-    ///
-    /// ```no_run
-    /// # async fn run(bouncer: &pglock_testing::PgBouncer) -> Result<(), sqlx::Error> {
-    /// let pool = sqlx::PgPool::connect(&bouncer.url()).await?;
-    /// # Ok(()) }
-    /// ```
     pub fn url(&self) -> String {
         let mut url = format!(
             "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
@@ -433,23 +431,11 @@ impl PgBouncer {
     }
 
     /// The port PgBouncer listens on, on 127.0.0.1.
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_testing::PgBouncer) {
-    /// assert!(bouncer.url().contains(&format!("@127.0.0.1:{}/", bouncer.port())));
-    /// # }
-    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// PgBouncer's version, such as `1.18.0`.
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_testing::PgBouncer) {
-    /// eprintln!("testing through PgBouncer {}", bouncer.version());
-    /// # }
-    /// ```
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -457,15 +443,6 @@ impl PgBouncer {
     /// Whether this PgBouncer tracks named prepared statements in
     /// transaction pooling (1.21 and later, with `max_prepared_statements`
     /// set by the kit).
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_testing::PgBouncer) {
-    /// use pglock_testing::PoolMode;
-    /// if bouncer.pool_mode() != PoolMode::Session && !bouncer.supports_prepared_statements() {
-    ///     eprintln!("PgBouncer {}: queries with parameters only inside a transaction", bouncer.version());
-    /// }
-    /// # }
-    /// ```
     pub fn supports_prepared_statements(&self) -> bool {
         self.prepared_statements
     }
@@ -473,66 +450,26 @@ impl PgBouncer {
     /// Whether PgBouncer deallocates a backend's prepared statements each
     /// time a client gives it back; see
     /// [`PgBouncerOptions::reset_prepared_statements`].
-    ///
-    /// ```no_run
-    /// # fn run(server: &pglock_testing::TestServer) -> Result<(), pglock_testing::TestingError> {
-    /// use pglock_testing::{PgBouncer, PgBouncerOptions};
-    /// let options = PgBouncerOptions::new().reset_prepared_statements(false);
-    /// assert!(!PgBouncer::start_with(server, options)?.resets_prepared_statements());
-    /// # Ok(()) }
-    /// ```
     pub fn resets_prepared_statements(&self) -> bool {
         self.reset_prepared_statements
     }
 
     /// The pooling mode it runs in.
-    ///
-    /// ```no_run
-    /// # fn run(server: &pglock_testing::TestServer) -> Result<(), pglock_testing::TestingError> {
-    /// use pglock_testing::{PgBouncer, PoolMode};
-    /// assert_eq!(PgBouncer::start(server)?.pool_mode(), PoolMode::Transaction);
-    /// # Ok(()) }
-    /// ```
     pub fn pool_mode(&self) -> PoolMode {
         self.pool_mode
     }
 
     /// The daemon's pid.
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_testing::PgBouncer) -> std::io::Result<()> {
-    /// use std::process::Command;
-    /// // Freeze the pooler for a while, as a stalled proxy would be.
-    /// let pid = bouncer.pid().to_string();
-    /// Command::new("kill").args(["-STOP", &pid]).status()?;
-    /// std::thread::sleep(std::time::Duration::from_secs(2));
-    /// Command::new("kill").args(["-CONT", &pid]).status()?;
-    /// # Ok(()) }
-    /// ```
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Its configuration file.
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_testing::PgBouncer) -> std::io::Result<()> {
-    /// let ini = std::fs::read_to_string(bouncer.config_file())?;
-    /// assert!(ini.contains(&format!("pool_mode = {}", bouncer.pool_mode())));
-    /// # Ok(()) }
-    /// ```
     pub fn config_file(&self) -> PathBuf {
         self.dir.join("pgbouncer.ini")
     }
 
     /// Its log file.
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_testing::PgBouncer) {
-    /// let log = std::fs::read_to_string(bouncer.log_file()).unwrap_or_default();
-    /// assert!(!log.contains(" FATAL "), "PgBouncer failed:\n{log}");
-    /// # }
-    /// ```
     pub fn log_file(&self) -> PathBuf {
         self.dir.join("pgbouncer.log")
     }
