@@ -53,9 +53,6 @@ mod error;
 mod front;
 mod identity;
 mod sql;
-#[cfg(feature = "testing")]
-#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
-pub mod testing;
 
 pub use contract::family::{LockFamily, NamespaceFor};
 pub use contract::id::LockId;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// test that fails with `.expect("test server")` explains itself.
 ///
 /// ```no_run
-/// use pglock_runtime::testing::{TestServer, TestingError};
+/// use pglock_testing::{TestServer, TestingError};
 ///
 /// match TestServer::shared() {
 ///     Ok(server) => println!("PostgreSQL at {}", server.url()),

@@ -29,7 +29,7 @@ const PREPARED_STATEMENTS_SINCE: (u32, u32) = (1, 21);
 /// (`pool_mode`).
 ///
 /// ```
-/// use pglock_runtime::testing::PoolMode;
+/// use pglock_testing::PoolMode;
 ///
 /// assert_eq!(PoolMode::Transaction.to_string(), "transaction"); // as written in pgbouncer.ini
 /// ```
@@ -66,7 +66,7 @@ impl fmt::Display for PoolMode {
 /// How to configure a [`PgBouncer`].
 ///
 /// ```
-/// use pglock_runtime::testing::{PgBouncerOptions, PoolMode};
+/// use pglock_testing::{PgBouncerOptions, PoolMode};
 ///
 /// let options = PgBouncerOptions::new()
 ///     .pool_mode(PoolMode::Transaction)
@@ -86,8 +86,8 @@ impl Default for PgBouncerOptions {
     /// and user: fewer than a test's clients, so that they share backends.
     ///
     /// ```no_run
-    /// # fn run(server: &pglock_runtime::testing::TestServer) -> Result<(), pglock_runtime::testing::TestingError> {
-    /// use pglock_runtime::testing::{PgBouncer, PgBouncerOptions, PoolMode};
+    /// # fn run(server: &pglock_testing::TestServer) -> Result<(), pglock_testing::TestingError> {
+    /// use pglock_testing::{PgBouncer, PgBouncerOptions, PoolMode};
     /// let bouncer = PgBouncer::start_with(server, PgBouncerOptions::default())?;
     /// assert_eq!(bouncer.pool_mode(), PoolMode::Transaction);
     /// # Ok(()) }
@@ -106,7 +106,7 @@ impl PgBouncerOptions {
     /// The defaults: see [`PgBouncerOptions::default`].
     ///
     /// ```
-    /// let options = pglock_runtime::testing::PgBouncerOptions::new();
+    /// let options = pglock_testing::PgBouncerOptions::new();
     /// ```
     pub fn new() -> Self {
         Self::default()
@@ -115,7 +115,7 @@ impl PgBouncerOptions {
     /// The pooling mode (`pool_mode`).
     ///
     /// ```
-    /// use pglock_runtime::testing::{PgBouncerOptions, PoolMode};
+    /// use pglock_testing::{PgBouncerOptions, PoolMode};
     /// let options = PgBouncerOptions::new().pool_mode(PoolMode::Session);
     /// ```
     pub fn pool_mode(mut self, mode: PoolMode) -> Self {
@@ -127,7 +127,7 @@ impl PgBouncerOptions {
     /// (`default_pool_size`; at least 1).
     ///
     /// ```
-    /// let options = pglock_runtime::testing::PgBouncerOptions::new().pool_size(2);
+    /// let options = pglock_testing::PgBouncerOptions::new().pool_size(2);
     /// ```
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = size.max(1);
@@ -142,7 +142,7 @@ impl PgBouncerOptions {
     /// brings back the collisions of sqlx's statement names between clients.
     ///
     /// ```
-    /// let options = pglock_runtime::testing::PgBouncerOptions::new().reset_prepared_statements(false);
+    /// let options = pglock_testing::PgBouncerOptions::new().reset_prepared_statements(false);
     /// ```
     pub fn reset_prepared_statements(mut self, reset: bool) -> Self {
         self.reset_prepared_statements = Some(reset);
@@ -154,7 +154,7 @@ impl PgBouncerOptions {
     /// and `pidfile` to the kit).
     ///
     /// ```
-    /// let options = pglock_runtime::testing::PgBouncerOptions::new().setting("verbose", "1");
+    /// let options = pglock_testing::PgBouncerOptions::new().setting("verbose", "1");
     /// ```
     pub fn setting(mut self, name: &str, value: &str) -> Self {
         self.settings.push((name.to_owned(), value.to_owned()));
@@ -203,12 +203,12 @@ impl PgBouncerOptions {
 /// ships 1.18).
 ///
 /// ```no_run
-/// use pglock_runtime::testing::{PgBouncer, ServerOptions, TestServer};
+/// use pglock_testing::{PgBouncer, ServerOptions, TestServer};
 ///
 /// let server = TestServer::start(ServerOptions::new())?;
 /// let bouncer = PgBouncer::start(&server)?;
 /// println!("PgBouncer {} at {}", bouncer.version(), bouncer.url());
-/// # Ok::<(), pglock_runtime::testing::TestingError>(())
+/// # Ok::<(), pglock_testing::TestingError>(())
 /// ```
 #[derive(Debug)]
 pub struct PgBouncer {
@@ -227,9 +227,13 @@ impl PgBouncer {
     /// query through it has succeeded.
     ///
     /// ```no_run
-    /// # use pglock_runtime::testing::{PgBouncer, TestServer};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pglock_testing::{PgBouncer, TestServer};
+    ///
     /// let bouncer = PgBouncer::start(TestServer::shared()?)?;
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// // Clients of this pool share PgBouncer's 4 backends, transaction by transaction.
+    /// let pool = sqlx::PgPool::connect(&bouncer.url()).await?;
+    /// # Ok(()) }
     /// ```
     pub fn start(server: &TestServer) -> Result<PgBouncer, TestingError> {
         Self::start_with(server, PgBouncerOptions::new())
@@ -238,14 +242,14 @@ impl PgBouncer {
     /// Starts a PgBouncer in front of `server`, configured by `options`.
     ///
     /// ```no_run
-    /// use pglock_runtime::testing::{PgBouncer, PgBouncerOptions, PoolMode, ServerOptions, TestServer};
+    /// use pglock_testing::{PgBouncer, PgBouncerOptions, PoolMode, ServerOptions, TestServer};
     ///
     /// let server = TestServer::start(ServerOptions::new())?;
     /// let bouncer = PgBouncer::start_with(
     ///     &server,
     ///     PgBouncerOptions::new().pool_mode(PoolMode::Session).pool_size(2),
     /// )?;
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// # Ok::<(), pglock_testing::TestingError>(())
     /// ```
     pub fn start_with(
         server: &TestServer,
@@ -415,12 +419,6 @@ impl PgBouncer {
     /// `&statement-cache-capacity=0` in transaction and statement pooling
     /// when this PgBouncer can't track named prepared statements (before
     /// 1.21; see the type's docs).
-    ///
-    /// ```no_run
-    /// # async fn run(bouncer: &pglock_runtime::testing::PgBouncer) -> Result<(), sqlx::Error> {
-    /// let pool = sqlx::PgPool::connect(&bouncer.url()).await?;
-    /// # Ok(()) }
-    /// ```
     pub fn url(&self) -> String {
         let mut url = format!(
             "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
@@ -433,23 +431,11 @@ impl PgBouncer {
     }
 
     /// The port PgBouncer listens on, on 127.0.0.1.
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) {
-    /// assert!(bouncer.url().contains(&format!("@127.0.0.1:{}/", bouncer.port())));
-    /// # }
-    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// PgBouncer's version, such as `1.18.0`.
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) {
-    /// eprintln!("testing through PgBouncer {}", bouncer.version());
-    /// # }
-    /// ```
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -457,15 +443,6 @@ impl PgBouncer {
     /// Whether this PgBouncer tracks named prepared statements in
     /// transaction pooling (1.21 and later, with `max_prepared_statements`
     /// set by the kit).
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) {
-    /// use pglock_runtime::testing::PoolMode;
-    /// if bouncer.pool_mode() != PoolMode::Session && !bouncer.supports_prepared_statements() {
-    ///     eprintln!("PgBouncer {}: queries with parameters only inside a transaction", bouncer.version());
-    /// }
-    /// # }
-    /// ```
     pub fn supports_prepared_statements(&self) -> bool {
         self.prepared_statements
     }
@@ -473,66 +450,26 @@ impl PgBouncer {
     /// Whether PgBouncer deallocates a backend's prepared statements each
     /// time a client gives it back; see
     /// [`PgBouncerOptions::reset_prepared_statements`].
-    ///
-    /// ```no_run
-    /// # fn run(server: &pglock_runtime::testing::TestServer) -> Result<(), pglock_runtime::testing::TestingError> {
-    /// use pglock_runtime::testing::{PgBouncer, PgBouncerOptions};
-    /// let options = PgBouncerOptions::new().reset_prepared_statements(false);
-    /// assert!(!PgBouncer::start_with(server, options)?.resets_prepared_statements());
-    /// # Ok(()) }
-    /// ```
     pub fn resets_prepared_statements(&self) -> bool {
         self.reset_prepared_statements
     }
 
     /// The pooling mode it runs in.
-    ///
-    /// ```no_run
-    /// # fn run(server: &pglock_runtime::testing::TestServer) -> Result<(), pglock_runtime::testing::TestingError> {
-    /// use pglock_runtime::testing::{PgBouncer, PoolMode};
-    /// assert_eq!(PgBouncer::start(server)?.pool_mode(), PoolMode::Transaction);
-    /// # Ok(()) }
-    /// ```
     pub fn pool_mode(&self) -> PoolMode {
         self.pool_mode
     }
 
     /// The daemon's pid.
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) -> std::io::Result<()> {
-    /// use std::process::Command;
-    /// // Freeze the pooler for a while, as a stalled proxy would be.
-    /// let pid = bouncer.pid().to_string();
-    /// Command::new("kill").args(["-STOP", &pid]).status()?;
-    /// std::thread::sleep(std::time::Duration::from_secs(2));
-    /// Command::new("kill").args(["-CONT", &pid]).status()?;
-    /// # Ok(()) }
-    /// ```
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Its configuration file.
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) -> std::io::Result<()> {
-    /// let ini = std::fs::read_to_string(bouncer.config_file())?;
-    /// assert!(ini.contains(&format!("pool_mode = {}", bouncer.pool_mode())));
-    /// # Ok(()) }
-    /// ```
     pub fn config_file(&self) -> PathBuf {
         self.dir.join("pgbouncer.ini")
     }
 
     /// Its log file.
-    ///
-    /// ```no_run
-    /// # fn run(bouncer: &pglock_runtime::testing::PgBouncer) {
-    /// let log = std::fs::read_to_string(bouncer.log_file()).unwrap_or_default();
-    /// assert!(!log.contains(" FATAL "), "PgBouncer failed:\n{log}");
-    /// # }
-    /// ```
     pub fn log_file(&self) -> PathBuf {
         self.dir.join("pgbouncer.log")
     }
@@ -562,7 +499,7 @@ impl PgBouncer {
     /// has exited. Dropping it does the same.
     ///
     /// ```no_run
-    /// # fn run(bouncer: pglock_runtime::testing::PgBouncer) {
+    /// # fn run(bouncer: pglock_testing::PgBouncer) {
     /// bouncer.stop();
     /// # }
     /// ```

@@ -1,12 +1,14 @@
 //! Lock helpers for tests: hold a lock from another connection, wait until a
 //! backend waits on a namespace, check what the current transaction holds.
+//! They go through the runtime's public API only (`Namespace::marker`,
+//! `pg_locks::MATCHES`), as any test of an application could.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+use pglock_runtime::{Error, LockId, LockKey, Mode, Namespace, pg_locks};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Postgres, Transaction};
-
-use crate::{Error, LockId, LockKey, Mode, Namespace};
 
 /// A lock held by a transaction of its own, for a test to contend with.
 /// [`LockHolder::release`] commits; dropping it rolls back. Either way the
@@ -14,10 +16,10 @@ use crate::{Error, LockId, LockKey, Mode, Namespace};
 ///
 /// ```no_run
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
-/// use pglock_runtime::{Mode, Namespace, testing};
+/// use pglock_runtime::{Mode, Namespace};
 /// static JOBS: Namespace = Namespace::named("jobs");
 ///
-/// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
+/// let holder = pglock_testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
 /// let mut tx = pool.begin().await?;
 /// assert!(!JOBS.lock(&7_i64).try_acquire(&mut tx).await?);
 /// holder.release().await?;
@@ -32,30 +34,11 @@ pub struct LockHolder {
 
 impl LockHolder {
     /// The holding backend's pid.
-    ///
-    /// ```no_run
-    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
-    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-    /// use pglock_runtime::{Mode, testing};
-    /// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
-    /// let inspection = pglock_runtime::inspect(pool).await?;
-    /// assert!(inspection.held().any(|lock| lock.pid() == holder.pid()));
-    /// # Ok(()) }
-    /// ```
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
     /// The lock id held.
-    ///
-    /// ```no_run
-    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
-    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-    /// use pglock_runtime::{Mode, testing};
-    /// let holder = testing::hold_lock(pool, &JOBS, &7_i64, Mode::Exclusive).await?;
-    /// assert_eq!(holder.id(), JOBS.id(&7_i64));
-    /// # Ok(()) }
-    /// ```
     pub fn id(&self) -> LockId {
         self.id
     }
@@ -63,7 +46,7 @@ impl LockHolder {
     /// Ends the holding transaction (commit), and with it the lock.
     ///
     /// ```no_run
-    /// # async fn run(holder: pglock_runtime::testing::LockHolder) -> Result<(), pglock_runtime::Error> {
+    /// # async fn run(holder: pglock_testing::LockHolder) -> Result<(), pglock_runtime::Error> {
     /// holder.release().await?;
     /// # Ok(()) }
     /// ```
@@ -78,8 +61,13 @@ impl LockHolder {
 ///
 /// ```no_run
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
-/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-/// let holder = pglock_runtime::testing::hold_lock(pool, &JOBS, &1_i64, pglock_runtime::Mode::Shared).await?;
+/// use pglock_runtime::{Mode, Namespace};
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
+/// // Two shared holders do not block each other; an exclusive taker would wait.
+/// let first = pglock_testing::hold_lock(pool, &JOBS, &1_i64, Mode::Shared).await?;
+/// let second = pglock_testing::hold_lock(pool, &JOBS, &1_i64, Mode::Shared).await?;
+/// assert_ne!(first.pid(), second.pid());
 /// # Ok(()) }
 /// ```
 pub async fn hold_lock<K: LockKey + ?Sized>(
@@ -104,10 +92,24 @@ pub async fn hold_lock<K: LockKey + ?Sized>(
 ///
 /// ```no_run
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
-/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
 /// use std::time::Duration;
-/// let waiter = pglock_runtime::testing::wait_for_waiter(pool, &JOBS, Duration::from_secs(10)).await?;
-/// assert!(waiter.is_some(), "someone waits on a job lock");
+/// use pglock_runtime::{Mode, Namespace};
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
+/// let holder = pglock_testing::hold_lock(pool, &JOBS, &1_i64, Mode::Exclusive).await?;
+/// let contender = tokio::spawn({
+///     let pool = pool.clone();
+///     async move {
+///         let mut tx = pool.begin().await?;
+///         JOBS.lock(&1_i64).acquire(&mut tx).await?;
+///         tx.commit().await?;
+///         Ok::<_, pglock_runtime::Error>(())
+///     }
+/// });
+/// let waiter = pglock_testing::wait_for_waiter(pool, &JOBS, Duration::from_secs(10)).await?;
+/// assert!(waiter.is_some(), "the contender waits for job 1");
+/// holder.release().await?;
+/// contender.await.expect("the contender ran")?;
 /// # Ok(()) }
 /// ```
 pub async fn wait_for_waiter(
@@ -115,7 +117,7 @@ pub async fn wait_for_waiter(
     namespace: &Namespace,
     within: Duration,
 ) -> Result<Option<i32>, Error> {
-    let marker = namespace.statements().marker();
+    let marker = namespace.marker();
     let deadline = Instant::now() + within;
     loop {
         let waiter: Option<i32> = sqlx::query_scalar(
@@ -133,15 +135,27 @@ pub async fn wait_for_waiter(
     }
 }
 
+/// Whether this backend holds a granted advisory lock on one id (`$1`, `$2`:
+/// [`pg_locks::encode`]) in one mode (`$3`).
+static HOLDS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE {} \
+           AND l.pid = pg_catalog.pg_backend_pid() AND l.granted AND l.mode = $3)",
+        pg_locks::MATCHES
+    )
+});
+
 /// Whether the session of `conn` holds `key` in `namespace` in `mode`, as
 /// `pg_locks` shows it.
 ///
 /// ```no_run
 /// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), pglock_runtime::Error> {
-/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-/// use pglock_runtime::{Mode, testing};
+/// use pglock_runtime::{Mode, Namespace};
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
 /// JOBS.lock(&1_i64).acquire(tx).await?;
-/// assert!(testing::holds(tx, &JOBS, &1_i64, Mode::Exclusive).await?);
+/// assert!(pglock_testing::holds(tx, &JOBS, &1_i64, Mode::Exclusive).await?);
+/// assert!(!pglock_testing::holds(tx, &JOBS, &1_i64, Mode::Shared).await?);
 /// # Ok(()) }
 /// ```
 pub async fn holds<K: LockKey + ?Sized>(
@@ -150,26 +164,14 @@ pub async fn holds<K: LockKey + ?Sized>(
     key: &K,
     mode: Mode,
 ) -> Result<bool, Error> {
-    let (bigint, class, object) = match namespace.id(key) {
-        LockId::BigInt(id) => (Some(id), None, None),
-        LockId::Pair(class, object) => (None, Some(i64::from(class)), Some(i64::from(object))),
-    };
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
-         WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted \
-           AND l.mode = $4 \
-           AND CASE WHEN $1::int8 IS NOT NULL \
-                    THEN l.objsubid = 1 AND ((l.classid::int8 << 32) | l.objid::int8) = $1::int8 \
-                    ELSE l.objsubid = 2 AND l.classid::int8 = ($2::int8 & 4294967295) \
-                         AND l.objid::int8 = ($3::int8 & 4294967295) END)",
-    )
-    .bind(bigint)
-    .bind(class)
-    .bind(object)
-    .bind(crate::pg_locks::mode_name(mode))
-    .fetch_one(conn)
-    .await
-    .map_err(Error::from)
+    let (encoded, objsubid) = pg_locks::encode(namespace.id(key));
+    sqlx::query_scalar(HOLDS.as_str())
+        .bind(encoded)
+        .bind(objsubid)
+        .bind(pg_locks::mode_name(mode))
+        .fetch_one(conn)
+        .await
+        .map_err(Error::from)
 }
 
 /// Panics unless the session of `conn` holds `key` in `namespace` in
@@ -177,8 +179,11 @@ pub async fn holds<K: LockKey + ?Sized>(
 ///
 /// ```no_run
 /// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) {
-/// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
-/// pglock_runtime::testing::assert_holds(tx, &JOBS, &1_i64, pglock_runtime::Mode::Exclusive).await;
+/// use pglock_runtime::{Mode, Namespace};
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
+/// JOBS.lock(&1_i64).acquire(tx).await.expect("lock");
+/// pglock_testing::assert_holds(tx, &JOBS, &1_i64, Mode::Exclusive).await;
 /// # }
 /// ```
 pub async fn assert_holds<K: LockKey + ?Sized>(

@@ -1,10 +1,9 @@
 //! The testing kit against real servers: the shared one and private ones.
-#![cfg(feature = "testing")]
 
 use std::net::TcpStream;
 use std::time::Duration;
 
-use pglock_runtime::testing::{ServerOptions, TestServer, TestingError};
+use pglock_testing::{ServerOptions, TestServer, TestingError};
 use sqlx::{Connection, PgConnection};
 
 async fn select_one(url: &str) -> i32 {
@@ -82,7 +81,7 @@ fn the_shared_server_refuses_to_stop() {
 #[tokio::test]
 async fn database_url_prefers_database_url() {
     // Whatever the environment says, the result is usable.
-    let url = pglock_runtime::testing::database_url().expect("a database url");
+    let url = pglock_testing::database_url().expect("a database url");
     match std::env::var("DATABASE_URL") {
         Ok(set) if !set.is_empty() => assert_eq!(url, set),
         _ => assert_eq!(url, shared().url()),

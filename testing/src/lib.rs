@@ -1,7 +1,13 @@
-//! A throwaway PostgreSQL for tests (feature `testing`).
+//! The testing kit of [pglock](https://docs.rs/pglock): a throwaway
+//! PostgreSQL for tests, standbys, PgBouncer, and lock helpers.
+//!
+//! Applications reach it as `pglock::testing`, through pglock's `testing`
+//! feature in their dev-dependencies (one line:
+//! `pglock = { version = "0.1", features = ["testing"] }`); this crate is
+//! what that feature re-exports.
 //!
 //! Tests of code that takes advisory locks need a real server: lock
-//! semantics cannot be mocked. This module gives them one with no setup:
+//! semantics cannot be mocked. This crate gives them one with no setup:
 //!
 //! - [`database_url`] is what a test connects to: `DATABASE_URL` when it is
 //!   set, otherwise the URL of the test run's shared throwaway server;
@@ -17,14 +23,16 @@
 //!   streaming from it (`pg_basebackup -R`);
 //! - [`PgBouncer::start`] puts PgBouncer (transaction pooling by default) in
 //!   front of a server, on a loopback port; it needs the `pgbouncer` program
-//!   (`apt-get install pgbouncer`).
+//!   (`apt-get install pgbouncer`);
+//! - [`hold_lock`], [`wait_for_waiter`], [`holds`] and [`assert_holds`] let
+//!   a test contend with its code and check, in `pg_locks`, what it holds.
 //!
 //! ```no_run
 //! use sqlx::Connection;
 //!
 //! #[tokio::test]
 //! async fn answers() {
-//!     let url = pglock_runtime::testing::database_url().expect("a test server");
+//!     let url = pglock_testing::database_url().expect("a test server");
 //!     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
 //!     let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
 //!     assert_eq!(one, 1);
@@ -66,6 +74,24 @@
 //!
 //! `cargo clean` removes everything; a running shared server notices that
 //! its data directory is gone and shuts down within a minute.
+//!
+//! # Module map
+//!
+//! - `lib.rs` (here): the public face: [`database_url`], [`TestServer`],
+//!   [`ServerOptions`];
+//! - `shared.rs`: coordination between test processes: the shared server,
+//!   private servers' bookkeeping, the watchdog that stops a server once no
+//!   process uses it (file locks; its header says which lock guards what);
+//! - `pg.rs`: running the PostgreSQL programs (`initdb`, `pg_ctl`,
+//!   `pg_isready`) and a server directory's layout;
+//! - `standby.rs`: base backups, streaming standbys and the waits for them;
+//! - `pgbouncer.rs`: [`PgBouncer`], configured and supervised by the kit;
+//! - `env.rs`: what the machine offers (binaries, target directory, the
+//!   unprivileged user when running as root, helper programs);
+//! - `error.rs`: [`TestingError`];
+//! - `locks.rs`: the lock helpers, written against `pglock-runtime`'s
+//!   public API only.
+#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
 mod env;
 mod error;
@@ -91,9 +117,13 @@ use pg::Layout;
 /// server of this test run ([`TestServer::shared`]), started on first use.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let pool = sqlx::PgPool::connect(&pglock_runtime::testing::database_url()?).await?;
-/// # Ok(()) }
+/// #[tokio::test]
+/// async fn settles_an_invoice() -> Result<(), Box<dyn std::error::Error>> {
+///     let pool = sqlx::PgPool::connect(&pglock_testing::database_url()?).await?;
+///     // ... run the code under test against `pool` ...
+///     Ok(())
+/// }
+/// # fn main() {}
 /// ```
 pub fn database_url() -> Result<String, TestingError> {
     match configured_url(std::env::var_os("DATABASE_URL"))? {
@@ -122,13 +152,13 @@ fn configured_url(value: Option<std::ffi::OsString>) -> Result<Option<String>, T
 /// (unix socket) or [`tcp_url`](Self::tcp_url) (127.0.0.1).
 ///
 /// ```no_run
-/// use pglock_runtime::testing::{ServerOptions, TestServer};
+/// use pglock_testing::{ServerOptions, TestServer};
 ///
 /// let server = TestServer::start(ServerOptions::new().setting("max_locks_per_transaction", "17"))?;
 /// println!("{} on port {}", server.url(), server.port());
 /// server.restart()?;
 /// drop(server); // stopped, and its directory removed
-/// # Ok::<(), pglock_runtime::testing::TestingError>(())
+/// # Ok::<(), pglock_testing::TestingError>(())
 /// ```
 #[derive(Debug)]
 pub struct TestServer {
@@ -176,11 +206,11 @@ impl TestServer {
     /// unique names, or use a private server.
     ///
     /// ```no_run
-    /// use pglock_runtime::testing::TestServer;
+    /// use pglock_testing::TestServer;
     ///
     /// let server = TestServer::shared()?;
     /// assert_eq!(server.port(), TestServer::shared()?.port());
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// # Ok::<(), pglock_testing::TestingError>(())
     /// ```
     pub fn shared() -> Result<&'static TestServer, TestingError> {
         shared::shared()
@@ -197,11 +227,15 @@ impl TestServer {
     /// one has exited.
     ///
     /// ```no_run
-    /// use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pglock_testing::{ServerOptions, TestServer};
     ///
-    /// let server = TestServer::start(ServerOptions::new())?;
-    /// let url = server.tcp_url();
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// // A lock table small enough for a test to fill.
+    /// let server = TestServer::start(ServerOptions::new().setting("max_locks_per_transaction", "16"))?;
+    /// let pool = sqlx::PgPool::connect(&server.url()).await?;
+    /// let value: String = sqlx::query_scalar("SHOW max_locks_per_transaction").fetch_one(&pool).await?;
+    /// assert_eq!(value, "16");
+    /// # Ok(()) }
     /// ```
     pub fn start(options: ServerOptions) -> Result<TestServer, TestingError> {
         shared::start_private(&options)
@@ -209,13 +243,6 @@ impl TestServer {
 
     /// The URL of the server over its unix socket:
     /// `postgres://postgres@localhost/postgres?host=<socket dir>&port=<port>`.
-    ///
-    /// ```no_run
-    /// # use pglock_runtime::testing::TestServer;
-    /// let url = TestServer::shared()?.url();
-    /// assert!(url.starts_with("postgres://postgres@localhost/postgres?host=/"));
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
-    /// ```
     pub fn url(&self) -> String {
         format!(
             "postgres://postgres@localhost/postgres?host={}&port={}",
@@ -225,82 +252,37 @@ impl TestServer {
     }
 
     /// The URL of the server over TCP: `postgres://postgres@127.0.0.1:<port>/postgres`.
-    ///
-    /// ```no_run
-    /// # use pglock_runtime::testing::TestServer;
-    /// let server = TestServer::shared()?;
-    /// assert_eq!(server.tcp_url(), format!("postgres://postgres@127.0.0.1:{}/postgres", server.port()));
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
-    /// ```
     pub fn tcp_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// The port the server listens on (TCP on 127.0.0.1, and the unix
     /// socket's name).
-    ///
-    /// ```no_run
-    /// # use pglock_runtime::testing::TestServer;
-    /// let port = TestServer::shared()?.port();
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
-    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The server's data directory (`PGDATA`).
-    ///
-    /// ```no_run
-    /// # use pglock_runtime::testing::TestServer;
-    /// let data = TestServer::shared()?.data_dir();
-    /// assert!(data.join("PG_VERSION").exists());
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
-    /// ```
     pub fn data_dir(&self) -> &Path {
         &self.layout.data
     }
 
     /// The directory of the PostgreSQL binaries the server runs from.
-    ///
-    /// ```no_run
-    /// # use pglock_runtime::testing::TestServer;
-    /// let psql = TestServer::shared()?.bin_dir().join("psql");
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
-    /// ```
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
     }
 
     /// The server's log file.
-    ///
-    /// ```no_run
-    /// # use pglock_runtime::testing::TestServer;
-    /// let log = std::fs::read_to_string(TestServer::shared()?.log_file()).unwrap_or_default();
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
-    /// ```
     pub fn log_file(&self) -> &Path {
         &self.layout.log
     }
 
     /// The directory of the server's unix socket (`.s.PGSQL.<port>`).
-    ///
-    /// ```no_run
-    /// # use pglock_runtime::testing::TestServer;
-    /// let server = TestServer::shared()?;
-    /// assert!(server.socket_dir().join(format!(".s.PGSQL.{}", server.port())).exists());
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
-    /// ```
     pub fn socket_dir(&self) -> &Path {
         &self.layout.socket_dir
     }
 
     /// Whether this is the shared server of the test run.
-    ///
-    /// ```no_run
-    /// # use pglock_runtime::testing::TestServer;
-    /// assert!(TestServer::shared()?.is_shared());
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
-    /// ```
     pub fn is_shared(&self) -> bool {
         self.private.is_none()
     }
@@ -310,10 +292,10 @@ impl TestServer {
     /// server that was [stopped](Self::stop). Refused on the shared server.
     ///
     /// ```no_run
-    /// # use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// # use pglock_testing::{ServerOptions, TestServer};
     /// let server = TestServer::start(ServerOptions::new())?;
     /// server.restart()?;
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// # Ok::<(), pglock_testing::TestingError>(())
     /// ```
     pub fn restart(&self) -> Result<(), TestingError> {
         if self.is_shared() {
@@ -346,12 +328,15 @@ impl TestServer {
     /// `pg_hba.conf` trusts local replication connections.
     ///
     /// ```no_run
-    /// use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pglock_testing::{ServerOptions, TestServer};
     ///
     /// let primary = TestServer::start(ServerOptions::new())?;
     /// let standby = primary.start_standby()?;
-    /// assert_ne!(standby.port(), primary.port());
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// let pool = sqlx::PgPool::connect(&standby.url()).await?;
+    /// let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(&pool).await?;
+    /// assert!(in_recovery);
+    /// # Ok(()) }
     /// ```
     pub fn start_standby(&self) -> Result<TestServer, TestingError> {
         shared::start_standby(self)
@@ -365,12 +350,12 @@ impl TestServer {
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// # use pglock_testing::{ServerOptions, TestServer};
     /// # let primary = TestServer::start(ServerOptions::new())?;
     /// let standby = primary.start_standby()?;
     /// standby.restart()?;
     /// standby.wait_for_standby(Duration::from_secs(30))?;
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// # Ok::<(), pglock_testing::TestingError>(())
     /// ```
     pub fn wait_for_standby(&self, timeout: std::time::Duration) -> Result<(), TestingError> {
         standby::wait_until_streaming(self, timeout)
@@ -382,12 +367,12 @@ impl TestServer {
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// # use pglock_testing::{ServerOptions, TestServer};
     /// # let primary = TestServer::start(ServerOptions::new())?;
     /// let standby = primary.start_standby()?;
     /// // ... CREATE TABLE on the primary ...
     /// primary.wait_for_replay(&standby, Duration::from_secs(30))?;
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// # Ok::<(), pglock_testing::TestingError>(())
     /// ```
     pub fn wait_for_replay(
         &self,
@@ -402,11 +387,11 @@ impl TestServer {
     /// nothing. Refused on the shared server.
     ///
     /// ```no_run
-    /// # use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// # use pglock_testing::{ServerOptions, TestServer};
     /// let server = TestServer::start(ServerOptions::new())?;
     /// server.stop()?;
     /// assert!(std::net::TcpStream::connect(("127.0.0.1", server.port())).is_err());
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// # Ok::<(), pglock_testing::TestingError>(())
     /// ```
     pub fn stop(&self) -> Result<(), TestingError> {
         if self.is_shared() {
@@ -422,13 +407,13 @@ impl Drop for TestServer {
     /// to stderr. The shared server is left to its watchdog.
     ///
     /// ```no_run
-    /// use pglock_runtime::testing::{ServerOptions, TestServer};
+    /// use pglock_testing::{ServerOptions, TestServer};
     ///
     /// let server = TestServer::start(ServerOptions::new())?;
     /// let data = server.data_dir().to_owned();
     /// drop(server);
     /// assert!(!data.exists());
-    /// # Ok::<(), pglock_runtime::testing::TestingError>(())
+    /// # Ok::<(), pglock_testing::TestingError>(())
     /// ```
     fn drop(&mut self) {
         if self.private.is_none() {
@@ -453,7 +438,7 @@ impl Drop for TestServer {
 /// Settings of a private server ([`TestServer::start`]).
 ///
 /// ```
-/// use pglock_runtime::testing::ServerOptions;
+/// use pglock_testing::ServerOptions;
 ///
 /// let options = ServerOptions::new()
 ///     .setting("max_locks_per_transaction", "17")
@@ -470,7 +455,7 @@ impl ServerOptions {
     /// `max_connections=300`, `shared_buffers=32MB`).
     ///
     /// ```
-    /// let options = pglock_runtime::testing::ServerOptions::new();
+    /// let options = pglock_testing::ServerOptions::new();
     /// ```
     pub fn new() -> Self {
         Self::default()
@@ -481,7 +466,7 @@ impl ServerOptions {
     /// `unix_socket_directories` to the kit: the URLs depend on them.
     ///
     /// ```
-    /// let options = pglock_runtime::testing::ServerOptions::new().setting("lock_timeout", "5s");
+    /// let options = pglock_testing::ServerOptions::new().setting("lock_timeout", "5s");
     /// ```
     pub fn setting(mut self, name: &str, value: &str) -> Self {
         self.settings.push((name.to_owned(), value.to_owned()));
