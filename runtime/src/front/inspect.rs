@@ -98,8 +98,7 @@ impl LockRow {
         self.pid
     }
 
-    /// The lock id: bigint from `(classid << 32) | objid`, or the int4 pair
-    /// when `objsubid = 2`.
+    /// The lock id, decoded from the row (see [`crate::pg_locks`]).
     pub fn id(&self) -> LockId {
         self.id
     }
