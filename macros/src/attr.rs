@@ -454,7 +454,7 @@ fn literal_namespace(literal: Lit, space: Space) -> syn::Result<NamespaceArg> {
             Ok(NamespaceArg::Named { name, space })
         }
         Lit::Int(literal) => raw_namespace(literal, space),
-        other => unreachable!("only string and integer literals reach here: {other:?}"),
+        _ => unreachable!("only string and integer literals reach here"),
     }
 }
 
