@@ -12,14 +12,15 @@
 //! ```
 //!
 //! The crate is thin: `attr` parses the arguments, `timeout` reads the
-//! duration literal, `valid` checks the function's syntax, `expand` writes
-//! the lock statement. Every check that depends on a type is a trait bound
+//! duration literal, `suggest` finds the word a typo meant, `valid` checks
+//! the function's syntax, `expand` writes the lock statement. Every check that depends on a type is a trait bound
 //! in `pglock::__private`, with a message written for the user.
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
 mod attr;
 mod errors;
 mod expand;
+mod suggest;
 mod timeout;
 mod valid;
 

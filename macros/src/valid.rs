@@ -12,8 +12,9 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, Pat, ReturnType, Signature, Type};
 
-use crate::attr::{Args, Wait, closest};
+use crate::attr::{Args, Wait};
 use crate::errors::Errors;
+use crate::suggest::closest;
 
 /// What the expansion needs to know about the function.
 pub(crate) struct Checked {
