@@ -1,9 +1,13 @@
 //! Parsing the attribute's arguments.
 //!
-//! Every argument is `name` or `name = <expression>`; each setter checks its
-//! value on its own and rejects a second occurrence, then [`Builder::build`]
-//! applies the rules across arguments. Errors are collected rather than
-//! returned at the first one, so a user sees every mistake in one build.
+//! Every argument is `name` or `name = <expression>`, and has one row in
+//! [`ARGUMENTS`]: its name, whether it is a flag or takes a value (with an
+//! example), what to say when a required one is missing, and the words a
+//! user may write for it. Every message that lists or shows the arguments is
+//! derived from that table. Each row's setter checks its value on its own;
+//! a second occurrence is refused; then [`Builder::build`] applies the rules
+//! across arguments. Errors are collected rather than returned at the first
+//! one, so a user sees every mistake in one build.
 
 use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt;
@@ -13,7 +17,7 @@ use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Path, Token};
 
 use crate::errors::Errors;
-use crate::timeout;
+use crate::{suggest, timeout};
 
 /// The arguments of one `#[advisory_lock(...)]`, checked.
 pub(crate) struct Args {
@@ -69,21 +73,175 @@ pub(crate) enum Wait {
     Skip,
 }
 
-/// Every argument name, for "did you mean" suggestions and the messages
-/// that list what is accepted.
-const ARGUMENTS: &[&str] = &[
-    "ns",
-    "key",
-    "mode",
-    "timeout",
-    "no_wait",
-    "skip",
-    "savepoint",
-    "tx",
-    "crate",
+/// One argument the attribute accepts.
+struct Argument {
+    name: &'static str,
+    takes: Takes,
+    /// What to say when the argument is not given; `None` when it may be
+    /// left out.
+    missing: Option<&'static str>,
+    /// Words a user may write for this argument, which edit distance would
+    /// not find; an unknown argument among them is reported as this one.
+    synonyms: &'static [&'static str],
+}
+
+enum Takes {
+    /// `name` alone; the setter records where it was written.
+    Flag { set: fn(&mut Builder, Span) },
+    /// `name = value`, such as `example`; the setter checks the value and
+    /// records it with the span of the name.
+    Value {
+        example: &'static str,
+        set: fn(&mut Builder, Span, Expr) -> syn::Result<()>,
+    },
+}
+
+/// Every argument, in the order the messages list them.
+const ARGUMENTS: &[Argument] = &[
+    Argument {
+        name: "ns",
+        takes: Takes::Value {
+            example: "ns = \"billing:invoice\"",
+            set: |builder, span, value| {
+                builder.namespace = Some((span, namespace(value)?));
+                Ok(())
+            },
+        },
+        missing: Some(
+            "missing `ns`: name the lock namespace, such as `ns = \"billing:invoice\"`, \
+             an integer literal (`ns = 0x7275_6e6c_9e37_79b9`), `pair(..)` of either \
+             for the int4 pair key space, or the path of a `static` `pglock::Namespace` \
+             or `pglock::LockFamily<K>`",
+        ),
+        synonyms: &["namespace", "name", "family", "lock"],
+    },
+    Argument {
+        name: "key",
+        takes: Takes::Value {
+            example: "key = invoice_id",
+            set: |builder, span, value| {
+                builder.keys = Some((span, keys(value)?));
+                Ok(())
+            },
+        },
+        missing: Some(
+            "missing `key`: say what to lock, such as `key = invoice_id` (any expression \
+             over the parameters whose type implements `pglock::LockKey`), or \
+             `key = [from, to]` for several keys",
+        ),
+        synonyms: &["keys", "id", "ids"],
+    },
+    Argument {
+        name: "mode",
+        takes: Takes::Value {
+            example: "mode = shared",
+            set: |builder, span, value| {
+                builder.shared = Some((span, shared(value)?));
+                Ok(())
+            },
+        },
+        missing: None,
+        // A bare mode word (`shared`) is suggested as `mode = shared`, from
+        // `MODES`.
+        synonyms: &[],
+    },
+    Argument {
+        name: "timeout",
+        takes: Takes::Value {
+            example: "timeout = \"5s\"",
+            set: |builder, span, value| {
+                let value_span = value.span();
+                builder.timeout = Some((span, timeout::parse(value)?, value_span));
+                Ok(())
+            },
+        },
+        missing: None,
+        synonyms: &["lock_timeout", "wait", "max_wait"],
+    },
+    Argument {
+        name: "no_wait",
+        takes: Takes::Flag {
+            set: |builder, span| builder.no_wait = Some(span),
+        },
+        missing: None,
+        synonyms: &["nowait", "try", "try_lock", "no_block", "nonblocking"],
+    },
+    Argument {
+        name: "skip",
+        takes: Takes::Flag {
+            set: |builder, span| builder.skip = Some(span),
+        },
+        missing: None,
+        synonyms: &["skip_locked", "skip_if_busy", "or_skip"],
+    },
+    Argument {
+        name: "savepoint",
+        takes: Takes::Flag {
+            set: |builder, span| builder.savepoint = Some(span),
+        },
+        missing: None,
+        synonyms: &["in_savepoint", "save_point"],
+    },
+    Argument {
+        name: "tx",
+        takes: Takes::Value {
+            example: "tx = conn",
+            set: |builder, span, value| {
+                builder.tx = Some((span, transaction(value)?));
+                Ok(())
+            },
+        },
+        missing: None,
+        synonyms: &["transaction", "txn", "conn", "connection", "executor"],
+    },
+    Argument {
+        name: "crate",
+        takes: Takes::Value {
+            example: "crate = \"::my_pglock\"",
+            set: |builder, span, value| {
+                builder.krate = Some((span, krate(value)?));
+                Ok(())
+            },
+        },
+        missing: None,
+        synonyms: &["krate", "pglock", "crate_path"],
+    },
 ];
 
-const ACCEPTED: &str = "accepted arguments are `ns`, `key`, `mode`, `timeout`, `no_wait`, `skip`, `savepoint`, `tx` and `crate`";
+/// The modes `mode = ...` accepts, and whether each is shared; the first is
+/// the default.
+const MODES: &[(&str, bool)] = &[("exclusive", false), ("shared", true)];
+
+/// "accepted arguments are `ns`, `key`, ... and `crate`".
+fn accepted_arguments() -> String {
+    let names = ARGUMENTS
+        .iter()
+        .map(|argument| format!("`{}`", argument.name));
+    format!("accepted arguments are {}", listed(names))
+}
+
+/// "accepted modes are `exclusive` (the default) and `shared`".
+fn accepted_modes() -> String {
+    let modes = MODES
+        .iter()
+        .enumerate()
+        .map(|(index, (name, _))| match index {
+            0 => format!("`{name}` (the default)"),
+            _ => format!("`{name}`"),
+        });
+    format!("accepted modes are {}", listed(modes))
+}
+
+/// "a", "a and b", "a, b and c".
+fn listed(items: impl Iterator<Item = String>) -> String {
+    let mut items: Vec<String> = items.collect();
+    let last = items.pop().unwrap_or_default();
+    if items.is_empty() {
+        last
+    } else {
+        format!("{} and {last}", items.join(", "))
+    }
+}
 
 /// Parses the attribute's arguments; every error is in the `Err`.
 pub(crate) fn parse(args: TokenStream) -> syn::Result<Args> {
@@ -119,7 +277,7 @@ impl Parse for RawArg {
             let mut error = lookahead.error();
             error.combine(syn::Error::new(
                 error.span(),
-                format!("expected an argument name: {ACCEPTED}"),
+                format!("expected an argument name: {}", accepted_arguments()),
             ));
             return Err(error);
         }
@@ -169,27 +327,30 @@ impl Builder {
         let span = name.span();
         let key = name.to_string();
         let key = key.as_str();
-        if !ARGUMENTS.contains(&key) {
-            let suggestion = suggestion(key);
+        let Some(argument) = ARGUMENTS.iter().find(|argument| argument.name == key) else {
+            let suggestion = suggest_argument(key);
             if let Some(argument) = &suggestion {
                 // Reported as a typo of `argument`: don't also say it's missing.
                 self.suggested.push(argument.clone());
             }
             return Err(unknown_argument(&name, suggestion.as_deref()));
-        }
-        if let RawValue::List(group) = &value {
-            let hint = match key {
-                "ns" => "write `ns = \"...\"`, `ns = 0x...` or `ns = pair(...)`".to_owned(),
-                "no_wait" | "skip" | "savepoint" => {
-                    format!("`{key}` is a flag: write `{key}` alone")
-                }
-                _ => format!("write `{key} = ...`"),
-            };
-            return Err(syn::Error::new(
-                group.span(),
-                format!("unexpected parentheses after `{key}`: {hint}"),
-            ));
-        }
+        };
+        let value = match value {
+            RawValue::None => None,
+            RawValue::Expr(expr) => Some(expr),
+            RawValue::List(group) => {
+                let hint = match argument.takes {
+                    Takes::Flag { .. } => format!("`{key}` is a flag: write `{key}` alone"),
+                    Takes::Value { example, .. } => {
+                        format!("write `{key} = ...`, such as `{example}`")
+                    }
+                };
+                return Err(syn::Error::new(
+                    group.span(),
+                    format!("unexpected parentheses after `{key}`: {hint}"),
+                ));
+            }
+        };
         if self.seen.iter().any(|(seen, _)| seen == key) {
             return Err(syn::Error::new(
                 span,
@@ -197,53 +358,23 @@ impl Builder {
             ));
         }
         self.seen.push((key.to_owned(), span));
-        match key {
-            "no_wait" | "skip" | "savepoint" => {
-                if let RawValue::Expr(expr) = &value {
-                    return Err(syn::Error::new(
-                        expr.span(),
-                        format!(
-                            "`{key}` is a flag and takes no value: write `{key}` alone, or leave it out"
-                        ),
-                    ));
-                }
-                let slot = match key {
-                    "no_wait" => &mut self.no_wait,
-                    "skip" => &mut self.skip,
-                    _ => &mut self.savepoint,
-                };
-                *slot = Some(span);
-                return Ok(());
+        match (&argument.takes, value) {
+            (Takes::Flag { set }, None) => {
+                set(self, span);
+                Ok(())
             }
-            _ => {}
-        }
-        let RawValue::Expr(value) = value else {
-            let example = match key {
-                "ns" => "`ns = \"billing:invoice\"`",
-                "key" => "`key = invoice_id`",
-                "mode" => "`mode = shared`",
-                "timeout" => "`timeout = \"5s\"`",
-                "tx" => "`tx = tx`",
-                _ => "`crate = \"::pglock\"`",
-            };
-            return Err(syn::Error::new(
+            (Takes::Flag { .. }, Some(expr)) => Err(syn::Error::new(
+                expr.span(),
+                format!(
+                    "`{key}` is a flag and takes no value: write `{key}` alone, or leave it out"
+                ),
+            )),
+            (Takes::Value { set, .. }, Some(expr)) => set(self, span, expr),
+            (Takes::Value { example, .. }, None) => Err(syn::Error::new(
                 span,
-                format!("`{key}` needs a value, such as {example}"),
-            ));
-        };
-        match key {
-            "ns" => self.namespace = Some((span, namespace(value)?)),
-            "key" => self.keys = Some((span, keys(value)?)),
-            "mode" => self.shared = Some((span, shared(value)?)),
-            "timeout" => {
-                let value_span = value.span();
-                self.timeout = Some((span, timeout::parse(value)?, value_span));
-            }
-            "tx" => self.tx = Some((span, transaction(value)?)),
-            "crate" => self.krate = Some((span, krate(value)?)),
-            _ => unreachable!("every argument name is handled"),
+                format!("`{key}` needs a value, such as `{example}`"),
+            )),
         }
-        Ok(())
     }
 
     /// The rules across arguments.
@@ -253,22 +384,12 @@ impl Builder {
             self.seen.iter().any(|(seen, _)| seen == name)
                 || self.suggested.iter().any(|suggested| suggested == name)
         };
-        if !given("ns") {
-            errors.push(syn::Error::new(
-                Span::call_site(),
-                "missing `ns`: name the lock namespace, such as `ns = \"billing:invoice\"`, \
-                 an integer literal (`ns = 0x7275_6e6c_9e37_79b9`), `pair(..)` of either \
-                 for the int4 pair key space, or the path of a `static` `pglock::Namespace` \
-                 or `pglock::LockFamily<K>`",
-            ));
-        }
-        if !given("key") {
-            errors.push(syn::Error::new(
-                Span::call_site(),
-                "missing `key`: say what to lock, such as `key = invoice_id` (any expression \
-                 over the parameters whose type implements `pglock::LockKey`), or \
-                 `key = [from, to]` for several keys",
-            ));
+        for argument in ARGUMENTS {
+            if let Some(missing) = argument.missing
+                && !given(argument.name)
+            {
+                errors.push(syn::Error::new(Span::call_site(), missing));
+            }
         }
         // The later of two contradicting arguments is the guilty one.
         let position = |name: &str| self.seen.iter().position(|(seen, _)| seen == name);
@@ -337,67 +458,19 @@ fn unknown_argument(name: &Ident, suggestion: Option<&str>) -> syn::Error {
         Some(suggestion) => {
             format!("unknown argument `{written}`: did you mean `{suggestion}`?")
         }
-        None => format!("unknown argument `{written}`: {ACCEPTED}"),
+        None => format!("unknown argument `{written}`: {}", accepted_arguments()),
     };
     syn::Error::new(name.span(), message)
 }
 
-/// What an unknown argument was probably meant to be.
-fn suggestion(written: &str) -> Option<String> {
-    match written {
-        // Words a user may reach for, that edit distance would not find.
-        "namespace" | "name" | "family" | "lock" => Some("ns".to_owned()),
-        "keys" | "id" | "ids" => Some("key".to_owned()),
-        "shared" => Some("mode = shared".to_owned()),
-        "exclusive" => Some("mode = exclusive".to_owned()),
-        "nowait" | "try" | "try_lock" | "no_block" | "nonblocking" => Some("no_wait".to_owned()),
-        "skip_locked" | "skip_if_busy" | "or_skip" => Some("skip".to_owned()),
-        "lock_timeout" | "wait" | "max_wait" => Some("timeout".to_owned()),
-        "transaction" | "txn" | "conn" | "connection" | "executor" => Some("tx".to_owned()),
-        "in_savepoint" | "save_point" => Some("savepoint".to_owned()),
-        "krate" | "pglock" | "crate_path" => Some("crate".to_owned()),
-        _ => closest(written, ARGUMENTS).map(str::to_owned),
-    }
-}
-
-/// The candidate nearest to `written` by edit distance, if near enough to
-/// be a typo.
-pub(crate) fn closest<'a>(written: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let written = written.to_lowercase();
-    candidates
+/// What an unknown argument was probably meant to be, from the table.
+fn suggest_argument(written: &str) -> Option<String> {
+    let arguments: Vec<(&str, &[&str])> = ARGUMENTS
         .iter()
-        .map(|candidate| (edit_distance(&written, candidate), *candidate))
-        .filter(|(distance, candidate)| {
-            *distance <= (candidate.len().max(written.len()) / 3).max(1)
-        })
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate)
-}
-
-/// Levenshtein distance, with a transposition counted as one edit.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = best;
-        }
-    }
-    rows[a.len()][b.len()]
+        .map(|argument| (argument.name, argument.synonyms))
+        .collect();
+    let modes: Vec<&str> = MODES.iter().map(|(name, _)| *name).collect();
+    suggest::argument(written, &arguments, &modes)
 }
 
 fn namespace(value: Expr) -> syn::Result<NamespaceArg> {
@@ -454,7 +527,7 @@ fn literal_namespace(literal: Lit, space: Space) -> syn::Result<NamespaceArg> {
             Ok(NamespaceArg::Named { name, space })
         }
         Lit::Int(literal) => raw_namespace(literal, space),
-        other => unreachable!("only string and integer literals reach here: {other:?}"),
+        _ => unreachable!("only string and integer literals reach here"),
     }
 }
 
@@ -549,24 +622,23 @@ fn keys(value: Expr) -> syn::Result<KeyArg> {
 }
 
 fn shared(value: Expr) -> syn::Result<bool> {
-    const ACCEPTED_MODES: &str = "accepted modes are `exclusive` (the default) and `shared`";
+    let mode = |word: &str| MODES.iter().find(|(name, _)| *name == word);
     match &value {
         Expr::Path(path) if path.qself.is_none() => {
             if let Some(ident) = path.path.get_ident() {
-                return match ident.to_string().as_str() {
-                    "exclusive" => Ok(false),
-                    "shared" => Ok(true),
-                    other => {
-                        let hint = match closest(other, &["exclusive", "shared"]) {
-                            Some(near) => format!(" did you mean `{near}`?"),
-                            None => String::new(),
-                        };
-                        Err(syn::Error::new(
-                            ident.span(),
-                            format!("unknown mode `{other}`:{hint} {ACCEPTED_MODES}"),
-                        ))
-                    }
+                let written = ident.to_string();
+                if let Some(&(_, shared)) = mode(&written) {
+                    return Ok(shared);
+                }
+                let names: Vec<&str> = MODES.iter().map(|(name, _)| *name).collect();
+                let hint = match suggest::closest(&written, &names) {
+                    Some(near) => format!(" did you mean `{near}`?"),
+                    None => String::new(),
                 };
+                return Err(syn::Error::new(
+                    ident.span(),
+                    format!("unknown mode `{written}`:{hint} {}", accepted_modes()),
+                ));
             }
         }
         Expr::Lit(ExprLit {
@@ -574,7 +646,7 @@ fn shared(value: Expr) -> syn::Result<bool> {
             ..
         }) => {
             let value = text.value();
-            if value == "exclusive" || value == "shared" {
+            if mode(&value).is_some() {
                 return Err(syn::Error::new(
                     text.span(),
                     format!("write the mode without quotes: `mode = {value}`"),
@@ -585,7 +657,10 @@ fn shared(value: Expr) -> syn::Result<bool> {
     }
     Err(syn::Error::new(
         value.span(),
-        format!("`mode` takes a bare word: {ACCEPTED_MODES}, as in `mode = shared`"),
+        format!(
+            "`mode` takes a bare word: {}, as in `mode = shared`",
+            accepted_modes()
+        ),
     ))
 }
 
@@ -634,12 +709,56 @@ fn is_ident(expr: &Expr, name: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn names() -> Vec<&'static str> {
+        ARGUMENTS.iter().map(|argument| argument.name).collect()
+    }
+
     #[test]
     fn typos_suggest_the_nearest_argument() {
-        assert_eq!(closest("timout", ARGUMENTS), Some("timeout"));
-        assert_eq!(closest("tiemout", ARGUMENTS), Some("timeout"));
-        assert_eq!(closest("nowait", ARGUMENTS), Some("no_wait"));
-        assert_eq!(closest("sheared", &["exclusive", "shared"]), Some("shared"));
-        assert_eq!(closest("banana", ARGUMENTS), None);
+        let names = names();
+        assert_eq!(suggest::closest("timout", &names), Some("timeout"));
+        assert_eq!(suggest::closest("tiemout", &names), Some("timeout"));
+        assert_eq!(suggest::closest("nowait", &names), Some("no_wait"));
+        assert_eq!(
+            suggest::closest("sheared", &["exclusive", "shared"]),
+            Some("shared")
+        );
+        assert_eq!(suggest::closest("banana", &names), None);
+    }
+
+    #[test]
+    fn synonyms_and_bare_modes_suggest_the_argument_meant() {
+        assert_eq!(suggest_argument("namespace").as_deref(), Some("ns"));
+        assert_eq!(suggest_argument("conn").as_deref(), Some("tx"));
+        assert_eq!(suggest_argument("shared").as_deref(), Some("mode = shared"));
+        assert_eq!(suggest_argument("savepont").as_deref(), Some("savepoint"));
+        assert_eq!(suggest_argument("banana"), None);
+    }
+
+    #[test]
+    fn the_accepted_lists_name_every_row_in_order() {
+        assert_eq!(
+            accepted_arguments(),
+            "accepted arguments are `ns`, `key`, `mode`, `timeout`, `no_wait`, `skip`, \
+             `savepoint`, `tx` and `crate`"
+        );
+        assert_eq!(
+            accepted_modes(),
+            "accepted modes are `exclusive` (the default) and `shared`"
+        );
+    }
+
+    #[test]
+    fn no_word_is_the_synonym_of_two_arguments_or_an_argument_itself() {
+        let names = names();
+        let mut synonyms: Vec<&str> = ARGUMENTS
+            .iter()
+            .flat_map(|argument| argument.synonyms.iter().copied())
+            .collect();
+        let count = synonyms.len();
+        synonyms.sort_unstable();
+        synonyms.dedup();
+        assert_eq!(synonyms.len(), count);
+        assert!(synonyms.iter().all(|synonym| !names.contains(synonym)));
     }
 }

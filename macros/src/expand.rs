@@ -39,95 +39,11 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, ItemFn, LitStr, Stmt};
 
-use crate::attr::{self, Args, KeyArg, NamespaceArg, Space, Wait};
-use crate::errors::Errors;
-use crate::valid::{self, Checked};
+use crate::attr::{Args, KeyArg, NamespaceArg, Space, Wait};
+use crate::valid::Checked;
 
-pub(crate) fn advisory_lock(args: TokenStream, item: TokenStream) -> TokenStream {
-    let function = match syn::parse2::<ItemFn>(item.clone()) {
-        Ok(function) => function,
-        Err(_) => {
-            let mut output = not_a_function(item.clone()).to_compile_error();
-            output.extend(item);
-            return output;
-        }
-    };
-    let mut errors = Errors::new();
-    let args = errors.check(attr::parse(args));
-    let checked = match &args {
-        Some(args) => errors.check(valid::check(&function.sig, args)),
-        None => {
-            // The arguments are wrong; still say what is wrong with the
-            // function itself, in the same build.
-            errors.check(valid::check_kind(&function.sig));
-            None
-        }
-    };
-    match (errors.finish(), args, checked) {
-        (Ok(()), Some(args), Some(checked)) => expand(function, &args, &checked),
-        (result, _, _) => {
-            // Like `#[tokio::main]`: the function as written plus the errors,
-            // so that the rest of the crate still type-checks against it and
-            // an IDE keeps its completions.
-            let mut output = result
-                .err()
-                .map(|error| error.to_compile_error())
-                .unwrap_or_default();
-            output.extend(function.into_token_stream());
-            output
-        }
-    }
-}
-
-/// The error for an attribute on something other than a function with a
-/// body, spanned on the item's keyword.
-fn not_a_function(item: TokenStream) -> syn::Error {
-    if let Ok(declaration) = syn::parse2::<syn::TraitItemFn>(item.clone())
-        && declaration.default.is_none()
-    {
-        return syn::Error::new(
-            declaration.sig.fn_token.span,
-            "`#[advisory_lock]` goes on a function with a body: put it on the method of \
-             each `impl`, not on the trait's declaration",
-        );
-    }
-    let span = match syn::parse2::<syn::Item>(item) {
-        Ok(item) => keyword_span(&item),
-        Err(_) => Span::call_site(),
-    };
-    syn::Error::new(
-        span,
-        "`#[advisory_lock]` goes on an `async fn` that takes a transaction, such as \
-         `async fn settle(tx: &mut sqlx::Transaction<'_, Postgres>, id: Uuid) -> Result<(), AppError>`",
-    )
-}
-
-fn keyword_span(item: &syn::Item) -> Span {
-    use syn::Item;
-    match item {
-        Item::Const(item) => item.const_token.span,
-        Item::Enum(item) => item.enum_token.span,
-        Item::ExternCrate(item) => item.extern_token.span,
-        Item::ForeignMod(item) => item.abi.extern_token.span,
-        Item::Impl(item) => item.impl_token.span,
-        Item::Macro(item) => item.mac.path.span(),
-        Item::Mod(item) => item.mod_token.span,
-        Item::Static(item) => item.static_token.span,
-        Item::Struct(item) => item.struct_token.span,
-        Item::Trait(item) => item.trait_token.span,
-        Item::TraitAlias(item) => item.trait_token.span,
-        Item::Type(item) => item.type_token.span,
-        Item::Union(item) => item.union_token.span,
-        Item::Use(item) => item.use_token.span,
-        other => other
-            .to_token_stream()
-            .into_iter()
-            .next()
-            .map_or_else(Span::call_site, |token| token.span()),
-    }
-}
-
-fn expand(mut function: ItemFn, args: &Args, checked: &Checked) -> TokenStream {
+/// The function with the lock block as the first statement of its body.
+pub(crate) fn with_lock(mut function: ItemFn, args: &Args, checked: &Checked) -> TokenStream {
     let lock = lock_block(args, checked, &function.sig.ident);
     function
         .block
@@ -331,69 +247,4 @@ fn namespace(args: &Args, krate: &syn::Path) -> (TokenStream, Namespace) {
         },
         Namespace::Ours(quote!(&#name)),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use quote::quote;
-
-    use super::advisory_lock;
-
-    fn expand(args: proc_macro2::TokenStream) -> String {
-        let function = quote! {
-            async fn settle(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<(), AppError> {
-                Ok(())
-            }
-        };
-        advisory_lock(args, function).to_string()
-    }
-
-    fn expand_skip(args: proc_macro2::TokenStream) -> String {
-        let function = quote! {
-            async fn settle(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<Option<()>, AppError> {
-                Ok(None)
-            }
-        };
-        advisory_lock(args, function).to_string()
-    }
-
-    #[test]
-    fn a_renamed_crate_is_the_only_path_to_pglock() {
-        let expanded = expand_skip(quote!(
-            crate = "::renamed",
-            ns = "jobs",
-            key = [id, id],
-            skip
-        ));
-        assert!(expanded.contains(":: renamed :: __private"), "{expanded}");
-        assert!(!expanded.contains("pglock ::"), "{expanded}");
-    }
-
-    #[test]
-    fn the_lock_comes_before_the_body_and_the_signature_stays() {
-        let expanded = expand(quote!(
-            ns = "billing:invoice",
-            key = id,
-            mode = shared,
-            timeout = "5s"
-        ));
-        let signature = "async fn settle (tx : & mut Transaction < '_ , Postgres > , id : Uuid) -> Result < () , AppError > {";
-        assert!(expanded.starts_with(signature), "{expanded}");
-        let lock = expanded.find(":: pglock :: Namespace :: named (\"billing:invoice\")");
-        let shared = expanded.find(". shared ()");
-        let timeout = expanded.find("from_millis (5000u64)");
-        let body = expanded.rfind("Ok (())");
-        assert!(
-            lock < shared && shared < timeout && timeout < body,
-            "{expanded}"
-        );
-    }
-
-    #[test]
-    fn an_error_keeps_the_function_as_written() {
-        let expanded = expand(quote!(ns = "jobs", key = id, mode = sharde));
-        assert!(expanded.contains("compile_error !"), "{expanded}");
-        assert!(expanded.contains("async fn settle"), "{expanded}");
-        assert!(!expanded.contains("__private"), "{expanded}");
-    }
 }

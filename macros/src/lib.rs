@@ -11,19 +11,43 @@
 //! }
 //! ```
 //!
-//! The crate is thin: `attr` parses the arguments, `timeout` reads the
-//! duration literal, `valid` checks the function's syntax, `expand` writes
-//! the lock statement. Every check that depends on a type is a trait bound
-//! in `pglock::__private`, with a message written for the user.
+//! The crate is thin, and reads in phases, one module each (an arrow is an
+//! import; none goes back):
+//!
+//! - `lib` (here): the entry point and its docs; runs the phases in order
+//!   and, on an error, emits the function as written plus every error.
+//! - `attr`: reads the arguments, one table row per argument (`ns`, `key`,
+//!   `mode`, ...), into checked `Args`. → `timeout`, `suggest`, `errors`
+//! - `timeout`: reads `timeout = "5s"` into milliseconds that PostgreSQL's
+//!   `lock_timeout` can express.
+//! - `valid`: checks the item (a function with a body, `async`, not `const`)
+//!   and its signature against the arguments (the return type, the
+//!   transaction parameter), into what the expansion needs. → `attr`,
+//!   `suggest`, `errors`
+//! - `expand`: writes the lock block in front of the body; it decides
+//!   nothing and builds no error. → `attr`, `valid`
+//! - `suggest`: "did you mean", by synonym or edit distance, over words its
+//!   callers pass.
+//! - `errors`: collects independent errors to report them together.
+//!
+//! Every check that depends on a type is a trait bound in
+//! `pglock::__private`, with a message written for the user.
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
 mod attr;
 mod errors;
 mod expand;
+mod suggest;
 mod timeout;
 mod valid;
 
 use proc_macro::TokenStream;
+use quote::ToTokens;
+use syn::ItemFn;
+
+use crate::attr::Args;
+use crate::errors::Errors;
+use crate::valid::Checked;
 
 /// Takes a transaction-scoped PostgreSQL advisory lock before the body of an
 /// `async fn` runs; the lock lasts until the transaction commits or rolls
@@ -114,5 +138,126 @@ use proc_macro::TokenStream;
 /// expands first, so the inner one's code runs first.)
 #[proc_macro_attribute]
 pub fn advisory_lock(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::advisory_lock(args.into(), item.into()).into()
+    lock_function(args.into(), item.into()).into()
+}
+
+/// The phases in order: the item must be a function; then the arguments
+/// are read and the function checked against them, every independent error
+/// reported in the same build; then the lock is written.
+fn lock_function(
+    args: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    let function = match valid::function(item.clone()) {
+        Ok(function) => function,
+        Err(error) => return fallback(error, item),
+    };
+    match read_and_check(args, &function) {
+        Ok((args, checked)) => expand::with_lock(function, &args, &checked),
+        Err(errors) => fallback(errors, function.into_token_stream()),
+    }
+}
+
+/// The arguments and what the expansion needs to know about the function,
+/// or every error found in either.
+fn read_and_check(
+    args: proc_macro2::TokenStream,
+    function: &ItemFn,
+) -> syn::Result<(Args, Checked)> {
+    let mut errors = Errors::new();
+    let args = errors.check(attr::parse(args));
+    let checked = match &args {
+        Some(args) => errors.check(valid::check(&function.sig, args)),
+        None => {
+            // The arguments are wrong; still say what is wrong with the
+            // function itself, in the same build.
+            errors.check(valid::check_kind(&function.sig));
+            None
+        }
+    };
+    errors.finish()?;
+    Ok((
+        args.expect("no error was recorded"),
+        checked.expect("no error was recorded"),
+    ))
+}
+
+/// Like `#[tokio::main]`: the item as written plus the errors, so that the
+/// rest of the crate still type-checks against it and an IDE keeps its
+/// completions.
+///
+/// Input: the errors, and `async fn settle(..) -> Result<(), AppError> { body }`.
+///
+/// Output: `::core::compile_error! { "..." }` for each error, spanned on
+/// its guilty token, then `async fn settle(..) -> Result<(), AppError> { body }`
+/// unchanged.
+fn fallback(errors: syn::Error, item: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    let mut output = errors.to_compile_error();
+    output.extend(item);
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::lock_function;
+
+    fn expand(args: proc_macro2::TokenStream) -> String {
+        let function = quote! {
+            async fn settle(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<(), AppError> {
+                Ok(())
+            }
+        };
+        lock_function(args, function).to_string()
+    }
+
+    fn expand_skip(args: proc_macro2::TokenStream) -> String {
+        let function = quote! {
+            async fn settle(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<Option<()>, AppError> {
+                Ok(None)
+            }
+        };
+        lock_function(args, function).to_string()
+    }
+
+    #[test]
+    fn a_renamed_crate_is_the_only_path_to_pglock() {
+        let expanded = expand_skip(quote!(
+            crate = "::renamed",
+            ns = "jobs",
+            key = [id, id],
+            skip
+        ));
+        assert!(expanded.contains(":: renamed :: __private"), "{expanded}");
+        assert!(!expanded.contains("pglock ::"), "{expanded}");
+    }
+
+    #[test]
+    fn the_lock_comes_before_the_body_and_the_signature_stays() {
+        let expanded = expand(quote!(
+            ns = "billing:invoice",
+            key = id,
+            mode = shared,
+            timeout = "5s"
+        ));
+        let signature = "async fn settle (tx : & mut Transaction < '_ , Postgres > , id : Uuid) -> Result < () , AppError > {";
+        assert!(expanded.starts_with(signature), "{expanded}");
+        let lock = expanded.find(":: pglock :: Namespace :: named (\"billing:invoice\")");
+        let shared = expanded.find(". shared ()");
+        let timeout = expanded.find("from_millis (5000u64)");
+        let body = expanded.rfind("Ok (())");
+        assert!(
+            lock < shared && shared < timeout && timeout < body,
+            "{expanded}"
+        );
+    }
+
+    #[test]
+    fn an_error_keeps_the_function_as_written() {
+        let expanded = expand(quote!(ns = "jobs", key = id, mode = sharde));
+        assert!(expanded.contains("compile_error !"), "{expanded}");
+        assert!(expanded.contains("async fn settle"), "{expanded}");
+        assert!(!expanded.contains("__private"), "{expanded}");
+    }
 }

@@ -1,4 +1,5 @@
-//! Checks on the annotated function: what can be seen in its syntax.
+//! Checks on the annotated item: that it is a function with a body, and what
+//! can be seen in its signature.
 //!
 //! What depends on types (is this parameter a transaction, is this return
 //! type a `Result` whose error converts from `pglock::Error`, is this key a
@@ -10,10 +11,65 @@
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, Pat, ReturnType, Signature, Type};
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Signature, Type};
 
-use crate::attr::{Args, Wait, closest};
+use crate::attr::{Args, Wait};
 use crate::errors::Errors;
+use crate::suggest::closest;
+
+/// The item as a function with a body; anything else is refused, spanned
+/// on the item's keyword.
+pub(crate) fn function(item: TokenStream) -> syn::Result<ItemFn> {
+    syn::parse2::<ItemFn>(item.clone()).map_err(|_| not_a_function(item))
+}
+
+/// The error for an attribute on something other than a function with a
+/// body.
+fn not_a_function(item: TokenStream) -> syn::Error {
+    if let Ok(declaration) = syn::parse2::<syn::TraitItemFn>(item.clone())
+        && declaration.default.is_none()
+    {
+        return syn::Error::new(
+            declaration.sig.fn_token.span,
+            "`#[advisory_lock]` goes on a function with a body: put it on the method of \
+             each `impl`, not on the trait's declaration",
+        );
+    }
+    let span = match syn::parse2::<syn::Item>(item) {
+        Ok(item) => keyword_span(&item),
+        Err(_) => Span::call_site(),
+    };
+    syn::Error::new(
+        span,
+        "`#[advisory_lock]` goes on an `async fn` that takes a transaction, such as \
+         `async fn settle(tx: &mut sqlx::Transaction<'_, Postgres>, id: Uuid) -> Result<(), AppError>`",
+    )
+}
+
+fn keyword_span(item: &syn::Item) -> Span {
+    use syn::Item;
+    match item {
+        Item::Const(item) => item.const_token.span,
+        Item::Enum(item) => item.enum_token.span,
+        Item::ExternCrate(item) => item.extern_token.span,
+        Item::ForeignMod(item) => item.abi.extern_token.span,
+        Item::Impl(item) => item.impl_token.span,
+        Item::Macro(item) => item.mac.path.span(),
+        Item::Mod(item) => item.mod_token.span,
+        Item::Static(item) => item.static_token.span,
+        Item::Struct(item) => item.struct_token.span,
+        Item::Trait(item) => item.trait_token.span,
+        Item::TraitAlias(item) => item.trait_token.span,
+        Item::Type(item) => item.type_token.span,
+        Item::Union(item) => item.union_token.span,
+        Item::Use(item) => item.use_token.span,
+        other => other
+            .to_token_stream()
+            .into_iter()
+            .next()
+            .map_or_else(Span::call_site, |token| token.span()),
+    }
+}
 
 /// What the expansion needs to know about the function.
 pub(crate) struct Checked {
