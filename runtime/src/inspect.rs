@@ -1,5 +1,6 @@
 //! Who holds which advisory lock, and who waits for it.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use sqlx::{Executor, Postgres};
@@ -125,6 +126,10 @@ pub struct AdvisoryLock {
     blocked_by: Vec<i32>,
     namespace: Option<String>,
     application_name: Option<String>,
+    client_addr: Option<IpAddr>,
+    state: Option<String>,
+    time_in_state: Option<Duration>,
+    transaction_age: Option<Duration>,
 }
 
 impl AdvisoryLock {
@@ -224,6 +229,26 @@ impl AdvisoryLock {
     pub fn application_name(&self) -> Option<&str> {
         self.application_name.as_deref()
     }
+
+    /// The client's IP address; `None` over a unix socket, or when hidden.
+    pub fn client_addr(&self) -> Option<IpAddr> {
+        self.client_addr
+    }
+
+    /// The backend's state (`active`, `idle in transaction`, ...), when visible.
+    pub fn state(&self) -> Option<&str> {
+        self.state.as_deref()
+    }
+
+    /// How long the backend has been in its [`state`](Self::state), when visible.
+    pub fn time_in_state(&self) -> Option<Duration> {
+        self.time_in_state
+    }
+
+    /// How long the backend's transaction has run; `None` outside one, or when hidden.
+    pub fn transaction_age(&self) -> Option<Duration> {
+        self.transaction_age
+    }
 }
 
 /// An advisory lock held by a prepared transaction; see
@@ -269,13 +294,19 @@ type Row = (
     Vec<i32>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+    Option<f64>,
 );
 
 const INSPECT: &str = "SELECT l.pid, l.objsubid, l.classid::int8, l.objid::int8, l.mode, l.granted, \
         CASE WHEN l.granted THEN NULL \
              ELSE extract(epoch FROM pg_catalog.clock_timestamp() - l.waitstart)::float8 END, \
         CASE WHEN l.granted THEN '{}'::int4[] ELSE pg_catalog.pg_blocking_pids(l.pid) END, \
-        a.query, a.application_name \
+        a.query, a.application_name, pg_catalog.host(a.client_addr), a.state, \
+        extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change)::float8, \
+        extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)::float8 \
      FROM pg_catalog.pg_locks l \
      LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
      WHERE l.locktype = 'advisory' \
@@ -317,6 +348,10 @@ where
         blocked_by,
         query,
         application_name,
+        client_addr,
+        state,
+        time_in_state,
+        transaction_age,
     ) in rows
     {
         let id = decode_id(objsubid, classid, objid);
@@ -337,7 +372,7 @@ where
             id,
             mode,
             granted,
-            waited: waited.map(|secs| Duration::from_secs_f64(secs.max(0.0))),
+            waited: waited.map(seconds),
             blocked_by,
             // A backend waits for one lock at a time, so a waiter's marker
             // names the namespace of this very lock.
@@ -350,6 +385,10 @@ where
                     .map(str::to_owned)
             },
             application_name: application_name.filter(|_| !hidden),
+            client_addr: client_addr.and_then(|addr| addr.parse().ok()),
+            state,
+            time_in_state: time_in_state.map(seconds),
+            transaction_age: transaction_age.map(seconds),
         });
     }
     for index in 0..locks.len() {
@@ -366,6 +405,11 @@ where
         prepared,
         queries_visible,
     })
+}
+
+/// A span the server measured in seconds, as a `Duration` (never negative).
+fn seconds(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs.max(0.0))
 }
 
 /// `pg_locks` keeps a bigint id as two oids and `objsubid = 1`, a pair as
