@@ -67,9 +67,9 @@ pub(crate) enum Command {
 /// Which database to look at.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Database {
-    /// postgres://user:password@host:port/database?sslmode=...; without
-    /// it, PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE and their
-    /// defaults.
+    /// The database, as postgres://user:password@host:port/database;
+    /// without it, PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE and
+    /// their defaults.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub(crate) database_url: Option<String>,
 }
@@ -139,7 +139,9 @@ pub(crate) enum KeyType {
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = duration::parse(text)?;
     if interval < Duration::from_millis(100) {
-        return Err(format!("`{text}` is shorter than the shortest interval, 100ms"));
+        return Err(format!(
+            "`{text}` is shorter than the shortest interval, 100ms"
+        ));
     }
     Ok(interval)
 }

@@ -168,7 +168,9 @@ mod tests {
     #[test]
     fn a_marker_recovers_no_key_from_a_uuid() {
         let attribution = names(&[]).attribute(
-            INVOICES.id(&uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677)),
+            INVOICES.id(&uuid::Uuid::from_u128(
+                0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+            )),
             Some("billing:invoice"),
         );
         assert_eq!(attribution.key, None);

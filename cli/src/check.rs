@@ -58,10 +58,10 @@ pub(crate) async fn run(
 fn problems(listing: &Listing, idle_limit: Duration, wait_limit: Duration) -> Vec<String> {
     let mut stuck: BTreeMap<i32, Vec<&LockRow>> = BTreeMap::new();
     for row in listing.rows.iter().filter(|row| row.granted) {
-        if let (Some(pid), Some(idle)) = (row.pid, row.idle_in_transaction()) {
-            if idle > idle_limit {
-                stuck.entry(pid).or_default().push(row);
-            }
+        if let (Some(pid), Some(idle)) = (row.pid, row.idle_in_transaction())
+            && idle > idle_limit
+        {
+            stuck.entry(pid).or_default().push(row);
         }
     }
     let mut lines: Vec<String> = stuck
@@ -109,8 +109,13 @@ fn application(row: &LockRow) -> String {
     }
 }
 
-/// `id 555 (billing:invoice key=7, exclusive)`.
+/// `exclusive lock 555 of billing:invoice key=7`.
 fn describe_lock(row: &LockRow) -> String {
-    let mode = row.mode.map_or_else(|| "?".to_owned(), |mode| mode.to_string());
-    format!("id {} ({}, {mode})", row.id, row.namespace_text())
+    let mode = row
+        .mode
+        .map_or_else(|| "?".to_owned(), |mode| mode.to_string());
+    match row.attribution.namespace {
+        Some(_) => format!("{mode} lock {} of {}", row.id, row.namespace_text()),
+        None => format!("{mode} lock {} (namespace unknown)", row.id),
+    }
 }

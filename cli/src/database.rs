@@ -26,7 +26,11 @@ impl Session {
     /// Reads where to connect from `--database-url`, `DATABASE_URL` or the
     /// `PG*` variables, and connects.
     pub(crate) async fn connect(database: &args::Database) -> Result<Self, Failure> {
-        let options = match database.database_url.as_deref().filter(|url| !url.is_empty()) {
+        let options = match database
+            .database_url
+            .as_deref()
+            .filter(|url| !url.is_empty())
+        {
             Some(url) => PgConnectOptions::from_str(url)
                 .map_err(|error| Failure::from_sqlx(&error, "the database URL"))?,
             None => PgConnectOptions::new(),

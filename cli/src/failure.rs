@@ -87,9 +87,8 @@ impl Failure {
     /// A failure of the inspection on the server at `target`.
     pub(crate) fn from_inspection(error: &pglock_runtime::Error, target: &str) -> Self {
         match error {
-            pglock_runtime::Error::Database(cause) | pglock_runtime::Error::LockTableFull(cause) => {
-                Self::from_sqlx(cause, target)
-            }
+            pglock_runtime::Error::Database(cause)
+            | pglock_runtime::Error::LockTableFull(cause) => Self::from_sqlx(cause, target),
             other => Self::new(Status::Other, format!("{target}: {other}")),
         }
     }

@@ -26,12 +26,7 @@ pub(crate) fn run(args: &IdArgs) -> Result<String, Failure> {
     };
 
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "namespace  {} ({})",
-        args.namespace,
-        space.describe()
-    );
+    let _ = writeln!(out, "namespace  {} ({})", args.namespace, space.describe());
     let _ = writeln!(
         out,
         "key        {}",
@@ -59,9 +54,7 @@ fn find_in_pg_locks(id: LockId) -> String {
     let condition = pg_locks::MATCHES
         .replace("$1", &format!("({encoded})"))
         .replace("$2", &objsubid.to_string());
-    format!(
-        "SELECT l.pid, l.mode, l.granted FROM pg_catalog.pg_locks l\nWHERE {condition};"
-    )
+    format!("SELECT l.pid, l.mode, l.granted FROM pg_catalog.pg_locks l\nWHERE {condition};")
 }
 
 /// Which key space, and which namespace value in it.
@@ -104,7 +97,10 @@ impl KeySpace {
             Self::NamedPair => "Namespace::named_pair, int4 pair key space".to_owned(),
             Self::Raw(mask) => format!("Namespace::raw({mask:#018x}), bigint key space"),
             Self::RawPair(class) => {
-                format!("Namespace::raw_pair({:#010x}), int4 pair key space", class as u32)
+                format!(
+                    "Namespace::raw_pair({:#010x}), int4 pair key space",
+                    class as u32
+                )
             }
         }
     }
@@ -127,7 +123,9 @@ impl KeySpace {
                 "SELECT ({value})\n     # ({}) AS id;",
                 sha256_prefix_int8(&utf8(name))
             ),
-            Self::Raw(mask) => format!("SELECT ({value})\n     # X'{mask:016x}'::bit(64)::int8 AS id;"),
+            Self::Raw(mask) => {
+                format!("SELECT ({value})\n     # X'{mask:016x}'::bit(64)::int8 AS id;")
+            }
             Self::NamedPair | Self::RawPair(_) => {
                 let class = match self {
                     Self::RawPair(class) => format!("X'{:08x}'::bit(32)::int4", class as u32),
@@ -218,9 +216,7 @@ impl KeyValue {
                  # ('x' || right(replace('{uuid}'::uuid::text, '-', ''), 16))::bit(64)::int8)"
             ),
             KeyValue::Str(text) => sha256_prefix_int8(&utf8(text)),
-            KeyValue::Bytes(bytes) => {
-                sha256_prefix_int8(&format!("'\\x{}'::bytea", hex(bytes)))
-            }
+            KeyValue::Bytes(bytes) => sha256_prefix_int8(&format!("'\\x{}'::bytea", hex(bytes))),
         }
     }
 }
@@ -283,7 +279,9 @@ fn read_value(text: &str, key_type: Option<KeyType>) -> Result<KeyValue, String>
         }),
         Some(KeyType::Str) => Ok(KeyValue::Str(text.to_owned())),
         Some(KeyType::Bytes) => read_hex(text).map(KeyValue::Bytes).ok_or_else(|| {
-            format!("key `{text}` is not bytes in hex (such as deadbeef, 0xdeadbeef or \\xdeadbeef)")
+            format!(
+                "key `{text}` is not bytes in hex (such as deadbeef, 0xdeadbeef or \\xdeadbeef)"
+            )
         }),
         None => match read_int(text)? {
             Some(number) => Ok(KeyValue::Int(number)),
@@ -353,7 +351,7 @@ fn read_hex(text: &str) -> Option<Vec<u8>> {
         .strip_prefix("0x")
         .or_else(|| text.strip_prefix("\\x"))
         .unwrap_or(text);
-    if digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..digits.len())

@@ -67,7 +67,13 @@ pub(crate) fn render(listing: &Listing, marks: Marks, style: Style) -> String {
 }
 
 fn cells(row: &LockRow, marks: Marks, style: Style) -> Vec<Cell> {
-    let hidden = |text: &str| if row.visible { text.to_owned() } else { "?".to_owned() };
+    let hidden = |text: &str| {
+        if row.visible {
+            text.to_owned()
+        } else {
+            "?".to_owned()
+        }
+    };
     let pid = row
         .pid
         .map_or_else(|| "prepared".to_owned(), |pid| pid.to_string());
@@ -81,7 +87,9 @@ fn cells(row: &LockRow, marks: Marks, style: Style) -> Vec<Cell> {
         (Some(addr), _) => addr.to_string(),
         (None, _) => hidden("local"),
     };
-    let mode = row.mode.map_or_else(|| "?".to_owned(), |mode| mode.to_string());
+    let mode = row
+        .mode
+        .map_or_else(|| "?".to_owned(), |mode| mode.to_string());
     let blocked_by = row
         .blocked_by
         .iter()

@@ -38,7 +38,12 @@ pub fn server_url() -> String {
 
 /// `url` with another user, password or database. Keeps everything else
 /// (the socket directory in the query, the port).
-pub fn url_with(url: &str, user: Option<&str>, password: Option<&str>, database: Option<&str>) -> String {
+pub fn url_with(
+    url: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+    database: Option<&str>,
+) -> String {
     let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, rest) = rest.split_at(authority_end);
@@ -123,7 +128,9 @@ impl TestDatabase {
     }
 
     pub async fn drop_now(self) {
-        let mut admin = PgConnection::connect(&self.admin_url).await.expect("connect");
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .expect("connect");
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE {} WITH (FORCE)",
             self.name
@@ -250,7 +257,10 @@ pub async fn wait_until(conn: &mut PgConnection, pid: i32, condition: &str) {
         if holds == Some(true) {
             return;
         }
-        assert!(Instant::now() < deadline, "{condition} for pid {pid} within 30s");
+        assert!(
+            Instant::now() < deadline,
+            "{condition} for pid {pid} within 30s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
