@@ -40,7 +40,10 @@ pub(crate) fn format(duration: Duration) -> String {
     if millis < 1_000 {
         format!("{millis}ms")
     } else if secs < 60 {
-        format!("{}.{}s", secs, duration.subsec_millis() / 100)
+        match duration.subsec_millis() / 100 {
+            0 => format!("{secs}s"),
+            tenths => format!("{secs}.{tenths}s"),
+        }
     } else if secs < 3_600 {
         format!("{}m{:02}s", secs / 60, secs % 60)
     } else if secs < 86_400 {
@@ -80,6 +83,7 @@ mod tests {
     fn shows_the_precision_that_matters() {
         assert_eq!(format(Duration::from_millis(850)), "850ms");
         assert_eq!(format(Duration::from_millis(12_345)), "12.3s");
+        assert_eq!(format(Duration::from_millis(5_040)), "5s");
         assert_eq!(format(Duration::from_secs(15 * 60 + 2)), "15m02s");
         assert_eq!(format(Duration::from_secs(2 * 3_600 + 5 * 60)), "2h05m");
         assert_eq!(format(Duration::from_secs(3 * 86_400 + 4 * 3_600)), "3d04h");

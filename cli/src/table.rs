@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
+use comfy_table::{
+    Attribute, Cell, Color, ColumnConstraint, ContentArrangement, Table, Width, presets,
+};
 
 use crate::args::Marks;
 use crate::duration;
@@ -39,17 +41,28 @@ pub(crate) fn render(listing: &Listing, marks: Marks, style: Style) -> String {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header([
             "PID",
-            "APPLICATION",
             "CLIENT",
             "LOCK ID",
             "NAMESPACE",
-            "MODE",
-            "STATUS",
+            "LOCK",
             "BLOCKED BY",
             "BACKEND STATE",
         ]);
     for row in &listing.rows {
         table.add_row(cells(row, marks, style));
+    }
+    // Numbers are copied into queries: never wrap them. Words are not cut
+    // in the columns that say what is going on (widths count the padding).
+    let constraints = [
+        (0, ColumnConstraint::ContentWidth),
+        (2, ColumnConstraint::ContentWidth),
+        (4, ColumnConstraint::LowerBoundary(Width::Fixed(2 + 9))), // "exclusive"
+        (6, ColumnConstraint::LowerBoundary(Width::Fixed(2 + 11))), // "transaction"
+    ];
+    for (index, constraint) in constraints {
+        if let Some(column) = table.column_mut(index) {
+            column.set_constraint(constraint);
+        }
     }
     let _ = writeln!(out, "{table}");
 
@@ -77,15 +90,15 @@ fn cells(row: &LockRow, marks: Marks, style: Style) -> Vec<Cell> {
     let pid = row
         .pid
         .map_or_else(|| "prepared".to_owned(), |pid| pid.to_string());
-    let application = match (&row.application_name, row.pid) {
-        (_, None) => String::new(),
-        (Some(name), _) => name.clone(),
-        (None, _) => hidden(""),
+    // `application (address)`; `local` is a unix socket.
+    let address = match row.client_addr {
+        Some(addr) => addr.to_string(),
+        None => hidden("local"),
     };
-    let client = match (row.client_addr, row.pid) {
-        (_, None) => String::new(),
-        (Some(addr), _) => addr.to_string(),
-        (None, _) => hidden("local"),
+    let client = match row.application_name.as_deref() {
+        _ if row.pid.is_none() => String::new(),
+        Some(name) if !name.is_empty() => format!("{name} ({address})"),
+        _ => address,
     };
     let mode = row
         .mode
@@ -99,9 +112,9 @@ fn cells(row: &LockRow, marks: Marks, style: Style) -> Vec<Cell> {
 
     let slow = row.waited.filter(|waited| *waited > marks.slow);
     let status = match row.waited {
-        _ if row.granted => "held".to_owned(),
-        Some(waited) => format!("waiting {}", duration::format(waited)),
-        None => "waiting".to_owned(),
+        _ if row.granted => format!("{mode} held"),
+        Some(waited) => format!("{mode} waiting {}", duration::format(waited)),
+        None => format!("{mode} waiting"),
     };
     let stuck = row
         .idle_in_transaction()
@@ -116,11 +129,9 @@ fn cells(row: &LockRow, marks: Marks, style: Style) -> Vec<Cell> {
 
     vec![
         Cell::new(pid),
-        Cell::new(application),
         Cell::new(client),
         Cell::new(row.id),
         Cell::new(row.namespace_text()),
-        Cell::new(mode),
         flagged(status, slow.is_some(), Color::Yellow, style),
         Cell::new(blocked_by),
         flagged(state, stuck.is_some(), Color::Red, style),
@@ -172,10 +183,14 @@ fn attention(listing: &Listing, marks: Marks) -> Vec<String> {
             } else {
                 format!(" ({application})")
             };
+            let waiting = match waiting {
+                0 => String::new(),
+                waiting => format!(", which {waiting} backend(s) wait for"),
+            };
             format!(
                 "! pid {pid}{application} has been idle in transaction for {}, holding {held} \
-                 advisory lock(s) that {waiting} backend(s) wait for: they end only when it \
-                 commits, rolls back or is terminated",
+                 advisory lock(s){waiting}: they end only when it commits, rolls back or is \
+                 terminated",
                 duration::format(idle)
             )
         })

@@ -26,26 +26,32 @@ async fn the_table_shows_holders_waiters_and_who_blocks_whom() {
     let id = JOBS.id(&7_i64).to_string();
 
     let holder = row_of(&rows, scenario.holder);
-    assert_eq!(holder["APPLICATION"], "cli-holder");
+    let client = scenario
+        .client_addr
+        .clone()
+        .unwrap_or_else(|| "local".into());
+    assert_eq!(holder["CLIENT"], format!("cli-holder ({client})"));
     assert_eq!(holder["LOCK ID"], id);
     assert_eq!(
         holder["NAMESPACE"], "cli:jobs key=7",
         "from its waiters' markers"
     );
-    assert_eq!(holder["MODE"], "exclusive");
-    assert_eq!(holder["STATUS"], "held");
+    assert_eq!(holder["LOCK"], "exclusive held");
     assert_eq!(holder["BLOCKED BY"], "");
     assert!(holder["BACKEND STATE"].starts_with("idle "), "{holder:?}");
 
     let first = row_of(&rows, scenario.first_waiter);
     assert_eq!(first["LOCK ID"], id);
     assert_eq!(first["NAMESPACE"], "cli:jobs key=7");
-    assert!(first["STATUS"].starts_with("waiting "), "{first:?}");
+    assert!(first["LOCK"].starts_with("exclusive waiting "), "{first:?}");
     assert_eq!(first["BLOCKED BY"], scenario.holder.to_string());
     assert!(first["BACKEND STATE"].starts_with("active "), "{first:?}");
 
     let second = row_of(&rows, scenario.second_waiter);
-    assert!(second["STATUS"].starts_with("waiting "), "{second:?}");
+    assert!(
+        second["LOCK"].starts_with("exclusive waiting "),
+        "{second:?}"
+    );
     let mut blockers: Vec<i32> = second["BLOCKED BY"]
         .split(", ")
         .map(|pid| pid.parse().unwrap())
@@ -71,15 +77,14 @@ async fn the_table_shows_holders_waiters_and_who_blocks_whom() {
     );
     for reader in scenario.readers {
         let reader = row_of(&rows, reader);
-        assert_eq!(reader["MODE"], "shared");
-        assert_eq!(reader["STATUS"], "held");
+        assert_eq!(reader["LOCK"], "shared held");
         assert!(reader["LOCK ID"].starts_with('('), "a pair id: {reader:?}");
     }
-    let client = scenario
-        .client_addr
-        .clone()
-        .unwrap_or_else(|| "local".into());
-    assert!(rows.iter().all(|row| row["CLIENT"] == client), "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|row| row["CLIENT"].ends_with(&format!(" ({client})"))),
+        "{rows:?}"
+    );
     assert!(run.stdout.contains("6 advisory lock(s): 4 held, 2 awaited"));
     assert!(!run.stdout.contains('!'), "nothing is over the limits yet");
 
@@ -250,7 +255,7 @@ async fn a_holder_idle_in_transaction_too_long_stands_out() {
         "idle, not in a transaction"
     );
     assert!(
-        !row_of(&rows, scenario.first_waiter)["STATUS"].ends_with('!'),
+        !row_of(&rows, scenario.first_waiter)["LOCK"].ends_with('!'),
         "under --slow"
     );
     let line = run
@@ -268,7 +273,7 @@ async fn a_holder_idle_in_transaction_too_long_stands_out() {
     let run = pglock_on(&database.url, &["locks", "--slow", "300ms"]);
     let rows = table_rows(&run.stdout);
     assert!(
-        row_of(&rows, scenario.second_waiter)["STATUS"].ends_with(" !"),
+        row_of(&rows, scenario.second_waiter)["LOCK"].ends_with(" !"),
         "{rows:?}"
     );
 
@@ -333,9 +338,9 @@ async fn an_unprivileged_role_sees_every_lock_and_is_told_what_it_cannot_see() {
         "the waiters' markers are hidden too"
     );
     assert_eq!(
-        row_of(&rows, scenario.second_waiter)["STATUS"]
+        row_of(&rows, scenario.second_waiter)["LOCK"]
             .split(' ')
-            .next(),
+            .nth(1),
         Some("waiting"),
         "waits are visible to every role"
     );

@@ -54,7 +54,7 @@ async fn watch_refreshes_the_table_and_marks_slow_waits() {
             .iter()
             .find(|row| row["PID"] == scenario.second_waiter.to_string())
             .unwrap();
-        assert!(second["STATUS"].ends_with(" !"), "a slow wait: {second:?}");
+        assert!(second["LOCK"].ends_with(" !"), "a slow wait: {second:?}");
     }
 
     drop(scenario);
