@@ -6,8 +6,10 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use pglock::testing::{ServerOptions, TestServer};
 use serde_json::{Value, json};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
 use support::{
     JOBS, Scenario, TENANTS, TestDatabase, finish, json_lines, json_of, pglock, pglock_on, row_of,
     table_rows, unique, url_with,
@@ -18,7 +20,10 @@ async fn the_table_shows_holders_waiters_and_who_blocks_whom() {
     let database = TestDatabase::create().await;
     let scenario = Scenario::stage(&database).await;
 
-    let run = pglock_on(&database.url, &["locks"]);
+    let run = pglock_on(
+        &database.url,
+        &["locks", "--slow", "1h", "--idle-in-transaction", "1h"],
+    );
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.stderr, "", "a superuser sees everything");
     let rows = table_rows(&run.stdout);
@@ -469,4 +474,57 @@ fn on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
     let run = finish(output);
     assert_eq!(run.code, 0, "{run:?}");
     run.stdout
+}
+
+#[tokio::test]
+async fn a_client_over_tcp_shows_its_address() {
+    let server = TestServer::start(ServerOptions::new()).expect("a private server");
+    let options: PgConnectOptions = server.tcp_url().parse().unwrap();
+    let mut conn = options.application_name("cli-tcp").connect().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    JOBS.lock(&3_i64).acquire(&mut tx).await.unwrap();
+
+    let run = pglock_on(&server.tcp_url(), &["locks"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(table_rows(&run.stdout)[0]["CLIENT"], "cli-tcp (127.0.0.1)");
+    let run = pglock_on(&server.tcp_url(), &["locks", "--json"]);
+    assert_eq!(json_lines(&run.stdout)[0]["client_addr"], "127.0.0.1");
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lock_of_a_prepared_transaction_is_listed_without_a_backend() {
+    let server = TestServer::start(ServerOptions::new().setting("max_prepared_transactions", "2"))
+        .expect("a private server");
+    let mut conn = PgConnection::connect(&server.url()).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    JOBS.lock(&9_i64).shared().acquire(&mut tx).await.unwrap();
+    sqlx::query("PREPARE TRANSACTION 'pglock-cli-9'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+
+    let run = pglock_on(&server.url(), &["locks"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let rows = table_rows(&run.stdout);
+    assert_eq!(rows.len(), 1, "{}", run.stdout);
+    assert_eq!(rows[0]["PID"], "prepared");
+    assert_eq!(rows[0]["LOCK ID"], JOBS.id(&9_i64).to_string());
+    assert_eq!(rows[0]["LOCK"], "shared held");
+    assert_eq!(rows[0]["BACKEND STATE"], "prepared transaction");
+    assert!(
+        run.stdout
+            .contains("! 1 lock(s) held by prepared transactions"),
+        "{}",
+        run.stdout
+    );
+    let objects = json_lines(&pglock_on(&server.url(), &["locks", "--json"]).stdout);
+    assert_eq!(objects[0]["pid"], Value::Null);
+    assert_eq!(objects[0]["prepared"], true);
+
+    sqlx::query("ROLLBACK PREPARED 'pglock-cli-9'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
 }
