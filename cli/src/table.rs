@@ -80,20 +80,14 @@ pub(crate) fn render(listing: &Listing, marks: Marks, style: Style) -> String {
 }
 
 fn cells(row: &LockRow, marks: Marks, style: Style) -> Vec<Cell> {
-    let hidden = |text: &str| {
-        if row.visible {
-            text.to_owned()
-        } else {
-            "?".to_owned()
-        }
-    };
     let pid = row
         .pid
         .map_or_else(|| "prepared".to_owned(), |pid| pid.to_string());
     // `application (address)`; `local` is a unix socket.
     let address = match row.client_addr {
         Some(addr) => addr.to_string(),
-        None => hidden("local"),
+        None if row.visible => "local".to_owned(),
+        None => "?".to_owned(),
     };
     let client = match row.application_name.as_deref() {
         _ if row.pid.is_none() => String::new(),
