@@ -1,5 +1,6 @@
 //! Who holds which advisory lock, and who waits for it.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use sqlx::{Executor, Postgres};
@@ -90,6 +91,10 @@ pub struct LockRow {
     blocked_by: Vec<i32>,
     namespace: Option<String>,
     application_name: Option<String>,
+    client_addr: Option<IpAddr>,
+    state: Option<String>,
+    time_in_state: Option<Duration>,
+    transaction_age: Option<Duration>,
 }
 
 impl LockRow {
@@ -134,6 +139,26 @@ impl LockRow {
     pub fn application_name(&self) -> Option<&str> {
         self.application_name.as_deref()
     }
+
+    /// The client's IP address; `None` over a unix socket, or when hidden.
+    pub fn client_addr(&self) -> Option<IpAddr> {
+        self.client_addr
+    }
+
+    /// The backend's state (`active`, `idle in transaction`, ...), when visible.
+    pub fn state(&self) -> Option<&str> {
+        self.state.as_deref()
+    }
+
+    /// How long the backend has been in its [`state`](Self::state), when visible.
+    pub fn time_in_state(&self) -> Option<Duration> {
+        self.time_in_state
+    }
+
+    /// How long the backend's transaction has run; `None` outside one, or when hidden.
+    pub fn transaction_age(&self) -> Option<Duration> {
+        self.transaction_age
+    }
 }
 
 /// An advisory lock held by a prepared transaction; see
@@ -166,6 +191,10 @@ type Row = (
     Vec<i32>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+    Option<f64>,
 );
 
 /// What PostgreSQL shows instead of another role's query.
@@ -192,7 +221,21 @@ where
     let mut queries_visible = true;
     let mut locks = Vec::new();
     let mut prepared = Vec::new();
-    for (pid, objsubid, encoded, mode, granted, waited, blocked_by, query, application_name) in rows
+    for (
+        pid,
+        objsubid,
+        encoded,
+        mode,
+        granted,
+        waited,
+        blocked_by,
+        query,
+        application_name,
+        client_addr,
+        state,
+        time_in_state,
+        transaction_age,
+    ) in rows
     {
         let Some(id) = pg_locks::decode(encoded, objsubid) else {
             continue;
@@ -210,7 +253,7 @@ where
             id,
             mode,
             granted,
-            waited: waited.map(|secs| Duration::from_secs_f64(secs.max(0.0))),
+            waited: waited.map(seconds),
             blocked_by,
             // A backend waits for one lock at a time, so a waiter's marker
             // names the namespace of this very lock.
@@ -220,6 +263,10 @@ where
                 query.as_deref().and_then(marker::parse).map(str::to_owned)
             },
             application_name: application_name.filter(|_| !hidden),
+            client_addr: client_addr.and_then(|addr| addr.parse().ok()),
+            state,
+            time_in_state: time_in_state.map(seconds),
+            transaction_age: transaction_age.map(seconds),
         });
     }
     for index in 0..locks.len() {
@@ -236,4 +283,9 @@ where
         prepared,
         queries_visible,
     })
+}
+
+/// A span the server measured in seconds, as a `Duration` (never negative).
+fn seconds(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs.max(0.0))
 }
