@@ -7,8 +7,9 @@
 //!    re-check the directory, find the work done, and install nothing. Each
 //!    wait is logged once when it begins and once with its outcome.
 //! 3. A worker's backend is terminated (`pg_terminate_backend`) in the middle
-//!    of an install: its lock is gone at once, and the worker that waited
-//!    behind it finds the half-written install, and redoes it.
+//!    of an install: its lock is gone from `pg_locks` at once, the next
+//!    worker finds the half-written install and redoes it, and the first
+//!    worker learns at its next statement that its lock is gone, and stops.
 //!
 //! ```text
 //! cargo run --example install_cache
@@ -75,7 +76,7 @@ async fn main() -> Result<(), BoxError> {
         .await?
         .locks()
         .iter()
-        .filter(|row| ARTIFACTS.iter().any(|name| row.id() == INSTALLS.id(name)))
+        .filter(|row| ARTIFACTS.iter().any(|name| row.id() == cache.lock_id(name)))
         .cloned()
         .collect();
     assert!(left.is_empty(), "no install lock is left: {left:?}");
@@ -100,12 +101,12 @@ async fn different_names_install_in_parallel(
         .await;
     let inspection = pglock::inspect(pool).await?;
     let holder = |name: &str| {
-        let id = INSTALLS.id(name);
+        let id = cache.lock_id(name);
         inspection
             .held()
             .find(|row| row.id() == id)
             .map(|row| row.pid())
-            .ok_or(format!("pg_locks shows {name} held"))
+            .ok_or(format!("pg_locks shows nobody holding {name}"))
     };
     let (alpha_pid, beta_pid) = (holder("alpha")?, holder("beta")?);
     println!("   pg_locks: alpha held by backend {alpha_pid}, beta by backend {beta_pid}, at once");
@@ -133,7 +134,7 @@ async fn one_name_is_installed_once(pool: &PgPool, cache: &Arc<Cache>) -> Result
     let waiters: Vec<_> = (4..=6)
         .map(|worker| spawn_worker(pool, cache, "gamma", worker, None))
         .collect();
-    let queue = waiters_for(pool, INSTALLS.id("gamma"), waiters.len()).await?;
+    let queue = waiters_for(pool, cache.lock_id("gamma"), waiters.len()).await?;
     println!("   pg_locks: backends {queue:?} wait for gamma");
     installing.resume();
 
@@ -185,13 +186,13 @@ async fn a_killed_install_is_redone(pool: &PgPool, cache: &Arc<Cache>) -> Result
     let (pause, mut installing) = Pause::new();
     let doomed = spawn_worker(pool, cache, "delta", 8, Some(pause));
     installing.reached("worker 8 to be installing delta").await;
-    let id = INSTALLS.id("delta");
+    let id = cache.lock_id("delta");
     let holder = pglock::inspect(pool)
         .await?
         .held()
         .find(|row| row.id() == id)
         .map(|row| row.pid())
-        .ok_or("worker 8 holds delta")?;
+        .ok_or("pg_locks shows nobody holding delta")?;
     println!("   terminating backend {holder}, which holds delta (pg_terminate_backend)");
     sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(holder)
@@ -231,7 +232,7 @@ async fn a_killed_install_is_redone(pool: &PgPool, cache: &Arc<Cache>) -> Result
 /// What a worker found and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Outcome {
-    /// Installed before it looked: no lock taken.
+    /// Already installed when the worker looked: no lock taken.
     Cached,
     /// Installed by `by` while this worker waited for the lock.
     InstalledMeanwhile {
@@ -255,13 +256,15 @@ async fn ensure_installed(
     pause: Option<Pause>,
 ) -> Result<Outcome, BoxError> {
     // A complete install never changes again, so finding one needs no lock.
+    // Anything else is judged only under the lock: without it, a directory
+    // with no marker may be an install still in progress.
     if let State::Installed(_) = cache.state(name)? {
         println!("   {worker}: {name} is installed already");
         return Ok(Outcome::Cached);
     }
     let mut tx = pool.begin().await?;
     let waited = INSTALLS
-        .lock(name)
+        .lock(&cache.lock_key(name))
         .timeout(PATIENCE)
         .acquire(&mut tx)
         .await?
@@ -318,7 +321,9 @@ async fn install(
     }
     // A statement on the lock's transaction succeeds only while that
     // transaction, and so the lock, still exists: a worker whose backend
-    // was terminated learns it here and stops.
+    // was terminated learns it here and stops. This narrows the window but
+    // can't close it: the lock does not fence the file system, which is why
+    // the marker goes last and the next holder re-checks.
     sqlx::query("SELECT 1").execute(&mut *tx).await?;
     fs::write(dir.join("part-2"), format!("{name}, second half\n"))?;
     fs::write(dir.join(MARKER), worker)?;
@@ -375,6 +380,8 @@ where
 /// dropped, even after a failed assertion.
 struct Cache {
     root: PathBuf,
+    /// Tells this directory from any other.
+    id: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -388,12 +395,21 @@ enum State {
 
 impl Cache {
     fn create() -> std::io::Result<Self> {
-        let root = std::env::temp_dir().join(format!(
-            "pglock-install-cache-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let root = std::env::temp_dir().join(format!("pglock-install-cache-{id}"));
         fs::create_dir(&root)?;
-        Ok(Self { root })
+        Ok(Self { root, id })
+    }
+
+    /// The lock key of an artifact: its name in this directory. Installs
+    /// into two different directories (two runs of this example, say) don't
+    /// contend.
+    fn lock_key<'a>(&'a self, name: &'a str) -> (&'a str, &'a str) {
+        (&self.id, name)
+    }
+
+    fn lock_id(&self, name: &str) -> LockId {
+        INSTALLS.id(&self.lock_key(name))
     }
 
     fn artifact_dir(&self, name: &str) -> PathBuf {
