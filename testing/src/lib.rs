@@ -539,8 +539,15 @@ mod tests {
             searched: vec!["PGLOCK_PG_BINDIR (not set)".into()],
         };
         let text = error.to_string();
-        assert!(text.contains("must be"), "{text}");
-        assert!(text.contains("installed"), "{text}");
+        assert!(text.contains("must be installed"), "{text}");
+        assert!(text.contains("`apt-get install postgresql`"), "{text}");
+        assert!(text.contains("set PGLOCK_PG_BINDIR"), "{text}");
+        assert!(text.contains("set DATABASE_URL"), "{text}");
         assert!(text.contains("- PGLOCK_PG_BINDIR (not set)"), "{text}");
+        assert_eq!(
+            format!("{error:?}"),
+            text,
+            "`.expect()` and `main` print Debug: it must read as well"
+        );
     }
 }
