@@ -34,6 +34,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_connections(2)
         .connect(&url)
         .await?;
+    // Once per pool: a wait whose future is dropped (an aborted task, a
+    // `select!`) is then cancelled on the server, instead of keeping its
+    // pooled connection until the lock is free.
+    pglock::cancel_abandoned_waits(&pool);
 
     let schema = fresh_schema_name();
     println!("1. {WORKERS} workers install schema {schema} at once, without a lock:");

@@ -22,6 +22,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_connections(6)
         .connect(&url)
         .await?;
+    // Once per pool: a wait whose future is dropped (an aborted task, a
+    // `select!`) is then cancelled on the server, instead of keeping its
+    // pooled connection until the lock is free.
+    pglock::cancel_abandoned_waits(&pool);
 
     // A reader holds report 2026 in shared mode; a writer and another reader
     // queue up behind it (the reader waits behind the queued writer).

@@ -31,6 +31,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_connections(8)
         .connect(&url)
         .await?;
+    // Once per pool: a wait whose future is dropped (an aborted task, a
+    // `select!`) is then cancelled on the server, instead of keeping its
+    // pooled connection until the lock is free.
+    pglock::cancel_abandoned_waits(&pool);
+
     let invoice = uuid::Uuid::new_v4();
     println!(
         "invoice {invoice} locks advisory id {}",

@@ -35,6 +35,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_connections(8)
         .connect(&url)
         .await?;
+    // Once per pool: a wait whose future is dropped (an aborted task, a
+    // `select!`) is then cancelled on the server, instead of keeping its
+    // pooled connection until the lock is free.
+    pglock::cancel_abandoned_waits(&pool);
+
     let table = format!("jobs_{}", Uuid::new_v4().simple());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE {table} (id bigint PRIMARY KEY, run uuid, state text)"

@@ -5,8 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pglock::{Mode, testing};
+use pglock::{Mode, Namespace, advisory_lock, testing};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Postgres, Transaction};
 use support::*;
 
 #[tokio::test]
@@ -103,5 +104,58 @@ async fn a_lock_set_wait_whose_future_is_dropped_is_cancelled_too() {
         assert!(Instant::now() < deadline, "left behind: {remaining:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    holder.release().await.unwrap();
+}
+
+static ORDERS: Namespace = Namespace::named("test:cancellation:orders");
+
+/// Waits for `order`'s lock with no timeout: only a cancel ends the wait
+/// before the holder lets go.
+#[advisory_lock(ns = ORDERS, key = order)]
+async fn settle_order(tx: &mut Transaction<'_, Postgres>, order: i64) -> Result<(), pglock::Error> {
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_annotated_function_aborted_while_it_waits_gives_its_connection_back_at_once() {
+    let observer = pool().await;
+    // One connection, registered as the README's setup does: the aborted
+    // wait holds the only one.
+    let single = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&testing::database_url().unwrap())
+        .await
+        .unwrap();
+    pglock::cancel_abandoned_waits(&single);
+    let order = uuid::Uuid::new_v4().as_u64_pair().0 as i64;
+    let id = ORDERS.id(&order);
+    let holder = testing::hold_lock(&observer, &ORDERS, &order, Mode::Exclusive)
+        .await
+        .unwrap();
+
+    let waiter_pool = single.clone();
+    let waiter = tokio::spawn(async move {
+        let mut tx = waiter_pool.begin().await.unwrap();
+        settle_order(&mut tx, order).await
+    });
+    wait_for_waiters(&observer, id, 1).await;
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+
+    // Without the cancel, this would wait until the holder lets go.
+    let mut conn = tokio::time::timeout(Duration::from_secs(5), single.acquire())
+        .await
+        .expect("the pool's only connection came back within 5 s")
+        .unwrap();
+    // It serves (the pool may have replaced the connection whose
+    // transaction the cancel aborted).
+    backend_pid(&mut conn).await;
+    assert_eq!(
+        locks_on(&observer, id).await,
+        vec![(holder.pid(), "ExclusiveLock".to_owned(), true)],
+        "the holder still holds the lock, and nobody waits for it"
+    );
+    drop(conn);
     holder.release().await.unwrap();
 }

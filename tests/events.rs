@@ -4,7 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::capture::Capture;
+use pglock::{Mode, testing};
+use support::capture::{Capture, capture};
 use support::*;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -92,5 +93,54 @@ async fn a_busy_lock_that_is_not_waited_for_says_so_once() {
     for event in &events {
         assert_eq!(event.fields["outcome"], "busy");
         assert_eq!(event.fields["namespace"], ns.label());
+    }
+}
+
+/// No pool of this test binary is registered with
+/// `cancel_abandoned_waits`, and no other test here abandons a wait: the
+/// warning is said once per process.
+#[tokio::test]
+async fn abandoned_waits_without_a_registered_pool_warn_once_naming_the_fix() {
+    let (capture, _guard) = capture();
+    let pool = pool().await;
+    let ns = namespace("abandoned_unregistered");
+    let id = ns.id(&1_i64);
+    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
+        .await
+        .unwrap();
+
+    for waiting in 1..=2 {
+        let waiter_pool = pool.clone();
+        let waiter = tokio::spawn(async move {
+            let mut tx = waiter_pool.begin().await.unwrap();
+            ns.lock(&1_i64).acquire(&mut tx).await
+        });
+        // Not cancelled: the first abandoned wait is still there.
+        wait_for_waiters(&pool, id, waiting).await;
+        waiter.abort();
+        assert!(waiter.await.unwrap_err().is_cancelled());
+    }
+
+    let events = capture.events();
+    let warnings: Vec<_> = events
+        .iter()
+        .filter(|event| event.level == tracing::Level::WARN)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{events:?}");
+    assert!(
+        warnings[0].fields["message"].contains("pglock::cancel_abandoned_waits(&pool)"),
+        "{warnings:?}"
+    );
+    let abandoned = events
+        .iter()
+        .filter(|event| event.fields["message"].contains("abandoned"))
+        .count();
+    assert_eq!(abandoned, 2, "each abandoned wait is told: {events:?}");
+
+    holder.release().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !locks_on(&pool, id).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the waits ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

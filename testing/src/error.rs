@@ -6,7 +6,9 @@ use std::path::PathBuf;
 /// Why the testing kit could not provide a PostgreSQL server.
 ///
 /// Every variant says what was tried and what to do about it, so that a
-/// test that fails with `.expect("test server")` explains itself.
+/// test that fails with `.expect("test server")` explains itself: its
+/// `Debug` is its `Display`, because that is what `.unwrap()`, `.expect()`
+/// and a `main` (or test) returning `Result<(), Box<dyn Error>>` print.
 ///
 /// ```no_run
 /// use pglock_testing::{TestServer, TestingError};
@@ -18,7 +20,6 @@ use std::path::PathBuf;
 /// }
 /// ```
 #[non_exhaustive]
-#[derive(Debug)]
 pub enum TestingError {
     /// The PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`) were
     /// not found.
@@ -135,10 +136,11 @@ impl fmt::Display for TestingError {
             TestingError::BinariesNotFound { searched } => {
                 write!(
                     f,
-                    "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; they must be \
-                     installed to run the tests without DATABASE_URL (Debian/Ubuntu: \
-                     `apt-get install postgresql`), or set PGLOCK_PG_BINDIR to the directory \
-                     that holds them, or set DATABASE_URL to an existing server. Searched:"
+                    "PostgreSQL's server binaries (initdb, pg_ctl, postgres) were not found, and \
+                     without DATABASE_URL they must be installed to start a throwaway server: \
+                     install them (Debian/Ubuntu: `apt-get install postgresql`), or set \
+                     PGLOCK_PG_BINDIR to the directory that holds them; or set DATABASE_URL to \
+                     use an existing server. Searched:"
                 )?;
                 for place in searched {
                     write!(f, "\n  - {place}")?;
@@ -241,6 +243,15 @@ impl fmt::Display for TestingError {
             TestingError::InvalidEnv { name, message } => write!(f, "{name}: {message}"),
             TestingError::Io { context, source } => write!(f, "{context}: {source}"),
         }
+    }
+}
+
+/// The same text as `Display`: a derived `Debug` (`BinariesNotFound {
+/// searched: [...] }`) is what a failed `.expect()` or `main` would show,
+/// and it says neither what went wrong in words nor what to do.
+impl fmt::Debug for TestingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -23,7 +23,9 @@
 //!   streaming from it (`pg_basebackup -R`);
 //! - [`PgBouncer::start`] puts PgBouncer (transaction pooling by default) in
 //!   front of a server, on a loopback port; it needs the `pgbouncer` program
-//!   (`apt-get install pgbouncer`);
+//!   (`apt-get install pgbouncer`), and [`PgBouncer::installed_or_skip`]
+//!   skips a test on a machine without it (or fails it, with
+//!   `PGLOCK_REQUIRE_PGBOUNCER` set);
 //! - [`hold_lock`], [`wait_for_waiter`], [`holds`] and [`assert_holds`] let
 //!   a test contend with its code and check, in `pg_locks`, what it holds.
 //!
@@ -50,6 +52,13 @@
 //! changed: each server is a fresh cluster with `trust` authentication for
 //! the user `postgres`, tuned for speed (`fsync=off`), listening on
 //! 127.0.0.1 and on a unix socket, on a free port.
+//!
+//! For [`PgBouncer`], the `pgbouncer` program (Debian and Ubuntu:
+//! `apt-get install pgbouncer`), found on `PATH`, else in `/usr/sbin`,
+//! `/sbin`, `/usr/bin` or `/bin`. A test that needs it and starts with
+//! [`PgBouncer::installed_or_skip`] is skipped without it, printing one line
+//! that says so; set `PGLOCK_REQUIRE_PGBOUNCER=1` (as a CI should) to make a
+//! missing `pgbouncer` fail such tests instead.
 //!
 //! `initdb` and `postgres` refuse to run as root. When the tests run as
 //! root (containers, CI), the server runs as `PGLOCK_PG_USER`, else
@@ -530,8 +539,15 @@ mod tests {
             searched: vec!["PGLOCK_PG_BINDIR (not set)".into()],
         };
         let text = error.to_string();
-        assert!(text.contains("must be"), "{text}");
-        assert!(text.contains("installed"), "{text}");
+        assert!(text.contains("must be installed"), "{text}");
+        assert!(text.contains("`apt-get install postgresql`"), "{text}");
+        assert!(text.contains("set PGLOCK_PG_BINDIR"), "{text}");
+        assert!(text.contains("set DATABASE_URL"), "{text}");
         assert!(text.contains("- PGLOCK_PG_BINDIR (not set)"), "{text}");
+        assert_eq!(
+            format!("{error:?}"),
+            text,
+            "`.expect()` and `main` print Debug: it must read as well"
+        );
     }
 }

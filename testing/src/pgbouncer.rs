@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,11 @@ const LOG_TAIL_LINES: usize = 30;
 /// The first PgBouncer release that tracks protocol-level named prepared
 /// statements in transaction pooling mode (`max_prepared_statements`).
 const PREPARED_STATEMENTS_SINCE: (u32, u32) = (1, 21);
+/// Environment variable that turns a missing `pgbouncer` into a failure of
+/// the tests that need it, instead of a skip ([`PgBouncer::installed_or_skip`]).
+const REQUIRE_VAR: &str = "PGLOCK_REQUIRE_PGBOUNCER";
+/// What to run to get PgBouncer, in every message that says it is missing.
+const INSTALL_HINT: &str = "Debian/Ubuntu: `apt-get install pgbouncer`";
 
 /// When PgBouncer gives a client's server connection back to its pool
 /// (`pool_mode`).
@@ -173,7 +179,9 @@ impl PgBouncerOptions {
 /// dropping it, the server's watchdog stops it with the server.
 ///
 /// The machine needs PgBouncer (Debian/Ubuntu: `apt-get install pgbouncer`);
-/// without it, starting fails with [`TestingError::ToolNotFound`].
+/// without it, starting fails with [`TestingError::ToolNotFound`]. A test
+/// that needs it starts with [`PgBouncer::installed_or_skip`], which skips
+/// it on a machine without PgBouncer unless `PGLOCK_REQUIRE_PGBOUNCER` is set.
 ///
 /// # Prepared statements
 ///
@@ -222,6 +230,68 @@ pub struct PgBouncer {
 }
 
 impl PgBouncer {
+    /// Whether a test that needs PgBouncer can run: `true` when the
+    /// `pgbouncer` program is installed. When it is not, the test is skipped:
+    /// this prints one line saying so and how to install it, and returns
+    /// `false`, so that the test returns at once and passes. With
+    /// `PGLOCK_REQUIRE_PGBOUNCER` set (to anything but empty or `0`), a
+    /// missing PgBouncer fails the test instead: CI sets it, so that its
+    /// PgBouncer tests never pass by being skipped.
+    ///
+    /// The line goes straight to the process's stderr, past the test
+    /// harness's output capture, so that `cargo test` shows it although the
+    /// test passes:
+    ///
+    /// ```text
+    /// pglock testing: SKIPPED <test>: PgBouncer is not installed (Debian/Ubuntu: `apt-get install pgbouncer`; PGLOCK_REQUIRE_PGBOUNCER=1 makes this a failure)
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When PgBouncer is missing and `PGLOCK_REQUIRE_PGBOUNCER` is set.
+    ///
+    /// ```no_run
+    /// use pglock_testing::{PgBouncer, ServerOptions, TestServer};
+    ///
+    /// #[test]
+    /// fn through_pgbouncer() {
+    ///     if !PgBouncer::installed_or_skip() {
+    ///         return;
+    ///     }
+    ///     let server = TestServer::start(ServerOptions::new()).expect("a private server");
+    ///     let bouncer = PgBouncer::start(&server).expect("PgBouncer");
+    ///     // ...
+    /// }
+    /// # fn main() {}
+    /// ```
+    #[track_caller]
+    pub fn installed_or_skip() -> bool {
+        if find_program("pgbouncer").is_some() {
+            return true;
+        }
+        let required = std::env::var_os(REQUIRE_VAR).is_some_and(|v| !v.is_empty() && v != "0");
+        if required {
+            panic!(
+                "PgBouncer is not installed, and {REQUIRE_VAR} is set, so the tests that need \
+                 it must run: install it ({INSTALL_HINT})"
+            );
+        }
+        // libtest names each test's thread after the test.
+        let thread = thread::current();
+        let test = thread
+            .name()
+            .filter(|name| *name != "main")
+            .unwrap_or("a test");
+        // Past the harness's capture (which takes only `print!` and
+        // `eprint!`): a skip must be seen, not only a pass.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "pglock testing: SKIPPED {test}: PgBouncer is not installed ({INSTALL_HINT}; \
+             {REQUIRE_VAR}=1 makes this a failure)"
+        );
+        false
+    }
+
     /// Starts a PgBouncer in transaction pooling mode in front of `server`,
     /// with the [default options](PgBouncerOptions::default). Blocks until a
     /// query through it has succeeded.

@@ -21,6 +21,7 @@
 //! savepoint); when it is dropped it rolls back, and its connection goes back
 //! into service or, if the pool's check finds it unusable, is replaced.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,10 +39,15 @@ use crate::sql::{marker, pg_locks};
 /// the cancel's runtime must not be handed to the pool's other users.
 static SERVERS: Mutex<Vec<Arc<PgConnectOptions>>> = Mutex::new(Vec::new());
 
+/// Whether this process has warned that an abandoned wait found no
+/// registered pool: the fix is one call at start-up, so it is said once.
+static WARNED_UNREGISTERED: AtomicBool = AtomicBool::new(false);
+
 /// Lets pglock cancel the server-side wait of an acquisition whose future
 /// was dropped, on a connection it opens with `pool`'s options. Call it once
 /// per pool at start-up; without it, an abandoned wait keeps its connection
-/// until the lock is granted or the wait times out (and a warning says so).
+/// until the lock is granted or the wait times out (and the first one in the
+/// process says so in a warning).
 ///
 /// The cancel is aimed precisely: only the backend that the abandoned
 /// acquisition ran on, and only while it still waits for that lock.
@@ -81,11 +87,15 @@ impl Drop for AbandonGuard<'_> {
             .clone();
         let runtime = tokio::runtime::Handle::try_current();
         match (servers.is_empty(), runtime) {
+            (true, _) => {
+                let first = !WARNED_UNREGISTERED.swap(true, Ordering::Relaxed);
+                events::wait_abandoned_unregistered(self.lock, self.pid, first);
+            }
             (false, Ok(runtime)) => {
-                events::wait_abandoned(self.lock, self.pid, true);
+                events::wait_abandoned(self.lock, self.pid);
                 runtime.spawn(cancel_wait(servers, self.pid, self.lock.id()));
             }
-            _ => events::wait_abandoned(self.lock, self.pid, false),
+            (false, Err(_)) => events::wait_abandoned_without_runtime(self.lock, self.pid),
         }
     }
 }

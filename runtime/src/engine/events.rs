@@ -74,26 +74,53 @@ pub(crate) fn wait_ended(lock: &LockIdentity, outcome: &Result<(), Error>, start
     }
 }
 
-/// A transaction's wait was abandoned by its caller; `cancelling` says
-/// whether a registered pool lets pglock cancel it.
-pub(crate) fn wait_abandoned(lock: &LockIdentity, pid: i32, cancelling: bool) {
-    if cancelling {
-        lock_event!(
-            Level::INFO,
-            lock,
-            pid,
-            "lock acquisition abandoned while waiting; cancelling the server-side wait"
-        );
-    } else {
+/// A transaction's wait was abandoned by its caller, and pglock cancels it
+/// through a registered pool.
+pub(crate) fn wait_abandoned(lock: &LockIdentity, pid: i32) {
+    lock_event!(
+        Level::INFO,
+        lock,
+        pid,
+        "lock acquisition abandoned while waiting; cancelling the server-side wait"
+    );
+}
+
+/// A transaction's wait was abandoned by its caller, and no pool is
+/// registered to cancel it. The missing registration is one fix for the whole
+/// process, so the warning that names it is said once (`first`); later
+/// abandoned waits say so at debug level.
+pub(crate) fn wait_abandoned_unregistered(lock: &LockIdentity, pid: i32, first: bool) {
+    if first {
         lock_event!(
             Level::WARN,
             lock,
             pid,
-            "lock acquisition abandoned while waiting; its connection stays behind the \
-             server-side wait until the lock is granted or times out \
-             (register the pool with pglock::cancel_abandoned_waits to cancel such waits)"
+            "lock acquisition abandoned while waiting, and no pool is registered to cancel \
+             the server-side wait: its connection stays behind the wait until the lock is \
+             granted or times out; call pglock::cancel_abandoned_waits(&pool) once per pool \
+             at start-up (said once per process)"
+        );
+    } else {
+        lock_event!(
+            Level::DEBUG,
+            lock,
+            pid,
+            "lock acquisition abandoned while waiting; not cancelled: no pool is registered"
         );
     }
+}
+
+/// A transaction's wait was abandoned outside a tokio runtime, where the
+/// cancel can't be spawned.
+pub(crate) fn wait_abandoned_without_runtime(lock: &LockIdentity, pid: i32) {
+    lock_event!(
+        Level::WARN,
+        lock,
+        pid,
+        "lock acquisition abandoned while waiting, outside a tokio runtime: the server-side \
+         wait can't be cancelled, and its connection stays behind it until the lock is \
+         granted or times out"
+    );
 }
 
 /// The cancel of an abandoned wait failed at `step` (`connect`, `cancel`).
