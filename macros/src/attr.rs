@@ -92,6 +92,8 @@ enum Takes {
     /// records it with the span of the name.
     Value {
         example: &'static str,
+        /// Every form the value takes, when one example can't show them.
+        forms: Option<&'static str>,
         set: fn(&mut Builder, Span, Expr) -> syn::Result<()>,
     },
 }
@@ -102,6 +104,7 @@ const ARGUMENTS: &[Argument] = &[
         name: "ns",
         takes: Takes::Value {
             example: "ns = \"billing:invoice\"",
+            forms: Some("`ns = \"...\"`, `ns = 0x...` or `ns = pair(...)`"),
             set: |builder, span, value| {
                 builder.namespace = Some((span, namespace(value)?));
                 Ok(())
@@ -119,6 +122,7 @@ const ARGUMENTS: &[Argument] = &[
         name: "key",
         takes: Takes::Value {
             example: "key = invoice_id",
+            forms: None,
             set: |builder, span, value| {
                 builder.keys = Some((span, keys(value)?));
                 Ok(())
@@ -135,6 +139,7 @@ const ARGUMENTS: &[Argument] = &[
         name: "mode",
         takes: Takes::Value {
             example: "mode = shared",
+            forms: None,
             set: |builder, span, value| {
                 builder.shared = Some((span, shared(value)?));
                 Ok(())
@@ -149,6 +154,7 @@ const ARGUMENTS: &[Argument] = &[
         name: "timeout",
         takes: Takes::Value {
             example: "timeout = \"5s\"",
+            forms: None,
             set: |builder, span, value| {
                 let value_span = value.span();
                 builder.timeout = Some((span, timeout::parse(value)?, value_span));
@@ -186,6 +192,7 @@ const ARGUMENTS: &[Argument] = &[
         name: "tx",
         takes: Takes::Value {
             example: "tx = conn",
+            forms: None,
             set: |builder, span, value| {
                 builder.tx = Some((span, transaction(value)?));
                 Ok(())
@@ -198,6 +205,7 @@ const ARGUMENTS: &[Argument] = &[
         name: "crate",
         takes: Takes::Value {
             example: "crate = \"::my_pglock\"",
+            forms: None,
             set: |builder, span, value| {
                 builder.krate = Some((span, krate(value)?));
                 Ok(())
@@ -341,6 +349,9 @@ impl Builder {
             RawValue::List(group) => {
                 let hint = match argument.takes {
                     Takes::Flag { .. } => format!("`{key}` is a flag: write `{key}` alone"),
+                    Takes::Value {
+                        forms: Some(forms), ..
+                    } => format!("write {forms}"),
                     Takes::Value { example, .. } => {
                         format!("write `{key} = ...`, such as `{example}`")
                     }

@@ -21,7 +21,9 @@
 //! # Module map
 //!
 //! Four layers; each imports only from the layers above it (and from
-//! `error` and `identity`, which every layer shares).
+//! `error` and `identity`, which every layer shares), with one exception:
+//! a `Namespace` keeps the SQL texts that carry its marker, built once by
+//! `sql`, so that the uncontended path allocates nothing.
 //!
 //! - `contract/`: what a lock *is*. `mode`, `key` (key values), `namespace`,
 //!   `family` (a namespace with a key type), `id`, `sha256`. **Frozen**: the

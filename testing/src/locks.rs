@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use pglock_runtime::{Error, LockId, LockKey, Mode, Namespace, pg_locks};
+use pglock_runtime::{Error, LockId, LockKey, Mode, Namespace, NamespaceFor, pg_locks};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Postgres, Transaction};
 
@@ -70,14 +70,18 @@ impl LockHolder {
 /// assert_ne!(first.pid(), second.pid());
 /// # Ok(()) }
 /// ```
-pub async fn hold_lock<K: LockKey + ?Sized>(
+pub async fn hold_lock<K, N>(
     pool: &PgPool,
-    namespace: &Namespace,
+    namespace: &N,
     key: &K,
     mode: Mode,
-) -> Result<LockHolder, Error> {
+) -> Result<LockHolder, Error>
+where
+    K: LockKey + ?Sized,
+    N: NamespaceFor<K> + ?Sized,
+{
     let mut tx = pool.begin().await?;
-    let lock = namespace.lock(key).with_mode(mode);
+    let lock = namespace.namespace().lock(key).with_mode(mode);
     let id = lock.id();
     lock.acquire(&mut tx).await?;
     let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
@@ -87,8 +91,9 @@ pub async fn hold_lock<K: LockKey + ?Sized>(
 }
 
 /// Polls `pg_stat_activity` until some backend waits for an advisory lock
-/// in a statement whose marker names `namespace`, and returns its pid, or
-/// `None` when none did within `within`.
+/// in a statement whose marker names `namespace` (for a lock family, pass
+/// its [`namespace()`](pglock_runtime::LockFamily::namespace)), and returns
+/// its pid, or `None` when none did within `within`.
 ///
 /// ```no_run
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
@@ -158,13 +163,17 @@ static HOLDS: LazyLock<String> = LazyLock::new(|| {
 /// assert!(!pglock_testing::holds(tx, &JOBS, &1_i64, Mode::Shared).await?);
 /// # Ok(()) }
 /// ```
-pub async fn holds<K: LockKey + ?Sized>(
+pub async fn holds<K, N>(
     conn: &mut PgConnection,
-    namespace: &Namespace,
+    namespace: &N,
     key: &K,
     mode: Mode,
-) -> Result<bool, Error> {
-    let (encoded, objsubid) = pg_locks::encode(namespace.id(key));
+) -> Result<bool, Error>
+where
+    K: LockKey + ?Sized,
+    N: NamespaceFor<K> + ?Sized,
+{
+    let (encoded, objsubid) = pg_locks::encode(namespace.namespace().id(key));
     sqlx::query_scalar(HOLDS.as_str())
         .bind(encoded)
         .bind(objsubid)
@@ -186,19 +195,15 @@ pub async fn holds<K: LockKey + ?Sized>(
 /// pglock_testing::assert_holds(tx, &JOBS, &1_i64, Mode::Exclusive).await;
 /// # }
 /// ```
-pub async fn assert_holds<K: LockKey + ?Sized>(
-    conn: &mut PgConnection,
-    namespace: &Namespace,
-    key: &K,
-    mode: Mode,
-) {
-    let id = namespace.id(key);
+pub async fn assert_holds<K, N>(conn: &mut PgConnection, namespace: &N, key: &K, mode: Mode)
+where
+    K: LockKey + ?Sized,
+    N: NamespaceFor<K> + ?Sized,
+{
+    let lock = namespace.namespace().lock(key).with_mode(mode).identity();
     match holds(conn, namespace, key, mode).await {
         Ok(true) => {}
-        Ok(false) => panic!(
-            "this session does not hold {}/{id} in {mode} mode",
-            namespace.label()
-        ),
+        Ok(false) => panic!("this session does not hold {lock}"),
         Err(error) => panic!("could not read pg_locks: {error}"),
     }
 }

@@ -107,7 +107,7 @@ async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, pid: i32, id: LockId) 
         let mut conn = match server.connect().await {
             Ok(conn) => conn,
             Err(error) => {
-                events::cancel_failed(pid, "connect", &error);
+                events::cancel_connect_failed(pid, &error);
                 continue;
             }
         };
@@ -140,7 +140,7 @@ async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, pid: i32, id: LockId) 
                 // Not (or no longer) waiting on this server.
                 Ok(_) => break,
                 Err(error) => {
-                    events::cancel_failed(pid, "cancel", &error);
+                    events::cancel_failed(pid, &error);
                     break;
                 }
             }

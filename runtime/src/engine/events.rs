@@ -123,9 +123,14 @@ pub(crate) fn wait_abandoned_without_runtime(lock: &LockIdentity, pid: i32) {
     );
 }
 
-/// The cancel of an abandoned wait failed at `step` (`connect`, `cancel`).
-pub(crate) fn cancel_failed(pid: i32, step: &'static str, error: &sqlx::Error) {
-    tracing::warn!(target: "pglock", pid, step, %error, "could not cancel an abandoned lock wait");
+/// The connection that would cancel an abandoned wait could not be opened.
+pub(crate) fn cancel_connect_failed(pid: i32, error: &sqlx::Error) {
+    tracing::warn!(target: "pglock", pid, %error, "could not connect to cancel an abandoned lock wait");
+}
+
+/// The cancel of an abandoned wait failed.
+pub(crate) fn cancel_failed(pid: i32, error: &sqlx::Error) {
+    tracing::warn!(target: "pglock", pid, %error, "could not cancel an abandoned lock wait");
 }
 
 /// A session guard was dropped while it held its lock.

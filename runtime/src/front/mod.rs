@@ -42,6 +42,11 @@ macro_rules! request_options {
         pub fn mode(&self) -> Mode {
             self.lock.mode
         }
+
+        /// The lock this request takes: namespace, id and mode.
+        pub fn identity(&self) -> crate::LockIdentity {
+            self.lock.identity()
+        }
     };
 }
 

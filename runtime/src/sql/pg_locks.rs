@@ -160,6 +160,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_the_columns_as_the_server_writes_them() {
+        // classid 0xffffffff, objid 0xffffffff, objsubid 1: the bigint -1.
+        assert_eq!(decode(-1, 1), Some(LockId::BigInt(-1)));
+        // classid 0, objid 5, objsubid 1.
+        assert_eq!(decode(5, 1), Some(LockId::BigInt(5)));
+        // classid 0xffffffff (-1 as an oid), objid 7, objsubid 2.
+        assert_eq!(
+            decode(0xffff_ffff_0000_0007_u64 as i64, 2),
+            Some(LockId::Pair(-1, 7))
+        );
+        assert_eq!(
+            encode(LockId::Pair(-1, 7)),
+            (0xffff_ffff_0000_0007_u64 as i64, 2)
+        );
+        assert_eq!(encode(LockId::BigInt(i64::MIN)), (i64::MIN, 1));
+    }
+
+    #[test]
     fn decodes_what_it_encodes_in_both_key_spaces() {
         for id in [
             LockId::BigInt(0),

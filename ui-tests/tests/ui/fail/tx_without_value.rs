@@ -1,0 +1,11 @@
+// `tx` names the transaction parameter: alone, it names nothing.
+use pglock_ui_tests::AppError;
+use sqlx::{Postgres, Transaction};
+
+#[pglock::advisory_lock(ns = "jobs", key = id, tx)]
+async fn run(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<(), AppError> {
+    let _ = (tx, id);
+    Ok(())
+}
+
+fn main() {}
