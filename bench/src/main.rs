@@ -24,6 +24,7 @@
 mod alloc;
 mod allocations;
 mod checks;
+mod manager;
 mod ops;
 mod report;
 mod stats;
@@ -65,7 +66,8 @@ usage: pglock-bench [--quick] [--rounds N] [--group-ms N] [--slice-ms N]
   --slice-ms N      one turn of a single-connection variant (2; hand-offs: 50)
   --transport T     unix socket, TCP loopback, or both (default; without
                     DATABASE_URL only: DATABASE_URL is measured as given)
-  --only TEXT       only the variants whose name contains TEXT (and the baseline)
+  --only TEXT       only the variants whose name contains TEXT (and the baseline);
+                    `--only manager` runs the lock manager's group alone
 
 The server is DATABASE_URL when set, else pglock's throwaway test server.
 Prints a table, then one JSON line per variant and transport.
@@ -249,7 +251,7 @@ fn main() -> ExitCode {
 
 async fn run(options: Options) -> Result<ExitCode, BoxError> {
     let started = Instant::now();
-    let transports = transports(&options)?;
+    let mut transports = transports(&options)?;
     let url = transports[0].url.clone();
     let run_lock = match ONE_RUN_AT_A_TIME
         .session_lock(&0_i64)
@@ -264,27 +266,40 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
         }
     };
     let machine = report::Machine::describe(&url).await?;
+    let manager_only = options.only.as_deref() == Some("manager");
+    let mut grows = false;
+    if !manager_only {
+        checks::learn_capped_sql(&url).await?;
+        checks::statements_restore(&url).await?;
 
-    checks::learn_capped_sql(&url).await?;
-    checks::statements_restore(&url).await?;
+        let steady = allocations::steady_state(&url, options.plan()).await?;
 
-    let steady = allocations::steady_state(&url, options.plan()).await?;
+        // On a worker thread, like any task of an application: a future that
+        // `block_on` polls on the main thread is woken across threads at every
+        // round trip, which cost the baseline a quarter of its rate here.
+        let (lanes, measured) = tokio::spawn(measure(options.clone(), transports)).await??;
+        transports = measured;
 
-    // On a worker thread, like any task of an application: a future that
-    // `block_on` polls on the main thread is woken across threads at every
-    // round trip, which cost the baseline a quarter of its rate here.
-    let (lanes, transports) = tokio::spawn(measure(options.clone(), transports)).await??;
+        let names: Vec<&str> = transports.iter().map(|t| t.name).collect();
+        grows = report::print(
+            &options,
+            &machine,
+            &names,
+            &lanes,
+            &steady,
+            started.elapsed(),
+        );
+    }
+    if manager_only || options.only.is_none() {
+        for transport in &transports {
+            let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
+            let lines = tokio::spawn(async move { manager::run(&url, name, &group).await }).await??;
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
     run_lock.release().await?.close().await?;
-
-    let names: Vec<&str> = transports.iter().map(|t| t.name).collect();
-    let grows = report::print(
-        &options,
-        &machine,
-        &names,
-        &lanes,
-        &steady,
-        started.elapsed(),
-    );
     Ok(if grows {
         ExitCode::from(2)
     } else {
@@ -426,7 +441,7 @@ fn transports(options: &Options) -> Result<Vec<Transport>, BoxError> {
 /// `items` in turn `turn`'s order: rotated by one more each turn, and
 /// reversed every other turn, so that no variant always runs first or
 /// always right after the same one.
-fn rotated<T: Clone>(items: &[T], turn: usize) -> Vec<T> {
+pub(crate) fn rotated<T: Clone>(items: &[T], turn: usize) -> Vec<T> {
     let mut order = items.to_vec();
     if !order.is_empty() {
         let len = order.len();

@@ -60,6 +60,16 @@ pub enum Error {
         /// Why the name was refused.
         reason: &'static str,
     },
+    /// Every connection a [`LockManager`](crate::LockManager) may open is
+    /// waiting for a lock, or holds locks, so a wait, which needs a
+    /// connection of its own, has none. Nothing was sent; try again later,
+    /// or raise the bound.
+    ManagerBusy {
+        /// The manager's bound on its connections.
+        max_connections: usize,
+    },
+    /// The [`LockManager`](crate::LockManager) was closed.
+    ManagerClosed,
     /// Any other failure of the connection or the server.
     Database(sqlx::Error),
 }
@@ -183,12 +193,13 @@ impl Error {
                 sqlstate(error).as_deref(),
                 Some("40001" | "40P01" | "55P03")
             ),
-            Error::LockLost(_) => true,
+            Error::LockLost(_) | Error::ManagerBusy { .. } => true,
             Error::Standby
             | Error::NotInTransaction
             | Error::LockTableFull(_)
             | Error::InvalidTimeout { .. }
-            | Error::InvalidNamespace { .. } => false,
+            | Error::InvalidNamespace { .. }
+            | Error::ManagerClosed => false,
         }
     }
 
@@ -262,6 +273,13 @@ impl fmt::Display for Error {
                 i32::MAX
             ),
             Error::InvalidNamespace { reason } => write!(f, "invalid lock namespace: {reason}"),
+            Error::ManagerBusy { max_connections } => write!(
+                f,
+                "the lock manager has no connection for a wait: all {max_connections} are \
+                 waiting or hold locks (a wait needs a connection of its own; raise \
+                 max_connections)"
+            ),
+            Error::ManagerClosed => f.write_str("the lock manager was closed"),
             Error::Database(error) => write!(f, "database error: {error}"),
         }
     }

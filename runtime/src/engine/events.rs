@@ -53,7 +53,7 @@ pub(crate) fn waiting(lock: &LockIdentity, cap_ms: Option<u32>) {
 }
 
 /// A wait that began at `started` ended.
-pub(crate) fn wait_ended(lock: &LockIdentity, outcome: &Result<(), Error>, started: Instant) {
+pub(crate) fn wait_ended(lock: &LockIdentity, outcome: Result<(), &Error>, started: Instant) {
     let waited_ms = started.elapsed().as_millis() as u64;
     match outcome {
         Ok(()) => lock_event!(
@@ -159,6 +159,31 @@ pub(crate) fn lease_lost(lock: &LockIdentity, held: Duration, reason: &str) {
         held_ms = held.as_millis() as u64,
         reason = %reason,
         "lease lost: the advisory lock is no longer held"
+    );
+}
+
+/// A lock manager's handle was dropped while it held its lock.
+pub(crate) fn managed_lock_dropped(lock: &LockIdentity) {
+    lock_event!(
+        Level::INFO,
+        lock,
+        "managed lock dropped without release; unlocking it in the background"
+    );
+}
+
+/// A lock manager could not open a connection, or release its locks.
+pub(crate) fn manager_connection_failed(connection: u64, error: &sqlx::Error) {
+    tracing::warn!(target: "pglock", connection, %error, "lock manager connection failed");
+}
+
+/// A lock manager's connection was lost, and the locks it held with it.
+pub(crate) fn manager_connection_lost(connection: u64, locks: usize, reason: &str) {
+    tracing::error!(
+        target: "pglock",
+        connection,
+        locks,
+        reason,
+        "lock manager connection lost: its advisory locks are no longer held"
     );
 }
 

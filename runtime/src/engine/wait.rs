@@ -91,6 +91,20 @@ pub(crate) fn ensure_transaction(conn: &PgConnection) -> Result<(), Error> {
     }
 }
 
+/// Runs `wait`, which waits for `lock`, between the event that says the
+/// wait begins and the one that says how it ended.
+pub(crate) async fn reported_wait<T>(
+    lock: &LockIdentity,
+    cap_ms: Option<u32>,
+    wait: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    events::waiting(lock, cap_ms);
+    let started = Instant::now();
+    let outcome = wait.await;
+    events::wait_ended(lock, outcome.as_ref().map(drop), started);
+    outcome
+}
+
 /// One lock that may have to be waited for.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Waiter<'ns> {
@@ -129,20 +143,19 @@ impl Waiter<'_> {
         pid: i32,
     ) -> Result<(), Error> {
         let lock = self.identity();
-        events::waiting(&lock, cap_ms);
-        let started = Instant::now();
-        // A session wait's connection is closed with an abandoned future; a
-        // transaction's is the caller's, so its wait must be cancelled.
-        let mut abandon = AbandonGuard {
-            pid,
-            lock: &lock,
-            armed: scope == Scope::Xact,
-        };
-        let result = self.send(conn, scope, cap_ms, savepoint).await;
-        abandon.armed = false;
-        let outcome = result.map_err(|error| Error::from_wait(error, &lock, since.elapsed()));
-        events::wait_ended(&lock, &outcome, started);
-        outcome
+        reported_wait(&lock, cap_ms, async {
+            // A session wait's connection is closed with an abandoned future;
+            // a transaction's is the caller's, so its wait must be cancelled.
+            let mut abandon = AbandonGuard {
+                pid,
+                lock: &lock,
+                armed: scope == Scope::Xact,
+            };
+            let result = self.send(conn, scope, cap_ms, savepoint).await;
+            abandon.armed = false;
+            result.map_err(|error| Error::from_wait(error, &lock, since.elapsed()))
+        })
+        .await
     }
 
     async fn send(

@@ -93,6 +93,14 @@ impl LeaseOptions {
         self
     }
 
+    pub(crate) fn interval(&self) -> Duration {
+        self.check_interval
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.check_timeout
+    }
+
     /// The longest time between a loss and its report.
     pub fn detection_bound(&self) -> Duration {
         self.check_interval + self.check_timeout
@@ -143,6 +151,32 @@ impl LeaseLost {
     /// What the check found, such as "the session no longer holds the lock".
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+}
+
+impl LeaseLost {
+    pub(crate) fn new(lock: LockIdentity, reason: String) -> Self {
+        Self { lock, reason }
+    }
+}
+
+/// Resolves when `state` says the lock is lost.
+pub(crate) async fn until_lost(
+    state: &mut watch::Receiver<LeaseState>,
+    lock: &LockIdentity,
+) -> LeaseLost {
+    loop {
+        if let LeaseState::Lost(lost) = &*state.borrow_and_update() {
+            return lost.clone();
+        }
+        if state.changed().await.is_err() {
+            // The task that watches the lock ended without publishing a
+            // loss: it can only have been stopped with the runtime.
+            return LeaseLost::new(
+                lock.clone(),
+                "the task watching the lock stopped".to_owned(),
+            );
+        }
     }
 }
 
@@ -210,16 +244,8 @@ impl Lease {
     /// # }
     /// ```
     pub async fn lost(&mut self) -> LeaseLost {
-        loop {
-            if let LeaseState::Lost(lost) = &*self.state.borrow_and_update() {
-                return lost.clone();
-            }
-            if self.state.changed().await.is_err() {
-                // The task ended without publishing a loss: it can only have
-                // been stopped with the runtime.
-                return self.lost_with("the lease task stopped");
-            }
-        }
+        let lock = &self.held.lock;
+        until_lost(&mut self.state, lock).await
     }
 
     /// A receiver of the lease's state, for holders that watch several
@@ -241,13 +267,6 @@ impl Lease {
     /// The lock held.
     pub fn lock(&self) -> &LockIdentity {
         &self.held.lock
-    }
-
-    fn lost_with(&self, reason: &str) -> LeaseLost {
-        LeaseLost {
-            lock: self.held.lock.clone(),
-            reason: reason.to_owned(),
-        }
     }
 }
 
@@ -304,10 +323,7 @@ async fn keep(
     };
     events::lease_lost(&held.lock, acquired.elapsed(), &reason);
     drop(conn);
-    let _ = state.send(LeaseState::Lost(LeaseLost {
-        lock: held.lock.clone(),
-        reason,
-    }));
+    let _ = state.send(LeaseState::Lost(LeaseLost::new(held.lock.clone(), reason)));
     // Answer a late release with the loss, until the lease is dropped.
     while let Some(Command::Release(reply)) = commands.recv().await {
         let _ = reply.send(Err(held.lost()));

@@ -127,6 +127,11 @@ pub(crate) const HELD_BY_THIS_SESSION: &str = concat!(
                          WHERE datname = pg_catalog.current_database()))"
 );
 
+/// How many advisory locks this session holds (one row per lock and mode,
+/// however many times it was taken).
+pub(crate) const COUNT_HELD_BY_THIS_SESSION: &str = "SELECT count(*) FROM pg_catalog.pg_locks l \
+     WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted";
+
 /// Cancels backend `$3` if, at this instant, it waits for the lock `$1`,
 /// `$2`: the check and the cancel are one statement, so a backend that got
 /// its lock and went on to other work is never cancelled.

@@ -1,0 +1,200 @@
+//! The lock manager's group (`--only manager`): for N locks held, the
+//! connections that hold them, uncontended acquire + release per second
+//! against a session lock on an open connection and sqlx's
+//! `PgAdvisoryLock`, and the server load of the heartbeat at 10,000 locks.
+//! Prints its own JSON lines.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pglock::{LeaseOptions, LockManager, ManagedLock, ManagerOptions, Namespace, SessionTry};
+use sqlx::Connection;
+use sqlx::postgres::{PgAdvisoryLock, PgAdvisoryLockKey, PgConnectOptions, PgConnection};
+
+use crate::stats::{median, paired_ratio, spread_pct};
+use crate::{BoxError, Options, rotated};
+
+static HELD: Namespace = Namespace::named("pglock-bench:manager:held");
+static CYCLED: Namespace = Namespace::named("pglock-bench:manager:cycled");
+static SESSION: Namespace = Namespace::named("pglock-bench:manager:session");
+
+/// The statement every heartbeat sends, as `pg_stat_activity` shows it.
+const HEARTBEAT_PREFIX: &str = "SELECT count(*) FROM pg_catalog.pg_locks l";
+
+/// Runs the group over one transport; returns its JSON lines.
+pub(crate) async fn run(url: &str, transport: &str, options: &Options) -> Result<Vec<String>, BoxError> {
+    let connect = PgConnectOptions::from_str(url)?;
+    let sizes: &[usize] = if options.quick {
+        &[10, 1_000]
+    } else {
+        &[10, 100, 1_000, 10_000]
+    };
+    let mut lines = Vec::new();
+    for &locks in sizes {
+        let manager = Arc::new(LockManager::new(connect.clone(), ManagerOptions::default()));
+        let held = hold(&manager, locks).await?;
+        lines.push(format!(
+            "{{\"variant\": \"manager_hold_{locks}@{transport}\", \"locks\": {locks}, \"connections\": {}, \"connections_one_per_lock\": {locks}, \"transport\": \"{transport}\"}}",
+            manager.connections()
+        ));
+        lines.extend(acquire_release(&manager, &connect, locks, transport, options).await?);
+        drop(held);
+        manager.close().await?;
+    }
+    lines.push(heartbeat(&connect, transport, options).await?);
+    Ok(lines)
+}
+
+/// Takes `locks` locks through `manager`, 16 at a time.
+async fn hold(manager: &Arc<LockManager>, locks: usize) -> Result<Vec<ManagedLock>, BoxError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..16_usize {
+        let manager = Arc::clone(manager);
+        tasks.spawn(async move {
+            let mut held = Vec::new();
+            for key in (worker..locks).step_by(16) {
+                held.push(manager.lock(&HELD, &(key as i64)).acquire().await?);
+            }
+            Ok::<_, pglock::Error>(held)
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(part) = tasks.join_next().await {
+        held.extend(part??);
+    }
+    Ok(held)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Manager,
+    Session,
+    Sqlx,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Manager => "manager_acquire_release",
+            Variant::Session => "session_lock_acquire_release",
+            Variant::Sqlx => "sqlx_acquire_release",
+        }
+    }
+}
+
+/// Uncontended acquire + release of one free key, per second, by the three
+/// variants in turns, while the manager holds `locks` other locks.
+async fn acquire_release(
+    manager: &LockManager,
+    connect: &PgConnectOptions,
+    locks: usize,
+    transport: &str,
+    options: &Options,
+) -> Result<Vec<String>, BoxError> {
+    let mut session = Some(PgConnection::connect_with(connect).await?);
+    let mut sqlx_conn = PgConnection::connect_with(connect).await?;
+    let sqlx_lock = PgAdvisoryLock::with_key(PgAdvisoryLockKey::BigInt(
+        SESSION.id(&-2_i64).bigint().expect("a bigint namespace"),
+    ));
+    let variants = [Variant::Manager, Variant::Session, Variant::Sqlx];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let slice = options.group_time / 4;
+    // One unmeasured round warms the statements and connections up.
+    for round in 0..=options.rounds {
+        for variant in rotated(&variants, round) {
+            let index = variants.iter().position(|v| *v == variant).expect("a variant");
+            let started = Instant::now();
+            let mut done = 0_u64;
+            while started.elapsed() < slice {
+                match variant {
+                    Variant::Manager => {
+                        manager.lock(&CYCLED, &-1_i64).acquire().await?.release().await?;
+                    }
+                    Variant::Session => {
+                        let conn = session.take().expect("the session connection");
+                        let guard = match SESSION.session_lock(&-1_i64).try_acquire(conn).await? {
+                            SessionTry::Acquired(guard) => guard,
+                            SessionTry::Busy(_) => return Err("the session key is busy".into()),
+                        };
+                        session = Some(guard.release().await?);
+                    }
+                    Variant::Sqlx => {
+                        let guard = sqlx_lock.acquire(&mut sqlx_conn).await?;
+                        guard.release_now().await?;
+                    }
+                }
+                done += 1;
+            }
+            if round > 0 {
+                rates[index].push(done as f64 / started.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let sqlx_rates = &rates[2];
+    Ok(variants
+        .iter()
+        .zip(&rates)
+        .map(|(variant, rates)| {
+            let (low, high) = spread_pct(rates);
+            format!(
+                "{{\"variant\": \"{}_{locks}@{transport}\", \"locks_held\": {locks}, \"ops_per_sec\": {:.1}, \"ratio_to_sqlx\": {:.4}, \"spread_pct\": [{low:.2}, {high:.2}], \"unit\": \"acquire+release/s\", \"rounds\": {}, \"transport\": \"{transport}\"}}",
+                variant.name(),
+                median(rates),
+                paired_ratio(rates, sqlx_rates),
+                rates.len()
+            )
+        })
+        .collect())
+}
+
+/// The heartbeat's statements per second at 10,000 locks, seen in
+/// `pg_stat_activity` (every statement a backend starts changes its
+/// `query_start`), with a check every second.
+async fn heartbeat(
+    connect: &PgConnectOptions,
+    transport: &str,
+    options: &Options,
+) -> Result<String, BoxError> {
+    let locks = if options.quick { 1_000 } else { 10_000 };
+    let interval = Duration::from_secs(1);
+    let manager = Arc::new(LockManager::new(
+        connect.clone(),
+        ManagerOptions::default().checks(LeaseOptions::default().check_every(interval)),
+    ));
+    let held = hold(&manager, locks).await?;
+    let mut observer = PgConnection::connect_with(connect).await?;
+    let watch = if options.quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(6)
+    };
+    let started = Instant::now();
+    let mut seen: HashSet<(i32, String)> = HashSet::new();
+    while started.elapsed() < watch {
+        let rows: Vec<(i32, String)> = sqlx::query_as(
+            "SELECT pid, query_start::text FROM pg_catalog.pg_stat_activity \
+             WHERE starts_with(query, $1) AND query_start IS NOT NULL",
+        )
+        .bind(HEARTBEAT_PREFIX)
+        .fetch_all(&mut observer)
+        .await?;
+        seen.extend(rows);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if seen.is_empty() {
+        return Err("no heartbeat seen in pg_stat_activity: has its statement changed?".into());
+    }
+    let connections = manager.connections();
+    drop(held);
+    manager.close().await?;
+    observer.close().await?;
+    Ok(format!(
+        "{{\"variant\": \"manager_heartbeat_{locks}@{transport}\", \"locks\": {locks}, \"connections\": {connections}, \"check_interval_ms\": {}, \"statements_per_sec\": {:.2}, \"lease_per_lock_statements_per_sec\": {:.1}, \"transport\": \"{transport}\"}}",
+        interval.as_millis(),
+        seen.len() as f64 / seconds,
+        locks as f64 / interval.as_secs_f64(),
+    ))
+}

@@ -1,0 +1,1090 @@
+//! Many session locks on a few connections.
+//!
+//! A session lock of [`SessionLock`](crate::SessionLock) owns a whole
+//! connection, which is a backend process on the server and a slot of
+//! `max_connections`. A [`LockManager`] holds many session locks over a few
+//! connections of its own:
+//!
+//! - a lock is first tried, without waiting, on a connection that already
+//!   holds locks; statements on one connection run strictly one at a time;
+//! - a lock that must be waited for waits on a connection that holds
+//!   nothing else (an idle one, or a new one within the bound); once the
+//!   lock is granted, that connection serves tries like the others;
+//! - PostgreSQL grants a session lock again to a backend that holds it, so
+//!   the manager keeps a table of the locks its handles hold and never sends
+//!   a request to a connection where the server would grant it by mistake:
+//!   two exclusive handles of one manager exclude each other exactly as two
+//!   processes do (shared handles may share);
+//! - each connection is checked by one heartbeat, however many locks it
+//!   holds, and a connection that fails makes exactly its own handles
+//!   report the loss.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::contract::family::NamespaceFor;
+use crate::contract::id::LockId;
+use crate::contract::key::LockKey;
+use crate::contract::mode::Mode;
+use crate::engine::events;
+use crate::engine::wait::{Wait, Waiter, reported_wait};
+use crate::error::Error;
+use crate::front::lease::{LeaseLost, LeaseOptions, LeaseState, until_lost};
+use crate::identity::LockIdentity;
+use crate::sql::pg_locks;
+use crate::sql::statements::{Scope, TryStatus, bind_id, session_wait_sql};
+
+/// How a [`LockManager`] uses its connections.
+///
+/// ```
+/// use std::time::Duration;
+/// use pglock_runtime::{LeaseOptions, ManagerOptions};
+///
+/// let options = ManagerOptions::default()
+///     .max_connections(4)
+///     .checks(LeaseOptions::default().check_every(Duration::from_secs(1)));
+/// assert_eq!(options.detection_bound(), Duration::from_secs(6));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ManagerOptions {
+    max_connections: usize,
+    idle_timeout: Duration,
+    checks: LeaseOptions,
+}
+
+impl Default for ManagerOptions {
+    /// At most 8 connections; a connection that holds no lock closes after
+    /// 30 s; checks as [`LeaseOptions::default`].
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            idle_timeout: Duration::from_secs(30),
+            checks: LeaseOptions::default(),
+        }
+    }
+}
+
+impl ManagerOptions {
+    /// The most connections the manager opens at once (at least 1). Every
+    /// wait takes a connection of its own until its lock is granted.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long a connection that holds no lock stays open.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// How each connection is checked: one check per connection, whatever
+    /// the number of locks it holds.
+    pub fn checks(mut self, checks: LeaseOptions) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    /// The longest time between the loss of a connection and its handles'
+    /// report of it.
+    pub fn detection_bound(&self) -> Duration {
+        self.checks.detection_bound()
+    }
+}
+
+/// Many session locks held over a few connections.
+///
+/// ```no_run
+/// use pglock_runtime::{LockManager, ManagerOptions, Namespace};
+///
+/// static PARTITIONS: Namespace = Namespace::named("ingest:partition");
+///
+/// # async fn run() -> Result<(), pglock_runtime::Error> {
+/// let options: sqlx::postgres::PgConnectOptions = "postgres://localhost/app".parse()?;
+/// let manager = LockManager::new(options, ManagerOptions::default());
+/// let mut led = Vec::new();
+/// for partition in 0..300_i64 {
+///     // One try per partition; at most 8 connections hold them all.
+///     if let Some(lock) = manager.lock(&PARTITIONS, &partition).try_acquire().await? {
+///         led.push(lock);
+///     }
+/// }
+/// println!("leading {} partitions", led.len());
+/// let released = manager.close().await?;
+/// # Ok(()) }
+/// ```
+///
+/// Dropping the manager releases every lock it holds, in the background, as
+/// [`LockManager::close`] does. Needs a tokio runtime.
+pub struct LockManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connect: PgConnectOptions,
+    options: ManagerOptions,
+    state: Mutex<State>,
+    /// Told whenever a claim is given back, for requests that wait for a
+    /// lock a handle of this manager holds.
+    released: Notify,
+}
+
+/// What the manager knows, under one lock: its connections, and which
+/// handle claims which lock on which connection.
+#[derive(Default)]
+struct State {
+    closed: bool,
+    next: u64,
+    slots: HashMap<u64, Slot>,
+    claims: HashMap<LockId, Vec<Claim>>,
+    /// Which lock each claiming handle claims.
+    handles: HashMap<u64, LockId>,
+}
+
+/// One connection, as the manager routes requests to it.
+struct Slot {
+    commands: mpsc::UnboundedSender<Command>,
+    /// Statements sent and not yet answered.
+    in_flight: usize,
+    /// Locks granted to handles on this connection.
+    held: usize,
+    /// A wait runs on it: nothing else may be sent until it ends.
+    waiting: bool,
+}
+
+/// A handle's claim on a lock: taken before its statement is sent, so that
+/// no other request of this manager can reach a connection where the server
+/// would grant the lock twice.
+#[derive(Clone, Copy, Debug)]
+struct Claim {
+    handle: u64,
+    slot: u64,
+    mode: Mode,
+    granted: bool,
+}
+
+/// What a connection's task is asked to do.
+enum Command {
+    /// Try a lock; on success, keep `holding` for the handle.
+    Try {
+        sql: Arc<str>,
+        id: LockId,
+        holding: Holding,
+        reply: oneshot::Sender<Result<TryStatus, Error>>,
+    },
+    /// Wait for a lock; on success, keep `holding` for the handle.
+    Wait {
+        sql: String,
+        holding: Holding,
+        reply: oneshot::Sender<Result<(), sqlx::Error>>,
+    },
+    /// Unlock a handle's lock; `None` for a dropped handle.
+    Unlock {
+        handle: u64,
+        reply: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+    /// Release every lock and close.
+    Close { reply: oneshot::Sender<usize> },
+}
+
+/// What a connection's task keeps of a lock it holds for a handle.
+struct Holding {
+    handle: u64,
+    lock: LockIdentity,
+    unlock_sql: Arc<str>,
+    state: watch::Sender<LeaseState>,
+}
+
+impl Holding {
+    /// Unlocks on `conn`: `Ok(false)` when the session held nothing.
+    async fn unlock(&self, conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+        bind_id(
+            sqlx::query(AssertSqlSafe(self.unlock_sql.clone())),
+            self.lock.id(),
+        )
+        .fetch_one(conn)
+        .await?
+        .try_get(0)
+    }
+
+    fn lose(&self, reason: &str) {
+        let lost = LeaseLost::new(self.lock.clone(), reason.to_owned());
+        let _ = self.state.send(LeaseState::Lost(lost));
+    }
+}
+
+/// Where a request goes.
+enum Route {
+    /// Send it to this connection.
+    Slot(u64),
+    /// A handle of this manager holds or claims the lock in a mode that
+    /// excludes it.
+    HeldHere,
+}
+
+impl LockManager {
+    /// A manager that connects with `connect`; it opens connections when
+    /// locks are asked for, not before.
+    pub fn new(connect: PgConnectOptions, options: ManagerOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                connect,
+                options,
+                state: Mutex::new(State::default()),
+                released: Notify::new(),
+            }),
+        }
+    }
+
+    /// A lock on `key` in `namespace` (a [`Namespace`](crate::Namespace),
+    /// or a [`LockFamily`](crate::LockFamily) of the key's type), to
+    /// configure and then acquire.
+    ///
+    /// ```no_run
+    /// # async fn run(manager: &pglock_runtime::LockManager) -> Result<(), pglock_runtime::Error> {
+    /// use std::time::Duration;
+    /// static TENANTS: pglock_runtime::LockFamily<i64> = pglock_runtime::LockFamily::named("tenant:job");
+    /// let lock = manager.lock(&TENANTS, &42).timeout(Duration::from_secs(5)).acquire().await?;
+    /// // ... tenant 42's singleton job ...
+    /// lock.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn lock<'a, K, N>(&'a self, namespace: &'a N, key: &K) -> ManagedRequest<'a>
+    where
+        K: LockKey + ?Sized,
+        N: NamespaceFor<K> + ?Sized,
+    {
+        let namespace = namespace.namespace();
+        ManagedRequest {
+            manager: self,
+            lock: Waiter {
+                namespace,
+                id: namespace.id(key),
+                mode: Mode::Exclusive,
+            },
+            wait: Wait::Unbounded,
+        }
+    }
+
+    /// The connections open now.
+    pub fn connections(&self) -> usize {
+        self.inner.state().slots.len()
+    }
+
+    /// Releases every lock the manager holds and closes its connections;
+    /// returns how many locks were released. Handles report their lock as
+    /// lost (a leader learns it leads no more), and their
+    /// [`release`](ManagedLock::release) succeeds at once. New requests
+    /// fail with [`Error::ManagerClosed`].
+    pub async fn close(&self) -> Result<usize, Error> {
+        let slots = self.inner.close_all();
+        let mut released = 0;
+        for reply in slots {
+            released += reply.await.unwrap_or(0);
+        }
+        Ok(released)
+    }
+}
+
+impl Drop for LockManager {
+    fn drop(&mut self) {
+        drop(self.inner.close_all());
+    }
+}
+
+impl fmt::Debug for LockManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state();
+        f.debug_struct("LockManager")
+            .field("connections", &state.slots.len())
+            .field("locks", &state.claims.len())
+            .field("closed", &state.closed)
+            .finish()
+    }
+}
+
+/// A lock to take through a [`LockManager`]: made by
+/// [`LockManager::lock`], configured, then acquired.
+#[derive(Clone, Copy)]
+#[must_use = "a lock request does nothing until it is acquired"]
+pub struct ManagedRequest<'a> {
+    manager: &'a LockManager,
+    lock: Waiter<'a>,
+    wait: Wait,
+}
+
+impl ManagedRequest<'_> {
+    request_options!();
+
+    /// Takes the lock, waiting as configured: a try on a connection that
+    /// holds locks, then, if the lock is busy, a wait on a connection of its
+    /// own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] after `no_wait`, [`Error::Conflict`] when a wait ends
+    /// without the lock, [`Error::ManagerBusy`] when every connection the
+    /// bound allows is waiting, [`Error::ManagerClosed`], [`Error::Standby`],
+    /// [`Error::InvalidTimeout`] and [`Error::Database`].
+    pub async fn acquire(self) -> Result<ManagedLock, Error> {
+        let cap_ms = self.wait.cap_ms()?;
+        if let Some(lock) = self.try_once().await? {
+            return Ok(lock);
+        }
+        if self.wait.is_no_wait() {
+            return Err(self.lock.busy(self.wait));
+        }
+        self.wait_for(cap_ms).await
+    }
+
+    /// Tries the lock once: the handle when it is free, `None` when someone
+    /// (another process, or a handle of this manager) holds it.
+    pub async fn try_acquire(self) -> Result<Option<ManagedLock>, Error> {
+        let lock = self.try_once().await?;
+        if lock.is_none() {
+            events::not_waiting(&self.lock.identity());
+        }
+        Ok(lock)
+    }
+
+    async fn try_once(&self) -> Result<Option<ManagedLock>, Error> {
+        let inner = &self.manager.inner;
+        let mut claim = ClaimGuard::new(inner);
+        let route = inner.route(self.lock.id, self.lock.mode, Purpose::Try, &mut claim)?;
+        let Route::Slot(slot) = route else {
+            return Ok(None);
+        };
+        let (holding, state) = self.holding(claim.handle);
+        let (reply, answer) = oneshot::channel();
+        let statements = self.lock.namespace.statements();
+        claim.send(Command::Try {
+            sql: statements.try_lock(Scope::Session, self.lock.mode),
+            id: self.lock.id,
+            holding,
+            reply,
+        })?;
+        let status = answer.await.map_err(|_| connection_gone())?;
+        match status? {
+            TryStatus::Acquired => Ok(Some(claim.into_handle(slot, self.lock.identity(), state))),
+            TryStatus::Busy { .. } => Ok(None),
+            TryStatus::Standby => Err(Error::Standby),
+        }
+    }
+
+    /// Waits for a busy lock. While a handle of this manager holds it, the
+    /// wait is in-process and takes no connection; then the lock is tried
+    /// again, and if another session holds it, the wait goes to the server
+    /// on a connection of its own. A timeout bounds both parts together.
+    async fn wait_for(&self, cap_ms: Option<u32>) -> Result<ManagedLock, Error> {
+        let inner = &self.manager.inner;
+        let lock = self.lock.identity();
+        let started = Instant::now();
+        let deadline = cap_ms.map(|ms| started + Duration::from_millis(ms.into()));
+        reported_wait(&lock, cap_ms, async {
+            loop {
+                let released = inner.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                let past_deadline = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+                if inner.held_here(self.lock.id, self.lock.mode) && !past_deadline {
+                    match deadline {
+                        Some(deadline) => {
+                            let _ = tokio::time::timeout_at(deadline.into(), released).await;
+                        }
+                        None => released.await,
+                    }
+                    if let Some(handle) = self.try_once().await? {
+                        return Ok(handle);
+                    }
+                    continue;
+                }
+                // The remaining time, never less than the smallest cap: once
+                // the deadline has passed, the server reports the conflict.
+                let remaining_ms = deadline.map(|deadline| {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    left.as_millis().clamp(1, i32::MAX as u128) as u32
+                });
+                return self.wait_on_server(remaining_ms, started).await;
+            }
+        })
+        .await
+    }
+
+    async fn wait_on_server(
+        &self,
+        cap_ms: Option<u32>,
+        started: Instant,
+    ) -> Result<ManagedLock, Error> {
+        let inner = &self.manager.inner;
+        let mut claim = ClaimGuard::new(inner);
+        let Route::Slot(slot) =
+            inner.route(self.lock.id, self.lock.mode, Purpose::Wait, &mut claim)?
+        else {
+            unreachable!("a wait gets a connection of its own, or an error");
+        };
+        let lock = self.lock.identity();
+        let (holding, state) = self.holding(claim.handle);
+        let statements = self.lock.namespace.statements();
+        let sql = session_wait_sql(statements.marker(), self.lock.id, self.lock.mode, cap_ms);
+        let (reply, answer) = oneshot::channel();
+        claim.send(Command::Wait {
+            sql,
+            holding,
+            reply,
+        })?;
+        answer
+            .await
+            .unwrap_or(Err(sqlx::Error::WorkerCrashed))
+            .map_err(|error| Error::from_wait(error, &lock, started.elapsed()))?;
+        Ok(claim.into_handle(slot, lock, state))
+    }
+
+    fn holding(&self, handle: u64) -> (Holding, watch::Receiver<LeaseState>) {
+        let (state_tx, state) = watch::channel(LeaseState::Held);
+        let holding = Holding {
+            handle,
+            lock: self.lock.identity(),
+            unlock_sql: self.lock.namespace.statements().unlock(self.lock.mode),
+            state: state_tx,
+        };
+        (holding, state)
+    }
+}
+
+impl fmt::Debug for ManagedRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagedRequest")
+            .field("lock", &self.lock.identity())
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+/// A session lock held through a [`LockManager`].
+///
+/// [`ManagedLock::release`] unlocks it on its connection. A handle dropped
+/// without release is unlocked in the background at once; its connection
+/// stays open for the other locks it holds. [`ManagedLock::lost`] and
+/// [`ManagedLock::watch`] say when the connection, and so the lock, was
+/// lost, as a [`Lease`](crate::Lease) does.
+pub struct ManagedLock {
+    inner: Arc<Inner>,
+    lock: LockIdentity,
+    handle: u64,
+    slot: u64,
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<LeaseState>,
+    released: bool,
+}
+
+impl ManagedLock {
+    /// The lock held.
+    pub fn lock(&self) -> &LockIdentity {
+        &self.lock
+    }
+
+    /// Whether the lock is still held, as of the last check of its
+    /// connection.
+    pub fn is_held(&self) -> bool {
+        matches!(*self.state.borrow(), LeaseState::Held)
+    }
+
+    /// Resolves when the lock is lost; use it in a `select!` beside the
+    /// holder's work.
+    pub async fn lost(&mut self) -> LeaseLost {
+        until_lost(&mut self.state, &self.lock).await
+    }
+
+    /// A receiver of the lock's state.
+    pub fn watch(&self) -> watch::Receiver<LeaseState> {
+        self.state.clone()
+    }
+
+    /// Unlocks on the lock's connection. Fails with [`Error::LockLost`] when
+    /// the connection was lost, or the unlock found nothing to release.
+    /// After [`LockManager::close`], which released it already, succeeds.
+    pub async fn release(mut self) -> Result<(), Error> {
+        self.released = true;
+        if !self.inner.forget(self.handle) {
+            return self.already_gone();
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Unlock {
+            handle: self.handle,
+            reply: Some(reply),
+        };
+        if self.commands.send(command).is_err() {
+            return self.already_gone();
+        }
+        answer.await.unwrap_or_else(|_| self.already_gone())
+    }
+
+    fn already_gone(&self) -> Result<(), Error> {
+        if self.inner.state().closed {
+            Ok(())
+        } else {
+            Err(Error::LockLost(self.lock.clone()))
+        }
+    }
+}
+
+impl Drop for ManagedLock {
+    fn drop(&mut self) {
+        if self.released || !self.inner.forget(self.handle) {
+            return;
+        }
+        events::managed_lock_dropped(&self.lock);
+        let _ = self.commands.send(Command::Unlock {
+            handle: self.handle,
+            reply: None,
+        });
+    }
+}
+
+impl fmt::Debug for ManagedLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagedLock")
+            .field("lock", &self.lock)
+            .field("connection", &self.slot)
+            .field("state", &*self.state.borrow())
+            .finish()
+    }
+}
+
+/// Why a request needs a connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A try: any connection that may not grant the lock by mistake.
+    Try,
+    /// A wait: a connection that holds nothing and runs nothing.
+    Wait,
+}
+
+/// A claim taken for a request, given back unless the request succeeds,
+/// so that a dropped acquisition leaves nothing behind: its claim is
+/// forgotten, and the connection, which may have taken the lock meanwhile,
+/// is told to unlock it.
+struct ClaimGuard<'a> {
+    inner: &'a Arc<Inner>,
+    handle: u64,
+    commands: Option<mpsc::UnboundedSender<Command>>,
+}
+
+impl<'a> ClaimGuard<'a> {
+    fn new(inner: &'a Arc<Inner>) -> Self {
+        let handle = inner.state().next_id();
+        Self {
+            inner,
+            handle,
+            commands: None,
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), Error> {
+        let commands = self.commands.as_ref().expect("a routed claim");
+        commands.send(command).map_err(|_| connection_gone())
+    }
+
+    fn into_handle(
+        mut self,
+        slot: u64,
+        lock: LockIdentity,
+        state: watch::Receiver<LeaseState>,
+    ) -> ManagedLock {
+        let commands = self.commands.take().expect("a routed claim");
+        let handle = ManagedLock {
+            inner: Arc::clone(self.inner),
+            lock,
+            handle: self.handle,
+            slot,
+            commands,
+            state,
+            released: false,
+        };
+        std::mem::forget(self);
+        handle
+    }
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.forget(self.handle);
+        if let Some(commands) = &self.commands {
+            let _ = commands.send(Command::Unlock {
+                handle: self.handle,
+                reply: None,
+            });
+        }
+    }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Chooses the connection for a request and claims the lock on it.
+    ///
+    /// A try goes to a connection that runs no wait, holding locks first,
+    /// the least busy first; a new connection opens (within the bound) when
+    /// every one has a statement queued. It never goes where the server
+    /// would grant the lock a second time: a lock this manager holds or
+    /// claims in a mode that excludes the request is busy at once. A wait
+    /// goes to a connection that holds nothing and runs nothing, where it
+    /// waits for its lock behind any holder, this manager's own included.
+    fn route(
+        self: &Arc<Self>,
+        id: LockId,
+        mode: Mode,
+        purpose: Purpose,
+        claim: &mut ClaimGuard<'_>,
+    ) -> Result<Route, Error> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(Error::ManagerClosed);
+        }
+        if purpose == Purpose::Try && state.held_here(id, mode) {
+            return Ok(Route::HeldHere);
+        }
+        let max = self.options.max_connections;
+        let chosen = match purpose {
+            Purpose::Try => state
+                .slots
+                .iter()
+                .filter(|(_, connection)| !connection.waiting)
+                .min_by_key(|(slot, connection)| {
+                    (connection.held == 0, connection.in_flight, **slot)
+                })
+                .filter(|(_, connection)| connection.in_flight < 2 || state.slots.len() >= max)
+                .map(|(slot, _)| *slot),
+            Purpose::Wait => state
+                .slots
+                .iter()
+                .filter(|(_, connection)| {
+                    !connection.waiting && connection.held == 0 && connection.in_flight == 0
+                })
+                .map(|(slot, _)| *slot)
+                .min(),
+        };
+        let slot = match chosen {
+            Some(slot) => slot,
+            None if state.slots.len() < max => state.open(self),
+            None => {
+                return Err(Error::ManagerBusy {
+                    max_connections: max,
+                });
+            }
+        };
+        let connection = state.slots.get_mut(&slot).expect("the chosen connection");
+        connection.in_flight += 1;
+        connection.waiting = purpose == Purpose::Wait;
+        claim.commands = Some(connection.commands.clone());
+        state.claims.entry(id).or_default().push(Claim {
+            handle: claim.handle,
+            slot,
+            mode,
+            granted: false,
+        });
+        state.handles.insert(claim.handle, id);
+        Ok(Route::Slot(slot))
+    }
+
+    /// Whether a handle of this manager holds or claims `id` in a mode that
+    /// excludes `mode`.
+    fn held_here(&self, id: LockId, mode: Mode) -> bool {
+        self.state().held_here(id, mode)
+    }
+
+    /// Gives back a handle's claim; `false` when it had none any more (its
+    /// connection was lost or closed).
+    fn forget(&self, handle: u64) -> bool {
+        let forgotten = self.state().forget(handle);
+        if forgotten {
+            self.released.notify_waiters();
+        }
+        forgotten
+    }
+
+    /// Removes a connection and every claim on it.
+    fn remove_slot(&self, slot: u64) {
+        self.state().remove_slot(slot);
+        self.released.notify_waiters();
+    }
+
+    /// Marks the manager closed and asks every connection to release its
+    /// locks and close.
+    fn close_all(&self) -> Vec<oneshot::Receiver<usize>> {
+        let mut state = self.state();
+        state.closed = true;
+        state
+            .slots
+            .values()
+            .filter_map(|connection| {
+                let (reply, answer) = oneshot::channel();
+                connection.commands.send(Command::Close { reply }).ok()?;
+                Some(answer)
+            })
+            .collect()
+    }
+}
+
+impl State {
+    fn next_id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Opens a connection: its task connects, then serves its commands.
+    fn open(&mut self, inner: &Arc<Inner>) -> u64 {
+        let slot = self.next_id();
+        let (commands, receiver) = mpsc::unbounded_channel();
+        self.slots.insert(
+            slot,
+            Slot {
+                commands,
+                in_flight: 0,
+                held: 0,
+                waiting: false,
+            },
+        );
+        tokio::spawn(run_connection(Arc::clone(inner), slot, receiver));
+        slot
+    }
+
+    /// A try or a wait sent to `slot` was answered; `granted` is the handle
+    /// that now holds its lock there.
+    fn answered(&mut self, slot: u64, granted: Option<u64>) {
+        if let Some(handle) = granted {
+            let claim = self.handles.get(&handle).and_then(|id| {
+                self.claims
+                    .get_mut(id)?
+                    .iter_mut()
+                    .find(|claim| claim.handle == handle)
+            });
+            if let Some(claim) = claim {
+                claim.granted = true;
+            } else {
+                // Forgotten meanwhile: the connection unlocks it next.
+                return self.answered(slot, None);
+            }
+        }
+        if let Some(connection) = self.slots.get_mut(&slot) {
+            connection.in_flight = connection.in_flight.saturating_sub(1);
+            connection.waiting = false;
+            connection.held += usize::from(granted.is_some());
+        }
+    }
+
+    fn held_here(&self, id: LockId, mode: Mode) -> bool {
+        self.claims.get(&id).is_some_and(|claims| {
+            claims
+                .iter()
+                .any(|other| mode == Mode::Exclusive || other.mode == Mode::Exclusive)
+        })
+    }
+
+    /// Gives back a handle's claim; `false` when it had none.
+    fn forget(&mut self, handle: u64) -> bool {
+        let Some(id) = self.handles.remove(&handle) else {
+            return false;
+        };
+        let Some(claims) = self.claims.get_mut(&id) else {
+            return false;
+        };
+        let Some(index) = claims.iter().position(|claim| claim.handle == handle) else {
+            return false;
+        };
+        let claim = claims.swap_remove(index);
+        if claims.is_empty() {
+            self.claims.remove(&id);
+        }
+        if let Some(connection) = self.slots.get_mut(&claim.slot).filter(|_| claim.granted) {
+            connection.held = connection.held.saturating_sub(1);
+        }
+        true
+    }
+
+    /// Removes a connection and every claim on it.
+    fn remove_slot(&mut self, slot: u64) {
+        self.slots.remove(&slot);
+        let handles = &mut self.handles;
+        self.claims.retain(|_, claims| {
+            claims.retain(|claim| {
+                let keep = claim.slot != slot;
+                if !keep {
+                    handles.remove(&claim.handle);
+                }
+                keep
+            });
+            !claims.is_empty()
+        });
+    }
+
+    /// Retires an idle connection: only if nothing was routed to it since.
+    fn retire(&mut self, slot: u64) -> bool {
+        let idle = self.slots.get(&slot).is_some_and(|connection| {
+            connection.held == 0 && connection.in_flight == 0 && !connection.waiting
+        });
+        if idle {
+            self.slots.remove(&slot);
+        }
+        idle
+    }
+}
+
+fn connection_gone() -> Error {
+    Error::Database(sqlx::Error::WorkerCrashed)
+}
+
+/// A connection's task: connects, then runs its commands one at a time,
+/// checks the connection while it holds locks, and retires it when it has
+/// held nothing for the idle timeout. When the connection fails, exactly the
+/// handles that hold locks on it learn that they are lost.
+async fn run_connection(
+    inner: Arc<Inner>,
+    slot: u64,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut conn = match inner.connect.connect().await {
+        Ok(conn) => conn,
+        Err(error) => {
+            events::manager_connection_failed(slot, &error);
+            inner.remove_slot(slot);
+            fail_queued(&mut commands);
+            return;
+        }
+    };
+    let checks = inner.options.checks;
+    let mut held: HashMap<u64, Holding> = HashMap::new();
+    let mut next_check = tokio::time::Instant::now() + checks.interval();
+    let mut idle_since = tokio::time::Instant::now();
+    let lost = loop {
+        let idle_deadline = idle_since + inner.options.idle_timeout;
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { break None };
+                let outcome = serve(&inner, slot, &mut conn, &mut held, command).await;
+                if held.is_empty() {
+                    idle_since = tokio::time::Instant::now();
+                }
+                match outcome {
+                    Served::Ok => {}
+                    Served::Closed => break None,
+                    Served::Failed(reason) => break Some(reason),
+                }
+            }
+            () = tokio::time::sleep_until(next_check), if !held.is_empty() => {
+                next_check = tokio::time::Instant::now() + checks.interval();
+                let check = tokio::time::timeout(checks.timeout(), still_held(&mut conn, &held));
+                match check.await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => break Some("the session no longer holds its locks".to_owned()),
+                    Ok(Err(error)) => break Some(format!("the connection failed: {error}")),
+                    Err(_) => break Some(format!(
+                        "the connection did not answer within {:?}",
+                        checks.timeout()
+                    )),
+                }
+            }
+            () = tokio::time::sleep_until(idle_deadline), if held.is_empty() => {
+                if inner.state().retire(slot) {
+                    break None;
+                }
+                idle_since = tokio::time::Instant::now();
+            }
+        }
+    };
+    if let Some(reason) = lost {
+        inner.remove_slot(slot);
+        events::manager_connection_lost(slot, held.len(), &reason);
+        for holding in held.values() {
+            holding.lose(&reason);
+        }
+        fail_queued(&mut commands);
+        return;
+    }
+    let _ = conn.close().await;
+}
+
+/// What serving one command left behind.
+enum Served {
+    Ok,
+    /// The manager closed this connection.
+    Closed,
+    /// The connection failed, for this reason.
+    Failed(String),
+}
+
+async fn serve(
+    inner: &Inner,
+    slot: u64,
+    conn: &mut PgConnection,
+    held: &mut HashMap<u64, Holding>,
+    command: Command,
+) -> Served {
+    match command {
+        Command::Try {
+            sql,
+            id,
+            holding,
+            reply,
+        } => {
+            let status = bind_id(sqlx::query(AssertSqlSafe(sql)), id)
+                .fetch_one(&mut *conn)
+                .await
+                .and_then(|row| row.try_get::<i32, _>(0));
+            let status = match status {
+                Ok(code) => TryStatus::from_code(code),
+                Err(error) => {
+                    inner.state().answered(slot, None);
+                    let broken = is_broken(conn, &error).await;
+                    let _ = reply.send(Err(Error::from_sqlx(error)));
+                    return broken;
+                }
+            };
+            let granted = status == TryStatus::Acquired;
+            inner
+                .state()
+                .answered(slot, granted.then_some(holding.handle));
+            if granted {
+                held.insert(holding.handle, holding);
+            }
+            // Nobody waits for the answer any more: the handle's claim is
+            // gone, and an unlock for it follows in the queue.
+            let _ = reply.send(Ok(status));
+            Served::Ok
+        }
+        Command::Wait {
+            sql,
+            holding,
+            mut reply,
+        } => {
+            let outcome = tokio::select! {
+                outcome = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn) => Some(outcome),
+                () = reply.closed() => None,
+            };
+            match outcome {
+                // Abandoned while it waited: this connection holds nothing
+                // else, and closing it ends the server-side wait (the wait
+                // statement makes the server check its client every second).
+                None => {
+                    inner.remove_slot(slot);
+                    Served::Closed
+                }
+                Some(Ok(_)) => {
+                    inner.state().answered(slot, Some(holding.handle));
+                    held.insert(holding.handle, holding);
+                    let _ = reply.send(Ok(()));
+                    Served::Ok
+                }
+                Some(Err(error)) => {
+                    inner.state().answered(slot, None);
+                    let broken = is_broken(conn, &error).await;
+                    let _ = reply.send(Err(error));
+                    broken
+                }
+            }
+        }
+        Command::Unlock { handle, reply } => {
+            let Some(holding) = held.remove(&handle) else {
+                // Never granted here, or unlocked already.
+                return Served::Ok;
+            };
+            match holding.unlock(conn).await {
+                Ok(released) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(if released {
+                            Ok(())
+                        } else {
+                            Err(Error::LockLost(holding.lock.clone()))
+                        });
+                    }
+                    if released {
+                        Served::Ok
+                    } else {
+                        // The session does not hold what it took: it is not
+                        // the session that took it (a transaction pooler).
+                        held.insert(handle, holding);
+                        Served::Failed("an unlock found the lock gone".to_owned())
+                    }
+                }
+                Err(error) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(Error::LockLost(holding.lock.clone())));
+                    }
+                    held.insert(handle, holding);
+                    Served::Failed(format!("the connection failed: {error}"))
+                }
+            }
+        }
+        Command::Close { reply } => {
+            let released = held.len();
+            let unlocked = sqlx::raw_sql("SELECT pg_catalog.pg_advisory_unlock_all()")
+                .execute(&mut *conn)
+                .await;
+            if let Err(error) = unlocked {
+                events::manager_connection_failed(slot, &error);
+            }
+            inner.remove_slot(slot);
+            for holding in held.values() {
+                holding.lose("the lock manager was closed");
+            }
+            held.clear();
+            let _ = reply.send(released);
+            Served::Closed
+        }
+    }
+}
+
+/// Whether the connection still answers after `error`: a statement that
+/// failed on a sound connection (a lock timeout, a full lock table) leaves
+/// it in service.
+async fn is_broken(conn: &mut PgConnection, error: &sqlx::Error) -> Served {
+    let checked = tokio::time::timeout(Duration::from_secs(5), conn.ping()).await;
+    match checked {
+        Ok(Ok(())) => Served::Ok,
+        _ => Served::Failed(format!("the connection failed: {error}")),
+    }
+}
+
+/// Whether this session holds every lock it is known to hold: one statement
+/// for the connection, whatever the number of locks.
+async fn still_held(
+    conn: &mut PgConnection,
+    held: &HashMap<u64, Holding>,
+) -> Result<bool, sqlx::Error> {
+    // Handles that share a lock in shared mode are one row of `pg_locks`.
+    let expected: HashSet<(LockId, Mode)> = held
+        .values()
+        .map(|holding| (holding.lock.id(), holding.lock.mode()))
+        .collect();
+    let rows: i64 = sqlx::query_scalar(pg_locks::COUNT_HELD_BY_THIS_SESSION)
+        .fetch_one(conn)
+        .await?;
+    Ok(usize::try_from(rows).is_ok_and(|rows| rows == expected.len()))
+}
+
+/// Answers the commands still queued for a connection that is gone.
+fn fail_queued(commands: &mut mpsc::UnboundedReceiver<Command>) {
+    commands.close();
+    while let Ok(command) = commands.try_recv() {
+        match command {
+            Command::Try { reply, .. } => {
+                let _ = reply.send(Err(connection_gone()));
+            }
+            Command::Wait { reply, .. } => {
+                let _ = reply.send(Err(sqlx::Error::WorkerCrashed));
+            }
+            Command::Unlock { reply, .. } => drop(reply),
+            Command::Close { reply } => {
+                let _ = reply.send(0);
+            }
+        }
+    }
+}

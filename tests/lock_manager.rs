@@ -1,0 +1,496 @@
+//! The lock manager: many session locks on a few connections, exact
+//! exclusion between its own handles, loss reported per handle, and nothing
+//! left behind by dropped handles or abandoned waits. Every claim is checked
+//! against what `pg_locks` shows.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pglock::testing::{ServerOptions, TestServer};
+use pglock::{
+    Error, LeaseOptions, LockId, LockManager, ManagedLock, ManagerOptions, Namespace, pg_locks,
+};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
+use support::*;
+
+fn connect_options() -> PgConnectOptions {
+    pglock::testing::database_url()
+        .expect("a test database")
+        .parse()
+        .expect("a valid URL")
+}
+
+fn manager(options: ManagerOptions) -> Arc<LockManager> {
+    Arc::new(LockManager::new(connect_options(), options))
+}
+
+/// Fast checks, so that a loss is seen within about a second.
+fn quick_checks() -> ManagerOptions {
+    ManagerOptions::default().checks(
+        LeaseOptions::default()
+            .check_every(Duration::from_millis(200))
+            .check_timeout(Duration::from_secs(1)),
+    )
+}
+
+/// (count, distinct pids) of the granted advisory locks on these bigint ids.
+async fn held_on(pool: &PgPool, ids: &[i64]) -> (i64, i64) {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), count(DISTINCT l.pid) FROM pg_locks l \
+         JOIN unnest($1::int8[]) AS k(id) ON {} = k.id AND l.objsubid = 1 \
+         WHERE l.locktype = 'advisory' AND l.granted",
+        pg_locks::ENCODED
+    )))
+    .bind(ids)
+    .fetch_one(pool)
+    .await
+    .expect("read pg_locks")
+}
+
+/// The pid that holds each bigint id, per `pg_locks`.
+async fn holder_of(pool: &PgPool, id: LockId) -> Option<i32> {
+    holders(pool, id).await.first().copied()
+}
+
+/// Polls until `check` holds; panics with `what` after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn acquire_all(
+    manager: &Arc<LockManager>,
+    ns: &'static Namespace,
+    keys: std::ops::Range<i64>,
+    workers: i64,
+) -> Vec<ManagedLock> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let per_worker = (keys.end - keys.start + workers - 1) / workers;
+    for worker in 0..workers {
+        let manager = Arc::clone(manager);
+        let first = keys.start + worker * per_worker;
+        let last = (first + per_worker).min(keys.end);
+        tasks.spawn(async move {
+            let mut held = Vec::new();
+            for key in first..last {
+                held.push(manager.lock(ns, &key).acquire().await.expect("a free key"));
+            }
+            held
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(part) = tasks.join_next().await {
+        held.extend(part.expect("a worker"));
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_locks_live_on_at_most_eight_connections_and_exclude_everyone_else() {
+    let pool = pool().await;
+    let ns = namespace("manager:scale");
+    let manager = manager(ManagerOptions::default().max_connections(8));
+    let held = acquire_all(&manager, ns, 0..10_000, 16).await;
+    assert_eq!(held.len(), 10_000);
+    assert!(manager.connections() <= 8, "{manager:?}");
+
+    let ids: Vec<i64> = (0..10_000_i64)
+        .map(|key| ns.id(&key).bigint().unwrap())
+        .collect();
+    let (count, pids) = held_on(&pool, &ids).await;
+    assert_eq!(count, 10_000, "pg_locks shows every lock");
+    assert!((1..=8).contains(&pids), "{pids} backends hold them");
+
+    // Another manager, and a session of another process, get none of them.
+    let other = manager_with_default();
+    for key in 0..10_000_i64 {
+        assert!(
+            other.lock(ns, &key).try_acquire().await.unwrap().is_none(),
+            "key {key} is held by the first manager"
+        );
+    }
+    let mut outsider = PgConnection::connect(&pglock::testing::database_url().unwrap())
+        .await
+        .unwrap();
+    let taken: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_try_advisory_lock(k.id)) FROM unnest($1::int8[]) AS k(id)",
+    )
+    .bind(&ids)
+    .fetch_one(&mut outsider)
+    .await
+    .unwrap();
+    assert_eq!(taken, 0, "another session took none");
+
+    drop(held);
+    assert_eq!(other.close().await.unwrap(), 0);
+    eventually(
+        Duration::from_secs(30),
+        "dropped handles are unlocked",
+        || {
+            let pool = pool.clone();
+            let ids = ids.clone();
+            async move { held_on(&pool, &ids).await.0 == 0 }
+        },
+    )
+    .await;
+}
+
+fn manager_with_default() -> Arc<LockManager> {
+    manager(ManagerOptions::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_connection_loses_exactly_its_own_handles() {
+    let pool = pool().await;
+    let ns = namespace("manager:loss");
+    let options = quick_checks();
+    let manager = manager(options);
+    let mut held = acquire_all(&manager, ns, 0..400, 8).await;
+    // Which backend holds which handle's lock.
+    let mut pids = Vec::new();
+    for handle in &held {
+        pids.push(holder_of(&pool, handle.lock().id()).await.expect("held"));
+    }
+    let victim = pids[0];
+    assert!(
+        pids.iter().any(|pid| *pid != victim),
+        "the locks are spread over several connections: {:?}",
+        manager
+    );
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(victim)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let bound = options.detection_bound() + Duration::from_secs(2);
+    for (handle, pid) in held.iter_mut().zip(&pids) {
+        if *pid == victim {
+            let lost = tokio::time::timeout(bound, handle.lost())
+                .await
+                .expect("a handle on the terminated backend reports the loss in time");
+            assert_eq!(lost.lock(), handle.lock());
+        }
+    }
+    // One more check interval: the others are still held, per pg_locks too.
+    tokio::time::sleep(options.detection_bound()).await;
+    for (handle, pid) in held.iter().zip(&pids) {
+        if *pid != victim {
+            assert!(handle.is_held(), "{} on a sound connection", handle.lock());
+            assert_eq!(holder_of(&pool, handle.lock().id()).await, Some(*pid));
+        }
+    }
+    // New locks still succeed, and a lost handle's release says it was lost.
+    let fresh = manager.lock(ns, &1_000_000_i64).acquire().await.unwrap();
+    fresh.release().await.unwrap();
+    let lost_index = pids.iter().position(|pid| *pid == victim).unwrap();
+    let lost = held.swap_remove(lost_index);
+    assert!(matches!(lost.release().await, Err(Error::LockLost(_))));
+    let released = manager.close().await.unwrap();
+    assert_eq!(
+        released,
+        pids.iter().filter(|pid| **pid != victim).count(),
+        "close releases what is still held"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exclusive_handles_of_one_manager_exclude_each_other() {
+    let ns = namespace("manager:exclusion");
+    let manager = manager(ManagerOptions::default().max_connections(4));
+    let unprotected = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let manager = Arc::clone(&manager);
+        let unprotected = Arc::clone(&unprotected);
+        tasks.spawn(async move {
+            for _ in 0..200 {
+                let lock = manager.lock(ns, &1_i64).acquire().await.expect("the lock");
+                // A read-modify-write that loses updates unless excluded.
+                let seen = unprotected.load(Ordering::Relaxed);
+                tokio::task::yield_now().await;
+                unprotected.store(seen + 1, Ordering::Relaxed);
+                lock.release().await.expect("a release");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(unprotected.load(Ordering::Relaxed), 16 * 200);
+    assert!(manager.connections() <= 4);
+}
+
+#[tokio::test]
+async fn shared_handles_overlap_and_hold_off_an_exclusive_one() {
+    let pool = pool().await;
+    let ns = namespace("manager:shared");
+    let manager = manager_with_default();
+    let first = manager.lock(ns, &7_i64).shared().acquire().await.unwrap();
+    let second = manager
+        .lock(ns, &7_i64)
+        .shared()
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap();
+    let shared: Vec<(i32, String, bool)> = locks_on(&pool, ns.id(&7_i64)).await;
+    assert!(
+        !shared.is_empty()
+            && shared
+                .iter()
+                .all(|(_, mode, granted)| mode == "ShareLock" && *granted)
+    );
+    assert!(
+        manager
+            .lock(ns, &7_i64)
+            .try_acquire()
+            .await
+            .unwrap()
+            .is_none(),
+        "an exclusive handle waits for the shared ones"
+    );
+    first.release().await.unwrap();
+    assert!(
+        manager
+            .lock(ns, &7_i64)
+            .try_acquire()
+            .await
+            .unwrap()
+            .is_none()
+    );
+    second.release().await.unwrap();
+    let exclusive = manager
+        .lock(ns, &7_i64)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free now");
+    assert_eq!(
+        locks_on(&pool, ns.id(&7_i64)).await,
+        vec![(
+            holder_of(&pool, ns.id(&7_i64)).await.unwrap(),
+            "ExclusiveLock".to_owned(),
+            true
+        )]
+    );
+    exclusive.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_handle_waits_for_another_process_on_a_connection_of_its_own() {
+    let pool = pool().await;
+    let ns = namespace("manager:wait");
+    let manager = manager_with_default();
+    let other = manager.lock(ns, &1_i64).acquire().await.unwrap();
+    let holder = pglock::testing::hold_lock(&pool, ns, &2_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    let waiting = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move { manager.lock(ns, &2_i64).acquire().await })
+    };
+    let waiters = wait_for_waiters(&pool, ns.id(&2_i64), 1).await;
+    let other_pid = holder_of(&pool, ns.id(&1_i64)).await.unwrap();
+    assert_ne!(
+        waiters[0], other_pid,
+        "the wait does not block the connection of a held lock"
+    );
+    // The held lock's connection still serves its release at once.
+    other.release().await.unwrap();
+    holder.release().await.unwrap();
+    let handle = waiting.await.unwrap().unwrap();
+    assert_eq!(holder_of(&pool, ns.id(&2_i64)).await, Some(waiters[0]));
+    handle.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_timeout_is_a_typed_conflict_and_no_wait_is_busy() {
+    let pool = pool().await;
+    let ns = namespace("manager:timeout");
+    let manager = manager_with_default();
+    let holder = pglock::testing::hold_lock(&pool, ns, &3_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    let error = manager
+        .lock(ns, &3_i64)
+        .timeout(Duration::from_millis(100))
+        .acquire()
+        .await
+        .unwrap_err();
+    let conflict = error.as_conflict().expect("a conflict");
+    assert_eq!(conflict.lock().id(), ns.id(&3_i64));
+    assert_eq!(conflict.sqlstate(), "55P03");
+    assert!(matches!(
+        manager.lock(ns, &3_i64).no_wait().acquire().await,
+        Err(Error::Busy(lock)) if lock.id() == ns.id(&3_i64)
+    ));
+    // An in-process holder times out the same way.
+    holder.release().await.unwrap();
+    let mine = manager.lock(ns, &3_i64).acquire().await.unwrap();
+    let error = manager
+        .lock(ns, &3_i64)
+        .timeout(Duration::from_millis(100))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert_eq!(error.as_conflict().expect("a conflict").sqlstate(), "55P03");
+    mine.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn dropped_handles_and_abandoned_waits_leave_nothing_behind() {
+    let pool = pool().await;
+    let ns = namespace("manager:drop");
+    let manager = manager_with_default();
+    let kept = manager.lock(ns, &1_i64).acquire().await.unwrap();
+    let dropped = manager.lock(ns, &2_i64).acquire().await.unwrap();
+    let kept_pid = holder_of(&pool, ns.id(&1_i64)).await.unwrap();
+    drop(dropped);
+    eventually(
+        Duration::from_secs(1),
+        "a dropped handle is unlocked within a second",
+        || {
+            let pool = pool.clone();
+            async move { holders(&pool, ns.id(&2_i64)).await.is_empty() }
+        },
+    )
+    .await;
+    assert_eq!(
+        holder_of(&pool, ns.id(&1_i64)).await,
+        Some(kept_pid),
+        "its connection stays open for the other locks"
+    );
+
+    // A wait abandoned by its caller leaves no waiter and no stuck connection.
+    let holder = pglock::testing::hold_lock(&pool, ns, &3_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    let waiting = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move { manager.lock(ns, &3_i64).acquire().await })
+    };
+    wait_for_waiters(&pool, ns.id(&3_i64), 1).await;
+    waiting.abort();
+    eventually(
+        Duration::from_secs(5),
+        "the abandoned wait leaves the server",
+        || {
+            let pool = pool.clone();
+            async move { locks_on(&pool, ns.id(&3_i64)).await.len() == 1 }
+        },
+    )
+    .await;
+    holder.release().await.unwrap();
+    let after = manager.lock(ns, &3_i64).acquire().await.unwrap();
+    after.release().await.unwrap();
+    kept.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn past_its_bound_the_manager_says_so() {
+    let pool = pool().await;
+    let ns = namespace("manager:bound");
+    let manager = manager(ManagerOptions::default().max_connections(1));
+    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    let waiting = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move { manager.lock(ns, &1_i64).acquire().await })
+    };
+    wait_for_waiters(&pool, ns.id(&1_i64), 1).await;
+    let error = manager.lock(ns, &2_i64).acquire().await.unwrap_err();
+    assert!(
+        matches!(error, Error::ManagerBusy { max_connections: 1 }),
+        "{error:?}"
+    );
+    assert!(error.is_retryable());
+    holder.release().await.unwrap();
+    waiting.await.unwrap().unwrap().release().await.unwrap();
+    manager.close().await.unwrap();
+    assert!(matches!(
+        manager.lock(ns, &2_i64).acquire().await,
+        Err(Error::ManagerClosed)
+    ));
+}
+
+#[tokio::test]
+async fn a_hostile_runtime_namespace_is_sanitised_in_the_marker() {
+    let pool = pool().await;
+    let ns: &'static Namespace = Box::leak(Box::new(
+        Namespace::try_named(format!("*/ DROP TABLE x; /* {}", uuid::Uuid::new_v4())).unwrap(),
+    ));
+    let manager = manager_with_default();
+    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    let waiting = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move { manager.lock(ns, &1_i64).acquire().await })
+    };
+    let waiter = wait_for_waiters(&pool, ns.id(&1_i64), 1).await[0];
+    let query: String = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
+        .bind(waiter)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        query.starts_with("/* pglock ns=?? DROP TABLE x? ?? "),
+        "{query}"
+    );
+    assert_eq!(query.matches("*/").count(), 1, "{query}");
+    holder.release().await.unwrap();
+    waiting.await.unwrap().unwrap().release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_loses_every_handle_and_the_manager_serves_again() {
+    let server = TestServer::start(ServerOptions::new()).expect("a private server");
+    let options = quick_checks();
+    let manager = LockManager::new(server.url().parse().unwrap(), options);
+    let ns = namespace("manager:restart");
+    let mut held = Vec::new();
+    for key in 0..20_i64 {
+        held.push(manager.lock(ns, &key).acquire().await.unwrap());
+    }
+    server.restart().expect("pg_ctl restart -m fast");
+    let bound = options.detection_bound() + Duration::from_secs(2);
+    for handle in &mut held {
+        tokio::time::timeout(bound, handle.lost())
+            .await
+            .expect("every handle reports the restart");
+    }
+    let again = manager.lock(ns, &0_i64).acquire().await.unwrap();
+    let mut conn = PgConnection::connect(&server.url()).await.unwrap();
+    assert_eq!(
+        locks_on_conn(&mut conn, ns.id(&0_i64)).await,
+        1,
+        "the new lock is held on the restarted server"
+    );
+    again.release().await.unwrap();
+}
+
+async fn locks_on_conn(conn: &mut PgConnection, id: LockId) -> i64 {
+    let (encoded, objsubid) = pg_locks::encode(id);
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM pg_locks l WHERE {} AND l.granted",
+        pg_locks::MATCHES
+    )))
+    .bind(encoded)
+    .bind(objsubid)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
