@@ -24,7 +24,11 @@ static SESSION: Namespace = Namespace::named("pglock-bench:manager:session");
 const HEARTBEAT_PREFIX: &str = "SELECT count(*) FROM pg_catalog.pg_locks l";
 
 /// Runs the group over one transport; returns its JSON lines.
-pub(crate) async fn run(url: &str, transport: &str, options: &Options) -> Result<Vec<String>, BoxError> {
+pub(crate) async fn run(
+    url: &str,
+    transport: &str,
+    options: &Options,
+) -> Result<Vec<String>, BoxError> {
     let connect = PgConnectOptions::from_str(url)?;
     let sizes: &[usize] = if options.quick {
         &[10, 1_000]
@@ -104,13 +108,21 @@ async fn acquire_release(
     // One unmeasured round warms the statements and connections up.
     for round in 0..=options.rounds {
         for variant in rotated(&variants, round) {
-            let index = variants.iter().position(|v| *v == variant).expect("a variant");
+            let index = variants
+                .iter()
+                .position(|v| *v == variant)
+                .expect("a variant");
             let started = Instant::now();
             let mut done = 0_u64;
             while started.elapsed() < slice {
                 match variant {
                     Variant::Manager => {
-                        manager.lock(&CYCLED, &-1_i64).acquire().await?.release().await?;
+                        manager
+                            .lock(&CYCLED, &-1_i64)
+                            .acquire()
+                            .await?
+                            .release()
+                            .await?;
                     }
                     Variant::Session => {
                         let conn = session.take().expect("the session connection");

@@ -315,7 +315,8 @@ struct Builder {
     /// Every argument name given, valid or not: a second one is a duplicate,
     /// and a missing required one is reported only when it was not given.
     seen: Vec<(String, Span)>,
-    /// Arguments suggested for unknown ones.
+    /// Arguments suggested for unknown ones, or given in a wrong form: not
+    /// to be reported missing as well.
     suggested: Vec<String>,
     errors: Errors,
     namespace: Option<(Span, NamespaceArg)>,
@@ -356,6 +357,8 @@ impl Builder {
                         format!("write `{key} = ...`, such as `{example}`")
                     }
                 };
+                // Given, if in the wrong form: don't also say it's missing.
+                self.suggested.push(key.to_owned());
                 return Err(syn::Error::new(
                     group.span(),
                     format!("unexpected parentheses after `{key}`: {hint}"),
