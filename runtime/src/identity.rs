@@ -49,6 +49,10 @@ impl LockIdentity {
     pub fn mode(&self) -> Mode {
         self.mode
     }
+
+    pub(crate) fn label(&self) -> &Label {
+        &self.namespace
+    }
 }
 
 impl fmt::Display for LockIdentity {
@@ -70,6 +74,15 @@ impl Label {
         match self {
             Label::Static(label) => label,
             Label::Shared(label) => label,
+        }
+    }
+
+    /// The label as a metric label: a `static` name is not copied.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn shared(&self) -> metrics::SharedString {
+        match self {
+            Label::Static(label) => metrics::SharedString::const_str(label),
+            Label::Shared(label) => metrics::SharedString::from(String::from(&**label)),
         }
     }
 }

@@ -37,7 +37,7 @@
 //!   and every query over it). No I/O.
 //! - `engine/`, private: `wait` (the try and the capped wait every front
 //!   end shares), `cancel` (abandoned waits), `events` (every `tracing`
-//!   event).
+//!   event), `measure` (the metrics, with the feature `metrics`).
 //! - `front/`: what applications call. `xact_lock` ([`XactLock`]),
 //!   `lock_set` ([`XactLockSet`]), `session` ([`SessionLock`]), `lease`
 //!   ([`Lease`]), `run` (work in a transaction that holds a lock), `inspect`
@@ -72,3 +72,13 @@ pub use front::session::{IntoOwnedConnection, SessionGuard, SessionLock, Session
 pub use front::xact_lock::{Acquired, XactConnection, XactLock};
 pub use identity::LockIdentity;
 pub use sql::pg_locks;
+
+/// The names of the metrics pglock records with the feature `metrics`,
+/// through the [`metrics`](https://docs.rs/metrics) facade. Labels:
+/// `namespace` (the namespace's label), `mode` (`exclusive`, `shared`) and,
+/// on acquisitions and waits, `outcome`; never the key.
+pub mod metrics {
+    pub use crate::engine::measure::{
+        ACQUISITIONS, HOLD_SECONDS, SESSION_LOCKS_HELD, WAIT_SECONDS,
+    };
+}

@@ -163,6 +163,11 @@ impl Namespace {
         self.statements().marker()
     }
 
+    /// The label, cheap to clone.
+    pub(crate) fn shared_label(&self) -> &Label {
+        &self.label
+    }
+
     /// The identity of the lock on `id` in `mode` in this namespace.
     pub(crate) fn identity(&self, id: LockId, mode: Mode) -> LockIdentity {
         LockIdentity::new(self.label.clone(), id, mode)

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Level;
 
+use crate::engine::measure::{self, Outcome};
 use crate::error::Error;
 use crate::identity::LockIdentity;
 
@@ -23,6 +24,7 @@ macro_rules! lock_event {
 
 /// The one event of a busy lock that is not waited for.
 pub(crate) fn not_waiting(lock: &LockIdentity) {
+    measure::acquisition(lock.label(), lock.mode(), Outcome::Busy);
     lock_event!(
         Level::INFO,
         lock,
@@ -33,6 +35,7 @@ pub(crate) fn not_waiting(lock: &LockIdentity) {
 
 /// The one event of a busy lock that is skipped (the attribute's `skip`).
 pub(crate) fn skipped(lock: &LockIdentity, function: &'static str) {
+    measure::acquisition(lock.label(), lock.mode(), Outcome::Skipped);
     lock_event!(
         Level::INFO,
         lock,
@@ -54,6 +57,12 @@ pub(crate) fn waiting(lock: &LockIdentity, cap_ms: Option<u32>) {
 
 /// A wait that began at `started` ended.
 pub(crate) fn wait_ended(lock: &LockIdentity, outcome: Result<(), &Error>, started: Instant) {
+    let measured = match outcome {
+        Ok(()) => Outcome::AcquiredAfterWait,
+        Err(Error::Conflict(conflict)) => Outcome::Conflict(conflict.cause()),
+        Err(_) => Outcome::Failed,
+    };
+    measure::wait(lock, measured, started.elapsed());
     let waited_ms = started.elapsed().as_millis() as u64;
     match outcome {
         Ok(()) => lock_event!(
@@ -153,6 +162,7 @@ pub(crate) fn lease_dropped(lock: &LockIdentity) {
 
 /// A lease found its lock gone.
 pub(crate) fn lease_lost(lock: &LockIdentity, held: Duration, reason: &str) {
+    measure::acquisition(lock.label(), lock.mode(), Outcome::Lost);
     lock_event!(
         Level::ERROR,
         lock,

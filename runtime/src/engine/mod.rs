@@ -3,4 +3,5 @@
 
 pub(crate) mod cancel;
 pub(crate) mod events;
+pub(crate) mod measure;
 pub(crate) mod wait;

@@ -12,6 +12,7 @@ use sqlx::postgres::PgConnection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::engine::events;
+use crate::engine::measure::HoldMeter;
 use crate::error::Error;
 use crate::front::session::{HeldLock, IntoOwnedConnection, SessionGuard, SessionLock};
 use crate::identity::LockIdentity;
@@ -218,10 +219,17 @@ enum Command {
 
 impl Lease {
     pub(crate) fn start(guard: SessionGuard, options: LeaseOptions) -> Self {
-        let (conn, held) = guard.into_parts();
+        let (conn, held, meter) = guard.into_parts();
         let (commands, command_rx) = mpsc::channel(1);
         let (state_tx, state) = watch::channel(LeaseState::Held);
-        tokio::spawn(keep(conn, held.clone(), options, command_rx, state_tx));
+        tokio::spawn(keep(
+            conn,
+            held.clone(),
+            meter,
+            options,
+            command_rx,
+            state_tx,
+        ));
         Self {
             commands,
             state,
@@ -293,6 +301,7 @@ async fn still_held(conn: &mut PgConnection, held: &HeldLock) -> Result<bool, sq
 async fn keep(
     mut conn: PgConnection,
     held: HeldLock,
+    meter: Option<HoldMeter>,
     options: LeaseOptions,
     mut commands: mpsc::Receiver<Command>,
     state: watch::Sender<LeaseState>,
@@ -322,6 +331,7 @@ async fn keep(
         }
     };
     events::lease_lost(&held.lock, acquired.elapsed(), &reason);
+    drop(meter);
     drop(conn);
     let _ = state.send(LeaseState::Lost(LeaseLost::new(held.lock.clone(), reason)));
     // Answer a late release with the loss, until the lease is dropped.

@@ -11,6 +11,7 @@ use crate::contract::id::LockId;
 use crate::contract::key::LockKey;
 use crate::contract::mode::Mode;
 use crate::contract::namespace::Namespace;
+use crate::engine::measure::{self, Outcome};
 use crate::engine::wait::{Wait, Waiter, ensure_transaction};
 use crate::error::Error;
 use crate::front::xact_lock::{Acquired, XactLock};
@@ -204,7 +205,10 @@ impl<'ns> XactLockSet<'ns> {
         }
         if wait.is_no_wait() {
             return match try_all_or_nothing(conn, &entries).await? {
-                None => Ok(Acquired::FREE),
+                None => {
+                    count_acquired(&entries);
+                    Ok(Acquired::FREE)
+                }
                 Some(busy) => Err(entries[busy].busy(wait)),
             };
         }
@@ -214,6 +218,7 @@ impl<'ns> XactLockSet<'ns> {
         let mut next = 0;
         loop {
             let (taken, pid) = try_prefix_once(conn, &try_prefix, &entries[next..]).await?;
+            count_acquired(&entries[next..next + taken]);
             next += taken;
             if next == entries.len() {
                 return Ok(match started {
@@ -240,6 +245,17 @@ impl<'ns> XactLockSet<'ns> {
                 .await?;
             next += 1;
         }
+    }
+}
+
+/// Counts the locks taken without a wait.
+fn count_acquired(entries: &[Waiter<'_>]) {
+    for entry in entries {
+        measure::acquisition(
+            entry.namespace.shared_label(),
+            entry.mode,
+            Outcome::Acquired,
+        );
     }
 }
 

@@ -33,6 +33,7 @@ use crate::contract::id::LockId;
 use crate::contract::key::LockKey;
 use crate::contract::mode::Mode;
 use crate::engine::events;
+use crate::engine::measure::{self, HoldMeter, Outcome};
 use crate::engine::wait::{Wait, Waiter, reported_wait};
 use crate::error::Error;
 use crate::front::lease::{LeaseLost, LeaseOptions, LeaseState, until_lost};
@@ -199,6 +200,8 @@ struct Holding {
     lock: LockIdentity,
     unlock_sql: Arc<str>,
     state: watch::Sender<LeaseState>,
+    /// Counts the lock as held from its grant until this is dropped.
+    meter: Option<HoldMeter>,
 }
 
 impl Holding {
@@ -214,6 +217,7 @@ impl Holding {
     }
 
     fn lose(&self, reason: &str) {
+        measure::acquisition(self.lock.label(), self.lock.mode(), Outcome::Lost);
         let lost = LeaseLost::new(self.lock.clone(), reason.to_owned());
         let _ = self.state.send(LeaseState::Lost(lost));
     }
@@ -452,6 +456,7 @@ impl ManagedRequest<'_> {
             lock: self.lock.identity(),
             unlock_sql: self.lock.namespace.statements().unlock(self.lock.mode),
             state: state_tx,
+            meter: None,
         };
         (holding, state)
     }
@@ -953,7 +958,8 @@ async fn serve(
                 .state()
                 .answered(slot, granted.then_some(holding.handle));
             if granted {
-                held.insert(holding.handle, holding);
+                measure::acquisition(holding.lock.label(), holding.lock.mode(), Outcome::Acquired);
+                hold(held, holding);
             }
             // Nobody waits for the answer any more: the handle's claim is
             // gone, and an unlock for it follows in the queue.
@@ -979,7 +985,7 @@ async fn serve(
                 }
                 Some(Ok(_)) => {
                     inner.state().answered(slot, Some(holding.handle));
-                    held.insert(holding.handle, holding);
+                    hold(held, holding);
                     let _ = reply.send(Ok(()));
                     Served::Ok
                 }
@@ -1040,6 +1046,12 @@ async fn serve(
             Served::Closed
         }
     }
+}
+
+/// Keeps a granted lock, counted as held from now.
+fn hold(held: &mut HashMap<u64, Holding>, mut holding: Holding) {
+    holding.meter = Some(HoldMeter::start(&holding.lock));
+    held.insert(holding.handle, holding);
 }
 
 /// Whether the connection still answers after `error`: a statement that

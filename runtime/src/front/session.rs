@@ -22,6 +22,7 @@ use crate::contract::key::LockKey;
 use crate::contract::mode::Mode;
 use crate::contract::namespace::Namespace;
 use crate::engine::events;
+use crate::engine::measure::{self, HoldMeter, Outcome};
 use crate::engine::wait::{Wait, Waiter, try_lock};
 use crate::error::Error;
 use crate::identity::LockIdentity;
@@ -206,17 +207,23 @@ impl SessionLock<'_> {
         )
         .await?
         {
-            TryStatus::Acquired => Ok(SessionTry::Acquired(self.guard(conn))),
+            TryStatus::Acquired => {
+                let lock = self.lock.namespace.shared_label();
+                measure::acquisition(lock, self.lock.mode, Outcome::Acquired);
+                Ok(SessionTry::Acquired(self.guard(conn)))
+            }
             TryStatus::Busy { .. } => Ok(SessionTry::Busy(conn)),
             TryStatus::Standby => Err(Error::Standby),
         }
     }
 
     fn guard(&self, conn: PgConnection) -> SessionGuard {
+        let lock = self.lock.identity();
         SessionGuard {
             conn: Some(conn),
+            meter: Some(HoldMeter::start(&lock)),
             held: HeldLock {
-                lock: self.lock.identity(),
+                lock,
                 unlock_sql: self.lock.namespace.statements().unlock(self.lock.mode),
             },
         }
@@ -241,7 +248,12 @@ impl HeldLock {
             .await
             .and_then(|row| row.try_get(0))
             .map_err(Error::from_sqlx)?;
-        if released { Ok(()) } else { Err(self.lost()) }
+        if released {
+            Ok(())
+        } else {
+            measure::acquisition(self.lock.label(), self.lock.mode(), Outcome::Lost);
+            Err(self.lost())
+        }
     }
 
     pub(crate) fn lost(&self) -> Error {
@@ -267,6 +279,8 @@ impl HeldLock {
 pub struct SessionGuard {
     conn: Option<PgConnection>,
     held: HeldLock,
+    /// Counts the lock as held until the guard (or the lease made of it) ends.
+    meter: Option<HoldMeter>,
 }
 
 impl SessionGuard {
@@ -289,9 +303,9 @@ impl SessionGuard {
         &self.held.lock
     }
 
-    pub(crate) fn into_parts(mut self) -> (PgConnection, HeldLock) {
+    pub(crate) fn into_parts(mut self) -> (PgConnection, HeldLock, Option<HoldMeter>) {
         let conn = self.conn.take().expect("a guard owns its connection");
-        (conn, self.held.clone())
+        (conn, self.held.clone(), self.meter.take())
     }
 }
 

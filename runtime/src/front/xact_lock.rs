@@ -10,6 +10,7 @@ use crate::contract::id::LockId;
 use crate::contract::key::LockKey;
 use crate::contract::mode::Mode;
 use crate::contract::namespace::Namespace;
+use crate::engine::measure::{self, Outcome};
 use crate::engine::wait::{Wait, Waiter, ensure_transaction, try_lock};
 use crate::error::Error;
 use crate::sql::statements::{Scope, TryStatus};
@@ -174,7 +175,10 @@ impl<'ns> XactLock<'ns> {
     pub async fn acquire(self, conn: &mut PgConnection) -> Result<Acquired, Error> {
         let cap_ms = self.wait.cap_ms()?;
         let pid = match self.try_once(conn).await? {
-            TryStatus::Acquired => return Ok(Acquired::FREE),
+            TryStatus::Acquired => {
+                self.count(Outcome::Acquired);
+                return Ok(Acquired::FREE);
+            }
             TryStatus::Busy { pid } => pid,
             TryStatus::Standby => return Err(Error::Standby),
         };
@@ -201,10 +205,20 @@ impl<'ns> XactLock<'ns> {
     /// ```
     pub async fn try_acquire(self, conn: &mut PgConnection) -> Result<bool, Error> {
         match self.try_once(conn).await? {
-            TryStatus::Acquired => Ok(true),
-            TryStatus::Busy { .. } => Ok(false),
+            TryStatus::Acquired => {
+                self.count(Outcome::Acquired);
+                Ok(true)
+            }
+            TryStatus::Busy { .. } => {
+                self.count(Outcome::Busy);
+                Ok(false)
+            }
             TryStatus::Standby => Err(Error::Standby),
         }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        measure::acquisition(self.lock.namespace.shared_label(), self.lock.mode, outcome);
     }
 
     async fn try_once(&self, conn: &mut PgConnection) -> Result<TryStatus, Error> {
