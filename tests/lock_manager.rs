@@ -494,3 +494,127 @@ async fn locks_on_conn(conn: &mut PgConnection, id: LockId) -> i64 {
     .await
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_does_not_wait_for_a_wait_to_end() {
+    let pool = pool().await;
+    let ns = namespace("manager:close-waiting");
+    let manager = manager_with_default();
+    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    let waiting = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move { manager.lock(ns, &1_i64).acquire().await })
+    };
+    wait_for_waiters(&pool, ns.id(&1_i64), 1).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), manager.close()).await;
+    assert!(closed.is_ok(), "close() returns while a wait is pending");
+    let waited = waiting.await.unwrap();
+    assert!(
+        waited.is_err(),
+        "the wait ends without the lock: {waited:?}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the closed wait leaves the server",
+        || {
+            let pool = pool.clone();
+            async move { locks_on(&pool, ns.id(&1_i64)).await.len() == 1 }
+        },
+    )
+    .await;
+    holder.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_timeout_against_a_handle_of_the_same_manager_is_a_conflict_even_at_the_bound() {
+    let ns = namespace("manager:bound-timeout");
+    let manager = manager(ManagerOptions::default().max_connections(1));
+    let mine = manager.lock(ns, &1_i64).acquire().await.unwrap();
+    let error = manager
+        .lock(ns, &1_i64)
+        .timeout(Duration::from_millis(100))
+        .acquire()
+        .await
+        .unwrap_err();
+    let conflict = error.as_conflict().expect("a conflict, not a busy manager");
+    assert_eq!(conflict.sqlstate(), "55P03");
+    assert!(conflict.source().is_none(), "no statement waited");
+    assert!(manager.connections() <= 1);
+    mine.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_stale_idle_connection_is_replaced_at_once() {
+    let server = TestServer::start(ServerOptions::new()).expect("a private server");
+    let manager = LockManager::new(server.url().parse().unwrap(), quick_checks());
+    let ns = namespace("manager:restart-idle");
+    let private = PgPool::connect(&server.url()).await.unwrap();
+    let mut kept = manager.lock(ns, &1_i64).acquire().await.unwrap();
+    // A second connection left idle: a wait that timed out.
+    let holder = pglock::testing::hold_lock(&private, ns, &2_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    let error = manager
+        .lock(ns, &2_i64)
+        .timeout(Duration::from_millis(50))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(error.as_conflict().is_some());
+    holder.release().await.unwrap();
+    private.close().await;
+    assert_eq!(manager.connections(), 2);
+    server.restart().expect("pg_ctl restart -m fast");
+    tokio::time::timeout(Duration::from_secs(5), kept.lost())
+        .await
+        .expect("the held lock reports the restart");
+    let next = manager.lock(ns, &3_i64).acquire().await;
+    assert!(
+        next.is_ok(),
+        "the first acquire after the restart: {next:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_stops_answering_is_lost_within_the_bound() {
+    let pool = pool().await;
+    let ns = namespace("manager:hung");
+    let options = quick_checks();
+    let manager = manager(options);
+    let mut held = manager.lock(ns, &1_i64).acquire().await.unwrap();
+    let pid = holder_of(&pool, ns.id(&1_i64)).await.expect("held");
+    let signal = |name: &str| {
+        std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .expect("kill")
+    };
+    assert!(signal("-STOP").success(), "stop the backend");
+    let trying = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move {
+            manager
+                .lock(ns, &2_i64)
+                .try_acquire()
+                .await
+                .map(|l| l.is_some())
+        })
+    };
+    let bound = options.detection_bound() + Duration::from_secs(2);
+    let lost = tokio::time::timeout(bound, held.lost()).await;
+    let tried = tokio::time::timeout(Duration::from_secs(5), trying).await;
+    signal("-CONT");
+    assert!(lost.is_ok(), "the loss is reported within {bound:?}");
+    assert!(tried.is_ok(), "a try on the stopped backend gives up");
+}
+
+#[tokio::test]
+async fn an_idle_timeout_of_never_is_accepted() {
+    let ns = namespace("manager:idle-max");
+    let manager = manager(ManagerOptions::default().idle_timeout(Duration::MAX));
+    let first = manager.lock(ns, &1_i64).try_acquire().await.unwrap();
+    let second = manager.lock(ns, &2_i64).try_acquire().await.unwrap();
+    assert!(first.is_some() && second.is_some());
+}

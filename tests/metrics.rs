@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use pglock::metrics::{ACQUISITIONS, HOLD_SECONDS, SESSION_LOCKS_HELD, WAIT_SECONDS};
-use pglock::{LeaseOptions, Namespace};
+use pglock::{LeaseOptions, LockManager, ManagerOptions, Namespace};
 use sqlx::postgres::PgPool;
 use support::*;
 
@@ -195,19 +195,38 @@ async fn a_scripted_scenario_records_exact_counts_waits_and_holds() {
         .await
         .expect("the lease reports the loss");
 
+    // 6. Through a lock manager: one acquisition; one timed out in-process
+    // behind it (counted once, as a conflict); a handle released, and one
+    // released by close(), which is no loss.
+    let manager = LockManager::new(
+        pglock::testing::database_url().unwrap().parse().unwrap(),
+        ManagerOptions::default(),
+    );
+    let first = manager.lock(&NS, &(base + 5)).acquire().await.unwrap();
+    let error = manager
+        .lock(&NS, &(base + 5))
+        .timeout(Duration::from_millis(50))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(error.as_conflict().is_some());
+    first.release().await.unwrap();
+    let _kept = manager.lock(&NS, &(base + 6)).acquire().await.unwrap();
+    assert_eq!(manager.close().await.unwrap(), 1);
+
     take(&snapshotter, &mut seen);
-    assert_eq!(counter(&seen, "acquired"), 3, "{seen:?}");
+    assert_eq!(counter(&seen, "acquired"), 5, "{seen:?}");
     assert_eq!(counter(&seen, "acquired_after_wait"), 1, "{seen:?}");
     assert_eq!(counter(&seen, "busy"), 1, "{seen:?}");
-    assert_eq!(counter(&seen, "conflict_lock_timeout"), 1, "{seen:?}");
+    assert_eq!(counter(&seen, "conflict_lock_timeout"), 2, "{seen:?}");
     assert_eq!(counter(&seen, "skipped"), 1, "{seen:?}");
     assert_eq!(counter(&seen, "lost"), 1, "{seen:?}");
     assert_eq!(samples(&seen, WAIT_SECONDS, "acquired_after_wait"), 1);
-    assert_eq!(samples(&seen, WAIT_SECONDS, "conflict_lock_timeout"), 1);
+    assert_eq!(samples(&seen, WAIT_SECONDS, "conflict_lock_timeout"), 2);
     assert_eq!(
         samples(&seen, HOLD_SECONDS, ""),
-        2,
-        "the session lock and the lease"
+        4,
+        "the session lock, the lease, the two managed locks"
     );
     assert_eq!(held(&seen), 0.0, "no session lock held");
     // Labels are bounded: namespace, mode and outcome, never the key.

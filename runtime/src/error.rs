@@ -93,7 +93,7 @@ pub struct Conflict {
     lock: LockIdentity,
     waited: Duration,
     cause: ConflictCause,
-    source: sqlx::Error,
+    source: Option<sqlx::Error>,
 }
 
 /// What ended a wait for a lock.
@@ -170,9 +170,11 @@ impl Conflict {
         self.cause.sqlstate()
     }
 
-    /// The server's error as sqlx reported it.
-    pub fn source(&self) -> &sqlx::Error {
-        &self.source
+    /// The server's error as sqlx reported it; `None` when no statement
+    /// waited: a [`LockManager`](crate::LockManager) request that timed out
+    /// while another handle of the same manager held the lock.
+    pub fn source(&self) -> Option<&sqlx::Error> {
+        self.source.as_ref()
     }
 }
 
@@ -224,6 +226,17 @@ impl Error {
         }
     }
 
+    /// A timeout spent waiting in-process, for a lock a handle of the same
+    /// lock manager held: a lock timeout that no statement saw.
+    pub(crate) fn timed_out_in_process(lock: &LockIdentity, waited: Duration) -> Self {
+        Error::Conflict(Conflict {
+            lock: lock.clone(),
+            waited,
+            cause: ConflictCause::LockTimeout,
+            source: None,
+        })
+    }
+
     /// Classifies a failure of a statement that was waiting for `lock`.
     pub(crate) fn from_wait(error: sqlx::Error, lock: &LockIdentity, waited: Duration) -> Self {
         match sqlstate(&error)
@@ -234,7 +247,7 @@ impl Error {
                 lock: lock.clone(),
                 waited,
                 cause,
-                source: error,
+                source: Some(error),
             }),
             None => Error::from_sqlx(error),
         }
@@ -307,7 +320,10 @@ impl fmt::Display for Conflict {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Conflict(conflict) => Some(&conflict.source),
+            Error::Conflict(conflict) => conflict
+                .source
+                .as_ref()
+                .map(|error| error as &(dyn std::error::Error + 'static)),
             Error::LockTableFull(error) | Error::Database(error) => Some(error),
             _ => None,
         }

@@ -134,6 +134,8 @@ struct Inner {
     /// Told whenever a claim is given back, for requests that wait for a
     /// lock a handle of this manager holds.
     released: Notify,
+    /// Told when the manager closes, for the waits on its connections.
+    closing: Notify,
 }
 
 /// What the manager knows, under one lock: its connections, and which
@@ -150,8 +152,8 @@ struct State {
 
 /// One connection, as the manager routes requests to it.
 struct Slot {
-    commands: mpsc::UnboundedSender<Command>,
-    /// Statements sent and not yet answered.
+    conn: Arc<Backend>,
+    /// Tries and waits sent and not yet answered.
     in_flight: usize,
     /// Locks granted to handles on this connection.
     held: usize,
@@ -172,29 +174,42 @@ struct Claim {
 
 /// What a connection's task is asked to do.
 enum Command {
-    /// Try a lock; on success, keep `holding` for the handle.
-    Try {
-        sql: Arc<str>,
-        id: LockId,
-        holding: Holding,
-        reply: oneshot::Sender<Result<TryStatus, Error>>,
-    },
     /// Wait for a lock; on success, keep `holding` for the handle.
     Wait {
         sql: String,
         holding: Holding,
         reply: oneshot::Sender<Result<(), sqlx::Error>>,
     },
-    /// Unlock a handle's lock; `None` for a dropped handle.
-    Unlock {
-        handle: u64,
-        reply: Option<oneshot::Sender<Result<(), Error>>>,
-    },
+    /// Unlock a dropped handle's lock, if it holds one here.
+    Unlock { handle: u64 },
     /// Release every lock and close.
     Close { reply: oneshot::Sender<usize> },
 }
 
-/// What a connection's task keeps of a lock it holds for a handle.
+/// One of the manager's connections. Callers run their tries and releases on it
+/// themselves, and its task runs the rest (waits, checks, the unlocks of
+/// dropped handles, the idle close, the close); the mutex around it runs
+/// one statement at a time.
+struct Backend {
+    pg: Arc<tokio::sync::Mutex<Pg>>,
+    /// The locks granted here, changed only with `pg` locked, so that a
+    /// check never sees the one without the other.
+    held: Mutex<HashMap<u64, Holding>>,
+    /// Told when a lock is granted here, so that the task starts checking.
+    granted: Notify,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// The state of a connection.
+enum Pg {
+    /// Not connected yet: the first statement connects.
+    New,
+    Open(PgConnection),
+    /// Lost, closed or retired.
+    Gone,
+}
+
+/// What a connection keeps of a lock it holds for a handle.
 struct Holding {
     handle: u64,
     lock: LockIdentity,
@@ -216,8 +231,11 @@ impl Holding {
         .try_get(0)
     }
 
-    fn lose(&self, reason: &str) {
-        measure::acquisition(self.lock.label(), self.lock.mode(), Outcome::Lost);
+    /// Tells the handle its lock is gone; `counted`: a loss, not a close.
+    fn lose(&self, reason: &str, counted: bool) {
+        if counted {
+            measure::acquisition(self.lock.label(), self.lock.mode(), Outcome::Lost);
+        }
         let lost = LeaseLost::new(self.lock.clone(), reason.to_owned());
         let _ = self.state.send(LeaseState::Lost(lost));
     }
@@ -225,8 +243,8 @@ impl Holding {
 
 /// Where a request goes.
 enum Route {
-    /// Send it to this connection.
-    Slot(u64),
+    /// Run it on this connection.
+    Slot(u64, Arc<Backend>),
     /// A handle of this manager holds or claims the lock in a mode that
     /// excludes it.
     HeldHere,
@@ -242,6 +260,7 @@ impl LockManager {
                 options,
                 state: Mutex::new(State::default()),
                 released: Notify::new(),
+                closing: Notify::new(),
             }),
         }
     }
@@ -339,6 +358,7 @@ impl ManagedRequest<'_> {
     pub async fn acquire(self) -> Result<ManagedLock, Error> {
         let cap_ms = self.wait.cap_ms()?;
         if let Some(lock) = self.try_once().await? {
+            self.count(Outcome::Acquired);
             return Ok(lock);
         }
         if self.wait.is_no_wait() {
@@ -351,33 +371,57 @@ impl ManagedRequest<'_> {
     /// (another process, or a handle of this manager) holds it.
     pub async fn try_acquire(self) -> Result<Option<ManagedLock>, Error> {
         let lock = self.try_once().await?;
-        if lock.is_none() {
-            events::not_waiting(&self.lock.identity());
+        match lock {
+            Some(_) => self.count(Outcome::Acquired),
+            None => events::not_waiting(&self.lock.identity()),
         }
         Ok(lock)
     }
 
+    fn count(&self, outcome: Outcome) {
+        measure::acquisition(self.lock.namespace.shared_label(), self.lock.mode, outcome);
+    }
+
+    /// One try; once more on a new connection when the one chosen turns out
+    /// to be gone (a server restart, an idle connection cut): a connection
+    /// that failed holds nothing any more.
     async fn try_once(&self) -> Result<Option<ManagedLock>, Error> {
+        match self.try_on_a_connection().await {
+            Err((_, true)) => self.try_on_a_connection().await.map_err(|(error, _)| error),
+            outcome => outcome.map_err(|(error, _)| error),
+        }
+    }
+
+    /// One try; an error says whether its connection was lost.
+    async fn try_on_a_connection(&self) -> Result<Option<ManagedLock>, (Error, bool)> {
         let inner = &self.manager.inner;
         let mut claim = ClaimGuard::new(inner);
-        let route = inner.route(self.lock.id, self.lock.mode, Purpose::Try, &mut claim)?;
-        let Route::Slot(slot) = route else {
+        let route = inner
+            .route(self.lock.id, self.lock.mode, Purpose::Try, &mut claim)
+            .map_err(|error| (error, false))?;
+        let Route::Slot(slot, conn) = route else {
             return Ok(None);
         };
         let (holding, state) = self.holding(claim.handle);
-        let (reply, answer) = oneshot::channel();
-        let statements = self.lock.namespace.statements();
-        claim.send(Command::Try {
-            sql: statements.try_lock(Scope::Session, self.lock.mode),
-            id: self.lock.id,
-            holding,
-            reply,
+        let sql = self
+            .lock
+            .namespace
+            .statements()
+            .try_lock(Scope::Session, self.lock.mode);
+        let id = self.lock.id;
+        let status = FinishOnDrop::new({
+            let inner = Arc::clone(inner);
+            async move { conn.try_lock(&inner, slot, sql, id, holding).await }
+        })
+        .await
+        .map_err(|error| {
+            let lost = !inner.state().slots.contains_key(&slot);
+            (error, lost)
         })?;
-        let status = answer.await.map_err(|_| connection_gone())?;
-        match status? {
+        match status {
             TryStatus::Acquired => Ok(Some(claim.into_handle(slot, self.lock.identity(), state))),
             TryStatus::Busy { .. } => Ok(None),
-            TryStatus::Standby => Err(Error::Standby),
+            TryStatus::Standby => Err((Error::Standby, false)),
         }
     }
 
@@ -396,7 +440,11 @@ impl ManagedRequest<'_> {
                 tokio::pin!(released);
                 released.as_mut().enable();
                 let past_deadline = deadline.is_some_and(|deadline| Instant::now() >= deadline);
-                if inner.held_here(self.lock.id, self.lock.mode) && !past_deadline {
+                let held_here = inner.held_here(self.lock.id, self.lock.mode);
+                if held_here && past_deadline {
+                    return Err(Error::timed_out_in_process(&lock, started.elapsed()));
+                }
+                if held_here {
                     match deadline {
                         Some(deadline) => {
                             let _ = tokio::time::timeout_at(deadline.into(), released).await;
@@ -427,7 +475,7 @@ impl ManagedRequest<'_> {
     ) -> Result<ManagedLock, Error> {
         let inner = &self.manager.inner;
         let mut claim = ClaimGuard::new(inner);
-        let Route::Slot(slot) =
+        let Route::Slot(slot, _) =
             inner.route(self.lock.id, self.lock.mode, Purpose::Wait, &mut claim)?
         else {
             unreachable!("a wait gets a connection of its own, or an error");
@@ -483,7 +531,7 @@ pub struct ManagedLock {
     lock: LockIdentity,
     handle: u64,
     slot: u64,
-    commands: mpsc::UnboundedSender<Command>,
+    conn: Arc<Backend>,
     state: watch::Receiver<LeaseState>,
     released: bool,
 }
@@ -519,15 +567,14 @@ impl ManagedLock {
         if !self.inner.forget(self.handle) {
             return self.already_gone();
         }
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Unlock {
-            handle: self.handle,
-            reply: Some(reply),
-        };
-        if self.commands.send(command).is_err() {
-            return self.already_gone();
+        let (inner, conn, handle) = (Arc::clone(&self.inner), Arc::clone(&self.conn), self.handle);
+        let slot = self.slot;
+        let released =
+            FinishOnDrop::new(async move { conn.unlock(&inner, slot, handle).await }).await;
+        match released {
+            Ok(()) => Ok(()),
+            Err(_) => self.already_gone(),
         }
-        answer.await.unwrap_or_else(|_| self.already_gone())
     }
 
     fn already_gone(&self) -> Result<(), Error> {
@@ -545,9 +592,8 @@ impl Drop for ManagedLock {
             return;
         }
         events::managed_lock_dropped(&self.lock);
-        let _ = self.commands.send(Command::Unlock {
+        let _ = self.conn.commands.send(Command::Unlock {
             handle: self.handle,
-            reply: None,
         });
     }
 }
@@ -578,7 +624,7 @@ enum Purpose {
 struct ClaimGuard<'a> {
     inner: &'a Arc<Inner>,
     handle: u64,
-    commands: Option<mpsc::UnboundedSender<Command>>,
+    conn: Option<Arc<Backend>>,
 }
 
 impl<'a> ClaimGuard<'a> {
@@ -587,13 +633,13 @@ impl<'a> ClaimGuard<'a> {
         Self {
             inner,
             handle,
-            commands: None,
+            conn: None,
         }
     }
 
     fn send(&self, command: Command) -> Result<(), Error> {
-        let commands = self.commands.as_ref().expect("a routed claim");
-        commands.send(command).map_err(|_| connection_gone())
+        let conn = self.conn.as_ref().expect("a routed claim");
+        conn.commands.send(command).map_err(|_| connection_gone())
     }
 
     fn into_handle(
@@ -602,13 +648,13 @@ impl<'a> ClaimGuard<'a> {
         lock: LockIdentity,
         state: watch::Receiver<LeaseState>,
     ) -> ManagedLock {
-        let commands = self.commands.take().expect("a routed claim");
+        let conn = self.conn.take().expect("a routed claim");
         let handle = ManagedLock {
             inner: Arc::clone(self.inner),
             lock,
             handle: self.handle,
             slot,
-            commands,
+            conn,
             state,
             released: false,
         };
@@ -620,11 +666,45 @@ impl<'a> ClaimGuard<'a> {
 impl Drop for ClaimGuard<'_> {
     fn drop(&mut self) {
         self.inner.forget(self.handle);
-        if let Some(commands) = &self.commands {
-            let _ = commands.send(Command::Unlock {
+        if let Some(conn) = &self.conn {
+            let _ = conn.commands.send(Command::Unlock {
                 handle: self.handle,
-                reply: None,
             });
+        }
+    }
+}
+
+/// Runs a future that uses a connection to its end, even when the caller
+/// stops waiting for it: dropped early, the rest runs as a task of its own,
+/// so a statement's outcome is never lost (a lock taken for a caller that
+/// is gone is given back at once).
+struct FinishOnDrop<T: Send + 'static>(Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>);
+
+impl<T: Send + 'static> FinishOnDrop<T> {
+    fn new(future: impl Future<Output = T> + Send + 'static) -> Self {
+        Self(Some(Box::pin(future)))
+    }
+}
+
+impl<T: Send + 'static> Future for FinishOnDrop<T> {
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        let future = self.0.as_mut().expect("polled after completion");
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(output)
+    }
+}
+
+impl<T: Send + 'static> Drop for FinishOnDrop<T> {
+    fn drop(&mut self) {
+        if let (Some(future), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(future);
         }
     }
 }
@@ -689,7 +769,8 @@ impl Inner {
         let connection = state.slots.get_mut(&slot).expect("the chosen connection");
         connection.in_flight += 1;
         connection.waiting = purpose == Purpose::Wait;
-        claim.commands = Some(connection.commands.clone());
+        let conn = Arc::clone(&connection.conn);
+        claim.conn = Some(Arc::clone(&conn));
         state.claims.entry(id).or_default().push(Claim {
             handle: claim.handle,
             slot,
@@ -697,7 +778,7 @@ impl Inner {
             granted: false,
         });
         state.handles.insert(claim.handle, id);
-        Ok(Route::Slot(slot))
+        Ok(Route::Slot(slot, conn))
     }
 
     /// Whether a handle of this manager holds or claims `id` in a mode that
@@ -727,12 +808,17 @@ impl Inner {
     fn close_all(&self) -> Vec<oneshot::Receiver<usize>> {
         let mut state = self.state();
         state.closed = true;
+        self.closing.notify_waiters();
         state
             .slots
             .values()
             .filter_map(|connection| {
                 let (reply, answer) = oneshot::channel();
-                connection.commands.send(Command::Close { reply }).ok()?;
+                connection
+                    .conn
+                    .commands
+                    .send(Command::Close { reply })
+                    .ok()?;
                 Some(answer)
             })
             .collect()
@@ -749,40 +835,51 @@ impl State {
     fn open(&mut self, inner: &Arc<Inner>) -> u64 {
         let slot = self.next_id();
         let (commands, receiver) = mpsc::unbounded_channel();
+        let conn = Arc::new(Backend {
+            pg: Arc::new(tokio::sync::Mutex::new(Pg::New)),
+            held: Mutex::new(HashMap::new()),
+            granted: Notify::new(),
+            commands,
+        });
         self.slots.insert(
             slot,
             Slot {
-                commands,
+                conn: Arc::clone(&conn),
                 in_flight: 0,
                 held: 0,
                 waiting: false,
             },
         );
-        tokio::spawn(run_connection(Arc::clone(inner), slot, receiver));
+        tokio::spawn(run_connection(Arc::clone(inner), slot, conn, receiver));
         slot
     }
 
-    /// A try or a wait sent to `slot` was answered; `granted` is the handle
-    /// that now holds its lock there.
-    fn answered(&mut self, slot: u64, granted: Option<u64>) {
-        if let Some(handle) = granted {
+    /// A try or a wait on `slot` was answered; `granted` is the handle it
+    /// took a lock for. Returns whether that handle still claims the lock
+    /// (its caller may have given up meanwhile: then the lock is to be
+    /// given back at once).
+    fn answered(&mut self, slot: u64, granted: Option<u64>) -> bool {
+        let claimed = granted.is_some_and(|handle| {
             let claim = self.handles.get(&handle).and_then(|id| {
                 self.claims
                     .get_mut(id)?
                     .iter_mut()
                     .find(|claim| claim.handle == handle)
             });
-            if let Some(claim) = claim {
-                claim.granted = true;
-            } else {
-                // Forgotten meanwhile: the connection unlocks it next.
-                return self.answered(slot, None);
-            }
-        }
+            claim.map(|claim| claim.granted = true).is_some()
+        });
         if let Some(connection) = self.slots.get_mut(&slot) {
             connection.in_flight = connection.in_flight.saturating_sub(1);
             connection.waiting = false;
-            connection.held += usize::from(granted.is_some());
+            connection.held += usize::from(claimed);
+        }
+        claimed
+    }
+
+    /// A lock granted on `slot` was unlocked (or found gone) there.
+    fn unheld(&mut self, slot: u64) {
+        if let Some(connection) = self.slots.get_mut(&slot) {
+            connection.held = connection.held.saturating_sub(1);
         }
     }
 
@@ -805,13 +902,12 @@ impl State {
         let Some(index) = claims.iter().position(|claim| claim.handle == handle) else {
             return false;
         };
-        let claim = claims.swap_remove(index);
+        claims.swap_remove(index);
         if claims.is_empty() {
             self.claims.remove(&id);
         }
-        if let Some(connection) = self.slots.get_mut(&claim.slot).filter(|_| claim.granted) {
-            connection.held = connection.held.saturating_sub(1);
-        }
+        // A granted lock stays counted on its connection until the
+        // connection has unlocked it: no wait may be routed there before.
         true
     }
 
@@ -847,239 +943,337 @@ fn connection_gone() -> Error {
     Error::Database(sqlx::Error::WorkerCrashed)
 }
 
-/// A connection's task: connects, then runs its commands one at a time,
-/// checks the connection while it holds locks, and retires it when it has
-/// held nothing for the idle timeout. When the connection fails, exactly the
-/// handles that hold locks on it learn that they are lost.
+/// `start + by`, or far in the future when that overflows.
+fn later(start: tokio::time::Instant, by: Duration) -> tokio::time::Instant {
+    start
+        .checked_add(by)
+        .unwrap_or_else(|| start + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+}
+
+impl Backend {
+    /// The open connection, connecting it first if it is new.
+    async fn open<'a>(
+        &self,
+        pg: &'a mut Pg,
+        inner: &Inner,
+        slot: u64,
+    ) -> Result<&'a mut PgConnection, Error> {
+        if let Pg::New = pg {
+            match inner.connect.connect().await {
+                Ok(conn) => *pg = Pg::Open(conn),
+                Err(error) => {
+                    events::manager_connection_failed(slot, &error);
+                    self.lose(inner, slot, pg, "the connection could not be opened", true);
+                    return Err(Error::from_sqlx(error));
+                }
+            }
+        }
+        match pg {
+            Pg::Open(conn) => Ok(conn),
+            _ if inner.state().closed => Err(Error::ManagerClosed),
+            _ => Err(connection_gone()),
+        }
+    }
+
+    /// Tries a lock for a handle (whose caller may be gone by the answer)
+    /// and keeps it when granted.
+    async fn try_lock(
+        self: Arc<Self>,
+        inner: &Inner,
+        slot: u64,
+        sql: Arc<str>,
+        id: LockId,
+        holding: Holding,
+    ) -> Result<TryStatus, Error> {
+        let mut pg = Arc::clone(&self.pg).lock_owned().await;
+        let bound = inner.options.checks.timeout();
+        let conn = match self.open(&mut pg, inner, slot).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                inner.state().answered(slot, None);
+                return Err(error);
+            }
+        };
+        let tried = tokio::time::timeout(
+            bound,
+            bind_id(sqlx::query(AssertSqlSafe(sql)), id).fetch_one(&mut *conn),
+        )
+        .await;
+        let status = match tried {
+            Ok(Ok(row)) => row.try_get::<i32, _>(0).map(TryStatus::from_code),
+            Ok(Err(error)) => Err(error),
+            Err(_) => {
+                inner.state().answered(slot, None);
+                let reason = format!("a try did not answer within {bound:?}");
+                self.lose(inner, slot, &mut pg, &reason, true);
+                return Err(connection_gone());
+            }
+        };
+        let status = match status {
+            Ok(status) => status,
+            Err(error) => {
+                inner.state().answered(slot, None);
+                if let Some(reason) = broken(conn, &error, bound).await {
+                    self.lose(inner, slot, &mut pg, &reason, true);
+                }
+                return Err(Error::from_sqlx(error));
+            }
+        };
+        let granted = status == TryStatus::Acquired;
+        if inner
+            .state()
+            .answered(slot, granted.then_some(holding.handle))
+        {
+            self.hold(holding);
+        } else if granted {
+            // Taken for a caller that gave up: given back before anything
+            // else runs on this connection.
+            if let Err(error) = holding.unlock(conn).await {
+                let reason = format!("the connection failed: {error}");
+                self.lose(inner, slot, &mut pg, &reason, true);
+            }
+        }
+        Ok(status)
+    }
+
+    /// Unlocks a handle's lock; `Err(LockLost)` when the connection is gone
+    /// or the session held nothing.
+    async fn unlock(&self, inner: &Inner, slot: u64, handle: u64) -> Result<(), Error> {
+        let mut pg = self.pg.lock().await;
+        let Pg::Open(conn) = &mut *pg else {
+            return Err(connection_gone());
+        };
+        let Some(holding) = self.held().remove(&handle) else {
+            // Lost or closed before; or, for a dropped acquisition, never
+            // granted here.
+            return Err(connection_gone());
+        };
+        let bound = inner.options.checks.timeout();
+        let unlocked = tokio::time::timeout(bound, holding.unlock(conn)).await;
+        inner.state().unheld(slot);
+        let reason = match unlocked {
+            Ok(Ok(true)) => return Ok(()),
+            // The session does not hold what it took: it is not the session
+            // that took it (a transaction pooler).
+            Ok(Ok(false)) => "an unlock found the lock gone".to_owned(),
+            Ok(Err(error)) => format!("the connection failed: {error}"),
+            Err(_) => format!("an unlock did not answer within {bound:?}"),
+        };
+        measure::acquisition(holding.lock.label(), holding.lock.mode(), Outcome::Lost);
+        self.lose(inner, slot, &mut pg, &reason, true);
+        Err(Error::LockLost(holding.lock.clone()))
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<u64, Holding>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps a granted lock, counted as held from now.
+    fn hold(&self, mut holding: Holding) {
+        holding.meter = Some(HoldMeter::start(&holding.lock));
+        self.held().insert(holding.handle, holding);
+        self.granted.notify_one();
+    }
+
+    /// The connection is gone: its handles learn so first, then the manager
+    /// forgets it (so a new request never finds its locks free while a
+    /// handle still reads held). `counted`: a loss, not a close.
+    fn lose(&self, inner: &Inner, slot: u64, pg: &mut Pg, reason: &str, counted: bool) {
+        *pg = Pg::Gone;
+        let held = std::mem::take(&mut *self.held());
+        if counted && !held.is_empty() {
+            events::manager_connection_lost(slot, held.len(), reason);
+        }
+        for holding in held.values() {
+            holding.lose(reason, counted);
+        }
+        inner.remove_slot(slot);
+    }
+}
+
+/// A connection's task: runs the waits, the checks while the connection
+/// holds locks, the unlocks of dropped handles, the close, and retires the
+/// connection when it has held nothing for the idle timeout.
 async fn run_connection(
     inner: Arc<Inner>,
     slot: u64,
+    conn: Arc<Backend>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut conn = match inner.connect.connect().await {
-        Ok(conn) => conn,
-        Err(error) => {
-            events::manager_connection_failed(slot, &error);
-            inner.remove_slot(slot);
-            fail_queued(&mut commands);
-            return;
-        }
-    };
     let checks = inner.options.checks;
-    let mut held: HashMap<u64, Holding> = HashMap::new();
-    let mut next_check = tokio::time::Instant::now() + checks.interval();
+    let mut next_check = later(tokio::time::Instant::now(), checks.interval());
     let mut idle_since = tokio::time::Instant::now();
-    let lost = loop {
-        let idle_deadline = idle_since + inner.options.idle_timeout;
+    let mut was_idle = true;
+    loop {
+        let idle = conn.held().is_empty();
+        if idle && !was_idle {
+            idle_since = tokio::time::Instant::now();
+        }
+        was_idle = idle;
+        let idle_deadline = later(idle_since, inner.options.idle_timeout);
         tokio::select! {
             command = commands.recv() => {
-                let Some(command) = command else { break None };
-                let outcome = serve(&inner, slot, &mut conn, &mut held, command).await;
-                if held.is_empty() {
+                let Some(command) = command else { break };
+                if !serve(&inner, slot, &conn, command).await {
+                    break;
+                }
+                if conn.held().is_empty() {
                     idle_since = tokio::time::Instant::now();
                 }
-                match outcome {
-                    Served::Ok => {}
-                    Served::Closed => break None,
-                    Served::Failed(reason) => break Some(reason),
+            }
+            () = tokio::time::sleep_until(next_check), if !idle => {
+                next_check = later(tokio::time::Instant::now(), checks.interval());
+                if !check(&inner, slot, &conn).await {
+                    break;
                 }
             }
-            () = tokio::time::sleep_until(next_check), if !held.is_empty() => {
-                next_check = tokio::time::Instant::now() + checks.interval();
-                let check = tokio::time::timeout(checks.timeout(), still_held(&mut conn, &held));
-                match check.await {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => break Some("the session no longer holds its locks".to_owned()),
-                    Ok(Err(error)) => break Some(format!("the connection failed: {error}")),
-                    Err(_) => break Some(format!(
-                        "the connection did not answer within {:?}",
-                        checks.timeout()
-                    )),
-                }
-            }
-            () = tokio::time::sleep_until(idle_deadline), if held.is_empty() => {
+            // Re-reads whether the connection holds locks.
+            () = conn.granted.notified(), if idle => {}
+            () = tokio::time::sleep_until(idle_deadline), if idle => {
                 if inner.state().retire(slot) {
-                    break None;
+                    let mut pg = conn.pg.lock().await;
+                    if let Pg::Open(open) = std::mem::replace(&mut *pg, Pg::Gone) {
+                        let _ = open.close().await;
+                    }
+                    break;
                 }
                 idle_since = tokio::time::Instant::now();
             }
         }
-    };
-    if let Some(reason) = lost {
-        inner.remove_slot(slot);
-        events::manager_connection_lost(slot, held.len(), &reason);
-        for holding in held.values() {
-            holding.lose(&reason);
-        }
-        fail_queued(&mut commands);
-        return;
     }
-    let _ = conn.close().await;
+    fail_queued(&mut commands);
 }
 
-/// What serving one command left behind.
-enum Served {
-    Ok,
-    /// The manager closed this connection.
-    Closed,
-    /// The connection failed, for this reason.
-    Failed(String),
-}
-
-async fn serve(
-    inner: &Inner,
-    slot: u64,
-    conn: &mut PgConnection,
-    held: &mut HashMap<u64, Holding>,
-    command: Command,
-) -> Served {
-    match command {
-        Command::Try {
-            sql,
-            id,
-            holding,
-            reply,
-        } => {
-            let status = bind_id(sqlx::query(AssertSqlSafe(sql)), id)
-                .fetch_one(&mut *conn)
-                .await
-                .and_then(|row| row.try_get::<i32, _>(0));
-            let status = match status {
-                Ok(code) => TryStatus::from_code(code),
-                Err(error) => {
-                    inner.state().answered(slot, None);
-                    let broken = is_broken(conn, &error).await;
-                    let _ = reply.send(Err(Error::from_sqlx(error)));
-                    return broken;
-                }
-            };
-            let granted = status == TryStatus::Acquired;
-            inner
-                .state()
-                .answered(slot, granted.then_some(holding.handle));
-            if granted {
-                measure::acquisition(holding.lock.label(), holding.lock.mode(), Outcome::Acquired);
-                hold(held, holding);
-            }
-            // Nobody waits for the answer any more: the handle's claim is
-            // gone, and an unlock for it follows in the queue.
-            let _ = reply.send(Ok(status));
-            Served::Ok
+/// One check of a connection that holds locks: one statement, whatever the
+/// number of locks. `false` when the connection is gone.
+async fn check(inner: &Inner, slot: u64, conn: &Backend) -> bool {
+    let mut pg = conn.pg.lock().await;
+    let Pg::Open(open) = &mut *pg else {
+        return false;
+    };
+    // Handles that share a lock in shared mode are one row of `pg_locks`.
+    let expected: HashSet<(LockId, Mode)> = conn
+        .held()
+        .values()
+        .map(|holding| (holding.lock.id(), holding.lock.mode()))
+        .collect();
+    let bound = inner.options.checks.timeout();
+    let counted = tokio::time::timeout(
+        bound,
+        sqlx::query_scalar::<_, i64>(pg_locks::COUNT_HELD_BY_THIS_SESSION).fetch_one(open),
+    )
+    .await;
+    let reason = match counted {
+        Ok(Ok(rows)) if usize::try_from(rows).is_ok_and(|rows| rows == expected.len()) => {
+            return true;
         }
+        Ok(Ok(_)) => "the session no longer holds its locks".to_owned(),
+        Ok(Err(error)) => format!("the connection failed: {error}"),
+        Err(_) => format!("the connection did not answer within {bound:?}"),
+    };
+    conn.lose(inner, slot, &mut pg, &reason, true);
+    false
+}
+
+/// Runs one command; `false` when the connection is gone after it.
+async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bool {
+    match command {
         Command::Wait {
             sql,
             holding,
             mut reply,
         } => {
+            let mut pg = conn.pg.lock().await;
+            if inner.state().closed {
+                inner.state().answered(slot, None);
+                conn.lose(inner, slot, &mut pg, "the lock manager was closed", false);
+                return false;
+            }
+            let open = match conn.open(&mut pg, inner, slot).await {
+                Ok(open) => open,
+                Err(_) => {
+                    inner.state().answered(slot, None);
+                    let _ = reply.send(Err(sqlx::Error::WorkerCrashed));
+                    return false;
+                }
+            };
             let outcome = tokio::select! {
-                outcome = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn) => Some(outcome),
+                outcome = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *open) => Some(outcome),
                 () = reply.closed() => None,
+                () = inner.closing.notified() => None,
             };
             match outcome {
-                // Abandoned while it waited: this connection holds nothing
-                // else, and closing it ends the server-side wait (the wait
-                // statement makes the server check its client every second).
+                // Abandoned while it waited, or the manager closes: this
+                // connection holds nothing else, and closing it ends the
+                // server-side wait (the wait statement makes the server check
+                // its client every second).
                 None => {
-                    inner.remove_slot(slot);
-                    Served::Closed
+                    inner.state().answered(slot, None);
+                    conn.lose(inner, slot, &mut pg, "the wait was abandoned", false);
+                    false
                 }
                 Some(Ok(_)) => {
-                    inner.state().answered(slot, Some(holding.handle));
-                    hold(held, holding);
+                    if inner.state().answered(slot, Some(holding.handle)) {
+                        conn.hold(holding);
+                    } else if let Err(error) = holding.unlock(open).await {
+                        let reason = format!("the connection failed: {error}");
+                        conn.lose(inner, slot, &mut pg, &reason, true);
+                        return false;
+                    }
                     let _ = reply.send(Ok(()));
-                    Served::Ok
+                    true
                 }
                 Some(Err(error)) => {
                     inner.state().answered(slot, None);
-                    let broken = is_broken(conn, &error).await;
+                    let bound = inner.options.checks.timeout();
+                    let broken = broken(open, &error, bound).await;
                     let _ = reply.send(Err(error));
-                    broken
+                    match broken {
+                        Some(reason) => {
+                            conn.lose(inner, slot, &mut pg, &reason, true);
+                            false
+                        }
+                        None => true,
+                    }
                 }
             }
         }
-        Command::Unlock { handle, reply } => {
-            let Some(holding) = held.remove(&handle) else {
-                // Never granted here, or unlocked already.
-                return Served::Ok;
-            };
-            match holding.unlock(conn).await {
-                Ok(released) => {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(if released {
-                            Ok(())
-                        } else {
-                            Err(Error::LockLost(holding.lock.clone()))
-                        });
-                    }
-                    if released {
-                        Served::Ok
-                    } else {
-                        // The session does not hold what it took: it is not
-                        // the session that took it (a transaction pooler).
-                        held.insert(handle, holding);
-                        Served::Failed("an unlock found the lock gone".to_owned())
-                    }
-                }
-                Err(error) => {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(Error::LockLost(holding.lock.clone())));
-                    }
-                    held.insert(handle, holding);
-                    Served::Failed(format!("the connection failed: {error}"))
-                }
-            }
-        }
+        Command::Unlock { handle } => match conn.unlock(inner, slot, handle).await {
+            Ok(()) => true,
+            Err(_) => !matches!(*conn.pg.lock().await, Pg::Gone),
+        },
         Command::Close { reply } => {
-            let released = held.len();
-            let unlocked = sqlx::raw_sql("SELECT pg_catalog.pg_advisory_unlock_all()")
-                .execute(&mut *conn)
+            let mut pg = conn.pg.lock().await;
+            let released = conn.held().len();
+            if let Pg::Open(open) = &mut *pg {
+                let bound = inner.options.checks.timeout();
+                let unlocked = tokio::time::timeout(
+                    bound,
+                    sqlx::raw_sql("SELECT pg_catalog.pg_advisory_unlock_all()").execute(&mut *open),
+                )
                 .await;
-            if let Err(error) = unlocked {
-                events::manager_connection_failed(slot, &error);
+                if let Ok(Err(error)) = unlocked {
+                    events::manager_connection_failed(slot, &error);
+                }
             }
-            inner.remove_slot(slot);
-            for holding in held.values() {
-                holding.lose("the lock manager was closed");
+            if let Pg::Open(open) = std::mem::replace(&mut *pg, Pg::Gone) {
+                let _ = open.close().await;
             }
-            held.clear();
+            conn.lose(inner, slot, &mut pg, "the lock manager was closed", false);
             let _ = reply.send(released);
-            Served::Closed
+            false
         }
     }
 }
 
-/// Keeps a granted lock, counted as held from now.
-fn hold(held: &mut HashMap<u64, Holding>, mut holding: Holding) {
-    holding.meter = Some(HoldMeter::start(&holding.lock));
-    held.insert(holding.handle, holding);
-}
-
-/// Whether the connection still answers after `error`: a statement that
+/// Why the connection is unusable after `error`, if it is: a statement that
 /// failed on a sound connection (a lock timeout, a full lock table) leaves
 /// it in service.
-async fn is_broken(conn: &mut PgConnection, error: &sqlx::Error) -> Served {
-    let checked = tokio::time::timeout(Duration::from_secs(5), conn.ping()).await;
-    match checked {
-        Ok(Ok(())) => Served::Ok,
-        _ => Served::Failed(format!("the connection failed: {error}")),
+async fn broken(conn: &mut PgConnection, error: &sqlx::Error, bound: Duration) -> Option<String> {
+    match tokio::time::timeout(bound, conn.ping()).await {
+        Ok(Ok(())) => None,
+        _ => Some(format!("the connection failed: {error}")),
     }
-}
-
-/// Whether this session holds every lock it is known to hold: one statement
-/// for the connection, whatever the number of locks.
-async fn still_held(
-    conn: &mut PgConnection,
-    held: &HashMap<u64, Holding>,
-) -> Result<bool, sqlx::Error> {
-    // Handles that share a lock in shared mode are one row of `pg_locks`.
-    let expected: HashSet<(LockId, Mode)> = held
-        .values()
-        .map(|holding| (holding.lock.id(), holding.lock.mode()))
-        .collect();
-    let rows: i64 = sqlx::query_scalar(pg_locks::COUNT_HELD_BY_THIS_SESSION)
-        .fetch_one(conn)
-        .await?;
-    Ok(usize::try_from(rows).is_ok_and(|rows| rows == expected.len()))
 }
 
 /// Answers the commands still queued for a connection that is gone.
@@ -1087,13 +1281,10 @@ fn fail_queued(commands: &mut mpsc::UnboundedReceiver<Command>) {
     commands.close();
     while let Ok(command) = commands.try_recv() {
         match command {
-            Command::Try { reply, .. } => {
-                let _ = reply.send(Err(connection_gone()));
-            }
             Command::Wait { reply, .. } => {
                 let _ = reply.send(Err(sqlx::Error::WorkerCrashed));
             }
-            Command::Unlock { reply, .. } => drop(reply),
+            Command::Unlock { .. } => {}
             Command::Close { reply } => {
                 let _ = reply.send(0);
             }
