@@ -223,7 +223,7 @@ fn primary_conninfo(primary: &TestServer) -> String {
 /// recreates or empties it at start-up, or it belongs to the running server
 /// (PostgreSQL's documentation, "Making a Base Backup Using the Low Level
 /// API"). `pg_wal` keeps its subdirectories, without their files.
-fn excluded(relative: &Path, is_dir: bool) -> Exclusion {
+fn copy_rule(relative: &Path, is_dir: bool) -> CopyRule {
     const FILES: [&str; 9] = [
         "postmaster.pid",
         "postmaster.opts",
@@ -246,7 +246,7 @@ fn excluded(relative: &Path, is_dir: bool) -> Exclusion {
     ];
     let name = relative.file_name().and_then(OsStr::to_str).unwrap_or("");
     if name.starts_with("pgsql_tmp") || (!is_dir && name == "pg_internal.init") {
-        return Exclusion::Skip;
+        return CopyRule::Skip;
     }
     let mut parts = relative.components();
     let top = parts
@@ -256,23 +256,24 @@ fn excluded(relative: &Path, is_dir: bool) -> Exclusion {
     let nested = parts.next().is_some();
     if !nested {
         if !is_dir && FILES.contains(&top) {
-            return Exclusion::Skip;
+            return CopyRule::Skip;
         }
         if is_dir && (EMPTIED.contains(&top) || top == "pg_wal") {
-            return Exclusion::Empty;
+            return CopyRule::Empty;
         }
-        return Exclusion::Copy;
+        return CopyRule::Copy;
     }
     match top {
-        "pg_wal" if is_dir => Exclusion::Empty,
-        "pg_wal" => Exclusion::Skip,
-        _ if EMPTIED.contains(&top) => Exclusion::Skip,
-        _ => Exclusion::Copy,
+        "pg_wal" if is_dir => CopyRule::Empty,
+        "pg_wal" => CopyRule::Skip,
+        _ if EMPTIED.contains(&top) => CopyRule::Skip,
+        _ => CopyRule::Copy,
     }
 }
 
+/// What a base backup does with an entry of the data directory.
 #[derive(Debug, PartialEq, Eq)]
-enum Exclusion {
+enum CopyRule {
     Copy,
     /// The directory itself, without its files.
     Empty,
@@ -314,10 +315,10 @@ fn copy_tree(env: &Env, root: &Path, to_root: &Path, relative: &Path) -> Result<
         };
         let source = root.join(&path);
         let dest = to_root.join(&path);
-        match excluded(&path, kind.is_dir()) {
-            Exclusion::Skip => continue,
-            Exclusion::Empty if kind.is_dir() => {
-                copy_skeleton(env, &source, &dest, excluded_files_only(&path))?
+        match copy_rule(&path, kind.is_dir()) {
+            CopyRule::Skip => continue,
+            CopyRule::Empty if kind.is_dir() => {
+                copy_skeleton(env, &source, &dest, keeps_subdirectories(&path))?
             }
             _ if kind.is_dir() => copy_tree(env, root, to_root, &path)?,
             _ if kind.is_symlink() => {
@@ -348,7 +349,7 @@ fn copy_tree(env: &Env, root: &Path, to_root: &Path, relative: &Path) -> Result<
 
 /// Whether the subdirectories of an emptied directory are kept (`pg_wal`'s
 /// `archive_status` and `summaries`).
-fn excluded_files_only(relative: &Path) -> bool {
+fn keeps_subdirectories(relative: &Path) -> bool {
     relative.starts_with("pg_wal")
 }
 
@@ -490,25 +491,25 @@ mod tests {
 
     #[test]
     fn a_base_backup_leaves_out_what_the_server_recreates() {
-        let decide = |path: &str, is_dir: bool| excluded(Path::new(path), is_dir);
-        assert_eq!(decide("postmaster.pid", false), Exclusion::Skip);
-        assert_eq!(decide("postmaster.opts", false), Exclusion::Skip);
-        assert_eq!(decide("base", true), Exclusion::Copy);
-        assert_eq!(decide("base/5/1259", false), Exclusion::Copy);
-        assert_eq!(decide("base/5/pg_internal.init", false), Exclusion::Skip);
-        assert_eq!(decide("base/pgsql_tmp", true), Exclusion::Skip);
-        assert_eq!(decide("global/pg_control", false), Exclusion::Copy);
-        assert_eq!(decide("pg_wal", true), Exclusion::Empty);
-        assert_eq!(decide("pg_wal/archive_status", true), Exclusion::Empty);
+        let decide = |path: &str, is_dir: bool| copy_rule(Path::new(path), is_dir);
+        assert_eq!(decide("postmaster.pid", false), CopyRule::Skip);
+        assert_eq!(decide("postmaster.opts", false), CopyRule::Skip);
+        assert_eq!(decide("base", true), CopyRule::Copy);
+        assert_eq!(decide("base/5/1259", false), CopyRule::Copy);
+        assert_eq!(decide("base/5/pg_internal.init", false), CopyRule::Skip);
+        assert_eq!(decide("base/pgsql_tmp", true), CopyRule::Skip);
+        assert_eq!(decide("global/pg_control", false), CopyRule::Copy);
+        assert_eq!(decide("pg_wal", true), CopyRule::Empty);
+        assert_eq!(decide("pg_wal/archive_status", true), CopyRule::Empty);
         assert_eq!(
             decide("pg_wal/000000010000000000000001", false),
-            Exclusion::Skip
+            CopyRule::Skip
         );
-        assert_eq!(decide("pg_replslot", true), Exclusion::Empty);
-        assert_eq!(decide("pg_replslot/slot", true), Exclusion::Skip);
-        assert_eq!(decide("pg_stat_tmp/global.stat", false), Exclusion::Skip);
-        assert_eq!(decide("postgresql.auto.conf", false), Exclusion::Copy);
-        assert_eq!(decide("pg_stat", true), Exclusion::Copy);
+        assert_eq!(decide("pg_replslot", true), CopyRule::Empty);
+        assert_eq!(decide("pg_replslot/slot", true), CopyRule::Skip);
+        assert_eq!(decide("pg_stat_tmp/global.stat", false), CopyRule::Skip);
+        assert_eq!(decide("postgresql.auto.conf", false), CopyRule::Copy);
+        assert_eq!(decide("pg_stat", true), CopyRule::Copy);
     }
 
     #[test]
