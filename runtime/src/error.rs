@@ -122,6 +122,11 @@ pub enum ConflictCause {
     /// PostgreSQL found a deadlock and chose this transaction to abort
     /// (SQLSTATE 40P01).
     Deadlock,
+    /// `transaction_timeout` expired during the wait (PostgreSQL 17 and
+    /// later; SQLSTATE 25P04). The server ended the session, so the
+    /// connection is closed and the transaction is gone, savepoint or not:
+    /// run it again on another connection.
+    TransactionTimeout,
 }
 
 impl ConflictCause {
@@ -136,6 +141,7 @@ impl ConflictCause {
             ConflictCause::LockTimeout => "55P03",
             ConflictCause::StatementTimeoutOrCancel => "57014",
             ConflictCause::Deadlock => "40P01",
+            ConflictCause::TransactionTimeout => "25P04",
         }
     }
 
@@ -144,6 +150,7 @@ impl ConflictCause {
             "55P03" => Some(ConflictCause::LockTimeout),
             "57014" => Some(ConflictCause::StatementTimeoutOrCancel),
             "40P01" => Some(ConflictCause::Deadlock),
+            "25P04" => Some(ConflictCause::TransactionTimeout),
             _ => None,
         }
     }
@@ -306,6 +313,9 @@ impl fmt::Display for Conflict {
                 "statement_timeout expired or the wait was cancelled"
             }
             ConflictCause::Deadlock => "deadlock detected",
+            ConflictCause::TransactionTimeout => {
+                "transaction_timeout expired and the server closed the connection"
+            }
         };
         write!(
             f,

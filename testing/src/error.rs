@@ -105,6 +105,28 @@ pub enum TestingError {
         /// The text of the first error.
         message: String,
     },
+    /// A statement the kit sent to a server (a readiness probe, a check of
+    /// a standby, a step of a base backup) failed, or the connection did.
+    QueryFailed {
+        /// The server, as the kit names it (its socket or address).
+        server: String,
+        /// The statement.
+        query: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The shared server runs from other PostgreSQL binaries than this
+    /// process asks for (`PGLOCK_PG_BINDIR`), and another test run still
+    /// uses it: a run never reuses a server of other binaries, and does not
+    /// stop one that others use.
+    SharedServerOfOtherBinaries {
+        /// The binaries of the running shared server.
+        running: PathBuf,
+        /// The binaries this process would start it from.
+        wanted: PathBuf,
+        /// How long this process waited for the other run to end.
+        waited: std::time::Duration,
+    },
     /// An environment variable holds a value the kit cannot use.
     InvalidEnv {
         /// The variable.
@@ -239,6 +261,23 @@ impl fmt::Display for TestingError {
                 f,
                 "the shared test server is unavailable (it failed earlier in this process): \
                  {message}"
+            ),
+            TestingError::QueryFailed {
+                server,
+                query,
+                message,
+            } => write!(f, "`{query}` on {server} failed: {message}"),
+            TestingError::SharedServerOfOtherBinaries {
+                running,
+                wanted,
+                waited,
+            } => write!(
+                f,
+                "the shared test server runs from {}, not from {}, and another test run still \
+                 used it after {waited:?}: run one version at a time, or give this run a \
+                 target directory of its own (CARGO_TARGET_DIR)",
+                running.display(),
+                wanted.display()
             ),
             TestingError::InvalidEnv { name, message } => write!(f, "{name}: {message}"),
             TestingError::Io { context, source } => write!(f, "{context}: {source}"),

@@ -20,7 +20,8 @@
 //!   reconfigure or break their server; it is stopped and removed when
 //!   dropped;
 //! - [`TestServer::start_standby`] is a private hot standby of a server,
-//!   streaming from it (`pg_basebackup -R`);
+//!   streaming from it (a base backup by `pg_basebackup -R`, or by the
+//!   kit through PostgreSQL's low-level backup API);
 //! - [`PgBouncer::start`] puts PgBouncer (transaction pooling by default) in
 //!   front of a server, on a loopback port; it needs the `pgbouncer` program
 //!   (`apt-get install pgbouncer`), and [`PgBouncer::installed_or_skip`]
@@ -51,7 +52,10 @@
 //! util-linux). No server needs to run, no configuration is read or
 //! changed: each server is a fresh cluster with `trust` authentication for
 //! the user `postgres`, tuned for speed (`fsync=off`), listening on
-//! 127.0.0.1 and on a unix socket, on a free port.
+//! 127.0.0.1 and on a unix socket, on a free port. The client programs
+//! (`psql`, `pg_isready`, `pg_basebackup`) are not needed: the kit asks its
+//! servers through sqlx, and uses a `pg_basebackup` of the server's major
+//! version only when one is installed. PostgreSQL 14 to 18 are supported.
 //!
 //! For [`PgBouncer`], the `pgbouncer` program (Debian and Ubuntu:
 //! `apt-get install pgbouncer`), found on `PATH`, else in `/usr/sbin`,
@@ -74,7 +78,10 @@
 //!
 //! - `shared/`: the shared server: `data/`, `server.log`, `watchdog.log`,
 //!   `state` (port, socket directory, binaries of the running server) and the
-//!   lock files `ctl.lock`, `users.lock`, `watchdog.lock`;
+//!   lock files `ctl.lock`, `users.lock`, `watchdog.lock`. A process never
+//!   uses a shared server of other binaries than its own: it waits (up to
+//!   two minutes) for that server's run to end and its watchdog to stop it,
+//!   then starts its own (`initdb` again when the major version differs);
 //! - `private-<pid>-<n>/`: a private server, laid out the same way, removed
 //!   when it is dropped (or by its watchdog, when its process died).
 //!
@@ -91,8 +98,10 @@
 //! - `shared.rs`: coordination between test processes: the shared server,
 //!   private servers' bookkeeping, the watchdog that stops a server once no
 //!   process uses it (file locks; its header says which lock guards what);
-//! - `pg.rs`: running the PostgreSQL programs (`initdb`, `pg_ctl`,
-//!   `pg_isready`) and a server directory's layout;
+//! - `pg.rs`: running the PostgreSQL programs (`initdb`, `pg_ctl`) and a
+//!   server directory's layout;
+//! - `query.rs`: the kit's own queries, through sqlx on a current-thread
+//!   runtime;
 //! - `standby.rs`: base backups, streaming standbys and the waits for them;
 //! - `pgbouncer.rs`: [`PgBouncer`], configured and supervised by the kit;
 //! - `env.rs`: what the machine offers (binaries, target directory, the
@@ -107,6 +116,7 @@ mod error;
 mod locks;
 mod pg;
 mod pgbouncer;
+mod query;
 mod shared;
 mod standby;
 
@@ -324,8 +334,12 @@ impl TestServer {
     }
 
     /// Starts a hot standby of this server: a private server made from a
-    /// base backup of this one (`pg_basebackup -R -X stream`), on a port and
-    /// socket of its own, streaming this server's WAL. Returns once the
+    /// base backup of this one, on a port and socket of its own, streaming
+    /// this server's WAL. The backup is `pg_basebackup -R -X stream` when a
+    /// `pg_basebackup` of this server's major version is installed (next to
+    /// its binaries, or in `/usr/lib/postgresql/<major>/bin`), else the
+    /// kit's own copy of the data directory between `pg_backup_start` and
+    /// `pg_backup_stop` (`pg_start_backup`/`pg_stop_backup` on 14). Returns once the
     /// standby accepts connections, `pg_is_in_recovery()` is true and its
     /// WAL receiver streams (see [`wait_for_standby`](Self::wait_for_standby)).
     ///
@@ -348,7 +362,7 @@ impl TestServer {
     /// # Ok(()) }
     /// ```
     pub fn start_standby(&self) -> Result<TestServer, TestingError> {
-        shared::start_standby(self)
+        shared::start_standby(self, standby::BackupMethod::Auto)
     }
 
     /// Waits until this server accepts connections, is in recovery

@@ -1,4 +1,5 @@
-//! Driving the PostgreSQL programs: `initdb`, `pg_ctl` and `pg_isready`.
+//! Driving the PostgreSQL programs (`initdb`, `pg_ctl`) and a server
+//! directory's layout.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -10,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 
 use super::TestingError;
 use super::env::{Env, fnv1a, pg_command_in};
+use super::query::{self, Target};
 
 /// A port that someone else uses on the build machines: never picked.
 const RESERVED_PORT: u16 = 55432;
@@ -386,25 +388,14 @@ pub(super) fn pg_ctl_stop(
     })
 }
 
-/// Whether the server of `layout` runs and accepts connections on `port`
+/// Whether the server of `layout` runs and answers a query on `port`
 /// through `socket_dir`.
-pub(super) fn is_ready(bin_dir: &Path, layout: &Layout, socket_dir: &Path, port: u16) -> bool {
+pub(super) fn is_ready(layout: &Layout, socket_dir: &Path, port: u16) -> bool {
     if live_postmaster(&layout.data).is_none() {
         return false;
     }
-    let mut command = pg_command_in(bin_dir, None, "pg_isready", Path::new("/"));
-    command
-        .arg("-q")
-        .arg("-h")
-        .arg(socket_dir)
-        .arg("-p")
-        .arg(port.to_string())
-        .args(["-U", "postgres", "-d", "postgres", "-t", "5"]);
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+    let target = Target::socket(socket_dir, port);
+    query::block_on(|| target.text("SELECT 'ready'")).is_ok_and(|answer| answer == "ready")
 }
 
 #[cfg(test)]

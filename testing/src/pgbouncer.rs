@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::env::{Env, clean_env, env, find_program};
 use super::pg;
+use super::query::{self, Target};
 use super::{TestServer, TestingError};
 
 /// How many times a start is retried on a new port when the port was taken.
@@ -368,7 +369,7 @@ impl PgBouncer {
                 reset_prepared_statements,
                 pool_mode: options.pool_mode,
             };
-            match bouncer.launch(env, &program, server) {
+            match bouncer.launch(env, &program) {
                 Ok(pid) => {
                     bouncer.pid = pid;
                     return Ok(bouncer);
@@ -383,12 +384,7 @@ impl PgBouncer {
     /// Starts the daemon and waits until a query through it succeeds;
     /// on failure (having stopped what it started), says whether the port
     /// was taken.
-    fn launch(
-        &self,
-        env: &Env,
-        program: &Path,
-        server: &TestServer,
-    ) -> Result<u32, (TestingError, bool)> {
+    fn launch(&self, env: &Env, program: &Path) -> Result<u32, (TestingError, bool)> {
         let log_offset = fs::metadata(self.log_file()).map_or(0, |m| m.len());
         let _ = fs::remove_file(self.pid_file());
         let mut command = match &env.run_as {
@@ -433,7 +429,7 @@ impl PgBouncer {
         loop {
             let pid = self.live_pid().filter(|pid| is_pgbouncer(*pid));
             let probe = match pid {
-                Some(_) => self.probe(server),
+                Some(_) => self.probe(),
                 None => Err(TestingError::io(
                     "finding the daemon",
                     std::io::Error::other("no running pgbouncer with the pid in its pid file"),
@@ -460,26 +456,18 @@ impl PgBouncer {
         tail.contains(" FATAL ") || tail.contains("Address already in use")
     }
 
-    /// One query through PgBouncer, with `psql`.
-    fn probe(&self, server: &TestServer) -> Result<(), TestingError> {
-        let mut command = Command::new(server.bin_dir().join("psql"));
-        clean_env(&mut command);
-        command
-            .args(["-X", "-A", "-t", "-q", "-w", "-h", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .args(["-U", "postgres", "-d", "postgres", "-c", "SELECT 1"])
-            .env("PGSSLMODE", "disable")
-            .env("PGCONNECT_TIMEOUT", "5")
-            .current_dir("/")
-            .stdin(Stdio::null());
-        let out = pg::run(&mut command, "psql")?;
-        if out.status.success() && out.stdout.trim_ascii() == b"1" {
+    /// One query through PgBouncer (simple protocol: any pooling mode
+    /// takes it).
+    fn probe(&self) -> Result<(), TestingError> {
+        let target = Target::tcp(self.port, "PgBouncer");
+        let answer = query::block_on(|| target.text("SELECT 'pgbouncer ok'"))?;
+        if answer == "pgbouncer ok" {
             Ok(())
         } else {
-            Err(TestingError::CommandFailed {
-                command: pg::describe(&command),
-                status: out.status.to_string(),
-                output: pg::output_text(&out),
+            Err(TestingError::QueryFailed {
+                server: format!("PgBouncer at 127.0.0.1:{}", self.port),
+                query: "SELECT 'pgbouncer ok'".into(),
+                message: format!("unexpected answer {answer:?}"),
             })
         }
     }

@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use super::env::{Env, clean_env, env};
 use super::pg::{self, Layout};
@@ -177,6 +179,10 @@ pub(super) fn ensure_watchdog(
     }
 }
 
+/// How long a process waits for the shared server of other binaries to be
+/// stopped once its test run is over (its watchdog needs 2–3 seconds).
+const OTHER_BINARIES_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// What the process that started the shared server wrote down for the
 /// others.
 struct State {
@@ -259,10 +265,8 @@ fn open_shared() -> Result<TestServer, TestingError> {
     if layout.socket_dir != layout.dir {
         env.make_dir(&layout.socket_dir)?;
     }
-    let ctl = lock_ctl(&layout.dir)?;
     let state_path = layout.dir.join("state");
-    let running = read_state(&state_path)
-        .filter(|state| pg::is_ready(&state.bin_dir, &layout, &state.socket_dir, state.port));
+    let (ctl, running) = running_shared(env, &layout, &state_path)?;
     let (state, started) = match running {
         Some(state) => (state, false),
         None => {
@@ -306,6 +310,60 @@ fn open_shared() -> Result<TestServer, TestingError> {
     ))
 }
 
+/// Takes `ctl.lock` and returns the running shared server of this process's
+/// binaries, if any. A server of other binaries (a run against another
+/// PostgreSQL version) is never reused: its watchdog stops it once its run
+/// is over, which this waits for (`ctl.lock` released meanwhile), up to
+/// [`OTHER_BINARIES_TIMEOUT`].
+fn running_shared(
+    env: &Env,
+    layout: &Layout,
+    state_path: &Path,
+) -> Result<(File, Option<State>), TestingError> {
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        let ctl = lock_ctl(&layout.dir)?;
+        let running = read_state(state_path)
+            .filter(|state| pg::is_ready(layout, &state.socket_dir, state.port));
+        let Some(state) = running else {
+            return Ok((ctl, None));
+        };
+        if same_dir(&state.bin_dir, &env.bin_dir) {
+            return Ok((ctl, Some(state)));
+        }
+        // Make sure someone stops it once its users are gone.
+        ensure_watchdog(env, &state.bin_dir, layout, false)?;
+        drop(ctl);
+        let waited = started.elapsed();
+        if waited >= OTHER_BINARIES_TIMEOUT {
+            return Err(TestingError::SharedServerOfOtherBinaries {
+                running: state.bin_dir,
+                wanted: env.bin_dir.clone(),
+                waited,
+            });
+        }
+        if !said {
+            eprintln!(
+                "pglock testing: the shared server runs from {}, not from {}: waiting for \
+                 its test run to end and its watchdog to stop it",
+                state.bin_dir.display(),
+                env.bin_dir.display()
+            );
+            said = true;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Whether two paths name the same directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Starts the shared server from its data directory, initialising it first
 /// when it is missing or unusable, and once more from scratch when an
 /// existing data directory does not start.
@@ -332,13 +390,17 @@ pub(super) fn start_private(options: &ServerOptions) -> Result<TestServer, Testi
     start_private_with(&options.settings, pg::initdb)
 }
 
-/// Starts a private hot standby of `primary`, from a base backup of it.
-pub(super) fn start_standby(primary: &TestServer) -> Result<TestServer, TestingError> {
+/// Starts a private hot standby of `primary`, from a base backup of it made
+/// as `method` says.
+pub(super) fn start_standby(
+    primary: &TestServer,
+    method: standby::BackupMethod,
+) -> Result<TestServer, TestingError> {
     // A standby needs at least the primary's values of the settings that
     // size shared memory (`max_connections`, `max_locks_per_transaction`,
     // ...): it gets all of the primary's settings.
     let server = start_private_with(&primary.settings, |env, layout| {
-        standby::base_backup(env, primary, layout)
+        standby::base_backup(env, primary, layout, method)
     })?;
     standby::wait_until_streaming(&server, standby::READY_TIMEOUT)?;
     Ok(server)

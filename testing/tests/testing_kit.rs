@@ -52,6 +52,40 @@ async fn the_shared_server_answers_over_the_socket_and_over_tcp() {
     );
 }
 
+#[tokio::test]
+async fn the_shared_server_runs_the_binaries_this_process_asks_for() {
+    // A run against one PostgreSQL version never reuses the shared server
+    // of another run's binaries.
+    let server = shared();
+    if let Some(asked) = std::env::var_os("PGLOCK_PG_BINDIR").filter(|dir| !dir.is_empty()) {
+        assert_eq!(
+            std::fs::canonicalize(server.bin_dir()).expect("the server's binaries"),
+            std::fs::canonicalize(&asked).expect("PGLOCK_PG_BINDIR"),
+        );
+    }
+    let out = std::process::Command::new(server.bin_dir().join("postgres"))
+        .arg("--version")
+        .output()
+        .expect("postgres --version");
+    // `postgres (PostgreSQL) 15.18 (Debian ...)` → `15.18`
+    let text = String::from_utf8_lossy(&out.stdout);
+    let binaries = text
+        .split(')')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a version in {text:?}"));
+    let mut conn = PgConnection::connect(&server.url()).await.expect("connect");
+    let running: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut conn)
+        .await
+        .expect("server_version");
+    assert_eq!(
+        running.split_whitespace().next(),
+        Some(binaries),
+        "the shared server runs {running}, its binaries are {binaries}"
+    );
+}
+
 #[test]
 fn concurrent_callers_get_the_same_shared_server() {
     let threads: Vec<_> = (0..2)

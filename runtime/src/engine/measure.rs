@@ -15,7 +15,7 @@ use crate::identity::{Label, LockIdentity};
 
 /// Counter: acquisitions by outcome (`acquired`, `acquired_after_wait`,
 /// `busy`, `skipped`, `conflict_lock_timeout`, `conflict_statement_timeout`,
-/// `conflict_deadlock`, `failed`, `lost`).
+/// `conflict_deadlock`, `conflict_transaction_timeout`, `failed`, `lost`).
 pub const ACQUISITIONS: &str = "pglock_acquisitions_total";
 /// Histogram: seconds waited for a busy lock, by outcome.
 pub const WAIT_SECONDS: &str = "pglock_wait_seconds";
@@ -57,6 +57,7 @@ impl Outcome {
                 "conflict_statement_timeout"
             }
             Outcome::Conflict(ConflictCause::Deadlock) => "conflict_deadlock",
+            Outcome::Conflict(ConflictCause::TransactionTimeout) => "conflict_transaction_timeout",
             Outcome::Failed => "failed",
             Outcome::Lost => "lost",
         }

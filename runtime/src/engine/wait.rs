@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgConnection, PgDatabaseError, PgSeverity};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use crate::contract::id::LockId;
@@ -204,6 +204,12 @@ impl Waiter<'_> {
             Ok(_) => return Ok(()),
             Err(error) => error,
         };
+        // The server ended the session (a FATAL error, such as
+        // `transaction_timeout`'s on PostgreSQL 17 and later): there is no
+        // transaction left to save, and the wait's error says why.
+        if ended_the_session(&error) {
+            return Err(error);
+        }
         // The failed wait left the transaction aborted; rolling back to the
         // savepoint makes it usable again, with the locks it held before.
         sqlx::raw_sql(statements::SAVEPOINT_ROLLBACK)
@@ -211,4 +217,13 @@ impl Waiter<'_> {
             .await?;
         Err(error)
     }
+}
+
+/// Whether the server reported `error` as ending the session (severity
+/// FATAL or PANIC): the connection is closed.
+fn ended_the_session(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.try_downcast_ref::<PgDatabaseError>())
+        .is_some_and(|e| matches!(e.severity(), PgSeverity::Fatal | PgSeverity::Panic))
 }
