@@ -264,6 +264,13 @@ impl Lease {
 
     /// Unlocks and returns the connection. Fails with [`Error::LockLost`]
     /// when the lease was lost before.
+    ///
+    /// ```no_run
+    /// # async fn run(lease: pglock_runtime::Lease) -> Result<(), pglock_runtime::Error> {
+    /// // Stepping down: the next candidate's wait ends at once.
+    /// let connection = lease.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn release(self) -> Result<PgConnection, Error> {
         let (reply, response) = oneshot::channel();
         if self.commands.send(Command::Release(reply)).await.is_err() {

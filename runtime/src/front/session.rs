@@ -53,6 +53,15 @@ impl Namespace {
 
 impl<K: LockKey + ?Sized> LockFamily<K> {
     /// A session-level lock on `key`; see [`Namespace::session_lock`].
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// static TENANTS: pglock_runtime::LockFamily<i64> = pglock_runtime::LockFamily::named("tenant:import");
+    /// let guard = TENANTS.session_lock(&42).acquire(pool.acquire().await?).await?;
+    /// // ... tenant 42's import, across as many transactions as it takes ...
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn session_lock(&self, key: &K) -> SessionLock<'_> {
         self.namespace().session_lock(key)
     }
@@ -287,6 +296,19 @@ impl SessionGuard {
     /// Unlocks and returns the connection, now holding nothing. If the
     /// unlock fails or finds the lock gone, the connection is closed and the
     /// error returned.
+    ///
+    /// ```no_run
+    /// # async fn run(guard: pglock_runtime::SessionGuard, pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// match guard.release().await {
+    ///     // The connection holds nothing now: it may go back to work.
+    ///     Ok(connection) => drop(connection),
+    ///     // The lock was gone before the release: someone may have run
+    ///     // the same work meanwhile.
+    ///     Err(pglock_runtime::Error::LockLost(lock)) => eprintln!("{lock} was lost"),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn release(mut self) -> Result<PgConnection, Error> {
         let mut conn = self.conn.take().expect("a guard owns its connection");
         self.held.unlock(&mut conn).await?;
