@@ -618,3 +618,184 @@ async fn an_idle_timeout_of_never_is_accepted() {
     let second = manager.lock(ns, &2_i64).try_acquire().await.unwrap();
     assert!(first.is_some() && second.is_some());
 }
+
+/// Terminates a backend and waits until the server no longer lists it.
+async fn terminate(pool: &PgPool, pid: i32) {
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(pool)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the backend is gone", || {
+        let pool = pool.clone();
+        async move {
+            let alive: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                    .bind(pid)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            !alive
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_a_wait_whose_connection_is_still_opening() {
+    let pool = pool().await;
+    let ns = namespace("manager:close-connecting");
+    let manager = manager_with_default();
+    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    // The first connection holds a lock, so the wait needs a new one.
+    let _mine = manager
+        .lock(ns, &2_i64)
+        .try_acquire()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(manager.connections(), 1);
+    let waiting = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move { manager.lock(ns, &1_i64).acquire().await })
+    };
+    while manager.connections() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), manager.close()).await;
+    assert!(closed.is_ok(), "close() returns");
+    let waited = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the wait ends with the close")
+        .unwrap();
+    assert!(matches!(waited, Err(Error::ManagerClosed)), "{waited:?}");
+    holder.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_routed_to_a_cut_idle_connection_moves_to_another() {
+    let pool = pool().await;
+    let ns = namespace("manager:wait-on-cut");
+    let manager = manager_with_default();
+    let _mine = manager
+        .lock(ns, &2_i64)
+        .try_acquire()
+        .await
+        .unwrap()
+        .unwrap();
+    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    // A wait that times out leaves its connection idle.
+    let waiting = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move {
+            manager
+                .lock(ns, &1_i64)
+                .timeout(Duration::from_millis(300))
+                .acquire()
+                .await
+        })
+    };
+    let idle = wait_for_waiters(&pool, ns.id(&1_i64), 1).await[0];
+    assert!(waiting.await.unwrap().unwrap_err().as_conflict().is_some());
+    assert_eq!(manager.connections(), 2);
+    terminate(&pool, idle).await;
+    let error = manager
+        .lock(ns, &1_i64)
+        .timeout(Duration::from_millis(300))
+        .acquire()
+        .await
+        .unwrap_err();
+    holder.release().await.unwrap();
+    assert!(
+        error.as_conflict().is_some(),
+        "a conflict, not the cut: {error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_idle_connections_are_replaced_however_many() {
+    let pool = pool().await;
+    let ns = namespace("manager:cut-idle");
+    let manager = manager_with_default();
+    let holders = [
+        pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
+            .await
+            .unwrap(),
+        pglock::testing::hold_lock(&pool, ns, &2_i64, pglock::Mode::Exclusive)
+            .await
+            .unwrap(),
+    ];
+    // Two waits that time out leave two idle connections.
+    let mut waits = Vec::new();
+    for key in [1_i64, 2] {
+        let manager = Arc::clone(&manager);
+        waits.push(tokio::spawn(async move {
+            manager
+                .lock(ns, &key)
+                .timeout(Duration::from_millis(500))
+                .acquire()
+                .await
+        }));
+    }
+    let mut idle = wait_for_waiters(&pool, ns.id(&1_i64), 1).await;
+    idle.extend(wait_for_waiters(&pool, ns.id(&2_i64), 1).await);
+    for wait in waits {
+        assert!(wait.await.unwrap().is_err());
+    }
+    for holder in holders {
+        holder.release().await.unwrap();
+    }
+    for pid in idle {
+        terminate(&pool, pid).await;
+    }
+    let next = manager.lock(ns, &3_i64).try_acquire().await;
+    assert!(
+        matches!(next, Ok(Some(_))),
+        "the first try after the cut: {next:?}"
+    );
+}
+
+#[test]
+fn a_try_dropped_outside_any_runtime_still_finishes() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ns = namespace("manager:no-runtime");
+    let manager = runtime.block_on(async {
+        LockManager::new(
+            connect_options(),
+            ManagerOptions::default().idle_timeout(Duration::from_millis(200)),
+        )
+    });
+    // Polled once in the runtime, then dropped outside of it.
+    let mut trying = Box::pin(manager.lock(ns, &2_i64).try_acquire());
+    runtime.block_on(std::future::poll_fn(|cx| {
+        let _ = trying.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    }));
+    drop(trying);
+    runtime.block_on(async {
+        let pool = pool().await;
+        eventually(
+            Duration::from_secs(10),
+            "the abandoned try is given back and its connection retires",
+            || {
+                let pool = pool.clone();
+                let connections = manager.connections();
+                async move { connections == 0 && holders(&pool, ns.id(&2_i64)).await.is_empty() }
+            },
+        )
+        .await;
+        let other = tokio::time::timeout(
+            Duration::from_secs(5),
+            pglock::testing::hold_lock(&pool, ns, &2_i64, pglock::Mode::Exclusive),
+        )
+        .await;
+        assert!(other.is_ok(), "another session takes the key");
+    });
+}

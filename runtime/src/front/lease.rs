@@ -104,7 +104,7 @@ impl LeaseOptions {
 
     /// The longest time between a loss and its report.
     pub fn detection_bound(&self) -> Duration {
-        self.check_interval + self.check_timeout
+        self.check_interval.saturating_add(self.check_timeout)
     }
 }
 

@@ -197,7 +197,12 @@ struct Backend {
     held: Mutex<HashMap<u64, Holding>>,
     /// Told when a lock is granted here, so that the task starts checking.
     granted: Notify,
+    /// Set once the connection is lost, closed or retired.
+    gone: std::sync::atomic::AtomicBool,
     commands: mpsc::UnboundedSender<Command>,
+    /// The runtime of the connection's task, which also finishes the
+    /// statements of callers that stopped waiting.
+    runtime: tokio::runtime::Handle,
 }
 
 /// The state of a connection.
@@ -229,6 +234,16 @@ impl Holding {
         .fetch_one(conn)
         .await?
         .try_get(0)
+    }
+
+    /// Gives back a lock taken for a caller that left, within `bound`; the
+    /// reason the connection is unusable when that fails.
+    async fn give_back(&self, conn: &mut PgConnection, bound: Duration) -> Result<(), String> {
+        match tokio::time::timeout(bound, self.unlock(conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("the connection failed: {error}")),
+            Err(_) => Err(format!("an unlock did not answer within {bound:?}")),
+        }
     }
 
     /// Tells the handle its lock is gone; `counted`: a loss, not a close.
@@ -382,13 +397,18 @@ impl ManagedRequest<'_> {
         measure::acquisition(self.lock.namespace.shared_label(), self.lock.mode, outcome);
     }
 
-    /// One try; once more on a new connection when the one chosen turns out
-    /// to be gone (a server restart, an idle connection cut): a connection
-    /// that failed holds nothing any more.
+    /// One try; again on another connection while the one chosen turns out
+    /// to be gone (a server restart, idle connections cut): a connection
+    /// that failed holds nothing any more. At most once per connection the
+    /// bound allows, and once more on a new one.
     async fn try_once(&self) -> Result<Option<ManagedLock>, Error> {
-        match self.try_on_a_connection().await {
-            Err((_, true)) => self.try_on_a_connection().await.map_err(|(error, _)| error),
-            outcome => outcome.map_err(|(error, _)| error),
+        let mut attempts = self.manager.inner.options.max_connections + 1;
+        loop {
+            attempts -= 1;
+            match self.try_on_a_connection().await {
+                Err((_, true)) if attempts > 0 => continue,
+                outcome => return outcome.map_err(|(error, _)| error),
+            }
         }
     }
 
@@ -409,16 +429,21 @@ impl ManagedRequest<'_> {
             .statements()
             .try_lock(Scope::Session, self.lock.mode);
         let id = self.lock.id;
-        let status = FinishOnDrop::new({
+        let status = FinishOnDrop::new(&conn.runtime, {
             let inner = Arc::clone(inner);
+            let conn = Arc::clone(&conn);
             async move { conn.try_lock(&inner, slot, sql, id, holding).await }
         })
         .await
         .map_err(|error| {
             let lost = !inner.state().slots.contains_key(&slot);
             (error, lost)
-        })?;
-        match status {
+        });
+        if !matches!(status, Ok(TryStatus::Acquired)) {
+            // Answered, and not granted: nothing to give back.
+            claim.answered();
+        }
+        match status? {
             TryStatus::Acquired => Ok(Some(claim.into_handle(slot, self.lock.identity(), state))),
             TryStatus::Busy { .. } => Ok(None),
             TryStatus::Standby => Err((Error::Standby, false)),
@@ -468,15 +493,33 @@ impl ManagedRequest<'_> {
         .await
     }
 
+    /// A wait on a connection of its own; on another one if the first turns
+    /// out to be gone before the wait could start (an idle connection cut).
     async fn wait_on_server(
         &self,
         cap_ms: Option<u32>,
         started: Instant,
     ) -> Result<ManagedLock, Error> {
+        match self.wait_on_a_connection(cap_ms, started).await {
+            Err((_, true)) => self
+                .wait_on_a_connection(cap_ms, started)
+                .await
+                .map_err(|(error, _)| error),
+            outcome => outcome.map_err(|(error, _)| error),
+        }
+    }
+
+    /// One wait; an error says whether its connection was lost.
+    async fn wait_on_a_connection(
+        &self,
+        cap_ms: Option<u32>,
+        started: Instant,
+    ) -> Result<ManagedLock, (Error, bool)> {
         let inner = &self.manager.inner;
         let mut claim = ClaimGuard::new(inner);
-        let Route::Slot(slot, _) =
-            inner.route(self.lock.id, self.lock.mode, Purpose::Wait, &mut claim)?
+        let Route::Slot(slot, _) = inner
+            .route(self.lock.id, self.lock.mode, Purpose::Wait, &mut claim)
+            .map_err(|error| (error, false))?
         else {
             unreachable!("a wait gets a connection of its own, or an error");
         };
@@ -485,16 +528,24 @@ impl ManagedRequest<'_> {
         let statements = self.lock.namespace.statements();
         let sql = session_wait_sql(statements.marker(), self.lock.id, self.lock.mode, cap_ms);
         let (reply, answer) = oneshot::channel();
-        claim.send(Command::Wait {
-            sql,
-            holding,
-            reply,
-        })?;
-        answer
-            .await
-            .unwrap_or(Err(sqlx::Error::WorkerCrashed))
-            .map_err(|error| Error::from_wait(error, &lock, started.elapsed()))?;
-        Ok(claim.into_handle(slot, lock, state))
+        claim
+            .send(Command::Wait {
+                sql,
+                holding,
+                reply,
+            })
+            .map_err(|error| (error, true))?;
+        match answer.await {
+            Ok(Ok(())) => Ok(claim.into_handle(slot, lock, state)),
+            Ok(Err(error)) => {
+                let lost = !inner.state().slots.contains_key(&slot);
+                Err((Error::from_wait(error, &lock, started.elapsed()), lost))
+            }
+            // The connection's task ended without an answer: the manager
+            // closed, or the connection could not be opened.
+            Err(_) if inner.state().closed => Err((Error::ManagerClosed, false)),
+            Err(_) => Err((connection_gone(), true)),
+        }
     }
 
     fn holding(&self, handle: u64) -> (Holding, watch::Receiver<LeaseState>) {
@@ -569,8 +620,10 @@ impl ManagedLock {
         }
         let (inner, conn, handle) = (Arc::clone(&self.inner), Arc::clone(&self.conn), self.handle);
         let slot = self.slot;
-        let released =
-            FinishOnDrop::new(async move { conn.unlock(&inner, slot, handle).await }).await;
+        let released = FinishOnDrop::new(&self.conn.runtime, async move {
+            conn.unlock(&inner, slot, handle).await
+        })
+        .await;
         match released {
             Ok(()) => Ok(()),
             Err(_) => self.already_gone(),
@@ -625,6 +678,8 @@ struct ClaimGuard<'a> {
     inner: &'a Arc<Inner>,
     handle: u64,
     conn: Option<Arc<Backend>>,
+    /// The connection answered, without granting: no unlock to send.
+    answered: bool,
 }
 
 impl<'a> ClaimGuard<'a> {
@@ -634,7 +689,12 @@ impl<'a> ClaimGuard<'a> {
             inner,
             handle,
             conn: None,
+            answered: false,
         }
+    }
+
+    fn answered(&mut self) {
+        self.answered = true;
     }
 
     fn send(&self, command: Command) -> Result<(), Error> {
@@ -666,7 +726,7 @@ impl<'a> ClaimGuard<'a> {
 impl Drop for ClaimGuard<'_> {
     fn drop(&mut self) {
         self.inner.forget(self.handle);
-        if let Some(conn) = &self.conn {
+        if let Some(conn) = self.conn.as_ref().filter(|_| !self.answered) {
             let _ = conn.commands.send(Command::Unlock {
                 handle: self.handle,
             });
@@ -678,11 +738,22 @@ impl Drop for ClaimGuard<'_> {
 /// stops waiting for it: dropped early, the rest runs as a task of its own,
 /// so a statement's outcome is never lost (a lock taken for a caller that
 /// is gone is given back at once).
-struct FinishOnDrop<T: Send + 'static>(Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>);
+struct FinishOnDrop<T: Send + 'static> {
+    future: Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>,
+    /// The manager's runtime, which finishes the future: it may be dropped
+    /// where no runtime is current.
+    runtime: tokio::runtime::Handle,
+}
 
 impl<T: Send + 'static> FinishOnDrop<T> {
-    fn new(future: impl Future<Output = T> + Send + 'static) -> Self {
-        Self(Some(Box::pin(future)))
+    fn new(
+        runtime: &tokio::runtime::Handle,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Self {
+        Self {
+            future: Some(Box::pin(future)),
+            runtime: runtime.clone(),
+        }
     }
 }
 
@@ -693,18 +764,17 @@ impl<T: Send + 'static> Future for FinishOnDrop<T> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<T> {
-        let future = self.0.as_mut().expect("polled after completion");
+        let future = self.future.as_mut().expect("polled after completion");
         let output = std::task::ready!(future.as_mut().poll(cx));
-        self.0 = None;
+        self.future = None;
         std::task::Poll::Ready(output)
     }
 }
 
 impl<T: Send + 'static> Drop for FinishOnDrop<T> {
     fn drop(&mut self) {
-        if let (Some(future), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(future);
+        if let Some(future) = self.future.take() {
+            self.runtime.spawn(future);
         }
     }
 }
@@ -759,7 +829,7 @@ impl Inner {
         };
         let slot = match chosen {
             Some(slot) => slot,
-            None if state.slots.len() < max => state.open(self),
+            None if state.slots.len() < max => state.open(self)?,
             None => {
                 return Err(Error::ManagerBusy {
                     max_connections: max,
@@ -832,14 +902,21 @@ impl State {
     }
 
     /// Opens a connection: its task connects, then serves its commands.
-    fn open(&mut self, inner: &Arc<Inner>) -> u64 {
+    fn open(&mut self, inner: &Arc<Inner>) -> Result<u64, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::Database(sqlx::Error::Configuration(
+                "the lock manager needs a tokio runtime".into(),
+            ))
+        })?;
         let slot = self.next_id();
         let (commands, receiver) = mpsc::unbounded_channel();
         let conn = Arc::new(Backend {
             pg: Arc::new(tokio::sync::Mutex::new(Pg::New)),
             held: Mutex::new(HashMap::new()),
             granted: Notify::new(),
+            gone: std::sync::atomic::AtomicBool::new(false),
             commands,
+            runtime: runtime.clone(),
         });
         self.slots.insert(
             slot,
@@ -850,8 +927,8 @@ impl State {
                 waiting: false,
             },
         );
-        tokio::spawn(run_connection(Arc::clone(inner), slot, conn, receiver));
-        slot
+        runtime.spawn(run_connection(Arc::clone(inner), slot, conn, receiver));
+        Ok(slot)
     }
 
     /// A try or a wait on `slot` was answered; `granted` is the handle it
@@ -959,7 +1036,16 @@ impl Backend {
         slot: u64,
     ) -> Result<&'a mut PgConnection, Error> {
         if let Pg::New = pg {
-            match inner.connect.connect().await {
+            let bound = inner.options.checks.timeout();
+            let connected = tokio::time::timeout(bound, inner.connect.connect())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no connection within {bound:?}"),
+                    )))
+                });
+            match connected {
                 Ok(conn) => *pg = Pg::Open(conn),
                 Err(error) => {
                     events::manager_connection_failed(slot, &error);
@@ -1028,8 +1114,7 @@ impl Backend {
         } else if granted {
             // Taken for a caller that gave up: given back before anything
             // else runs on this connection.
-            if let Err(error) = holding.unlock(conn).await {
-                let reason = format!("the connection failed: {error}");
+            if let Err(reason) = holding.give_back(conn, bound).await {
                 self.lose(inner, slot, &mut pg, &reason, true);
             }
         }
@@ -1080,6 +1165,7 @@ impl Backend {
     /// handle still reads held). `counted`: a loss, not a close.
     fn lose(&self, inner: &Inner, slot: u64, pg: &mut Pg, reason: &str, counted: bool) {
         *pg = Pg::Gone;
+        self.gone.store(true, std::sync::atomic::Ordering::Release);
         let held = std::mem::take(&mut *self.held());
         if counted && !held.is_empty() {
             events::manager_connection_lost(slot, held.len(), reason);
@@ -1105,6 +1191,9 @@ async fn run_connection(
     let mut idle_since = tokio::time::Instant::now();
     let mut was_idle = true;
     loop {
+        if conn.gone.load(std::sync::atomic::Ordering::Acquire) {
+            break;
+        }
         let idle = conn.held().is_empty();
         if idle && !was_idle {
             idle_since = tokio::time::Instant::now();
@@ -1130,7 +1219,12 @@ async fn run_connection(
             // Re-reads whether the connection holds locks.
             () = conn.granted.notified(), if idle => {}
             () = tokio::time::sleep_until(idle_deadline), if idle => {
-                if inner.state().retire(slot) {
+                let retired = {
+                    let mut state = inner.state();
+                    // Gone from the manager already (lost by a caller): done.
+                    state.retire(slot) || !state.slots.contains_key(&slot)
+                };
+                if retired {
                     let mut pg = conn.pg.lock().await;
                     if let Pg::Open(open) = std::mem::replace(&mut *pg, Pg::Gone) {
                         let _ = open.close().await;
@@ -1183,6 +1277,10 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
             holding,
             mut reply,
         } => {
+            // Listening before the check, so a close between the two is seen.
+            let closing = inner.closing.notified();
+            tokio::pin!(closing);
+            closing.as_mut().enable();
             let mut pg = conn.pg.lock().await;
             if inner.state().closed {
                 inner.state().answered(slot, None);
@@ -1200,7 +1298,7 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
             let outcome = tokio::select! {
                 outcome = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *open) => Some(outcome),
                 () = reply.closed() => None,
-                () = inner.closing.notified() => None,
+                () = &mut closing => None,
             };
             match outcome {
                 // Abandoned while it waited, or the manager closes: this
@@ -1215,8 +1313,10 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
                 Some(Ok(_)) => {
                     if inner.state().answered(slot, Some(holding.handle)) {
                         conn.hold(holding);
-                    } else if let Err(error) = holding.unlock(open).await {
-                        let reason = format!("the connection failed: {error}");
+                    } else if let Err(reason) = holding
+                        .give_back(open, inner.options.checks.timeout())
+                        .await
+                    {
                         conn.lose(inner, slot, &mut pg, &reason, true);
                         return false;
                     }
