@@ -251,17 +251,33 @@ fn ordered(mut entries: Vec<Waiter<'_>>) -> Vec<Waiter<'_>> {
     entries
 }
 
+/// The try statement of a set, and what it binds.
+enum PrefixTry {
+    /// Exclusive bigint ids of one namespace, the usual set: one array.
+    Exclusive(Arc<str>),
+    /// Any ids and modes: the ids, the pairs and the modes as four arrays.
+    Any(Arc<str>),
+}
+
 /// The try statement of a set: its namespace's, prepared once per
 /// connection, when every key is in one namespace.
-fn try_prefix_statement(entries: &[Waiter<'_>]) -> Arc<str> {
+fn try_prefix_statement(entries: &[Waiter<'_>]) -> PrefixTry {
     let first = entries[0].namespace;
     if entries
         .iter()
         .all(|entry| std::ptr::eq(entry.namespace, first))
     {
-        return first.statements().try_prefix();
+        let statements = first.statements();
+        return match statements.try_prefix_exclusive() {
+            Some(sql) if entries.iter().all(|entry| entry.mode == Mode::Exclusive) => {
+                PrefixTry::Exclusive(sql)
+            }
+            _ => PrefixTry::Any(statements.try_prefix()),
+        };
     }
-    Arc::from(statements::try_prefix_for_marker(&set_marker(entries)))
+    PrefixTry::Any(Arc::from(statements::try_prefix_for_marker(&set_marker(
+        entries,
+    ))))
 }
 
 /// The marker of a set: its namespaces' labels.
@@ -315,9 +331,23 @@ async fn try_all_or_nothing(
 /// many were taken, and the backend's pid.
 async fn try_prefix_once(
     conn: &mut PgConnection,
-    sql: &Arc<str>,
+    statement: &PrefixTry,
     entries: &[Waiter<'_>],
 ) -> Result<(usize, i32), Error> {
+    let sql = match statement {
+        PrefixTry::Any(sql) => sql,
+        PrefixTry::Exclusive(sql) => {
+            let ids: Vec<i64> = entries
+                .iter()
+                .filter_map(|entry| entry.id.bigint())
+                .collect();
+            let row = sqlx::query_as(AssertSqlSafe(sql.clone()))
+                .bind(ids)
+                .fetch_one(conn)
+                .await;
+            return prefix_taken(row);
+        }
+    };
     let mut bigints = Vec::with_capacity(entries.len());
     let mut classes = Vec::with_capacity(entries.len());
     let mut objects = Vec::with_capacity(entries.len());
@@ -337,14 +367,19 @@ async fn try_prefix_once(
         }
         shared.push(entry.mode == Mode::Shared);
     }
-    let (taken, pid): (i32, i32) = sqlx::query_as(AssertSqlSafe(sql.clone()))
+    let row = sqlx::query_as(AssertSqlSafe(sql.clone()))
         .bind(bigints)
         .bind(classes)
         .bind(objects)
         .bind(shared)
         .fetch_one(conn)
-        .await
-        .map_err(Error::from_sqlx)?;
+        .await;
+    prefix_taken(row)
+}
+
+/// How many locks a try of a list took, and the backend's pid.
+fn prefix_taken(row: Result<(i32, i32), sqlx::Error>) -> Result<(usize, i32), Error> {
+    let (taken, pid) = row.map_err(Error::from_sqlx)?;
     match taken {
         statements::STANDBY => Err(Error::Standby),
         taken => Ok((usize::try_from(taken).expect("a count of locks taken"), pid)),
