@@ -42,7 +42,12 @@ pub(crate) fn expected(id: LockId) -> bool {
 
 /// `id` was found busy.
 pub(crate) fn found_busy(id: LockId) {
-    counter(id).store(REMEMBERED, Ordering::Relaxed);
+    let counter = counter(id);
+    // Stored only when it changes: a lock busy all the time keeps its
+    // counter's cache line shared between the threads that take it.
+    if counter.load(Ordering::Relaxed) != REMEMBERED {
+        counter.store(REMEMBERED, Ordering::Relaxed);
+    }
 }
 
 /// `id`, expected busy, was free.

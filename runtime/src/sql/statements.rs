@@ -271,7 +271,8 @@ fn capped_wait_sql(lock_call: &str, cap_ms: &str) -> String {
 /// With a cap (`cap`, milliseconds as `int8`), the previous setting is read
 /// once, by a `MATERIALIZED` CTE that the planner may not inline, before
 /// any step runs: the restore puts back that exact text. A stricter
-/// non-zero setting is kept; `0` is capped.
+/// non-zero setting is kept; `0` (no limit, the default, so checked first:
+/// it needs no conversion to milliseconds) is capped.
 ///
 /// When the try takes the lock, the ticket, the cap and the restore never
 /// run: the statement then costs a few microseconds of server time more
@@ -291,14 +292,14 @@ fn take_or_wait_sql(mode: Mode, args: &str, ticket: &str, cap: Option<&str>) -> 
         ),
         Some(cap) => format!(
             "WITH previous AS MATERIALIZED ( \
-                 SELECT t.setting, \
-                     (extract(epoch FROM t.setting::interval) * 1000)::int8 AS ms \
-                 FROM (SELECT pg_catalog.current_setting('lock_timeout') AS setting) AS t \
+                 SELECT pg_catalog.current_setting('lock_timeout') AS setting \
              ) SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN {STANDBY} \
                  WHEN {try_call} THEN 0 \
                  WHEN {ticket_call} IS NULL THEN NULL \
                  WHEN pg_catalog.set_config('lock_timeout', \
-                     CASE WHEN previous.ms > 0 AND previous.ms <= {cap} THEN previous.setting \
+                     CASE WHEN previous.setting = '0' THEN ({cap})::text || 'ms' \
+                          WHEN (extract(epoch FROM previous.setting::interval) * 1000)::int8 \
+                              <= {cap} THEN previous.setting \
                           ELSE ({cap})::text || 'ms' END, true) IS NULL THEN NULL \
                  WHEN {lock_call}::text IS NULL THEN NULL \
                  WHEN pg_catalog.set_config('lock_timeout', previous.setting, true) IS NULL \
