@@ -33,8 +33,9 @@ impl Namespace {
         K: LockKey,
         I: IntoIterator<Item = K>,
     {
-        keys.into_iter()
-            .fold(XactLockSet::new(), |set, key| set.exclusive(self, &key))
+        let keys = keys.into_iter();
+        let set = XactLockSet::with_capacity(keys.size_hint().0);
+        keys.fold(set, |set, key| set.exclusive(self, &key))
     }
 }
 
@@ -55,8 +56,9 @@ impl<K: LockKey + ?Sized> LockFamily<K> {
         Self: NamespaceFor<Q>,
         I: IntoIterator<Item = Q>,
     {
-        keys.into_iter()
-            .fold(XactLockSet::new(), |set, key| set.exclusive(self, &key))
+        let keys = keys.into_iter();
+        let set = XactLockSet::with_capacity(keys.size_hint().0);
+        keys.fold(set, |set, key| set.exclusive(self, &key))
     }
 }
 
@@ -97,6 +99,13 @@ impl<'ns> XactLockSet<'ns> {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn with_capacity(keys: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(keys),
+            ..Self::default()
+        }
     }
 
     /// Adds an exclusive lock on `key` in `namespace` (a [`Namespace`], or a
@@ -246,7 +255,8 @@ impl<'ns> XactLockSet<'ns> {
 /// Sorted by id and de-duplicated; of two requests for one id the exclusive
 /// one wins (`Mode::Exclusive < Mode::Shared`).
 fn ordered(mut entries: Vec<Waiter<'_>>) -> Vec<Waiter<'_>> {
-    entries.sort_by_key(|entry| (entry.id, entry.mode));
+    // Entries with equal keys are interchangeable: an unstable sort will do.
+    entries.sort_unstable_by_key(|entry| (entry.id, entry.mode));
     entries.dedup_by_key(|entry| entry.id);
     entries
 }
