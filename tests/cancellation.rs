@@ -107,6 +107,70 @@ async fn a_lock_set_wait_whose_future_is_dropped_is_cancelled_too() {
     holder.release().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_wait_in_one_statement_whose_future_is_dropped_is_found_by_its_ticket_and_cancelled() {
+    let observer = pool().await;
+    pglock::cancel_abandoned_waits(&observer);
+    let ns = namespace("abandoned_one_statement_wait");
+    let id = ns.id(&1_i64);
+    // A lock found busy before is tried and waited for in one statement: no
+    // earlier statement told the backend's pid.
+    find_busy_once(&observer, ns, 1).await;
+    let holder = testing::hold_lock(&observer, ns, &1_i64, Mode::Exclusive)
+        .await
+        .unwrap();
+    // A second waiter on the same lock, which must not be cancelled.
+    let bystander_pool = observer.clone();
+    let bystander = tokio::spawn(async move {
+        let mut tx = bystander_pool.begin().await.unwrap();
+        ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+    });
+    let bystander_pid = wait_for_waiters(&observer, id, 1).await[0];
+
+    let waiter_pool = observer.clone();
+    let waiter = tokio::spawn(async move {
+        let mut tx = waiter_pool.begin().await.unwrap();
+        ns.lock(&1_i64).acquire(&mut tx).await
+    });
+    let waiters = wait_for_waiters(&observer, id, 2).await;
+    let abandoned: Vec<i32> = waiters
+        .into_iter()
+        .filter(|pid| *pid != bystander_pid)
+        .collect();
+    let statement: String = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
+        .bind(abandoned[0])
+        .fetch_one(&observer)
+        .await
+        .unwrap();
+    assert!(
+        statement.contains("pg_try_advisory_xact_lock("),
+        "{statement}"
+    );
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while locks_on(&observer, id)
+        .await
+        .iter()
+        .any(|(pid, _, _)| abandoned.contains(pid))
+    {
+        assert!(Instant::now() < deadline, "the wait was not cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        locks_on(&observer, id).await,
+        vec![
+            (holder.pid(), "ExclusiveLock".to_owned(), true),
+            (bystander_pid, "ExclusiveLock".to_owned(), false)
+        ],
+        "the other waiter still waits"
+    );
+    holder.release().await.unwrap();
+    bystander.await.unwrap();
+}
+
 static ORDERS: Namespace = Namespace::named("test:cancellation:orders");
 
 /// Waits for `order`'s lock with no timeout: only a cancel ends the wait

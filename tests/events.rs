@@ -144,3 +144,63 @@ async fn abandoned_waits_without_a_registered_pool_warn_once_naming_the_fix() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A lock found busy before is tried and waited for in one statement, which
+/// can't say that it waits before it answers: the wait is reported by a
+/// timer, while it lasts.
+#[tokio::test]
+async fn a_wait_in_one_statement_is_reported_while_it_lasts() {
+    let pool = pool().await;
+    let ns = namespace("events_while_waiting");
+    let id = ns.id(&1_i64);
+    find_busy_once(&pool, ns, 1).await;
+    let (capture, _guard) = capture();
+    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
+        .await
+        .unwrap();
+
+    let waiter_pool = pool.clone();
+    let waiter = tokio::spawn(async move {
+        let mut tx = waiter_pool.begin().await.unwrap();
+        let acquired = ns
+            .lock(&1_i64)
+            .timeout(Duration::from_secs(30))
+            .acquire(&mut tx)
+            .await;
+        tx.commit().await.unwrap();
+        acquired
+    });
+    let waiter_pid = wait_for_waiters(&pool, id, 1).await[0];
+    let statement: String = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
+        .bind(waiter_pid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        statement.contains("pg_try_advisory_xact_lock("),
+        "the statement that waits is the one that tried: {statement}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while capture.events().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event while waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let events = capture.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0].fields["message"],
+        "advisory lock is busy; waiting"
+    );
+    assert_eq!(events[0].fields["timeout_ms"], "30000");
+    assert!(!waiter.is_finished(), "reported while it waits");
+    assert_eq!(wait_for_waiters(&pool, id, 1).await.len(), 1);
+
+    holder.release().await.unwrap();
+    assert!(waiter.await.unwrap().unwrap().was_contended());
+    let events = capture.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].fields["outcome"], "acquired");
+}

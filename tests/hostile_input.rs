@@ -63,13 +63,14 @@ async fn hostile_namespace_names_and_keys_change_nothing_but_the_lock_id() {
         ns.lock(&key).acquire(&mut tx).await.unwrap();
         testing::assert_holds(&mut tx, ns, &key, Mode::Exclusive).await;
 
-        // Waits, contended: capped, in a savepoint, and at session level.
-        for variant in ["capped", "savepoint", "session"] {
+        // Waits, contended: capped, then (the lock now found busy) tried and
+        // waited for in one statement, in a savepoint, and at session level.
+        for variant in ["capped", "one statement", "savepoint", "session"] {
             let waiter_pool = pool.clone();
             let waiter_key = key.clone();
             let waiter = tokio::spawn(async move {
                 match variant {
-                    "capped" => {
+                    "capped" | "one statement" => {
                         let mut tx = waiter_pool.begin().await.unwrap();
                         ns.lock(&waiter_key)
                             .timeout(Duration::from_secs(30))

@@ -24,7 +24,7 @@ use pglock::testing::{ServerOptions, TestServer};
 use pglock::{Error, LeaseOptions, Namespace, XactLockSet};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Transaction};
-use support::namespace;
+use support::{find_busy_once, hold_until_awaited, namespace};
 
 static PAIRS: Namespace = Namespace::named_pair("test:topology:standby:pairs");
 
@@ -84,6 +84,10 @@ async fn every_way_of_locking_is_refused_on_a_hot_standby_and_nothing_is_locked(
         .unwrap();
     assert!(in_recovery, "the standby is in recovery");
     let ns = namespace("standby");
+    // A lock found busy (on the primary) is tried and waited for in one
+    // statement, which starts with the same guard.
+    let primary_pool = small_pool(&primary.url()).await;
+    find_busy_once(&primary_pool, ns, 50).await;
 
     // Transaction-scoped locks, in one transaction that stays open (an xact
     // lock taken by mistake would show in pg_locks until it ends).
@@ -110,6 +114,13 @@ async fn every_way_of_locking_is_refused_on_a_hot_standby_and_nothing_is_locked(
         ns.lock(&3_i64).in_savepoint().acquire(&mut tx).await,
     );
     assert_standby("try_acquire", ns.lock(&4_i64).try_acquire(&mut tx).await);
+    assert_standby(
+        "an acquire of a lock found busy before",
+        ns.lock(&50_i64)
+            .timeout(Duration::from_secs(1))
+            .acquire(&mut tx)
+            .await,
+    );
     assert_standby(
         "a pair-keyed acquire",
         PAIRS.lock(&5_i64).acquire(&mut tx).await,
@@ -186,7 +197,6 @@ async fn every_way_of_locking_is_refused_on_a_hot_standby_and_nothing_is_locked(
     assert_eq!(advisory_locks(&pool).await, 0);
 
     // The same calls succeed on the primary: the refusal is the standby's.
-    let primary_pool = small_pool(&primary.url()).await;
     let mut tx = primary_pool.begin().await.unwrap();
     ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
     assert!(ns.lock(&4_i64).try_acquire(&mut tx).await.unwrap());
@@ -480,6 +490,32 @@ async fn an_uncontended_acquisition_is_one_statement_in_one_round_trip() {
     let guard = ns.session_lock(&101_i64).acquire(conn).await.unwrap();
     assert_one_statement(&probe, mark, "a session lock");
     guard.release().await.unwrap();
+
+    // A contended lock that was found busy before: its try and its wait are
+    // one statement, in one round trip, as the bare pg_advisory_xact_lock.
+    let pool = small_pool(&primary.url()).await;
+    let (mut conn, probe) = Probe::connect(&primary).await;
+    find_busy_once(&pool, ns, 200).await;
+    for measured in [false, true] {
+        let holder = hold_until_awaited(&pool, ns.id(&200_i64)).await;
+        let mut tx = conn.begin().await.unwrap();
+        let mark = probe.mark();
+        let acquired = ns
+            .lock(&200_i64)
+            .timeout(Duration::from_secs(30))
+            .acquire(&mut tx)
+            .await
+            .unwrap();
+        assert!(acquired.was_contended());
+        // The first use on the connection prepares the statement.
+        if measured {
+            assert_one_statement(&probe, mark, "a contended acquisition");
+        }
+        tx.commit().await.unwrap();
+        holder.await.unwrap();
+    }
+    drop(conn);
+    pool.close().await;
 
     // On the standby, the refusal is that same single statement.
     let (mut conn, probe) = Probe::connect(&standby).await;

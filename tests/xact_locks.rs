@@ -711,3 +711,181 @@ async fn a_lock_set_that_does_not_wait_takes_all_or_nothing() {
         .unwrap();
     assert_eq!(one, 1, "the transaction is usable");
 }
+
+#[tokio::test]
+async fn a_lock_found_busy_before_is_waited_for_in_one_statement_that_restores_lock_timeout() {
+    let pool = pool().await;
+    let ns = namespace("one_statement_restore");
+    let mut key = 0_i64;
+    for previous in ["0", "100ms", "1min", "1500ms", "1d"] {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            key += 1;
+            find_busy_once(&pool, ns, key).await;
+            let id = ns.id(&key);
+            let holder = hold_until_awaited(&pool, id).await;
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SET LOCAL lock_timeout = '{previous}'"
+            )))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            let outcome = ns
+                .lock(&key)
+                .shared()
+                .timeout(Duration::from_secs(5))
+                .acquire(&mut tx)
+                .await;
+            holder.await.unwrap();
+            // As in the test above: a strict 100ms may run out on a busy
+            // machine before the holder lets go.
+            let acquired = match outcome {
+                Err(Error::Conflict(conflict))
+                    if conflict.cause() == ConflictCause::LockTimeout && attempts < 5 =>
+                {
+                    continue;
+                }
+                other => other
+                    .unwrap_or_else(|error| panic!("wait with lock_timeout {previous}: {error}")),
+            };
+            assert!(acquired.was_contended(), "the lock was busy at first");
+            assert_eq!(lock_timeout(&mut tx).await, previous);
+            let pid = backend_pid(&mut tx).await;
+            assert_eq!(
+                locks_on(&pool, id).await,
+                vec![(pid, "ShareLock".to_owned(), true)]
+            );
+            tx.commit().await.unwrap();
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lock_found_busy_before_keeps_a_stricter_lock_timeout_and_caps_a_longer_one() {
+    let pool = pool().await;
+    let ns = namespace("one_statement_cap");
+    find_busy_once(&pool, ns, 1).await;
+    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
+        .await
+        .unwrap();
+    for (previous, timeout) in [("100ms", 600_000), ("1h", 100), ("0", 100)] {
+        let mut waiter = pool.begin().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = '{previous}'"
+        )))
+        .execute(&mut *waiter)
+        .await
+        .unwrap();
+        let error = ns
+            .lock(&1_i64)
+            .timeout(Duration::from_millis(timeout))
+            .acquire(&mut waiter)
+            .await
+            .unwrap_err();
+        let conflict = error.as_conflict().expect("a conflict");
+        assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
+        assert_eq!(conflict.lock().id(), ns.id(&1_i64));
+        assert_eq!(conflict.lock().mode(), Mode::Exclusive);
+        assert!(
+            conflict.waited() < Duration::from_secs(20),
+            "{previous}, {timeout}ms: {:?}",
+            conflict.waited()
+        );
+    }
+    holder.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lock_found_busy_before_and_waited_for_without_a_timeout_leaves_lock_timeout_untouched() {
+    let pool = pool().await;
+    let ns = namespace("one_statement_unbounded");
+    find_busy_once(&pool, ns, 1).await;
+    let holder = hold_until_awaited(&pool, ns.id(&1_i64)).await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '7s'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let acquired = ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
+    assert!(acquired.was_contended());
+    assert_eq!(lock_timeout(&mut tx).await, "7s");
+    holder.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lock_found_busy_before_but_free_now_is_taken_without_waiting() {
+    let pool = pool().await;
+    let ns = namespace("one_statement_free");
+    find_busy_once(&pool, ns, 1).await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '1min'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let acquired = ns
+        .lock(&1_i64)
+        .timeout(Duration::from_secs(5))
+        .acquire(&mut tx)
+        .await
+        .unwrap();
+    assert!(!acquired.was_contended());
+    assert_eq!(lock_timeout(&mut tx).await, "1min");
+    let pid = backend_pid(&mut tx).await;
+    let advisory: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM pg_locks l WHERE l.locktype = 'advisory' AND l.pid = $1",
+        pglock::pg_locks::ENCODED
+    )))
+    .bind(pid)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        advisory,
+        vec![ns.id(&1_i64).bigint().unwrap()],
+        "the lock, and nothing else"
+    );
+}
+
+#[tokio::test]
+async fn inspection_shows_a_wait_in_one_statement_as_the_lock_it_waits_for() {
+    let pool = pool().await;
+    let ns = namespace("one_statement_inspection");
+    let id = ns.id(&1_i64);
+    find_busy_once(&pool, ns, 1).await;
+    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
+        .await
+        .unwrap();
+    let waiter_pool = pool.clone();
+    let waiter = tokio::spawn(async move {
+        let mut tx = waiter_pool.begin().await.unwrap();
+        ns.lock(&1_i64)
+            .timeout(Duration::from_secs(30))
+            .acquire(&mut tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    });
+    let waiter_pid = wait_for_waiters(&pool, id, 1).await[0];
+    let inspection = pglock::inspect(&pool).await.unwrap();
+    let rows: Vec<_> = inspection
+        .locks()
+        .iter()
+        .filter(|row| row.pid() == waiter_pid)
+        .map(|row| {
+            let named = row
+                .namespace()
+                .is_some_and(|label| ns.marker() == format!("/* pglock ns={label} */"));
+            (row.id(), row.granted(), named)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(id, false, true)],
+        "the awaited lock, named, alone"
+    );
+    holder.release().await.unwrap();
+    waiter.await.unwrap();
+}

@@ -14,15 +14,21 @@
 //! group's variants take turns in short slices (2 ms; hand-offs 50 ms), in
 //! a rotated order, until the group's time of the round is used up. A
 //! variant's figure is the median over rounds of its operations per second
-//! in the round; a ratio is the median of the per-round ratios. So the two
-//! sides of a ratio run milliseconds apart and share the machine's state:
-//! on a busy machine, a burst of someone else's work slows both alike.
+//! in the round; a ratio is the median of the per-round ratios, with its
+//! spread (the range that holds the median with about 95 % confidence), and
+//! a target whose spread crosses its bar is undecided. So the two sides of a
+//! ratio run milliseconds apart and share the machine's state: on a busy
+//! machine, a burst of someone else's work slows both alike.
+//!
+//! It also writes SVG charts of the hand-off and of the many-keys variants
+//! (`--charts DIR`), the ones `docs/PERFORMANCE.md` shows.
 //!
 //! The server is `DATABASE_URL` when set, else pglock's throwaway test
 //! server, measured over its unix socket and over TCP loopback.
 
 mod alloc;
 mod allocations;
+mod charts;
 mod checks;
 mod manager;
 mod ops;
@@ -58,7 +64,7 @@ const WARM_UP: Duration = Duration::from_millis(20);
 
 const USAGE: &str = "\
 usage: pglock-bench [--quick] [--rounds N] [--group-ms N] [--slice-ms N]
-                    [--transport unix|tcp|both] [--only TEXT]
+                    [--transport unix|tcp|both] [--only TEXT] [--charts DIR]
 
   --quick           3 rounds of 150 ms per group: under a minute
   --rounds N        rounds, each giving one sample per variant (full run: 15)
@@ -66,8 +72,11 @@ usage: pglock-bench [--quick] [--rounds N] [--group-ms N] [--slice-ms N]
   --slice-ms N      one turn of a single-connection variant (2; hand-offs: 50)
   --transport T     unix socket, TCP loopback, or both (default; without
                     DATABASE_URL only: DATABASE_URL is measured as given)
-  --only TEXT       only the variants whose name contains TEXT (and the baseline);
-                    `--only manager` runs the lock manager's group alone
+  --only TEXT       only one group of compared variants: single, statements,
+                    handoff_tN, many_keys_N, or all of handoff or many_keys;
+                    or the variants whose name contains TEXT (with the
+                    baseline); `--only manager` runs the lock manager's group
+  --charts DIR      where to write the SVG charts (default target/pglock-bench)
 
 The server is DATABASE_URL when set, else pglock's throwaway test server.
 Prints a table, then one JSON line per variant and transport.
@@ -82,6 +91,7 @@ pub(crate) struct Options {
     pub(crate) slice: Duration,
     transport: Choice,
     pub(crate) only: Option<String>,
+    charts: std::path::PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +110,7 @@ impl Options {
             slice: Duration::from_millis(2),
             transport: Choice::Both,
             only: None,
+            charts: std::path::PathBuf::from("target/pglock-bench"),
         };
         let (mut rounds, mut group_ms, mut slice_ms) = (None, None, None);
         while let Some(arg) = args.next() {
@@ -118,6 +129,7 @@ impl Options {
                     }
                 }
                 "--only" => options.only = Some(value("--only")?),
+                "--charts" => options.charts = value("--charts")?.into(),
                 "-h" | "--help" => return Err(String::new()),
                 // `cargo bench` passes this; nothing to do.
                 "--bench" => {}
@@ -154,12 +166,18 @@ impl Options {
         }
     }
 
+    /// Whether `op` runs: every variant, or with `--only X` the baseline and
+    /// the variants of the group or family of groups named `X`, or whose
+    /// name contains `X`.
     fn wanted(&self, op: Op) -> bool {
+        let Some(only) = self.only.as_deref() else {
+            return true;
+        };
+        let group = Group::of(op);
         op == Op::Baseline
-            || self
-                .only
-                .as_ref()
-                .is_none_or(|only| op.to_string().contains(only.as_str()))
+            || only == group.name()
+            || only == group.family()
+            || op.to_string().contains(only)
     }
 }
 
@@ -208,6 +226,28 @@ enum Group {
 }
 
 impl Group {
+    /// The group's name for `--only`: `single`, `statements`, `many_keys_N`,
+    /// `handoff_tN`.
+    fn name(self) -> String {
+        match self {
+            Group::Single => "single".to_owned(),
+            Group::Statements => "statements".to_owned(),
+            Group::ManyKeys(keys) => format!("many_keys_{keys}"),
+            Group::Handoff(tasks) => format!("handoff_t{tasks}"),
+        }
+    }
+
+    /// The family of groups it belongs to, also a name for `--only`:
+    /// `many_keys`, `handoff` (the other groups are their own family).
+    fn family(self) -> &'static str {
+        match self {
+            Group::Single => "single",
+            Group::Statements => "statements",
+            Group::ManyKeys(_) => "many_keys",
+            Group::Handoff(_) => "handoff",
+        }
+    }
+
     fn of(op: Op) -> Group {
         match op {
             Op::CappedStatements | Op::HandWrittenStatements => Group::Statements,
@@ -289,6 +329,9 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
             &steady,
             started.elapsed(),
         );
+        for chart in charts::write(&options.charts, &names, &lanes)? {
+            eprintln!("pglock-bench: chart {}", chart.display());
+        }
     }
     if manager_only || options.only.is_none() {
         for transport in &transports {

@@ -88,6 +88,29 @@ pub(crate) async fn locked_by_macro(
     Ok(())
 }
 
+/// (7'): the floor of a set of keys, one statement inside the transaction:
+/// the ids sorted by the server and locked in that order, waiting as needed.
+pub(crate) const MANY_KEYS_FLOOR_SQL: &str = "SELECT count(pg_advisory_xact_lock(x)) \
+     FROM (SELECT x FROM unnest($1::int8[]) AS x ORDER BY x) AS s";
+
+/// The keys of a many-keys variant: the same ids for pglock and the floor
+/// (each runs on its own connection, and its locks end with its
+/// transaction), given in descending order so that both sort them.
+pub(crate) fn many_keys(keys: usize) -> impl Iterator<Item = i64> {
+    (0..keys as i64).rev()
+}
+
+/// How a many-keys variant takes its keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeysBy {
+    /// `lock_many(keys).timeout(5s)`: one call.
+    LockMany,
+    /// One `lock(&k).timeout(5s)` call per key.
+    SingleCalls,
+    /// The bare SQL floor, [`MANY_KEYS_FLOOR_SQL`].
+    Floor,
+}
+
 /// What a hand-off task locks, and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Handoff {
@@ -113,7 +136,7 @@ pub(crate) enum Op {
     HandWrittenStatements,
     SqlxAdvisoryLock,
     Handoff { lock: Handoff, tasks: usize },
-    ManyKeys { keys: usize, lock_many: bool },
+    ManyKeys { keys: usize, how: KeysBy },
 }
 
 impl Op {
@@ -138,14 +161,9 @@ impl Op {
             all.extend(HANDOFF_TASKS.map(|tasks| Op::Handoff { lock, tasks }));
         }
         for keys in MANY_KEYS {
-            all.push(Op::ManyKeys {
-                keys,
-                lock_many: false,
-            });
-            all.push(Op::ManyKeys {
-                keys,
-                lock_many: true,
-            });
+            for how in [KeysBy::SingleCalls, KeysBy::LockMany, KeysBy::Floor] {
+                all.push(Op::ManyKeys { keys, how });
+            }
         }
         all
     }
@@ -198,14 +216,11 @@ impl Op {
                     Handoff::RawShared => "bare SQL shared",
                 }
             ),
-            Op::ManyKeys {
-                keys,
-                lock_many: true,
-            } => format!("1 tx, {keys:>4} keys: lock_many (one call)"),
-            Op::ManyKeys {
-                keys,
-                lock_many: false,
-            } => format!("1 tx, {keys:>4} keys: one call per key"),
+            Op::ManyKeys { keys, how } => match how {
+                KeysBy::LockMany => format!("1 tx, {keys:>4} keys: lock_many (one call)"),
+                KeysBy::SingleCalls => format!("1 tx, {keys:>4} keys: one call per key"),
+                KeysBy::Floor => format!("1 tx, {keys:>4} keys: bare SQL, one statement"),
+            },
         }
     }
 
@@ -304,17 +319,26 @@ impl Op {
                 tx.commit().await?;
                 Ok(1)
             }
-            Op::ManyKeys { keys, lock_many } => {
-                let keys = 0..keys as i64;
+            Op::ManyKeys { keys, how } => {
                 let mut tx = conn.begin().await?;
-                if lock_many {
-                    MANY.lock_many(keys)
-                        .timeout(TIMEOUT)
-                        .acquire(&mut tx)
-                        .await?;
-                } else {
-                    for key in keys {
-                        MANY.lock(&key).timeout(TIMEOUT).acquire(&mut tx).await?;
+                match how {
+                    KeysBy::LockMany => {
+                        MANY.lock_many(many_keys(keys))
+                            .timeout(TIMEOUT)
+                            .acquire(&mut tx)
+                            .await?;
+                    }
+                    KeysBy::SingleCalls => {
+                        for key in many_keys(keys) {
+                            MANY.lock(&key).timeout(TIMEOUT).acquire(&mut tx).await?;
+                        }
+                    }
+                    KeysBy::Floor => {
+                        let ids: Vec<i64> = many_keys(keys).map(|key| bigint(&MANY, key)).collect();
+                        sqlx::query(MANY_KEYS_FLOOR_SQL)
+                            .bind(ids)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
                 tx.commit().await?;
@@ -345,11 +369,11 @@ impl fmt::Display for Op {
                 };
                 write!(f, "handoff_{lock}_t{tasks}")
             }
-            Op::ManyKeys { keys, lock_many } => {
-                let how = if *lock_many {
-                    "lock_many"
-                } else {
-                    "single_calls"
+            Op::ManyKeys { keys, how } => {
+                let how = match how {
+                    KeysBy::LockMany => "lock_many",
+                    KeysBy::SingleCalls => "single_calls",
+                    KeysBy::Floor => "floor",
                 };
                 write!(f, "many_keys_{how}_{keys}")
             }

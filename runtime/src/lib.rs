@@ -36,8 +36,10 @@
 //!   `/* pglock ns=… */` comment), [`pg_locks`] (how `pg_locks` shows an id,
 //!   and every query over it). No I/O.
 //! - `engine/`, private: `wait` (the try and the capped wait every front
-//!   end shares), `cancel` (abandoned waits), `events` (every `tracing`
-//!   event), `measure` (the metrics, with the feature `metrics`).
+//!   end shares, and the statement that does both for a busy lock),
+//!   `contention` (which locks were found busy lately), `cancel` (abandoned
+//!   waits), `events` (every `tracing` event), `measure` (the metrics, with
+//!   the feature `metrics`).
 //! - `front/`: what applications call. `xact_lock` ([`XactLock`]),
 //!   `lock_set` ([`XactLockSet`]), `session` ([`SessionLock`]), `lease`
 //!   ([`Lease`]), `run` (work in a transaction that holds a lock), `inspect`

@@ -129,3 +129,17 @@ pub async fn hold_until_awaited(pool: &PgPool, id: LockId) -> tokio::task::JoinH
     }
     handle
 }
+
+/// Lets this process find `key` busy once: its next acquisitions try and,
+/// when the lock is busy, wait in one statement (the runtime remembers the
+/// locks it found busy lately).
+pub async fn find_busy_once(pool: &PgPool, ns: &'static Namespace, key: i64) {
+    let holder = pglock::testing::hold_lock(pool, ns, &key, pglock::Mode::Exclusive)
+        .await
+        .expect("hold the lock");
+    let mut tx = pool.begin().await.expect("a transaction");
+    let busy = ns.lock(&key).no_wait().acquire(&mut tx).await;
+    assert!(matches!(busy, Err(pglock::Error::Busy(_))), "{busy:?}");
+    tx.rollback().await.expect("roll back");
+    holder.release().await.expect("release the lock");
+}

@@ -16,17 +16,26 @@
 //! pglock opens with the options of a pool registered with
 //! [`cancel_abandoned_waits`].
 //!
+//! The cancel finds the waiting backend by its pid when an earlier statement
+//! of the acquisition returned it (a try that found the lock busy), and
+//! otherwise by the wait's ticket: a shared lock on a number of this
+//! process's, which the statement that tries and waits at once takes just
+//! before it waits (sqlx keeps the pid it learns at connect time to itself,
+//! and asking for it would cost the round trip that statement saves).
+//!
 //! The cancelled wait fails like any statement, so the abandoned transaction
 //! is aborted (even a savepoint wait's: nobody is left to roll back to the
 //! savepoint); when it is dropped it rolls back, and its connection goes back
 //! into service or, if the pool's check finds it unusable, is replaced.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::postgres::{PgArguments, PgConnectOptions};
+use sqlx::query::QueryScalar;
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres};
 
 use crate::contract::id::LockId;
 use crate::engine::events;
@@ -68,10 +77,54 @@ pub fn cancel_abandoned_waits(pool: &PgPool) {
     servers.push(options);
 }
 
+/// How the cancel finds the backend of an abandoned wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitingBackend {
+    /// Its pid, returned by an earlier statement of the acquisition.
+    Pid(i32),
+    /// The number of the ticket its statement takes before it waits
+    /// ([`pg_locks::ticket`]).
+    Ticket(u32),
+}
+
+/// The number of a new wait ticket: one no other wait of this process holds
+/// (until 2^32 more waits have begun), and that another process holds with
+/// a chance of one in 2^32, as the numbers start at a random point of each
+/// process.
+pub(crate) fn new_ticket() -> u32 {
+    static FIRST: LazyLock<u32> =
+        LazyLock::new(|| RandomState::new().hash_one(std::process::id()) as u32);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    FIRST.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl WaitingBackend {
+    /// Binds what finds the backend: the pid, or the ticket's id.
+    fn bind<'q, O>(
+        self,
+        query: QueryScalar<'q, Postgres, O, PgArguments>,
+    ) -> QueryScalar<'q, Postgres, O, PgArguments> {
+        match self {
+            WaitingBackend::Pid(pid) => query.bind(pid),
+            WaitingBackend::Ticket(number) => {
+                query.bind(pg_locks::encode(pg_locks::ticket(number)).0)
+            }
+        }
+    }
+
+    /// The pid, when it is known.
+    fn pid(self) -> Option<i32> {
+        match self {
+            WaitingBackend::Pid(pid) => Some(pid),
+            WaitingBackend::Ticket(_) => None,
+        }
+    }
+}
+
 /// Armed while a transaction-scoped wait is in flight; if the future is
 /// dropped before the wait returns, the drop cancels the wait.
 pub(crate) struct AbandonGuard<'a> {
-    pub(crate) pid: i32,
+    pub(crate) backend: WaitingBackend,
     pub(crate) lock: &'a LockIdentity,
     pub(crate) armed: bool,
 }
@@ -89,45 +142,51 @@ impl Drop for AbandonGuard<'_> {
         match (servers.is_empty(), runtime) {
             (true, _) => {
                 let first = !WARNED_UNREGISTERED.swap(true, Ordering::Relaxed);
-                events::wait_abandoned_unregistered(self.lock, self.pid, first);
+                events::wait_abandoned_unregistered(self.lock, self.backend.pid(), first);
             }
             (false, Ok(runtime)) => {
-                events::wait_abandoned(self.lock, self.pid);
-                runtime.spawn(cancel_wait(servers, self.pid, self.lock.id()));
+                events::wait_abandoned(self.lock, self.backend.pid());
+                runtime.spawn(cancel_wait(servers, self.backend, self.lock.id()));
             }
-            (false, Err(_)) => events::wait_abandoned_without_runtime(self.lock, self.pid),
+            (false, Err(_)) => {
+                events::wait_abandoned_without_runtime(self.lock, self.backend.pid());
+            }
         }
     }
 }
 
-async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, pid: i32, id: LockId) {
+async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, backend: WaitingBackend, id: LockId) {
     let (encoded, objsubid) = pg_locks::encode(id);
     let deadline = Instant::now() + Duration::from_secs(5);
     for server in servers {
         let mut conn = match server.connect().await {
             Ok(conn) => conn,
             Err(error) => {
-                events::cancel_connect_failed(pid, &error);
+                events::cancel_connect_failed(backend.pid(), &error);
                 continue;
             }
         };
+        let (cancel, still_running) = match backend {
+            WaitingBackend::Pid(_) => (pg_locks::CANCEL_IF_WAITING, marker::STILL_RUNNING),
+            WaitingBackend::Ticket(_) => (
+                pg_locks::CANCEL_IF_TICKET_WAITING,
+                pg_locks::TICKET_STILL_RUNNING,
+            ),
+        };
         loop {
-            let cancelled: Result<Vec<bool>, sqlx::Error> =
-                sqlx::query_scalar(pg_locks::CANCEL_IF_WAITING)
-                    .bind(encoded)
-                    .bind(objsubid)
-                    .bind(pid)
-                    .fetch_all(&mut conn)
-                    .await;
+            let cancelled: Result<Vec<bool>, sqlx::Error> = backend
+                .bind(sqlx::query_scalar(cancel).bind(encoded).bind(objsubid))
+                .fetch_all(&mut conn)
+                .await;
             let busy = match cancelled {
                 Ok(cancelled) if !cancelled.is_empty() => {
                     let _ = conn.close().await;
                     return;
                 }
-                // The abandoned wait may not have reached the server yet.
+                // The abandoned wait may not have reached the lock yet.
                 Ok(_) => {
-                    sqlx::query_scalar::<_, bool>(marker::STILL_RUNNING)
-                        .bind(pid)
+                    backend
+                        .bind(sqlx::query_scalar::<_, bool>(still_running))
                         .fetch_one(&mut conn)
                         .await
                 }
@@ -140,7 +199,7 @@ async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, pid: i32, id: LockId) 
                 // Not (or no longer) waiting on this server.
                 Ok(_) => break,
                 Err(error) => {
-                    events::cancel_failed(pid, &error);
+                    events::cancel_failed(backend.pid(), &error);
                     break;
                 }
             }

@@ -85,7 +85,7 @@ pub(crate) fn wait_ended(lock: &LockIdentity, outcome: Result<(), &Error>, start
 
 /// A transaction's wait was abandoned by its caller, and pglock cancels it
 /// through a registered pool.
-pub(crate) fn wait_abandoned(lock: &LockIdentity, pid: i32) {
+pub(crate) fn wait_abandoned(lock: &LockIdentity, pid: Option<i32>) {
     lock_event!(
         Level::INFO,
         lock,
@@ -98,7 +98,7 @@ pub(crate) fn wait_abandoned(lock: &LockIdentity, pid: i32) {
 /// registered to cancel it. The missing registration is one fix for the whole
 /// process, so the warning that names it is said once (`first`); later
 /// abandoned waits say so at debug level.
-pub(crate) fn wait_abandoned_unregistered(lock: &LockIdentity, pid: i32, first: bool) {
+pub(crate) fn wait_abandoned_unregistered(lock: &LockIdentity, pid: Option<i32>, first: bool) {
     if first {
         lock_event!(
             Level::WARN,
@@ -121,7 +121,7 @@ pub(crate) fn wait_abandoned_unregistered(lock: &LockIdentity, pid: i32, first: 
 
 /// A transaction's wait was abandoned outside a tokio runtime, where the
 /// cancel can't be spawned.
-pub(crate) fn wait_abandoned_without_runtime(lock: &LockIdentity, pid: i32) {
+pub(crate) fn wait_abandoned_without_runtime(lock: &LockIdentity, pid: Option<i32>) {
     lock_event!(
         Level::WARN,
         lock,
@@ -133,12 +133,12 @@ pub(crate) fn wait_abandoned_without_runtime(lock: &LockIdentity, pid: i32) {
 }
 
 /// The connection that would cancel an abandoned wait could not be opened.
-pub(crate) fn cancel_connect_failed(pid: i32, error: &sqlx::Error) {
+pub(crate) fn cancel_connect_failed(pid: Option<i32>, error: &sqlx::Error) {
     tracing::warn!(target: "pglock", pid, %error, "could not connect to cancel an abandoned lock wait");
 }
 
 /// The cancel of an abandoned wait failed.
-pub(crate) fn cancel_failed(pid: i32, error: &sqlx::Error) {
+pub(crate) fn cancel_failed(pid: Option<i32>, error: &sqlx::Error) {
     tracing::warn!(target: "pglock", pid, %error, "could not cancel an abandoned lock wait");
 }
 

@@ -1,7 +1,9 @@
 //! The engine, private: the try and the wait every front end shares, the
-//! cancellation of abandoned waits, and the events that say what happened.
+//! guess of which locks are busy, the cancellation of abandoned waits, and
+//! the events that say what happened.
 
 pub(crate) mod cancel;
+pub(crate) mod contention;
 pub(crate) mod events;
 pub(crate) mod measure;
 pub(crate) mod wait;

@@ -1,9 +1,18 @@
 //! The try and the wait that every front end shares.
 //!
-//! Every acquisition starts with one prepared try statement: when the lock
-//! is free, that round trip is the whole cost. When it is busy, one event
-//! says so and one more statement waits, with `lock_timeout` capped and then
+//! An acquisition starts with one prepared try statement: when the lock is
+//! free, that round trip is the whole cost. When it is busy, one event says
+//! so and one more statement waits, with `lock_timeout` capped and then
 //! restored inside that same statement.
+//!
+//! A transaction's lock that was found busy lately ([`contention`]) is
+//! instead taken with one statement that tries and, only when the try
+//! fails, waits: one round trip for a contended lock, as for the bare
+//! `pg_advisory_xact_lock`. The server can't say "I am waiting" before that
+//! statement answers, so a client-side timer does: if there is no answer
+//! after [`WAIT_REPORTED_AFTER`], the event that the wait began is emitted
+//! while the statement still waits; a wait that ended sooner is reported
+//! when the answer says it waited, just before its outcome.
 
 use std::time::{Duration, Instant};
 
@@ -13,11 +22,19 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 use crate::contract::id::LockId;
 use crate::contract::mode::Mode;
 use crate::contract::namespace::Namespace;
-use crate::engine::cancel::AbandonGuard;
-use crate::engine::events;
+use crate::engine::cancel::{self, AbandonGuard, WaitingBackend};
+use crate::engine::measure::{self, Outcome};
+use crate::engine::{contention, events};
 use crate::error::Error;
 use crate::identity::LockIdentity;
-use crate::sql::statements::{self, Scope, Statements, TryStatus, bind_id};
+use crate::sql::pg_locks;
+use crate::sql::statements::{self, STANDBY, Scope, Statements, TryStatus, bind_id};
+
+/// How long a statement that tries and may wait goes unanswered before the
+/// wait is reported as begun: longer than an uncontended acquisition takes
+/// on a healthy network, short enough for a log to say what a request waits
+/// for while it waits.
+pub(crate) const WAIT_REPORTED_AFTER: Duration = Duration::from_millis(5);
 
 /// How long an acquisition may wait for a busy lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +108,26 @@ pub(crate) fn ensure_transaction(conn: &PgConnection) -> Result<(), Error> {
     }
 }
 
+/// Runs `statement`, and `report` if it has not answered after
+/// [`WAIT_REPORTED_AFTER`]; returns its output and whether `report` ran.
+/// Without a tokio runtime there is no timer, and nothing is reported early.
+async fn reported_if_slow<T>(
+    statement: impl Future<Output = T>,
+    report: impl FnOnce(),
+) -> (T, bool) {
+    let mut statement = std::pin::pin!(statement);
+    if tokio::runtime::Handle::try_current().is_err() {
+        return (statement.await, false);
+    }
+    tokio::select! {
+        biased;
+        output = &mut statement => return (output, false),
+        () = tokio::time::sleep(WAIT_REPORTED_AFTER) => {}
+    }
+    report();
+    (statement.await, true)
+}
+
 /// Runs `wait`, which waits for `lock`, between the event that says the
 /// wait begins and the one that says how it ended.
 pub(crate) async fn reported_wait<T>(
@@ -147,7 +184,7 @@ impl Waiter<'_> {
             // A session wait's connection is closed with an abandoned future;
             // a transaction's is the caller's, so its wait must be cancelled.
             let mut abandon = AbandonGuard {
-                pid,
+                backend: WaitingBackend::Pid(pid),
                 lock: &lock,
                 armed: scope == Scope::Xact,
             };
@@ -156,6 +193,71 @@ impl Waiter<'_> {
             result.map_err(|error| Error::from_wait(error, &lock, since.elapsed()))
         })
         .await
+    }
+
+    /// Takes a transaction's lock in one statement that tries and, when the
+    /// lock is busy, waits; says that the wait began (while it lasts, or
+    /// once the answer shows it) and how it ended. Returns when the wait
+    /// began, `None` when the lock was free.
+    pub(crate) async fn take_or_wait(
+        &self,
+        conn: &mut PgConnection,
+        cap_ms: Option<u32>,
+    ) -> Result<Option<Instant>, Error> {
+        let lock = self.identity();
+        let ticket = cancel::new_ticket();
+        let statements = self.namespace.statements();
+        let query = bind_id(
+            sqlx::query(AssertSqlSafe(
+                statements.xact_take_or_wait(self.mode, cap_ms.is_some()),
+            )),
+            self.id,
+        );
+        let query = match cap_ms {
+            Some(cap_ms) => query.bind(i64::from(cap_ms)),
+            None => query,
+        }
+        .bind(pg_locks::encode(pg_locks::ticket(ticket)).0);
+        let started = Instant::now();
+        let mut abandon = AbandonGuard {
+            backend: WaitingBackend::Ticket(ticket),
+            lock: &lock,
+            armed: true,
+        };
+        let answer = async {
+            query
+                .fetch_one(conn)
+                .await
+                .and_then(|row| row.try_get::<i32, _>(0))
+        };
+        let (answer, reported) = reported_if_slow(answer, || events::waiting(&lock, cap_ms)).await;
+        abandon.armed = false;
+        let outcome = match answer {
+            Ok(0) => {
+                contention::found_free(self.id);
+                if reported {
+                    events::wait_ended(&lock, Ok(()), started);
+                } else {
+                    measure::acquisition(lock.label(), lock.mode(), Outcome::Acquired);
+                }
+                return Ok(None);
+            }
+            Ok(STANDBY) => Err(Error::Standby),
+            Ok(_) => Ok(Some(started)),
+            Err(error) => Err(Error::from_wait(error, &lock, started.elapsed())),
+        };
+        // Only a wait ends in a conflict.
+        let waited = matches!(outcome, Ok(_) | Err(Error::Conflict(_)));
+        if waited {
+            contention::found_busy(self.id);
+            if !reported {
+                events::waiting(&lock, cap_ms);
+            }
+        }
+        if waited || reported {
+            events::wait_ended(&lock, outcome.as_ref().map(drop), started);
+        }
+        outcome
     }
 
     async fn send(

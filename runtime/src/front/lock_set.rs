@@ -34,8 +34,9 @@ impl Namespace {
         K: LockKey,
         I: IntoIterator<Item = K>,
     {
-        keys.into_iter()
-            .fold(XactLockSet::new(), |set, key| set.exclusive(self, &key))
+        let keys = keys.into_iter();
+        let set = XactLockSet::with_capacity(keys.size_hint().0);
+        keys.fold(set, |set, key| set.exclusive(self, &key))
     }
 }
 
@@ -56,8 +57,9 @@ impl<K: LockKey + ?Sized> LockFamily<K> {
         Self: NamespaceFor<Q>,
         I: IntoIterator<Item = Q>,
     {
-        keys.into_iter()
-            .fold(XactLockSet::new(), |set, key| set.exclusive(self, &key))
+        let keys = keys.into_iter();
+        let set = XactLockSet::with_capacity(keys.size_hint().0);
+        keys.fold(set, |set, key| set.exclusive(self, &key))
     }
 }
 
@@ -98,6 +100,13 @@ impl<'ns> XactLockSet<'ns> {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn with_capacity(keys: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(keys),
+            ..Self::default()
+        }
     }
 
     /// Adds an exclusive lock on `key` in `namespace` (a [`Namespace`], or a
@@ -262,22 +271,39 @@ fn count_acquired(entries: &[Waiter<'_>]) {
 /// Sorted by id and de-duplicated; of two requests for one id the exclusive
 /// one wins (`Mode::Exclusive < Mode::Shared`).
 fn ordered(mut entries: Vec<Waiter<'_>>) -> Vec<Waiter<'_>> {
-    entries.sort_by_key(|entry| (entry.id, entry.mode));
+    // Entries with equal keys are interchangeable: an unstable sort will do.
+    entries.sort_unstable_by_key(|entry| (entry.id, entry.mode));
     entries.dedup_by_key(|entry| entry.id);
     entries
 }
 
+/// The try statement of a set, and what it binds.
+enum PrefixTry {
+    /// Exclusive bigint ids of one namespace, the usual set: one array.
+    Exclusive(Arc<str>),
+    /// Any ids and modes: the ids, the pairs and the modes as four arrays.
+    Any(Arc<str>),
+}
+
 /// The try statement of a set: its namespace's, prepared once per
 /// connection, when every key is in one namespace.
-fn try_prefix_statement(entries: &[Waiter<'_>]) -> Arc<str> {
+fn try_prefix_statement(entries: &[Waiter<'_>]) -> PrefixTry {
     let first = entries[0].namespace;
     if entries
         .iter()
         .all(|entry| std::ptr::eq(entry.namespace, first))
     {
-        return first.statements().try_prefix();
+        let statements = first.statements();
+        return match statements.try_prefix_exclusive() {
+            Some(sql) if entries.iter().all(|entry| entry.mode == Mode::Exclusive) => {
+                PrefixTry::Exclusive(sql)
+            }
+            _ => PrefixTry::Any(statements.try_prefix()),
+        };
     }
-    Arc::from(statements::try_prefix_for_marker(&set_marker(entries)))
+    PrefixTry::Any(Arc::from(statements::try_prefix_for_marker(&set_marker(
+        entries,
+    ))))
 }
 
 /// The marker of a set: its namespaces' labels.
@@ -331,9 +357,23 @@ async fn try_all_or_nothing(
 /// many were taken, and the backend's pid.
 async fn try_prefix_once(
     conn: &mut PgConnection,
-    sql: &Arc<str>,
+    statement: &PrefixTry,
     entries: &[Waiter<'_>],
 ) -> Result<(usize, i32), Error> {
+    let sql = match statement {
+        PrefixTry::Any(sql) => sql,
+        PrefixTry::Exclusive(sql) => {
+            let ids: Vec<i64> = entries
+                .iter()
+                .filter_map(|entry| entry.id.bigint())
+                .collect();
+            let row = sqlx::query_as(AssertSqlSafe(sql.clone()))
+                .bind(ids)
+                .fetch_one(conn)
+                .await;
+            return prefix_taken(row);
+        }
+    };
     let mut bigints = Vec::with_capacity(entries.len());
     let mut classes = Vec::with_capacity(entries.len());
     let mut objects = Vec::with_capacity(entries.len());
@@ -353,14 +393,19 @@ async fn try_prefix_once(
         }
         shared.push(entry.mode == Mode::Shared);
     }
-    let (taken, pid): (i32, i32) = sqlx::query_as(AssertSqlSafe(sql.clone()))
+    let row = sqlx::query_as(AssertSqlSafe(sql.clone()))
         .bind(bigints)
         .bind(classes)
         .bind(objects)
         .bind(shared)
         .fetch_one(conn)
-        .await
-        .map_err(Error::from_sqlx)?;
+        .await;
+    prefix_taken(row)
+}
+
+/// How many locks a try of a list took, and the backend's pid.
+fn prefix_taken(row: Result<(i32, i32), sqlx::Error>) -> Result<(usize, i32), Error> {
+    let (taken, pid) = row.map_err(Error::from_sqlx)?;
     match taken {
         statements::STANDBY => Err(Error::Standby),
         taken => Ok((usize::try_from(taken).expect("a count of locks taken"), pid)),

@@ -10,6 +10,7 @@ use crate::contract::id::LockId;
 use crate::contract::key::LockKey;
 use crate::contract::mode::Mode;
 use crate::contract::namespace::Namespace;
+use crate::engine::contention;
 use crate::engine::measure::{self, Outcome};
 use crate::engine::wait::{Wait, Waiter, ensure_transaction, try_lock};
 use crate::error::Error;
@@ -174,6 +175,15 @@ impl<'ns> XactLock<'ns> {
     /// ```
     pub async fn acquire(self, conn: &mut PgConnection) -> Result<Acquired, Error> {
         let cap_ms = self.wait.cap_ms()?;
+        // A lock found busy lately is tried and waited for in one statement
+        // (a savepoint wait needs statements of its own).
+        if !self.wait.is_no_wait() && !self.savepoint && contention::expected(self.lock.id) {
+            ensure_transaction(conn)?;
+            return Ok(match self.lock.take_or_wait(conn, cap_ms).await? {
+                None => Acquired::FREE,
+                Some(started) => Acquired::after_waiting_since(started),
+            });
+        }
         let pid = match self.try_once(conn).await? {
             TryStatus::Acquired => {
                 self.count(Outcome::Acquired);
@@ -182,6 +192,7 @@ impl<'ns> XactLock<'ns> {
             TryStatus::Busy { pid } => pid,
             TryStatus::Standby => return Err(Error::Standby),
         };
+        contention::found_busy(self.lock.id);
         if self.wait.is_no_wait() {
             return Err(self.lock.busy(self.wait));
         }

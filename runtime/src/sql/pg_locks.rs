@@ -141,8 +141,63 @@ pub(crate) const CANCEL_IF_WAITING: &str = concat!(
     " AND l.pid = $3 AND NOT l.granted"
 );
 
+// The classid of a wait ticket, as a literal for `concat!`; see
+// [`TICKET_CLASSID`].
+macro_rules! ticket_classid {
+    () => {
+        "2635876979"
+    };
+}
+
+/// The high half of every wait ticket's bigint id, so its `pg_locks.classid`.
+/// A contended acquisition that tries and waits in one statement takes, just
+/// before it waits, a shared lock on a ticket of its own (this classid, and
+/// a number of the process's as `objid`): that is how the cancel of an
+/// abandoned wait finds the backend that waits, and only that one, without
+/// knowing its pid. A ticket lasts until its transaction ends. Inspection
+/// leaves tickets out; a lock of an application's own whose bigint id has
+/// this high half (one in 2^32 of a named namespace's keys) is left out too.
+pub(crate) const TICKET_CLASSID: u32 = 0x9d1c_4a73;
+
+/// The id of the wait ticket numbered `number`.
+pub(crate) const fn ticket(number: u32) -> LockId {
+    LockId::BigInt(((TICKET_CLASSID as u64) << 32 | number as u64) as i64)
+}
+
+macro_rules! holds_ticket {
+    ($pid:literal, $ticket:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_locks t WHERE t.pid = ",
+            $pid,
+            " AND t.locktype = 'advisory' AND t.granted AND t.objsubid = 1 \
+               AND ((t.classid::int8 << 32) | t.objid::int8) = ",
+            $ticket,
+            ")"
+        )
+    };
+}
+
+/// Cancels the backend that holds the ticket `$3` if, at this instant, it
+/// waits for the lock `$1`, `$2`; see [`CANCEL_IF_WAITING`].
+pub(crate) const CANCEL_IF_TICKET_WAITING: &str = concat!(
+    "SELECT pg_catalog.pg_cancel_backend(l.pid) FROM pg_catalog.pg_locks l WHERE ",
+    matches_id!(),
+    " AND NOT l.granted AND ",
+    holds_ticket!("l.pid", "$3::int8")
+);
+
+/// Whether the backend that holds the ticket `$1` still runs a statement
+/// (the one that took the ticket: until it answers, its connection can run
+/// nothing else).
+pub(crate) const TICKET_STILL_RUNNING: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a \
+     WHERE a.state = 'active' AND ",
+    holds_ticket!("a.pid", "$1::int8"),
+    ")"
+);
+
 /// Every advisory lock of the current database, held and awaited, with
-/// what `pg_stat_activity` says of its backend.
+/// what `pg_stat_activity` says of its backend; wait tickets left out.
 pub(crate) const INSPECT: &str = concat!(
     "SELECT l.pid, l.objsubid, ",
     encoded!(),
@@ -157,6 +212,9 @@ pub(crate) const INSPECT: &str = concat!(
      LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
      WHERE l.locktype = 'advisory' \
        AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
+       AND NOT (l.objsubid = 1 AND l.classid = ",
+    ticket_classid!(),
+    "::oid) \
      ORDER BY l.objsubid, l.classid, l.objid, l.granted DESC, l.waitstart NULLS FIRST, l.pid"
 );
 
@@ -198,6 +256,15 @@ mod tests {
             assert_eq!(decode(encoded, objsubid), Some(id), "{id}");
         }
         assert_eq!(decode(5, 0), None);
+    }
+
+    #[test]
+    fn tickets_carry_their_classid_and_inspection_leaves_them_out() {
+        assert_eq!(ticket_classid!(), TICKET_CLASSID.to_string());
+        let (encoded, objsubid) = encode(ticket(7));
+        assert_eq!((encoded as u64 >> 32) as u32, TICKET_CLASSID);
+        assert_eq!((encoded as u32, objsubid), (7, 1));
+        assert!(INSPECT.contains(&format!("l.classid = {TICKET_CLASSID}::oid")));
     }
 
     proptest::proptest! {

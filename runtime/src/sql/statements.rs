@@ -82,8 +82,11 @@ pub(crate) struct Statements {
     try_lock: [[Arc<str>; 2]; 2],
     xact_wait: [Arc<str>; 2],
     xact_capped_wait: [Arc<str>; 2],
+    xact_take_or_wait: [Arc<str>; 2],
+    xact_take_or_capped_wait: [Arc<str>; 2],
     unlock: [Arc<str>; 2],
     try_prefix: Arc<str>,
+    try_prefix_exclusive: Option<Arc<str>>,
 }
 
 impl Statements {
@@ -100,6 +103,7 @@ impl Statements {
             Space::BigInt(_) => ("$1::int8", 2),
             Space::Pair(_) => ("$1::int4, $2::int4", 3),
         };
+        let (cap, after_cap) = (format!("${next_param}::int8"), next_param + 1);
         let by_mode = |build: &dyn Fn(Mode) -> String| {
             [Mode::Exclusive, Mode::Shared].map(|mode| Arc::from(build(mode)))
         };
@@ -128,6 +132,18 @@ impl Statements {
                     )
                 )
             }),
+            xact_take_or_wait: by_mode(&|mode| {
+                format!(
+                    "{marker} {}",
+                    take_or_wait_sql(mode, args, &format!("${next_param}::int8"), None)
+                )
+            }),
+            xact_take_or_capped_wait: by_mode(&|mode| {
+                format!(
+                    "{marker} {}",
+                    take_or_wait_sql(mode, args, &format!("${after_cap}::int8"), Some(&cap))
+                )
+            }),
             unlock: by_mode(&|mode| {
                 format!(
                     "{marker} SELECT pg_catalog.pg_advisory_unlock{}({args})",
@@ -135,6 +151,13 @@ impl Statements {
                 )
             }),
             try_prefix: Arc::from(try_prefix_for_marker(&marker)),
+            try_prefix_exclusive: match space {
+                Space::BigInt(_) => Some(Arc::from(format!(
+                    "{marker} {}",
+                    try_prefix_exclusive_sql("$1::int8[]")
+                ))),
+                Space::Pair(_) => None,
+            },
             label,
             marker,
         }
@@ -152,12 +175,28 @@ impl Statements {
         self.xact_capped_wait[mode as usize].clone()
     }
 
+    /// The try that, when the lock is busy, goes on to wait in the same
+    /// statement; see [`take_or_wait_sql`]. `capped`: with the cap parameter.
+    pub(crate) fn xact_take_or_wait(&self, mode: Mode, capped: bool) -> Arc<str> {
+        if capped {
+            self.xact_take_or_capped_wait[mode as usize].clone()
+        } else {
+            self.xact_take_or_wait[mode as usize].clone()
+        }
+    }
+
     pub(crate) fn unlock(&self, mode: Mode) -> Arc<str> {
         self.unlock[mode as usize].clone()
     }
 
     pub(crate) fn try_prefix(&self) -> Arc<str> {
         self.try_prefix.clone()
+    }
+
+    /// The try of a list of exclusive bigint ids (`$1`), the usual set;
+    /// `None` in the pair space.
+    pub(crate) fn try_prefix_exclusive(&self) -> Option<Arc<str>> {
+        self.try_prefix_exclusive.clone()
     }
 
     /// `/* pglock ns=<label> */`, the first thing in every statement.
@@ -218,39 +257,107 @@ fn capped_wait_sql(lock_call: &str, cap_ms: &str) -> String {
     )
 }
 
+/// One statement that tries the lock and, only when it is busy, waits for
+/// it: the contended acquisition's single round trip. Returns `0` when the
+/// try took the lock, `1` when it was taken after waiting, and
+/// [`STANDBY`] on a hot standby (where nothing is tried).
+///
+/// The steps are the `WHEN`s of one `CASE`, which PostgreSQL evaluates in
+/// order, each only when the ones before it did not decide: the standby
+/// guard, the try, the ticket (a shared lock on a number of the caller's
+/// that no one else takes, by which an abandoned wait is found and
+/// cancelled without knowing the backend's pid), the cap, the wait, the
+/// restore. None of them can be `NULL`, so each falls through to the next.
+/// With a cap (`cap`, milliseconds as `int8`), the previous setting is read
+/// once, by a `MATERIALIZED` CTE that the planner may not inline, before
+/// any step runs: the restore puts back that exact text. A stricter
+/// non-zero setting is kept; `0` (no limit, the default, so checked first:
+/// it needs no conversion to milliseconds) is capped.
+///
+/// When the try takes the lock, the ticket, the cap and the restore never
+/// run: the statement then costs a few microseconds of server time more
+/// than the plain try, which is why it is sent only for a lock found busy
+/// lately (see `engine::contention`).
+fn take_or_wait_sql(mode: Mode, args: &str, ticket: &str, cap: Option<&str>) -> String {
+    let try_call = format!("{}({args})", lock_function(Scope::Xact, mode, true));
+    let lock_call = format!("{}({args})", lock_function(Scope::Xact, mode, false));
+    let ticket_call = format!("pg_catalog.pg_try_advisory_xact_lock_shared({ticket})");
+    match cap {
+        None => format!(
+            "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN {STANDBY} \
+                 WHEN {try_call} THEN 0 \
+                 WHEN {ticket_call} IS NULL THEN NULL \
+                 WHEN {lock_call}::text IS NULL THEN NULL \
+                 ELSE 1 END"
+        ),
+        Some(cap) => format!(
+            "WITH previous AS MATERIALIZED ( \
+                 SELECT pg_catalog.current_setting('lock_timeout') AS setting \
+             ) SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN {STANDBY} \
+                 WHEN {try_call} THEN 0 \
+                 WHEN {ticket_call} IS NULL THEN NULL \
+                 WHEN pg_catalog.set_config('lock_timeout', \
+                     CASE WHEN previous.setting = '0' THEN ({cap})::text || 'ms' \
+                          WHEN (extract(epoch FROM previous.setting::interval) * 1000)::int8 \
+                              <= {cap} THEN previous.setting \
+                          ELSE ({cap})::text || 'ms' END, true) IS NULL THEN NULL \
+                 WHEN {lock_call}::text IS NULL THEN NULL \
+                 WHEN pg_catalog.set_config('lock_timeout', previous.setting, true) IS NULL \
+                     THEN NULL \
+                 ELSE 1 END \
+             FROM previous"
+        ),
+    }
+}
+
 /// Tries the locks of a list in order and stops at the first busy one, so a
 /// caller holds a prefix of an ascending list and may then wait for the next
-/// key without breaking the lock order. The recursion makes each try depend
-/// on the previous one's success. Parameters: `$1` bigint ids (NULL for a
-/// pair), `$2`/`$3` the pair's ints, `$4` shared flags. Returns the number of
-/// locks taken (-2 on a standby) and the backend's pid.
+/// key without breaking the lock order. Parameters: `$1` bigint ids (NULL
+/// for a pair), `$2`/`$3` the pair's ints, `$4` shared flags. Returns the
+/// number of locks taken (-2 on a standby) and the backend's pid.
 pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
     let arrays = ["$1::int8[]", "$2::int4[]", "$3::int4[]", "$4::bool[]"];
     format!("{marker} {}", try_prefix_sql(arrays))
 }
 
+/// The rows of the list are tried in the list's order, and the scan stops
+/// at the first row whose try fails: that is the one row the filter lets
+/// through, and `LIMIT 1` pulls no row after it, so no key after a busy
+/// one is tried. A scalar subquery's `LIMIT` is evaluated lazily, inside the
+/// `CASE` that checks for a standby first. Per key, the server does one
+/// function call and one filter, about what the bare
+/// `count(pg_advisory_xact_lock(x))` over the list does.
 fn try_prefix_sql([bigints, classes, objects, shared]: [&str; 4]) -> String {
     let mut sql = String::new();
     let _ = write!(
         sql,
-        "WITH RECURSIVE attempt(i, ok) AS ( \
-             SELECT 0, NOT pg_catalog.pg_is_in_recovery() \
-             UNION ALL \
-             SELECT i + 1, CASE \
-                 WHEN ({bigints})[i + 1] IS NOT NULL AND ({shared})[i + 1] \
-                     THEN pg_catalog.pg_try_advisory_xact_lock_shared(({bigints})[i + 1]) \
-                 WHEN ({bigints})[i + 1] IS NOT NULL \
-                     THEN pg_catalog.pg_try_advisory_xact_lock(({bigints})[i + 1]) \
-                 WHEN ({shared})[i + 1] \
-                     THEN pg_catalog.pg_try_advisory_xact_lock_shared(({classes})[i + 1], ({objects})[i + 1]) \
-                 ELSE pg_catalog.pg_try_advisory_xact_lock(({classes})[i + 1], ({objects})[i + 1]) \
-             END \
-             FROM attempt WHERE ok AND i < pg_catalog.cardinality({bigints}) \
-         ) SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2 \
-                ELSE (SELECT (count(*) - 1)::int4 FROM attempt WHERE ok) END, \
-                pg_catalog.pg_backend_pid()"
+        "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN {STANDBY} \
+             ELSE coalesce((SELECT k.i FROM \
+                 unnest({bigints}, {classes}, {objects}, {shared}) \
+                     WITH ORDINALITY AS k(id, class, object, shared, i) \
+                 WHERE NOT CASE \
+                     WHEN k.id IS NOT NULL AND k.shared \
+                         THEN pg_catalog.pg_try_advisory_xact_lock_shared(k.id) \
+                     WHEN k.id IS NOT NULL THEN pg_catalog.pg_try_advisory_xact_lock(k.id) \
+                     WHEN k.shared \
+                         THEN pg_catalog.pg_try_advisory_xact_lock_shared(k.class, k.object) \
+                     ELSE pg_catalog.pg_try_advisory_xact_lock(k.class, k.object) END \
+                 LIMIT 1)::int4 - 1, pg_catalog.cardinality({bigints})) END, \
+             pg_catalog.pg_backend_pid()"
     );
     sql
+}
+
+/// [`try_prefix_sql`] for a list of exclusive bigint ids: one array, one
+/// call per key.
+fn try_prefix_exclusive_sql(bigints: &str) -> String {
+    format!(
+        "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN {STANDBY} \
+             ELSE coalesce((SELECT k.i FROM unnest({bigints}) WITH ORDINALITY AS k(id, i) \
+                 WHERE NOT pg_catalog.pg_try_advisory_xact_lock(k.id) LIMIT 1)::int4 - 1, \
+                 pg_catalog.cardinality({bigints})) END, \
+             pg_catalog.pg_backend_pid()"
+    )
 }
 
 /// Several keys tried without waiting, all or nothing: the try runs in a
