@@ -1326,15 +1326,17 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
                 Some(Err(error)) => {
                     inner.state().answered(slot, None);
                     let bound = inner.options.checks.timeout();
-                    let broken = broken(open, &error, bound).await;
-                    let _ = reply.send(Err(error));
-                    match broken {
+                    // Forgotten before the answer, so the caller sees the
+                    // connection gone and waits on another.
+                    let alive = match broken(open, &error, bound).await {
                         Some(reason) => {
                             conn.lose(inner, slot, &mut pg, &reason, true);
                             false
                         }
                         None => true,
-                    }
+                    };
+                    let _ = reply.send(Err(error));
+                    alive
                 }
             }
         }
