@@ -458,3 +458,23 @@ pub(crate) const SAVEPOINT: &str = "pglock_wait";
 /// every lock it held before the wait.
 pub(crate) const SAVEPOINT_ROLLBACK: &str =
     "ROLLBACK TO SAVEPOINT pglock_wait; RELEASE SAVEPOINT pglock_wait";
+
+/// Opens the transaction a lock manager's busy connection runs its tries
+/// and releases in (see `front::manager::batch`). READ COMMITTED whatever
+/// the session's default, so that between statements it holds no snapshot;
+/// the idle-in-transaction timeout is off for it alone, because a session
+/// ended by that timeout would take every lock it holds with it.
+pub(crate) const BATCH_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
+     SET LOCAL idle_in_transaction_session_timeout = 0";
+
+/// [`BATCH_BEGIN`] for PostgreSQL 17 and later, whose `transaction_timeout`
+/// ends the session too.
+pub(crate) const BATCH_BEGIN_17: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
+     SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL transaction_timeout = 0";
+
+/// Ends that transaction. Session locks taken or released in it stay so
+/// whether it commits or rolls back.
+pub(crate) const BATCH_COMMIT: &str = "COMMIT";
+
+/// Ends that transaction after a statement in it failed.
+pub(crate) const BATCH_ROLLBACK: &str = "ROLLBACK";

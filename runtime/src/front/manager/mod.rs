@@ -41,6 +41,10 @@ use crate::identity::LockIdentity;
 use crate::sql::pg_locks;
 use crate::sql::statements::{Scope, TryStatus, bind_id, session_wait_sql};
 
+mod batch;
+
+use batch::{Due, Open};
+
 /// How a [`LockManager`] uses its connections.
 ///
 /// ```
@@ -197,6 +201,8 @@ struct Backend {
     held: Mutex<HashMap<u64, Holding>>,
     /// Told when a lock is granted here, so that the task starts checking.
     granted: Notify,
+    /// Told when a transaction opens here, so that the task commits it.
+    batch_opened: Notify,
     /// Set once the connection is lost, closed or retired.
     gone: std::sync::atomic::AtomicBool,
     commands: mpsc::UnboundedSender<Command>,
@@ -209,7 +215,7 @@ struct Backend {
 enum Pg {
     /// Not connected yet: the first statement connects.
     New,
-    Open(PgConnection),
+    Open(Open),
     /// Lost, closed or retired.
     Gone,
 }
@@ -914,6 +920,7 @@ impl State {
             pg: Arc::new(tokio::sync::Mutex::new(Pg::New)),
             held: Mutex::new(HashMap::new()),
             granted: Notify::new(),
+            batch_opened: Notify::new(),
             gone: std::sync::atomic::AtomicBool::new(false),
             commands,
             runtime: runtime.clone(),
@@ -1034,7 +1041,7 @@ impl Backend {
         pg: &'a mut Pg,
         inner: &Inner,
         slot: u64,
-    ) -> Result<&'a mut PgConnection, Error> {
+    ) -> Result<&'a mut Open, Error> {
         if let Pg::New = pg {
             let bound = inner.options.checks.timeout();
             let connected = tokio::time::timeout(bound, inner.connect.connect())
@@ -1046,7 +1053,7 @@ impl Backend {
                     )))
                 });
             match connected {
-                Ok(conn) => *pg = Pg::Open(conn),
+                Ok(conn) => *pg = Pg::Open(Open::new(conn)),
                 Err(error) => {
                     events::manager_connection_failed(slot, &error);
                     self.lose(inner, slot, pg, "the connection could not be opened", true);
@@ -1080,11 +1087,25 @@ impl Backend {
                 return Err(error);
             }
         };
+        let held = self.held().len();
+        match conn.before_statement(held, bound).await {
+            Ok(opened) => {
+                if opened {
+                    self.batch_opened.notify_one();
+                }
+            }
+            Err(reason) => {
+                inner.state().answered(slot, None);
+                self.lose(inner, slot, &mut pg, &reason, true);
+                return Err(connection_gone());
+            }
+        }
         let tried = tokio::time::timeout(
             bound,
-            bind_id(sqlx::query(AssertSqlSafe(sql)), id).fetch_one(&mut *conn),
+            bind_id(sqlx::query(AssertSqlSafe(sql)), id).fetch_one(conn.conn()),
         )
         .await;
+        conn.after_statement();
         let status = match tried {
             Ok(Ok(row)) => row.try_get::<i32, _>(0).map(TryStatus::from_code),
             Ok(Err(error)) => Err(error),
@@ -1114,7 +1135,7 @@ impl Backend {
         } else if granted {
             // Taken for a caller that gave up: given back before anything
             // else runs on this connection.
-            if let Err(reason) = holding.give_back(conn, bound).await {
+            if let Err(reason) = holding.give_back(conn.conn(), bound).await {
                 self.lose(inner, slot, &mut pg, &reason, true);
             }
         }
@@ -1134,7 +1155,18 @@ impl Backend {
             return Err(connection_gone());
         };
         let bound = inner.options.checks.timeout();
-        let unlocked = tokio::time::timeout(bound, holding.unlock(conn)).await;
+        let held = self.held().len() + 1;
+        let unlocked = match conn.before_statement(held, bound).await {
+            Ok(opened) => {
+                if opened {
+                    self.batch_opened.notify_one();
+                }
+                let unlocked = tokio::time::timeout(bound, holding.unlock(conn.conn())).await;
+                conn.after_statement();
+                unlocked.map_err(|_| format!("an unlock did not answer within {bound:?}"))
+            }
+            Err(reason) => Err(reason),
+        };
         inner.state().unheld(slot);
         let reason = match unlocked {
             Ok(Ok(true)) => return Ok(()),
@@ -1142,7 +1174,7 @@ impl Backend {
             // that took it (a transaction pooler).
             Ok(Ok(false)) => "an unlock found the lock gone".to_owned(),
             Ok(Err(error)) => format!("the connection failed: {error}"),
-            Err(_) => format!("an unlock did not answer within {bound:?}"),
+            Err(reason) => reason,
         };
         measure::acquisition(holding.lock.label(), holding.lock.mode(), Outcome::Lost);
         self.lose(inner, slot, &mut pg, &reason, true);
@@ -1190,6 +1222,8 @@ async fn run_connection(
     let mut next_check = later(tokio::time::Instant::now(), checks.interval());
     let mut idle_since = tokio::time::Instant::now();
     let mut was_idle = true;
+    // When to look at the transaction tries and releases run in, if one is open.
+    let mut batch_due: Option<tokio::time::Instant> = None;
     loop {
         if conn.gone.load(std::sync::atomic::Ordering::Acquire) {
             break;
@@ -1218,6 +1252,15 @@ async fn run_connection(
             }
             // Re-reads whether the connection holds locks.
             () = conn.granted.notified(), if idle => {}
+            () = conn.batch_opened.notified(), if batch_due.is_none() => {
+                batch_due = Some(later(tokio::time::Instant::now(), batch::QUIET));
+            }
+            () = sleep_until_some(batch_due), if batch_due.is_some() => {
+                match settle_batch(&inner, slot, &conn).await {
+                    Ok(due) => batch_due = due,
+                    Err(()) => break,
+                }
+            }
             () = tokio::time::sleep_until(idle_deadline), if idle => {
                 let retired = {
                     let mut state = inner.state();
@@ -1227,7 +1270,7 @@ async fn run_connection(
                 if retired {
                     let mut pg = conn.pg.lock().await;
                     if let Pg::Open(open) = std::mem::replace(&mut *pg, Pg::Gone) {
-                        let _ = open.close().await;
+                        let _ = open.into_conn().close().await;
                     }
                     break;
                 }
@@ -1236,6 +1279,38 @@ async fn run_connection(
         }
     }
     fail_queued(&mut commands);
+}
+
+/// `sleep_until(due)`; never ends without one.
+async fn sleep_until_some(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Commits the transaction tries and releases run in once it is due; when
+/// to look again, or `Err` when the connection is gone.
+async fn settle_batch(
+    inner: &Inner,
+    slot: u64,
+    conn: &Backend,
+) -> Result<Option<tokio::time::Instant>, ()> {
+    let mut pg = conn.pg.lock().await;
+    let Pg::Open(open) = &mut *pg else {
+        return Err(());
+    };
+    match open.due() {
+        Due::Nothing => Ok(None),
+        Due::At(due) => Ok(Some(due)),
+        Due::Commit => match open.commit(inner.options.checks.timeout()).await {
+            Ok(()) => Ok(None),
+            Err(reason) => {
+                conn.lose(inner, slot, &mut pg, &reason, true);
+                Err(())
+            }
+        },
+    }
 }
 
 /// One check of a connection that holds locks: one statement, whatever the
@@ -1252,9 +1327,15 @@ async fn check(inner: &Inner, slot: u64, conn: &Backend) -> bool {
         .map(|holding| (holding.lock.id(), holding.lock.mode()))
         .collect();
     let bound = inner.options.checks.timeout();
+    // Outside a transaction, which would keep its lock on the view until
+    // it ends.
+    if let Err(reason) = open.commit(bound).await {
+        conn.lose(inner, slot, &mut pg, &reason, true);
+        return false;
+    }
     let counted = tokio::time::timeout(
         bound,
-        sqlx::query_scalar::<_, i64>(pg_locks::COUNT_HELD_BY_THIS_SESSION).fetch_one(open),
+        sqlx::query_scalar::<_, i64>(pg_locks::COUNT_HELD_BY_THIS_SESSION).fetch_one(open.conn()),
     )
     .await;
     let reason = match counted {
@@ -1295,8 +1376,16 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
                     return false;
                 }
             };
+            // A wait runs outside a transaction: its settings are local to
+            // its own statement.
+            if let Err(reason) = open.commit(inner.options.checks.timeout()).await {
+                inner.state().answered(slot, None);
+                conn.lose(inner, slot, &mut pg, &reason, true);
+                let _ = reply.send(Err(sqlx::Error::WorkerCrashed));
+                return false;
+            }
             let outcome = tokio::select! {
-                outcome = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *open) => Some(outcome),
+                outcome = sqlx::raw_sql(AssertSqlSafe(sql)).execute(open.conn()) => Some(outcome),
                 () = reply.closed() => None,
                 () = &mut closing => None,
             };
@@ -1314,7 +1403,7 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
                     if inner.state().answered(slot, Some(holding.handle)) {
                         conn.hold(holding);
                     } else if let Err(reason) = holding
-                        .give_back(open, inner.options.checks.timeout())
+                        .give_back(open.conn(), inner.options.checks.timeout())
                         .await
                     {
                         conn.lose(inner, slot, &mut pg, &reason, true);
@@ -1351,7 +1440,8 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
                 let bound = inner.options.checks.timeout();
                 let unlocked = tokio::time::timeout(
                     bound,
-                    sqlx::raw_sql("SELECT pg_catalog.pg_advisory_unlock_all()").execute(&mut *open),
+                    sqlx::raw_sql("SELECT pg_catalog.pg_advisory_unlock_all()")
+                        .execute(open.conn()),
                 )
                 .await;
                 if let Ok(Err(error)) = unlocked {
@@ -1359,7 +1449,7 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
                 }
             }
             if let Pg::Open(open) = std::mem::replace(&mut *pg, Pg::Gone) {
-                let _ = open.close().await;
+                let _ = open.into_conn().close().await;
             }
             conn.lose(inner, slot, &mut pg, "the lock manager was closed", false);
             let _ = reply.send(released);
@@ -1370,10 +1460,10 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
 
 /// Why the connection is unusable after `error`, if it is: a statement that
 /// failed on a sound connection (a lock timeout, a full lock table) leaves
-/// it in service.
-async fn broken(conn: &mut PgConnection, error: &sqlx::Error, bound: Duration) -> Option<String> {
-    match tokio::time::timeout(bound, conn.ping()).await {
-        Ok(Ok(())) => None,
+/// it in service, out of the transaction it failed in.
+async fn broken(conn: &mut Open, error: &sqlx::Error, bound: Duration) -> Option<String> {
+    match tokio::time::timeout(bound, conn.conn().ping()).await {
+        Ok(Ok(())) => conn.after_failure(bound).await.err(),
         _ => Some(format!("the connection failed: {error}")),
     }
 }
