@@ -799,3 +799,157 @@ fn a_try_dropped_outside_any_runtime_still_finishes() {
         assert!(other.is_ok(), "another session takes the key");
     });
 }
+
+/// The manager's backend in `pg_stat_activity`: (state, whether it has a
+/// transaction id or holds back vacuum with a snapshot).
+async fn activity_of(pool: &PgPool, pid: i32) -> (String, bool) {
+    sqlx::query_as(
+        "SELECT state, backend_xid IS NOT NULL OR backend_xmin IS NOT NULL \
+         FROM pg_stat_activity WHERE pid = $1",
+    )
+    .bind(pid)
+    .fetch_one(pool)
+    .await
+    .expect("read pg_stat_activity")
+}
+
+/// 1,000 locks make every try and release on that connection run in the
+/// short transaction a heavy connection keeps (so that no statement pays
+/// for 1,000 locks at its end); its grants and unlocks still reach every
+/// other session at once, it never holds back vacuum (READ COMMITTED, even
+/// when the session's default is not), and it ends by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heavy_connections_transaction_delays_no_one_and_ends_by_itself() {
+    let pool = pool().await;
+    let ns = namespace("manager:heavy");
+    // A session default that would keep a snapshot for the whole transaction.
+    let connect = connect_options().options([("default_transaction_isolation", "repeatable read")]);
+    let manager = Arc::new(LockManager::new(
+        connect,
+        ManagerOptions::default().max_connections(1),
+    ));
+    let held = acquire_all(&manager, ns, 0..1_000, 4).await;
+    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    for key in 1_000..1_020_i64 {
+        let id = ns.id(&key);
+        let handle = manager.lock(ns, &key).acquire().await.unwrap();
+        assert_eq!(
+            holders(&pool, id).await,
+            [pid],
+            "granted for everyone to see"
+        );
+        handle.release().await.unwrap();
+        assert!(holders(&pool, id).await.is_empty(), "released at once");
+        let (_, holds_back) = activity_of(&pool, pid).await;
+        assert!(!holds_back, "no transaction id and no snapshot kept");
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the connection leaves its transaction once quiet",
+        || {
+            let pool = pool.clone();
+            async move { activity_of(&pool, pid).await.0 == "idle" }
+        },
+    )
+    .await;
+    let ids: Vec<i64> = (0..1_000_i64)
+        .map(|key| ns.id(&key).bigint().unwrap())
+        .collect();
+    assert_eq!(held_on(&pool, &ids).await, (1_000, 1));
+    assert_eq!(manager.close().await.unwrap(), 1_000);
+    drop(held);
+}
+
+/// A server that ends idle transactions after 1 ms (and, from PostgreSQL
+/// 17, any transaction after 50 ms) must not end a connection that holds
+/// 1,000 locks and goes quiet between statements: its transactions turn
+/// both timeouts off for themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_transaction_timeouts_never_end_a_busy_connection() {
+    let pool = pool().await;
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut connect = connect_options().options([("idle_in_transaction_session_timeout", "1ms")]);
+    if version >= 170_000 {
+        connect = connect.options([("transaction_timeout", "50ms")]);
+    }
+    let manager = Arc::new(LockManager::new(
+        connect,
+        ManagerOptions::default().max_connections(1),
+    ));
+    let ns = namespace("manager:timeouts");
+    let held = acquire_all(&manager, ns, 0..1_000, 4).await;
+    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    for key in 1_000..1_020_i64 {
+        let handle = manager.lock(ns, &key).acquire().await.unwrap();
+        // Quiet time inside the transaction, longer than the timeout.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        handle.release().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ids: Vec<i64> = (0..1_000_i64)
+        .map(|key| ns.id(&key).bigint().unwrap())
+        .collect();
+    assert_eq!(held_on(&pool, &ids).await, (1_000, 1), "nothing was lost");
+    assert_eq!(holder_of(&pool, ns.id(&0_i64)).await, Some(pid));
+    assert!(held.iter().all(ManagedLock::is_held));
+    assert_eq!(manager.close().await.unwrap(), 1_000);
+}
+
+/// A try that fails inside a heavy connection's transaction (here: the
+/// server's lock table is full) leaves the connection in service, out of
+/// that transaction: the next release and acquire run, nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() {
+    let server = TestServer::start(
+        ServerOptions::new()
+            .setting("max_connections", "10")
+            .setting("max_locks_per_transaction", "64"),
+    )
+    .expect("a private server");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let manager = LockManager::new(
+        server.url().parse().unwrap(),
+        ManagerOptions::default().max_connections(1),
+    );
+    let ns = namespace("manager:full");
+    let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
+    // Read before the table is full: this query needs room in it too.
+    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    let error = loop {
+        let key = held.len() as i64;
+        assert!(key < 100_000, "the lock table never filled");
+        match manager.lock(ns, &key).try_acquire().await {
+            Ok(Some(handle)) => held.push(handle),
+            Ok(None) => panic!("key {key} is busy"),
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(error, Error::LockTableFull(_)), "{error:?}");
+    assert!(
+        held.len() >= 1_000,
+        "{} locks: a heavy connection",
+        held.len()
+    );
+
+    // The first statement after the failure would fail too if the
+    // connection were still in the failed transaction.
+    for _ in 0..10 {
+        held.pop().unwrap().release().await.unwrap();
+    }
+    let key = held.len() as i64;
+    held.push(manager.lock(ns, &key).acquire().await.unwrap());
+    let ids: Vec<i64> = (0..held.len() as i64)
+        .map(|key| ns.id(&key).bigint().unwrap())
+        .collect();
+    assert_eq!(held_on(&pool, &ids).await, (held.len() as i64, 1));
+    assert_eq!(holder_of(&pool, ns.id(&0_i64)).await, Some(pid));
+    assert!(held.iter().all(ManagedLock::is_held));
+    assert_eq!(manager.close().await.unwrap(), held.len());
+}
