@@ -9,7 +9,8 @@
 //!   clients, and the unlock may run on another backend, where it releases
 //!   nothing. pglock can't see the pooler when it takes the lock, but it
 //!   does say when the lock is lost: the guard's release fails with
-//!   `Error::LockLost`, and a lease reports the loss.
+//!   `Error::LockLost`, and a lease or a lock manager's handle reports the
+//!   loss.
 //! - In session pooling mode, session locks are safe again.
 //!
 //! Without PgBouncer installed, each test is skipped and says so in one line
@@ -30,7 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pglock::testing::{self, PgBouncer, PgBouncerOptions, PoolMode, ServerOptions, TestServer};
-use pglock::{Error, LeaseOptions, LockId, Mode, Namespace, SessionTry, pg_locks};
+use pglock::{
+    Error, LeaseOptions, LockId, LockManager, ManagerOptions, Mode, Namespace, SessionTry, pg_locks,
+};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, Row};
 use support::{backend_pid, holders, namespace};
@@ -406,6 +409,59 @@ async fn a_lease_through_a_transaction_pooler_reports_the_loss() {
     assert_eq!(only_holder(&direct, id).await, backend_a);
     other_tx.commit().await.unwrap();
     other.close().await.unwrap();
+    drop(bouncer);
+    until_released(&direct, id).await;
+    direct.close().await;
+}
+
+#[tokio::test]
+async fn a_lock_manager_through_a_transaction_pooler_reports_the_loss() {
+    if !PgBouncer::installed_or_skip() {
+        return;
+    }
+    let server = private_server();
+    let bouncer = bouncer(&server, statements_kept(2));
+    let direct = pool_on(&server.url(), 2).await;
+    let ns = namespace("pgbouncer_manager");
+    let id = ns.id(&7_i64);
+
+    let options = ManagerOptions::default().max_connections(1).checks(
+        LeaseOptions::default()
+            .check_every(Duration::from_secs(1))
+            .check_timeout(Duration::from_secs(2)),
+    );
+    let manager = LockManager::new(bouncer.url().parse().unwrap(), options);
+    let mut handle = manager.lock(ns, &7_i64).acquire().await.unwrap();
+    let backend_a = only_holder(&direct, id).await;
+    // Before the manager's first check (in a second), another client's
+    // transaction takes A.
+    let mut other = PgConnection::connect(&bouncer.url()).await.unwrap();
+    let mut other_tx = other.begin().await.unwrap();
+    assert_eq!(simple_backend_pid(&mut other_tx).await, backend_a);
+    assert!(handle.is_held());
+
+    // The check runs on the other backend, which holds nothing: the handle
+    // reports the loss within the manager's detection bound.
+    let lost = tokio::time::timeout(
+        options.detection_bound() + Duration::from_secs(2),
+        handle.lost(),
+    )
+    .await
+    .expect("the handle reports the loss within the detection bound");
+    assert_eq!(lost.lock().id(), id);
+    assert!(
+        lost.reason().contains("no longer holds"),
+        "{}",
+        lost.reason()
+    );
+    assert!(!handle.is_held());
+    assert!(matches!(handle.release().await, Err(Error::LockLost(_))));
+
+    // The lock itself is still on A, in the pool.
+    assert_eq!(only_holder(&direct, id).await, backend_a);
+    other_tx.commit().await.unwrap();
+    other.close().await.unwrap();
+    manager.close().await.unwrap();
     drop(bouncer);
     until_released(&direct, id).await;
     direct.close().await;
