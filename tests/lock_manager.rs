@@ -953,3 +953,139 @@ async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() 
     assert!(held.iter().all(ManagedLock::is_held));
     assert_eq!(manager.close().await.unwrap(), held.len());
 }
+
+/// A TCP proxy that holds each chunk of the server's answers back for
+/// `delay` milliseconds while `delay` is above zero.
+struct SlowProxy {
+    port: u16,
+    delay: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowProxy {
+    fn to(upstream_port: u16) -> SlowProxy {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let delay = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let slow = Arc::clone(&delay);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let server = TcpStream::connect(("127.0.0.1", upstream_port)).expect("connect");
+                client.set_nodelay(true).unwrap();
+                server.set_nodelay(true).unwrap();
+                let (mut client_in, mut server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_in, &mut server_out);
+                    let _ = server_out.shutdown(Shutdown::Write);
+                });
+                let (mut server_in, mut client_out) = (server, client);
+                let slow = Arc::clone(&slow);
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 16 * 1024];
+                    loop {
+                        let n = match server_in.read(&mut buffer) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let ms = slow.load(Ordering::SeqCst);
+                        if ms > 0 {
+                            std::thread::sleep(Duration::from_millis(ms));
+                        }
+                        if client_out.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client_out.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        SlowProxy { port, delay }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    fn delay(&self, delay: Duration) {
+        self.delay.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+/// A failed statement aborts the transaction it ran in, and an aborted
+/// transaction has already undone its `SET LOCAL`s: were the heavy
+/// connection's transaction the one that failed, the server's short
+/// idle-in-transaction timeout would end the session (and every lock it
+/// holds) before the rollback arrives. Here the way back is slow, so the
+/// rollback always arrives after that timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_timeout() {
+    let server = TestServer::start(
+        ServerOptions::new()
+            .setting("max_connections", "10")
+            .setting("max_locks_per_transaction", "64")
+            .setting("idle_in_transaction_session_timeout", "20ms"),
+    )
+    .expect("a private server");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let proxy = SlowProxy::to(server.port());
+    let manager = LockManager::new(
+        proxy.url().parse().unwrap(),
+        ManagerOptions::default().max_connections(1),
+    );
+    let ns = namespace("manager:full-slow");
+    let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
+    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    let error = loop {
+        let key = held.len() as i64;
+        assert!(key < 100_000, "the lock table never filled");
+        match manager.lock(ns, &key).try_acquire().await {
+            Ok(Some(handle)) => held.push(handle),
+            Ok(None) => panic!("key {key} is busy"),
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(error, Error::LockTableFull(_)), "{error:?}");
+    assert!(
+        held.len() >= 1_000,
+        "{} locks: a heavy connection",
+        held.len()
+    );
+
+    // The table is still full: the next try fails too, now with its answer
+    // (and so the rollback) coming 100 ms late.
+    proxy.delay(Duration::from_millis(100));
+    let key = held.len() as i64;
+    let tried = manager.lock(ns, &key).try_acquire().await;
+    proxy.delay(Duration::ZERO);
+    // Had the session ended, the try would have gone on to a new
+    // connection, with room in the table at once.
+    assert!(
+        held.iter().all(ManagedLock::is_held),
+        "the connection outlived the failed try"
+    );
+    assert!(matches!(tried, Err(Error::LockTableFull(_))), "{tried:?}");
+
+    for _ in 0..10 {
+        held.pop().unwrap().release().await.unwrap();
+    }
+    let key = held.len() as i64;
+    held.push(manager.lock(ns, &key).acquire().await.unwrap());
+    let ids: Vec<i64> = (0..held.len() as i64)
+        .map(|key| ns.id(&key).bigint().unwrap())
+        .collect();
+    assert_eq!(held_on(&pool, &ids).await, (held.len() as i64, 1));
+    assert_eq!(holder_of(&pool, ns.id(&0_i64)).await, Some(pid));
+    assert!(held.iter().all(ManagedLock::is_held));
+    assert_eq!(manager.close().await.unwrap(), held.len());
+}
