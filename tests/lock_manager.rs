@@ -1089,3 +1089,87 @@ async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_t
     assert!(held.iter().all(ManagedLock::is_held));
     assert_eq!(manager.close().await.unwrap(), held.len());
 }
+
+/// The server log's statements of backend `pid` after byte `from`
+/// (`log_statement = all`, `log_line_prefix = '%m [%p] '`).
+fn statements_of(server: &TestServer, pid: i32, from: u64) -> Vec<String> {
+    let log = std::fs::read(server.log_file()).expect("read the server log");
+    let tag = format!("[{pid}] LOG:  ");
+    String::from_utf8_lossy(&log[from as usize..])
+        .lines()
+        .filter_map(|line| line.split_once(&tag).map(|(_, rest)| rest.to_owned()))
+        .collect()
+}
+
+/// From 1,000 locks on, every try and release on the connection runs in a
+/// transaction it opened, and the last one ends by itself: read from what
+/// the server executed, statement by statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
+    let server = TestServer::start(
+        ServerOptions::new()
+            .setting("log_statement", "all")
+            .setting("log_line_prefix", "%m [%p] "),
+    )
+    .expect("a private server");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let manager = Arc::new(LockManager::new(
+        server.url().parse().unwrap(),
+        ManagerOptions::default().max_connections(1),
+    ));
+    let ns = namespace("manager:heavy-log");
+    let held = acquire_all(&manager, ns, 0..1_000, 4).await;
+    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    let from = std::fs::metadata(server.log_file()).unwrap().len();
+    for key in 1_000..1_020_i64 {
+        let handle = manager.lock(ns, &key).acquire().await.unwrap();
+        handle.release().await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the connection leaves its transaction once quiet",
+        || {
+            let pool = pool.clone();
+            async move { activity_of(&pool, pid).await.0 == "idle" }
+        },
+    )
+    .await;
+
+    let statements = statements_of(&server, pid, from);
+    let (mut in_transaction, mut tries, mut releases) = (false, 0, 0);
+    for statement in &statements {
+        if statement.contains("BEGIN ISOLATION LEVEL READ COMMITTED") {
+            assert!(
+                !in_transaction,
+                "one transaction at a time: {statements:#?}"
+            );
+            in_transaction = true;
+        } else if statement.ends_with("COMMIT") || statement.ends_with("ROLLBACK") {
+            assert!(in_transaction, "{statements:#?}");
+            in_transaction = false;
+        } else if statement.contains("pg_try_advisory_lock") {
+            assert!(
+                in_transaction,
+                "a try outside the transaction: {statements:#?}"
+            );
+            tries += 1;
+        } else if statement.contains("pg_advisory_unlock") {
+            assert!(
+                in_transaction,
+                "a release outside the transaction: {statements:#?}"
+            );
+            releases += 1;
+        }
+    }
+    assert_eq!((tries, releases), (20, 20), "{statements:#?}");
+    assert!(
+        !in_transaction,
+        "the last transaction ended: {statements:#?}"
+    );
+    assert_eq!(manager.close().await.unwrap(), 1_000);
+    drop(held);
+}
