@@ -953,3 +953,223 @@ async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() 
     assert!(held.iter().all(ManagedLock::is_held));
     assert_eq!(manager.close().await.unwrap(), held.len());
 }
+
+/// A TCP proxy that holds each chunk of the server's answers back for
+/// `delay` milliseconds while `delay` is above zero.
+struct SlowProxy {
+    port: u16,
+    delay: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowProxy {
+    fn to(upstream_port: u16) -> SlowProxy {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let delay = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let slow = Arc::clone(&delay);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let server = TcpStream::connect(("127.0.0.1", upstream_port)).expect("connect");
+                client.set_nodelay(true).unwrap();
+                server.set_nodelay(true).unwrap();
+                let (mut client_in, mut server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_in, &mut server_out);
+                    let _ = server_out.shutdown(Shutdown::Write);
+                });
+                let (mut server_in, mut client_out) = (server, client);
+                let slow = Arc::clone(&slow);
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 16 * 1024];
+                    loop {
+                        let n = match server_in.read(&mut buffer) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let ms = slow.load(Ordering::SeqCst);
+                        if ms > 0 {
+                            std::thread::sleep(Duration::from_millis(ms));
+                        }
+                        if client_out.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client_out.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        SlowProxy { port, delay }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    fn delay(&self, delay: Duration) {
+        self.delay.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+/// A failed statement aborts the transaction it ran in, and an aborted
+/// transaction has already undone its `SET LOCAL`s: were the heavy
+/// connection's transaction the one that failed, the server's short
+/// idle-in-transaction timeout would end the session (and every lock it
+/// holds) before the rollback arrives. Here the way back is slow, so the
+/// rollback always arrives after that timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_timeout() {
+    let server = TestServer::start(
+        ServerOptions::new()
+            .setting("max_connections", "10")
+            .setting("max_locks_per_transaction", "64")
+            .setting("idle_in_transaction_session_timeout", "20ms"),
+    )
+    .expect("a private server");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let proxy = SlowProxy::to(server.port());
+    let manager = LockManager::new(
+        proxy.url().parse().unwrap(),
+        ManagerOptions::default().max_connections(1),
+    );
+    let ns = namespace("manager:full-slow");
+    let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
+    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    let error = loop {
+        let key = held.len() as i64;
+        assert!(key < 100_000, "the lock table never filled");
+        match manager.lock(ns, &key).try_acquire().await {
+            Ok(Some(handle)) => held.push(handle),
+            Ok(None) => panic!("key {key} is busy"),
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(error, Error::LockTableFull(_)), "{error:?}");
+    assert!(
+        held.len() >= 1_000,
+        "{} locks: a heavy connection",
+        held.len()
+    );
+
+    // The table is still full: the next try fails too, now with its answer
+    // (and so the rollback) coming 100 ms late.
+    proxy.delay(Duration::from_millis(100));
+    let key = held.len() as i64;
+    let tried = manager.lock(ns, &key).try_acquire().await;
+    proxy.delay(Duration::ZERO);
+    // Had the session ended, the try would have gone on to a new
+    // connection, with room in the table at once.
+    assert!(
+        held.iter().all(ManagedLock::is_held),
+        "the connection outlived the failed try"
+    );
+    assert!(matches!(tried, Err(Error::LockTableFull(_))), "{tried:?}");
+
+    for _ in 0..10 {
+        held.pop().unwrap().release().await.unwrap();
+    }
+    let key = held.len() as i64;
+    held.push(manager.lock(ns, &key).acquire().await.unwrap());
+    let ids: Vec<i64> = (0..held.len() as i64)
+        .map(|key| ns.id(&key).bigint().unwrap())
+        .collect();
+    assert_eq!(held_on(&pool, &ids).await, (held.len() as i64, 1));
+    assert_eq!(holder_of(&pool, ns.id(&0_i64)).await, Some(pid));
+    assert!(held.iter().all(ManagedLock::is_held));
+    assert_eq!(manager.close().await.unwrap(), held.len());
+}
+
+/// The server log's statements of backend `pid` after byte `from`
+/// (`log_statement = all`, `log_line_prefix = '%m [%p] '`).
+fn statements_of(server: &TestServer, pid: i32, from: u64) -> Vec<String> {
+    let log = std::fs::read(server.log_file()).expect("read the server log");
+    let tag = format!("[{pid}] LOG:  ");
+    String::from_utf8_lossy(&log[from as usize..])
+        .lines()
+        .filter_map(|line| line.split_once(&tag).map(|(_, rest)| rest.to_owned()))
+        .collect()
+}
+
+/// From 1,000 locks on, every try and release on the connection runs in a
+/// transaction it opened, and the last one ends by itself: read from what
+/// the server executed, statement by statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
+    let server = TestServer::start(
+        ServerOptions::new()
+            .setting("log_statement", "all")
+            .setting("log_line_prefix", "%m [%p] "),
+    )
+    .expect("a private server");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let manager = Arc::new(LockManager::new(
+        server.url().parse().unwrap(),
+        ManagerOptions::default().max_connections(1),
+    ));
+    let ns = namespace("manager:heavy-log");
+    let held = acquire_all(&manager, ns, 0..1_000, 4).await;
+    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    let from = std::fs::metadata(server.log_file()).unwrap().len();
+    for key in 1_000..1_020_i64 {
+        let handle = manager.lock(ns, &key).acquire().await.unwrap();
+        handle.release().await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the connection leaves its transaction once quiet",
+        || {
+            let pool = pool.clone();
+            async move { activity_of(&pool, pid).await.0 == "idle" }
+        },
+    )
+    .await;
+
+    let statements = statements_of(&server, pid, from);
+    let (mut in_transaction, mut tries, mut releases) = (false, 0, 0);
+    for statement in &statements {
+        if statement.contains("BEGIN ISOLATION LEVEL READ COMMITTED") {
+            assert!(
+                !in_transaction,
+                "one transaction at a time: {statements:#?}"
+            );
+            in_transaction = true;
+        } else if statement.ends_with("COMMIT") || statement.ends_with("ROLLBACK") {
+            assert!(in_transaction, "{statements:#?}");
+            in_transaction = false;
+        } else if statement.contains("pg_try_advisory_lock") {
+            assert!(
+                in_transaction,
+                "a try outside the transaction: {statements:#?}"
+            );
+            tries += 1;
+        } else if statement.contains("pg_advisory_unlock") {
+            assert!(
+                in_transaction,
+                "a release outside the transaction: {statements:#?}"
+            );
+            releases += 1;
+        }
+    }
+    assert_eq!((tries, releases), (20, 20), "{statements:#?}");
+    assert!(
+        !in_transaction,
+        "the last transaction ended: {statements:#?}"
+    );
+    assert_eq!(manager.close().await.unwrap(), 1_000);
+    drop(held);
+}

@@ -463,14 +463,18 @@ pub(crate) const SAVEPOINT_ROLLBACK: &str =
 /// and releases in (see `front::manager::batch`). READ COMMITTED whatever
 /// the session's default, so that between statements it holds no snapshot;
 /// the idle-in-transaction timeout is off for it alone, because a session
-/// ended by that timeout would take every lock it holds with it.
+/// ended by that timeout would take every lock it holds with it. The
+/// statements run in a savepoint: a transaction that fails undoes its
+/// `SET LOCAL`s at once, and the session's timeout would run until the
+/// rollback arrives, while a failed savepoint leaves them in force.
 pub(crate) const BATCH_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
-     SET LOCAL idle_in_transaction_session_timeout = 0";
+     SET LOCAL idle_in_transaction_session_timeout = 0; SAVEPOINT pglock_batch";
 
 /// [`BATCH_BEGIN`] for PostgreSQL 17 and later, whose `transaction_timeout`
 /// ends the session too.
 pub(crate) const BATCH_BEGIN_17: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
-     SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL transaction_timeout = 0";
+     SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL transaction_timeout = 0; \
+     SAVEPOINT pglock_batch";
 
 /// Ends that transaction. Session locks taken or released in it stay so
 /// whether it commits or rolls back.
