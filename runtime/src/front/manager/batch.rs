@@ -9,12 +9,15 @@
 //! holding 10,000 inside one transaction block). Session locks ignore
 //! transactions: one taken or released inside a transaction that later
 //! rolls back stays taken or released. So a connection opens a transaction
-//! before a try or a release when it is busy (its last statement ended
-//! moments ago) or holds many locks, keeps it while statements keep coming,
-//! and its task commits it once the connection has been quiet for
-//! [`QUIET`], or at the latest [`MAX_AGE`] after it began. Lock state never
-//! waits for that commit: a try's grant and an unlock are seen by every
-//! other session at once.
+//! before a try or a release when it is busy (the [`STREAK`]th try or
+//! release in a row to come within [`QUIET`] of the one before: a lone
+//! acquire and release stay two statements) or heavy (it holds [`HEAVY`]
+//! locks), and keeps it while statements keep coming; its task commits it
+//! once the connection has been quiet for [`QUIET`], or at the latest
+//! [`MAX_AGE`] after it began. Lock state never waits for that commit: a
+//! try's grant and an unlock are seen by every other session at once. The
+//! statements run in a savepoint, so that one that fails leaves the
+//! transaction's own settings in force until its rollback.
 //!
 //! The transaction is READ COMMITTED and never gets a transaction id, so
 //! between statements it holds no snapshot and keeps no row version from
@@ -36,6 +39,10 @@ pub(super) const QUIET: Duration = Duration::from_millis(2);
 /// coming: its commit walks the local lock table once per this time.
 pub(super) const MAX_AGE: Duration = Duration::from_millis(100);
 
+/// The tries and releases in a row, each within [`QUIET`] of the one
+/// before, that make a connection busy.
+pub(super) const STREAK: u32 = 4;
+
 /// From this many locks held, a statement's own commit would cost about a
 /// loopback round trip, the price of opening a transaction: a connection
 /// holding as many opens one even for a single statement.
@@ -48,6 +55,8 @@ pub(super) struct Open {
     batch: Option<Instant>,
     /// When the last try or release on it ended.
     last: Option<Instant>,
+    /// Tries and releases in a row, each within [`QUIET`] of the one before.
+    streak: u32,
 }
 
 /// What the connection's task is to do about an open transaction.
@@ -71,6 +80,7 @@ impl Open {
             begin,
             batch: None,
             last: None,
+            streak: 0,
         }
     }
 
@@ -90,11 +100,13 @@ impl Open {
         held: usize,
         bound: Duration,
     ) -> Result<bool, String> {
-        if self.batch.is_some() {
-            return Ok(false);
-        }
-        let busy = self.last.is_some_and(|last| last.elapsed() < QUIET);
-        if !busy && held < HEAVY {
+        let follows = self.last.is_some_and(|last| last.elapsed() < QUIET);
+        self.streak = if follows {
+            self.streak.saturating_add(1)
+        } else {
+            1
+        };
+        if self.batch.is_some() || (self.streak < STREAK && held < HEAVY) {
             return Ok(false);
         }
         self.run(self.begin, bound).await?;
