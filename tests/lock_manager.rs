@@ -813,6 +813,16 @@ async fn activity_of(pool: &PgPool, pid: i32) -> (String, bool) {
     .expect("read pg_stat_activity")
 }
 
+/// Polls until the manager's backend `pid` is `idle`, out of any
+/// transaction; panics with `what` after 10 s.
+async fn until_idle(pool: &PgPool, pid: i32, what: &str) {
+    eventually(Duration::from_secs(10), what, || {
+        let pool = pool.clone();
+        async move { activity_of(&pool, pid).await.0 == "idle" }
+    })
+    .await;
+}
+
 /// 1,000 locks make every try and release on that connection run in the
 /// short transaction a heavy connection keeps (so that no statement pays
 /// for 1,000 locks at its end); its grants and unlocks still reach every
@@ -847,13 +857,10 @@ async fn a_heavy_connections_transaction_delays_no_one_and_ends_by_itself() {
             "no transaction id and no snapshot kept while {state}"
         );
     }
-    eventually(
-        Duration::from_secs(10),
+    until_idle(
+        &pool,
+        pid,
         "the connection leaves its transaction once quiet",
-        || {
-            let pool = pool.clone();
-            async move { activity_of(&pool, pid).await.0 == "idle" }
-        },
     )
     .await;
     let ids: Vec<i64> = (0..1_000_i64)
@@ -1141,18 +1148,18 @@ async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
     let ns = namespace("manager:heavy-log");
     let held = acquire_all(&manager, ns, 0..1_000, 4).await;
     let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    // The taking of the 1,000 ran in transactions too: the last one ends
+    // before the statements read below.
+    until_idle(&pool, pid, "the stream's transaction ends").await;
     let from = std::fs::metadata(server.log_file()).unwrap().len();
     for key in 1_000..1_020_i64 {
         let handle = manager.lock(ns, &key).acquire().await.unwrap();
         handle.release().await.unwrap();
     }
-    eventually(
-        Duration::from_secs(10),
+    until_idle(
+        &pool,
+        pid,
         "the connection leaves its transaction once quiet",
-        || {
-            let pool = pool.clone();
-            async move { activity_of(&pool, pid).await.0 == "idle" }
-        },
     )
     .await;
 
@@ -1213,15 +1220,7 @@ async fn lone_acquisitions_run_without_a_transaction_of_their_own() {
     let ns = namespace("manager:lone");
     let held = acquire_all(&manager, ns, 0..10, 1).await;
     let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
-    eventually(
-        Duration::from_secs(10),
-        "the stream's transaction ends",
-        || {
-            let pool = pool.clone();
-            async move { activity_of(&pool, pid).await.0 == "idle" }
-        },
-    )
-    .await;
+    until_idle(&pool, pid, "the stream's transaction ends").await;
     let from = std::fs::metadata(server.log_file()).unwrap().len();
     for key in 10..15_i64 {
         let handle = manager.lock(ns, &key).acquire().await.unwrap();
