@@ -1141,6 +1141,17 @@ async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
     let ns = namespace("manager:heavy-log");
     let held = acquire_all(&manager, ns, 0..1_000, 4).await;
     let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    // The stream's own transaction ends first: a pair that came within 2 ms
+    // of the stream would run in it, its `BEGIN` before the log read here.
+    eventually(
+        Duration::from_secs(10),
+        "the stream's transaction ends",
+        || {
+            let pool = pool.clone();
+            async move { activity_of(&pool, pid).await.0 == "idle" }
+        },
+    )
+    .await;
     let from = std::fs::metadata(server.log_file()).unwrap().len();
     for key in 1_000..1_020_i64 {
         let handle = manager.lock(ns, &key).acquire().await.unwrap();
