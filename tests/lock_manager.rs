@@ -1148,8 +1148,8 @@ async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
     let ns = namespace("manager:heavy-log");
     let held = acquire_all(&manager, ns, 0..1_000, 4).await;
     let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
-    // The taking of the 1,000 ran in transactions too: the last one ends
-    // before the statements read below.
+    // The stream's own transaction ends first: a pair that came within 2 ms
+    // of the stream would run in it, its `BEGIN` before the log read here.
     until_idle(&pool, pid, "the stream's transaction ends").await;
     let from = std::fs::metadata(server.log_file()).unwrap().len();
     for key in 1_000..1_020_i64 {
@@ -1223,10 +1223,12 @@ async fn lone_acquisitions_run_without_a_transaction_of_their_own() {
     until_idle(&pool, pid, "the stream's transaction ends").await;
     let from = std::fs::metadata(server.log_file()).unwrap().len();
     for key in 10..15_i64 {
+        // Quiet time before each pair: each pair is on its own, the first
+        // too (the stream's last tries may have come too late to open a
+        // transaction, and soon enough to go on with the first pair).
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let handle = manager.lock(ns, &key).acquire().await.unwrap();
         handle.release().await.unwrap();
-        // Quiet time between the pairs: each pair is on its own.
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let statements = statements_of(&server, pid, from);
     let tries = statements
