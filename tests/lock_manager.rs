@@ -1298,3 +1298,68 @@ async fn a_wait_after_a_stream_runs_in_a_transaction_of_its_own() {
     handle.release().await.unwrap();
     assert_eq!(manager.close().await.unwrap(), 0);
 }
+
+/// The manager's backends, found by the marker of the namespace `ns` in the
+/// last statement each ran.
+async fn backends_of(pool: &PgPool, ns: &Namespace) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+         AND strpos(query, $1) > 0 ORDER BY pid",
+    )
+    .bind(format!("pglock ns={} ", ns.label()))
+    .fetch_all(pool)
+    .await
+    .expect("read pg_stat_activity")
+}
+
+/// A connection that holds nothing but keeps serving tries (a worker
+/// polling for a lock held elsewhere) is in use: it stays open past the
+/// idle timeout, and retires once the tries stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tries_keep_a_connection_that_holds_nothing_from_retiring() {
+    let pool = pool().await;
+    let ns = namespace("manager:polling");
+    let idle = Duration::from_millis(600);
+    let manager = manager(ManagerOptions::default().idle_timeout(idle));
+    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    assert!(
+        manager
+            .lock(ns, &1_i64)
+            .try_acquire()
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let backends = backends_of(&pool, ns).await;
+    assert_eq!(backends.len(), 1, "{backends:?}");
+    // Polls for three idle timeouts, a try every 100 ms.
+    let started = Instant::now();
+    while started.elapsed() < idle * 3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            manager
+                .lock(ns, &1_i64)
+                .try_acquire()
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(
+        backends_of(&pool, ns).await,
+        backends,
+        "the same connection served every try"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the connection retires once the tries stop",
+        || {
+            let connections = manager.connections();
+            async move { connections == 0 }
+        },
+    )
+    .await;
+    holder.release().await.unwrap();
+}

@@ -114,6 +114,11 @@ impl Open {
         Ok(true)
     }
 
+    /// When the last try or release on it ended.
+    pub(super) fn last_used(&self) -> Option<Instant> {
+        self.last
+    }
+
     /// After a try or a release answered.
     pub(super) fn after_statement(&mut self) {
         self.last = Some(Instant::now());

@@ -83,7 +83,8 @@ impl ManagerOptions {
         self
     }
 
-    /// How long a connection that holds no lock stays open.
+    /// How long a connection that holds no lock, and has run no try or
+    /// release, stays open.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
@@ -1262,6 +1263,17 @@ async fn run_connection(
                 }
             }
             () = tokio::time::sleep_until(idle_deadline), if idle => {
+                // A caller's try here counts as use, granted or not.
+                let used = match &*conn.pg.lock().await {
+                    Pg::Open(open) => open.last_used(),
+                    _ => None,
+                };
+                if let Some(used) = used.filter(|used| {
+                    later(*used, inner.options.idle_timeout) > tokio::time::Instant::now()
+                }) {
+                    idle_since = used;
+                    continue;
+                }
                 let retired = {
                     let mut state = inner.state();
                     // Gone from the manager already (lost by a caller): done.
