@@ -857,6 +857,14 @@ async fn a_heavy_connections_transaction_delays_no_one_and_ends_by_itself() {
             "no transaction id and no snapshot kept while {state}"
         );
     }
+    // A key of the two-int4 space, its try opening a transaction of its own
+    // (the connection is heavy).
+    static PAIRS: Namespace = Namespace::named_pair("test:manager:heavy-pairs");
+    until_idle(&pool, pid, "the transaction ends").await;
+    let handle = manager.lock(&PAIRS, &-7_i32).acquire().await.unwrap();
+    assert_eq!(holders(&pool, PAIRS.id(&-7_i32)).await, [pid]);
+    handle.release().await.unwrap();
+    assert!(holders(&pool, PAIRS.id(&-7_i32)).await.is_empty());
     until_idle(
         &pool,
         pid,
@@ -1172,7 +1180,8 @@ async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
                 "one transaction at a time: {statements:#?}"
             );
             in_transaction = true;
-        } else if statement.ends_with("COMMIT") || statement.ends_with("ROLLBACK") {
+        }
+        if statement.ends_with("COMMIT") || statement.ends_with("ROLLBACK") {
             assert!(in_transaction, "{statements:#?}");
             in_transaction = false;
         } else if statement.contains("pg_try_advisory_lock") {

@@ -1,8 +1,9 @@
 //! The lock manager's group (`--only manager`): for N locks held, the
 //! connections that hold them, uncontended acquire + release per second
 //! against a session lock on an open connection and sqlx's
-//! `PgAdvisoryLock`, and the server load of the heartbeat at 10,000 locks.
-//! Prints its own JSON lines.
+//! `PgAdvisoryLock`, the same for lone pairs (each after quiet time), and
+//! the server load of the heartbeat at 10,000 locks. Prints its own JSON
+//! lines.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -44,6 +45,7 @@ pub(crate) async fn run(
             manager.connections()
         ));
         lines.extend(acquire_release(&manager, &connect, locks, transport, options).await?);
+        lines.extend(lone_pairs(&manager, &connect, locks, transport, options).await?);
         drop(held);
         manager.close().await?;
     }
@@ -155,6 +157,83 @@ async fn acquire_release(
                 variant.name(),
                 median(rates),
                 paired_ratio(rates, sqlx_rates),
+                rates.len()
+            )
+        })
+        .collect())
+}
+
+/// Quiet time before each lone pair: longer than the time after which a
+/// manager's connection stops counting statements as one stream.
+const LONE_PAUSE: Duration = Duration::from_millis(5);
+
+/// One acquire + release at a time, each after [`LONE_PAUSE`] of quiet (a
+/// lock taken now and then, not a stream): pairs per second of their own
+/// time, the manager against sqlx's `PgAdvisoryLock` on an open connection,
+/// while the manager holds `locks` other locks. Without a stream, a
+/// manager's pair is two plain statements on a connection that holds fewer
+/// than 1,000 locks, and a transaction of its own on one that holds more.
+async fn lone_pairs(
+    manager: &LockManager,
+    connect: &PgConnectOptions,
+    locks: usize,
+    transport: &str,
+    options: &Options,
+) -> Result<Vec<String>, BoxError> {
+    let mut sqlx_conn = PgConnection::connect_with(connect).await?;
+    let sqlx_lock = PgAdvisoryLock::with_key(PgAdvisoryLockKey::BigInt(
+        SESSION.id(&-3_i64).bigint().expect("a bigint namespace"),
+    ));
+    let variants = [Variant::Manager, Variant::Sqlx];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let pairs = if options.quick { 5 } else { 20 };
+    for round in 0..=options.rounds {
+        for variant in rotated(&variants, round) {
+            let index = variants
+                .iter()
+                .position(|v| *v == variant)
+                .expect("a variant");
+            let mut busy = Duration::ZERO;
+            for _ in 0..pairs {
+                tokio::time::sleep(LONE_PAUSE).await;
+                let started = Instant::now();
+                match variant {
+                    Variant::Manager => {
+                        manager
+                            .lock(&CYCLED, &-3_i64)
+                            .acquire()
+                            .await?
+                            .release()
+                            .await?;
+                    }
+                    Variant::Sqlx => {
+                        let guard = sqlx_lock.acquire(&mut sqlx_conn).await?;
+                        guard.release_now().await?;
+                    }
+                    Variant::Session => unreachable!("not compared here"),
+                }
+                busy += started.elapsed();
+            }
+            if round > 0 {
+                rates[index].push(f64::from(pairs) / busy.as_secs_f64());
+            }
+        }
+    }
+    let sqlx_rates = &rates[1];
+    Ok(variants
+        .iter()
+        .zip(&rates)
+        .map(|(variant, rates)| {
+            let (low, high) = spread_pct(rates);
+            let name = match variant {
+                Variant::Manager => "manager_lone_pair",
+                _ => "sqlx_lone_pair",
+            };
+            format!(
+                "{{\"variant\": \"{name}_{locks}@{transport}\", \"locks_held\": {locks}, \"ops_per_sec\": {:.1}, \"ratio_to_sqlx\": {:.4}, \"spread_pct\": [{low:.2}, {high:.2}], \"unit\": \"acquire+release/s of their own time, each after {} ms of quiet\", \"rounds\": {}, \"transport\": \"{transport}\"}}",
+                median(rates),
+                paired_ratio(rates, sqlx_rates),
+                LONE_PAUSE.as_millis(),
                 rates.len()
             )
         })
