@@ -263,6 +263,38 @@ impl Holding {
     }
 }
 
+/// How busy a connection is, as routing sees it.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    slot: u64,
+    /// Tries and waits sent and not yet answered.
+    in_flight: usize,
+    /// Locks granted on it.
+    held: usize,
+    waiting: bool,
+}
+
+/// The connection a try goes to, among `open` connections (the bound:
+/// `max`): one that runs no wait and has fewer than two statements queued,
+/// holding locks first (one that holds none stays free for waits while
+/// another will do), then the least busy. `None`: every one has a statement
+/// queued and the bound allows another, which is to open. At the bound,
+/// the least busy, however busy.
+fn try_target(connections: impl Iterator<Item = Load>, open: usize, max: usize) -> Option<u64> {
+    connections
+        .filter(|load| !load.waiting)
+        .min_by_key(|load| {
+            (
+                load.in_flight >= 2,
+                load.held == 0,
+                load.in_flight,
+                load.slot,
+            )
+        })
+        .filter(|load| load.in_flight < 2 || open >= max)
+        .map(|load| load.slot)
+}
+
 /// Where a request goes.
 enum Route {
     /// Run it on this connection.
@@ -793,9 +825,8 @@ impl Inner {
 
     /// Chooses the connection for a request and claims the lock on it.
     ///
-    /// A try goes to a connection that runs no wait, holding locks first,
-    /// the least busy first; a new connection opens (within the bound) when
-    /// every one has a statement queued. It never goes where the server
+    /// A try goes where [`try_target`] says; a new connection opens (within
+    /// the bound) when every one has a statement queued. It never goes where the server
     /// would grant the lock a second time: a lock this manager holds or
     /// claims in a mode that excludes the request is busy at once. A wait
     /// goes to a connection that holds nothing and runs nothing, where it
@@ -816,15 +847,16 @@ impl Inner {
         }
         let max = self.options.max_connections;
         let chosen = match purpose {
-            Purpose::Try => state
-                .slots
-                .iter()
-                .filter(|(_, connection)| !connection.waiting)
-                .min_by_key(|(slot, connection)| {
-                    (connection.held == 0, connection.in_flight, **slot)
-                })
-                .filter(|(_, connection)| connection.in_flight < 2 || state.slots.len() >= max)
-                .map(|(slot, _)| *slot),
+            Purpose::Try => try_target(
+                state.slots.iter().map(|(slot, connection)| Load {
+                    slot: *slot,
+                    in_flight: connection.in_flight,
+                    held: connection.held,
+                    waiting: connection.waiting,
+                }),
+                state.slots.len(),
+                max,
+            ),
             Purpose::Wait => state
                 .slots
                 .iter()
@@ -1211,8 +1243,9 @@ impl Backend {
 }
 
 /// A connection's task: runs the waits, the checks while the connection
-/// holds locks, the unlocks of dropped handles, the close, and retires the
-/// connection when it has held nothing for the idle timeout.
+/// holds locks, the unlocks of dropped handles, the commits of its short
+/// transactions, the close, and retires the connection when it has held
+/// nothing and run no try or release for the idle timeout.
 async fn run_connection(
     inner: Arc<Inner>,
     slot: u64,
@@ -1493,5 +1526,53 @@ fn fail_queued(commands: &mut mpsc::UnboundedReceiver<Command>) {
                 let _ = reply.send(0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(slot: u64, in_flight: usize, held: usize) -> Load {
+        Load {
+            slot,
+            in_flight,
+            held,
+            waiting: false,
+        }
+    }
+
+    #[test]
+    fn a_try_goes_to_a_connection_that_holds_locks_while_one_is_free_enough() {
+        let loads = [load(1, 0, 0), load(2, 1, 5), load(3, 0, 9)];
+        assert_eq!(try_target(loads.into_iter(), 3, 8), Some(3));
+    }
+
+    #[test]
+    fn a_try_takes_an_idle_connection_before_a_new_one() {
+        // The one that holds locks has two statements queued: the idle one
+        // serves, rather than a connection opened for it.
+        let loads = [load(1, 2, 5), load(2, 0, 0)];
+        assert_eq!(try_target(loads.into_iter(), 2, 8), Some(2));
+    }
+
+    #[test]
+    fn a_new_connection_opens_only_when_every_one_is_busy_and_the_bound_allows() {
+        let loads = [load(1, 2, 5), load(2, 3, 0)];
+        assert_eq!(try_target(loads.into_iter(), 2, 8), None);
+        assert_eq!(try_target(loads.into_iter(), 2, 2), Some(1));
+    }
+
+    #[test]
+    fn a_try_never_goes_where_a_wait_runs() {
+        let waiting = Load {
+            waiting: true,
+            ..load(1, 0, 0)
+        };
+        assert_eq!(try_target([waiting].into_iter(), 1, 1), None);
+        assert_eq!(
+            try_target([waiting, load(2, 4, 1)].into_iter(), 2, 2),
+            Some(2)
+        );
     }
 }
