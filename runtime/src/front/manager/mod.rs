@@ -275,23 +275,25 @@ struct Load {
 }
 
 /// The connection a try goes to, among `open` connections (the bound:
-/// `max`): one that runs no wait and has fewer than two statements queued,
-/// holding locks first (one that holds none stays free for waits while
-/// another will do), then the least busy. `None`: every one has a statement
-/// queued and the bound allows another, which is to open. At the bound,
-/// the least busy, however busy.
+/// `max`), never one that runs a wait. Below the bound: one with fewer than
+/// two statements queued, holding locks first (one that holds none stays
+/// free for waits while another will do), then the least busy; `None` when
+/// every one has a statement queued, for a new one to open. At the bound:
+/// one that holds locks however busy, so that the last that hold none stay
+/// free for waits, then the least busy.
 fn try_target(connections: impl Iterator<Item = Load>, open: usize, max: usize) -> Option<u64> {
+    let at_bound = open >= max;
     connections
         .filter(|load| !load.waiting)
         .min_by_key(|load| {
             (
-                load.in_flight >= 2,
+                !at_bound && load.in_flight >= 2,
                 load.held == 0,
                 load.in_flight,
                 load.slot,
             )
         })
-        .filter(|load| load.in_flight < 2 || open >= max)
+        .filter(|load| load.in_flight < 2 || at_bound)
         .map(|load| load.slot)
 }
 
@@ -1554,6 +1556,12 @@ mod tests {
         // serves, rather than a connection opened for it.
         let loads = [load(1, 2, 5), load(2, 0, 0)];
         assert_eq!(try_target(loads.into_iter(), 2, 8), Some(2));
+    }
+
+    #[test]
+    fn at_the_bound_a_try_leaves_an_idle_connection_to_waits() {
+        let loads = [load(1, 2, 5), load(2, 0, 0)];
+        assert_eq!(try_target(loads.into_iter(), 2, 2), Some(1));
     }
 
     #[test]
