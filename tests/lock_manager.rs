@@ -28,6 +28,30 @@ fn manager(options: ManagerOptions) -> Arc<LockManager> {
     Arc::new(LockManager::new(connect_options(), options))
 }
 
+/// A manager of one connection, so that every lock it takes is on the same
+/// backend.
+fn on_one_connection(connect: PgConnectOptions) -> Arc<LockManager> {
+    Arc::new(LockManager::new(
+        connect,
+        ManagerOptions::default().max_connections(1),
+    ))
+}
+
+/// A pool of one connection to a private server.
+async fn one_connection_pool(server: &TestServer) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server.url())
+        .await
+        .expect("connect to the private server")
+}
+
+/// The bigint ids of `keys` in `ns`.
+fn bigint_ids(ns: &Namespace, keys: std::ops::Range<i64>) -> Vec<i64> {
+    keys.map(|key| ns.id(&key).bigint().expect("a bigint namespace"))
+        .collect()
+}
+
 /// Fast checks, so that a loss is seen within about a second.
 fn quick_checks() -> ManagerOptions {
     ManagerOptions::default().checks(
@@ -105,9 +129,7 @@ async fn ten_thousand_locks_live_on_at_most_eight_connections_and_exclude_everyo
     assert_eq!(held.len(), 10_000);
     assert!(manager.connections() <= 8, "{manager:?}");
 
-    let ids: Vec<i64> = (0..10_000_i64)
-        .map(|key| ns.id(&key).bigint().unwrap())
-        .collect();
+    let ids = bigint_ids(ns, 0..10_000_i64);
     let (count, pids) = held_on(&pool, &ids).await;
     assert_eq!(count, 10_000, "pg_locks shows every lock");
     assert!((1..=8).contains(&pids), "{pids} backends hold them");
@@ -834,10 +856,7 @@ async fn a_heavy_connections_transaction_delays_no_one_and_ends_by_itself() {
     let ns = namespace("manager:heavy");
     // A session default that would keep a snapshot for the whole transaction.
     let connect = connect_options().options([("default_transaction_isolation", "repeatable read")]);
-    let manager = Arc::new(LockManager::new(
-        connect,
-        ManagerOptions::default().max_connections(1),
-    ));
+    let manager = on_one_connection(connect);
     let held = acquire_all(&manager, ns, 0..1_000, 4).await;
     let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
     for key in 1_000..1_020_i64 {
@@ -871,9 +890,7 @@ async fn a_heavy_connections_transaction_delays_no_one_and_ends_by_itself() {
         "the connection leaves its transaction once quiet",
     )
     .await;
-    let ids: Vec<i64> = (0..1_000_i64)
-        .map(|key| ns.id(&key).bigint().unwrap())
-        .collect();
+    let ids = bigint_ids(ns, 0..1_000_i64);
     assert_eq!(held_on(&pool, &ids).await, (1_000, 1));
     assert_eq!(manager.close().await.unwrap(), 1_000);
     drop(held);
@@ -895,10 +912,7 @@ async fn short_transaction_timeouts_never_end_a_busy_connection() {
     if version >= 170_000 {
         connect = connect.options([("transaction_timeout", "90ms")]);
     }
-    let manager = Arc::new(LockManager::new(
-        connect,
-        ManagerOptions::default().max_connections(1),
-    ));
+    let manager = on_one_connection(connect);
     let ns = namespace("manager:timeouts");
     let held = acquire_all(&manager, ns, 0..1_000, 4).await;
     let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
@@ -921,39 +935,17 @@ async fn short_transaction_timeouts_never_end_a_busy_connection() {
         handle.release().await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let ids: Vec<i64> = (0..1_000_i64)
-        .map(|key| ns.id(&key).bigint().unwrap())
-        .collect();
+    let ids = bigint_ids(ns, 0..1_000_i64);
     assert_eq!(held_on(&pool, &ids).await, (1_000, 1), "nothing was lost");
     assert_eq!(holder_of(&pool, ns.id(&0_i64)).await, Some(pid));
     assert!(held.iter().all(ManagedLock::is_held));
     assert_eq!(manager.close().await.unwrap(), 1_000);
 }
 
-/// A try that fails inside a heavy connection's transaction (here: the
-/// server's lock table is full) leaves the connection in service, out of
-/// that transaction: the next release and acquire run, nothing is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() {
-    let server = TestServer::start(
-        ServerOptions::new()
-            .setting("max_connections", "10")
-            .setting("max_locks_per_transaction", "64"),
-    )
-    .expect("a private server");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&server.url())
-        .await
-        .unwrap();
-    let manager = LockManager::new(
-        server.url().parse().unwrap(),
-        ManagerOptions::default().max_connections(1),
-    );
-    let ns = namespace("manager:full");
-    let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
-    // Read before the table is full: this query needs room in it too.
-    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+/// Takes locks through `manager`, after those `held` has, until the
+/// server's lock table is full; that must come past 1,000 locks, on a heavy
+/// connection.
+async fn fill_lock_table(manager: &LockManager, ns: &Namespace, held: &mut Vec<ManagedLock>) {
     let error = loop {
         let key = held.len() as i64;
         assert!(key < 100_000, "the lock table never filled");
@@ -969,21 +961,51 @@ async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() 
         "{} locks: a heavy connection",
         held.len()
     );
+}
 
-    // The first statement after the failure would fail too if the
-    // connection were still in the failed transaction.
+/// After a failed try, the connection (backend `pid`) still serves: a
+/// release and an acquire run (the first statement after the failure would
+/// fail too were the connection still in the failed transaction), and
+/// `pg_locks` shows every handle's lock there, nothing lost.
+async fn still_in_service(
+    manager: &LockManager,
+    ns: &Namespace,
+    pool: &PgPool,
+    pid: i32,
+    mut held: Vec<ManagedLock>,
+) {
     for _ in 0..10 {
         held.pop().unwrap().release().await.unwrap();
     }
     let key = held.len() as i64;
     held.push(manager.lock(ns, &key).acquire().await.unwrap());
-    let ids: Vec<i64> = (0..held.len() as i64)
-        .map(|key| ns.id(&key).bigint().unwrap())
-        .collect();
-    assert_eq!(held_on(&pool, &ids).await, (held.len() as i64, 1));
-    assert_eq!(holder_of(&pool, ns.id(&0_i64)).await, Some(pid));
+    let ids = bigint_ids(ns, 0..held.len() as i64);
+    assert_eq!(held_on(pool, &ids).await, (held.len() as i64, 1));
+    assert_eq!(holder_of(pool, ns.id(&0_i64)).await, Some(pid));
     assert!(held.iter().all(ManagedLock::is_held));
     assert_eq!(manager.close().await.unwrap(), held.len());
+}
+
+/// A try that fails inside a heavy connection's transaction (here: the
+/// server's lock table is full) leaves the connection in service, out of
+/// that transaction: the next release and acquire run, nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() {
+    let server = TestServer::start(
+        ServerOptions::new()
+            .setting("max_connections", "10")
+            .setting("max_locks_per_transaction", "64"),
+    )
+    .expect("a private server");
+    let pool = one_connection_pool(&server).await;
+    let manager = on_one_connection(server.url().parse().unwrap());
+    let ns = namespace("manager:full");
+    let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
+    // Read before the table is full: this query needs room in it too.
+    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    fill_lock_table(&manager, ns, &mut held).await;
+
+    still_in_service(&manager, ns, &pool, pid, held).await;
 }
 
 /// A TCP proxy that holds each chunk of the server's answers back for
@@ -1065,34 +1087,13 @@ async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_t
             .setting("idle_in_transaction_session_timeout", "20ms"),
     )
     .expect("a private server");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&server.url())
-        .await
-        .unwrap();
+    let pool = one_connection_pool(&server).await;
     let proxy = SlowProxy::to(server.port());
-    let manager = LockManager::new(
-        proxy.url().parse().unwrap(),
-        ManagerOptions::default().max_connections(1),
-    );
+    let manager = on_one_connection(proxy.url().parse().unwrap());
     let ns = namespace("manager:full-slow");
     let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
     let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
-    let error = loop {
-        let key = held.len() as i64;
-        assert!(key < 100_000, "the lock table never filled");
-        match manager.lock(ns, &key).try_acquire().await {
-            Ok(Some(handle)) => held.push(handle),
-            Ok(None) => panic!("key {key} is busy"),
-            Err(error) => break error,
-        }
-    };
-    assert!(matches!(error, Error::LockTableFull(_)), "{error:?}");
-    assert!(
-        held.len() >= 1_000,
-        "{} locks: a heavy connection",
-        held.len()
-    );
+    fill_lock_table(&manager, ns, &mut held).await;
 
     // The table is still full: the next try fails too, now with its answer
     // (and so the rollback) coming 100 ms late.
@@ -1108,18 +1109,28 @@ async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_t
     );
     assert!(matches!(tried, Err(Error::LockTableFull(_))), "{tried:?}");
 
-    for _ in 0..10 {
-        held.pop().unwrap().release().await.unwrap();
-    }
-    let key = held.len() as i64;
-    held.push(manager.lock(ns, &key).acquire().await.unwrap());
-    let ids: Vec<i64> = (0..held.len() as i64)
-        .map(|key| ns.id(&key).bigint().unwrap())
-        .collect();
-    assert_eq!(held_on(&pool, &ids).await, (held.len() as i64, 1));
-    assert_eq!(holder_of(&pool, ns.id(&0_i64)).await, Some(pid));
-    assert!(held.iter().all(ManagedLock::is_held));
-    assert_eq!(manager.close().await.unwrap(), held.len());
+    still_in_service(&manager, ns, &pool, pid, held).await;
+}
+
+/// A private server that logs every statement, a pool on it, and a
+/// manager of one connection to it.
+async fn logging_server() -> (TestServer, PgPool, Arc<LockManager>) {
+    let server = TestServer::start(
+        ServerOptions::new()
+            .setting("log_statement", "all")
+            .setting("log_line_prefix", "%m [%p] "),
+    )
+    .expect("a private server");
+    let pool = one_connection_pool(&server).await;
+    let manager = on_one_connection(server.url().parse().unwrap());
+    (server, pool, manager)
+}
+
+/// Where the server log ends now, for [`statements_of`].
+fn log_end(server: &TestServer) -> u64 {
+    std::fs::metadata(server.log_file())
+        .expect("read the server log")
+        .len()
 }
 
 /// The server log's statements of backend `pid` after byte `from`
@@ -1138,28 +1149,14 @@ fn statements_of(server: &TestServer, pid: i32, from: u64) -> Vec<String> {
 /// the server executed, statement by statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
-    let server = TestServer::start(
-        ServerOptions::new()
-            .setting("log_statement", "all")
-            .setting("log_line_prefix", "%m [%p] "),
-    )
-    .expect("a private server");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&server.url())
-        .await
-        .unwrap();
-    let manager = Arc::new(LockManager::new(
-        server.url().parse().unwrap(),
-        ManagerOptions::default().max_connections(1),
-    ));
+    let (server, pool, manager) = logging_server().await;
     let ns = namespace("manager:heavy-log");
     let held = acquire_all(&manager, ns, 0..1_000, 4).await;
     let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
     // The stream's own transaction ends first: a pair that came within 2 ms
     // of the stream would run in it, its `BEGIN` before the log read here.
     until_idle(&pool, pid, "the stream's transaction ends").await;
-    let from = std::fs::metadata(server.log_file()).unwrap().len();
+    let from = log_end(&server);
     for key in 1_000..1_020_i64 {
         let handle = manager.lock(ns, &key).acquire().await.unwrap();
         handle.release().await.unwrap();
@@ -1211,26 +1208,12 @@ async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
 /// transaction only for a stream of them (or once it is heavy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lone_acquisitions_run_without_a_transaction_of_their_own() {
-    let server = TestServer::start(
-        ServerOptions::new()
-            .setting("log_statement", "all")
-            .setting("log_line_prefix", "%m [%p] "),
-    )
-    .expect("a private server");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&server.url())
-        .await
-        .unwrap();
-    let manager = Arc::new(LockManager::new(
-        server.url().parse().unwrap(),
-        ManagerOptions::default().max_connections(1),
-    ));
+    let (server, pool, manager) = logging_server().await;
     let ns = namespace("manager:lone");
     let held = acquire_all(&manager, ns, 0..10, 1).await;
     let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
     until_idle(&pool, pid, "the stream's transaction ends").await;
-    let from = std::fs::metadata(server.log_file()).unwrap().len();
+    let from = log_end(&server);
     for key in 10..15_i64 {
         // Quiet time before each pair: each pair is on its own, the first
         // too (the stream's last tries may have come too late to open a
@@ -1266,10 +1249,7 @@ async fn lone_acquisitions_run_without_a_transaction_of_their_own() {
 async fn a_wait_after_a_stream_runs_in_a_transaction_of_its_own() {
     let pool = pool().await;
     let ns = namespace("manager:wait-after-stream");
-    let manager = Arc::new(LockManager::new(
-        connect_options(),
-        ManagerOptions::default().max_connections(1),
-    ));
+    let manager = on_one_connection(connect_options());
     let holder = pglock::testing::hold_lock(&pool, ns, &2_i64, pglock::Mode::Exclusive)
         .await
         .unwrap();
