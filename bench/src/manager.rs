@@ -83,11 +83,152 @@ enum Variant {
 impl Variant {
     fn name(self) -> &'static str {
         match self {
-            Variant::Manager => "manager_acquire_release",
-            Variant::Session => "session_lock_acquire_release",
-            Variant::Sqlx => "sqlx_acquire_release",
+            Variant::Manager => "manager",
+            Variant::Session => "session_lock",
+            Variant::Sqlx => "sqlx",
         }
     }
+}
+
+/// One uncontended acquire + release of a free key, by each variant: the
+/// manager, a pglock session lock and sqlx's `PgAdvisoryLock`, the last two
+/// on an open connection of their own.
+struct Pairs<'a> {
+    manager: &'a LockManager,
+    session: Option<PgConnection>,
+    sqlx_conn: PgConnection,
+    sqlx_lock: PgAdvisoryLock,
+}
+
+impl<'a> Pairs<'a> {
+    async fn new(manager: &'a LockManager, connect: &PgConnectOptions) -> Result<Self, BoxError> {
+        Ok(Pairs {
+            manager,
+            session: Some(PgConnection::connect_with(connect).await?),
+            sqlx_conn: PgConnection::connect_with(connect).await?,
+            sqlx_lock: PgAdvisoryLock::with_key(PgAdvisoryLockKey::BigInt(
+                SESSION.id(&-2_i64).bigint().expect("a bigint namespace"),
+            )),
+        })
+    }
+
+    async fn once(&mut self, variant: Variant) -> Result<(), BoxError> {
+        match variant {
+            Variant::Manager => {
+                self.manager
+                    .lock(&CYCLED, &-1_i64)
+                    .acquire()
+                    .await?
+                    .release()
+                    .await?;
+            }
+            Variant::Session => {
+                let conn = self.session.take().expect("the session connection");
+                let guard = match SESSION.session_lock(&-1_i64).try_acquire(conn).await? {
+                    SessionTry::Acquired(guard) => guard,
+                    SessionTry::Busy(_) => return Err("the session key is busy".into()),
+                };
+                self.session = Some(guard.release().await?);
+            }
+            Variant::Sqlx => {
+                let guard = self.sqlx_lock.acquire(&mut self.sqlx_conn).await?;
+                guard.release_now().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a comparison counts pairs.
+#[derive(Clone, Copy, Debug)]
+enum Measure {
+    /// As many pairs as fit in this time, back to back.
+    Stream(Duration),
+    /// This many pairs, each after [`LONE_PAUSE`] of quiet, over their own
+    /// time.
+    Lone(u32),
+}
+
+impl Pairs<'_> {
+    /// Pairs per second of `variant`, counted as `measure` says.
+    async fn rate(&mut self, variant: Variant, measure: Measure) -> Result<f64, BoxError> {
+        match measure {
+            Measure::Stream(slice) => {
+                let started = Instant::now();
+                let mut done = 0_u64;
+                while started.elapsed() < slice {
+                    self.once(variant).await?;
+                    done += 1;
+                }
+                Ok(done as f64 / started.elapsed().as_secs_f64())
+            }
+            Measure::Lone(count) => {
+                let mut busy = Duration::ZERO;
+                for _ in 0..count {
+                    tokio::time::sleep(LONE_PAUSE).await;
+                    let started = Instant::now();
+                    self.once(variant).await?;
+                    busy += started.elapsed();
+                }
+                Ok(f64::from(count) / busy.as_secs_f64())
+            }
+        }
+    }
+
+    /// Each variant's rate per round, the variants in turns, after one
+    /// unmeasured round that warms the statements and connections up.
+    async fn in_turns(
+        &mut self,
+        variants: &[Variant],
+        measure: Measure,
+        options: &Options,
+    ) -> Result<Vec<Vec<f64>>, BoxError> {
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        for round in 0..=options.rounds {
+            for variant in rotated(variants, round) {
+                let rate = self.rate(variant, measure).await?;
+                if round > 0 {
+                    let index = variants
+                        .iter()
+                        .position(|v| *v == variant)
+                        .expect("a variant");
+                    rates[index].push(rate);
+                }
+            }
+        }
+        Ok(rates)
+    }
+}
+
+/// The JSON lines of one comparison: `<variant>_<kind>_<locks>@<transport>`,
+/// each with its ratio to sqlx's rate round by round.
+fn json_lines(
+    variants: &[Variant],
+    rates: &[Vec<f64>],
+    kind: &str,
+    unit: &str,
+    locks: usize,
+    transport: &str,
+) -> Vec<String> {
+    let sqlx = variants
+        .iter()
+        .position(|v| *v == Variant::Sqlx)
+        .expect("sqlx is the baseline");
+    let baseline = &rates[sqlx];
+    variants
+        .iter()
+        .zip(rates)
+        .map(|(variant, rates)| {
+            let (low, high) = spread_pct(rates);
+            format!(
+                "{{\"variant\": \"{}_{kind}_{locks}@{transport}\", \"locks_held\": {locks}, \"ops_per_sec\": {:.1}, \"ratio_to_sqlx\": {:.4}, \"spread_pct\": [{low:.2}, {high:.2}], \"unit\": \"{unit}\", \"rounds\": {}, \"transport\": \"{transport}\"}}",
+                variant.name(),
+                median(rates),
+                paired_ratio(rates, baseline),
+                rates.len()
+            )
+        })
+        .collect()
 }
 
 /// Uncontended acquire + release of one free key, per second, by the three
@@ -99,68 +240,19 @@ async fn acquire_release(
     transport: &str,
     options: &Options,
 ) -> Result<Vec<String>, BoxError> {
-    let mut session = Some(PgConnection::connect_with(connect).await?);
-    let mut sqlx_conn = PgConnection::connect_with(connect).await?;
-    let sqlx_lock = PgAdvisoryLock::with_key(PgAdvisoryLockKey::BigInt(
-        SESSION.id(&-2_i64).bigint().expect("a bigint namespace"),
-    ));
+    let mut pairs = Pairs::new(manager, connect).await?;
     let variants = [Variant::Manager, Variant::Session, Variant::Sqlx];
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let slice = options.group_time / 4;
-    // One unmeasured round warms the statements and connections up.
-    for round in 0..=options.rounds {
-        for variant in rotated(&variants, round) {
-            let index = variants
-                .iter()
-                .position(|v| *v == variant)
-                .expect("a variant");
-            let started = Instant::now();
-            let mut done = 0_u64;
-            while started.elapsed() < slice {
-                match variant {
-                    Variant::Manager => {
-                        manager
-                            .lock(&CYCLED, &-1_i64)
-                            .acquire()
-                            .await?
-                            .release()
-                            .await?;
-                    }
-                    Variant::Session => {
-                        let conn = session.take().expect("the session connection");
-                        let guard = match SESSION.session_lock(&-1_i64).try_acquire(conn).await? {
-                            SessionTry::Acquired(guard) => guard,
-                            SessionTry::Busy(_) => return Err("the session key is busy".into()),
-                        };
-                        session = Some(guard.release().await?);
-                    }
-                    Variant::Sqlx => {
-                        let guard = sqlx_lock.acquire(&mut sqlx_conn).await?;
-                        guard.release_now().await?;
-                    }
-                }
-                done += 1;
-            }
-            if round > 0 {
-                rates[index].push(done as f64 / started.elapsed().as_secs_f64());
-            }
-        }
-    }
-    let sqlx_rates = &rates[2];
-    Ok(variants
-        .iter()
-        .zip(&rates)
-        .map(|(variant, rates)| {
-            let (low, high) = spread_pct(rates);
-            format!(
-                "{{\"variant\": \"{}_{locks}@{transport}\", \"locks_held\": {locks}, \"ops_per_sec\": {:.1}, \"ratio_to_sqlx\": {:.4}, \"spread_pct\": [{low:.2}, {high:.2}], \"unit\": \"acquire+release/s\", \"rounds\": {}, \"transport\": \"{transport}\"}}",
-                variant.name(),
-                median(rates),
-                paired_ratio(rates, sqlx_rates),
-                rates.len()
-            )
-        })
-        .collect())
+    let rates = pairs
+        .in_turns(&variants, Measure::Stream(options.group_time / 4), options)
+        .await?;
+    Ok(json_lines(
+        &variants,
+        &rates,
+        "acquire_release",
+        "acquire+release/s",
+        locks,
+        transport,
+    ))
 }
 
 /// Quiet time before each lone pair: longer than the time after which a
@@ -180,64 +272,24 @@ async fn lone_pairs(
     transport: &str,
     options: &Options,
 ) -> Result<Vec<String>, BoxError> {
-    let mut sqlx_conn = PgConnection::connect_with(connect).await?;
-    let sqlx_lock = PgAdvisoryLock::with_key(PgAdvisoryLockKey::BigInt(
-        SESSION.id(&-3_i64).bigint().expect("a bigint namespace"),
-    ));
+    let mut pairs = Pairs::new(manager, connect).await?;
     let variants = [Variant::Manager, Variant::Sqlx];
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let pairs = if options.quick { 5 } else { 20 };
-    for round in 0..=options.rounds {
-        for variant in rotated(&variants, round) {
-            let index = variants
-                .iter()
-                .position(|v| *v == variant)
-                .expect("a variant");
-            let mut busy = Duration::ZERO;
-            for _ in 0..pairs {
-                tokio::time::sleep(LONE_PAUSE).await;
-                let started = Instant::now();
-                match variant {
-                    Variant::Manager => {
-                        manager
-                            .lock(&CYCLED, &-3_i64)
-                            .acquire()
-                            .await?
-                            .release()
-                            .await?;
-                    }
-                    Variant::Sqlx => {
-                        let guard = sqlx_lock.acquire(&mut sqlx_conn).await?;
-                        guard.release_now().await?;
-                    }
-                    Variant::Session => unreachable!("not compared here"),
-                }
-                busy += started.elapsed();
-            }
-            if round > 0 {
-                rates[index].push(f64::from(pairs) / busy.as_secs_f64());
-            }
-        }
-    }
-    let sqlx_rates = &rates[1];
-    Ok(variants
-        .iter()
-        .zip(&rates)
-        .map(|(variant, rates)| {
-            let (low, high) = spread_pct(rates);
-            let name = match variant {
-                Variant::Manager => "manager_lone_pair",
-                _ => "sqlx_lone_pair",
-            };
-            format!(
-                "{{\"variant\": \"{name}_{locks}@{transport}\", \"locks_held\": {locks}, \"ops_per_sec\": {:.1}, \"ratio_to_sqlx\": {:.4}, \"spread_pct\": [{low:.2}, {high:.2}], \"unit\": \"acquire+release/s of their own time, each after {} ms of quiet\", \"rounds\": {}, \"transport\": \"{transport}\"}}",
-                median(rates),
-                paired_ratio(rates, sqlx_rates),
-                LONE_PAUSE.as_millis(),
-                rates.len()
-            )
-        })
-        .collect())
+    let count = if options.quick { 5 } else { 20 };
+    let rates = pairs
+        .in_turns(&variants, Measure::Lone(count), options)
+        .await?;
+    let unit = format!(
+        "acquire+release/s of their own time, each after {} ms of quiet",
+        LONE_PAUSE.as_millis()
+    );
+    Ok(json_lines(
+        &variants,
+        &rates,
+        "lone_pair",
+        &unit,
+        locks,
+        transport,
+    ))
 }
 
 /// The heartbeat's statements per second at 10,000 locks, seen in
