@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgConnection;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::sql::statements::{BATCH_BEGIN, BATCH_BEGIN_17, BATCH_COMMIT, BATCH_ROLLBACK};
@@ -94,12 +95,13 @@ impl Open {
 
     /// Before a try or a release on a connection that holds `held` locks:
     /// opens a transaction when the connection is busy or heavy and has
-    /// none. `Ok(true)`: one was opened, and the task must watch it.
+    /// none, and tells `opened` (the connection's task, which commits it).
     pub(super) async fn before_statement(
         &mut self,
         held: usize,
         bound: Duration,
-    ) -> Result<bool, String> {
+        opened: &Notify,
+    ) -> Result<(), String> {
         let follows = self.last.is_some_and(|last| last.elapsed() < QUIET);
         self.streak = if follows {
             self.streak.saturating_add(1)
@@ -107,11 +109,12 @@ impl Open {
             1
         };
         if self.batch.is_some() || (self.streak < STREAK && held < HEAVY) {
-            return Ok(false);
+            return Ok(());
         }
         self.run(self.begin, bound).await?;
         self.batch = Some(Instant::now());
-        Ok(true)
+        opened.notify_one();
+        Ok(())
     }
 
     /// When the last try or release on it ended.

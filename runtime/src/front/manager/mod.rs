@@ -1123,17 +1123,10 @@ impl Backend {
             }
         };
         let held = self.held().len();
-        match conn.before_statement(held, bound).await {
-            Ok(opened) => {
-                if opened {
-                    self.batch_opened.notify_one();
-                }
-            }
-            Err(reason) => {
-                inner.state().answered(slot, None);
-                self.lose(inner, slot, &mut pg, &reason, true);
-                return Err(connection_gone());
-            }
+        if let Err(reason) = conn.before_statement(held, bound, &self.batch_opened).await {
+            inner.state().answered(slot, None);
+            self.lose(inner, slot, &mut pg, &reason, true);
+            return Err(connection_gone());
         }
         let tried = tokio::time::timeout(
             bound,
@@ -1191,11 +1184,8 @@ impl Backend {
         };
         let bound = inner.options.checks.timeout();
         let held = self.held().len() + 1;
-        let unlocked = match conn.before_statement(held, bound).await {
-            Ok(opened) => {
-                if opened {
-                    self.batch_opened.notify_one();
-                }
+        let unlocked = match conn.before_statement(held, bound, &self.batch_opened).await {
+            Ok(()) => {
                 let unlocked = tokio::time::timeout(bound, holding.unlock(conn.conn())).await;
                 conn.after_statement();
                 unlocked.map_err(|_| format!("an unlock did not answer within {bound:?}"))
