@@ -80,19 +80,6 @@ async fn holder_of(pool: &PgPool, id: LockId) -> Option<i32> {
     holders(pool, id).await.first().copied()
 }
 
-/// Polls until `check` holds; panics with `what` after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn acquire_all(
     manager: &Arc<LockManager>,
     ns: &'static Namespace,

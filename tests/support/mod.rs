@@ -143,3 +143,16 @@ pub async fn find_busy_once(pool: &PgPool, ns: &'static Namespace, key: i64) {
     tx.rollback().await.expect("roll back");
     holder.release().await.expect("release the lock");
 }
+
+/// Polls until `check` holds; panics with `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -181,6 +181,17 @@ pub(crate) fn managed_lock_dropped(lock: &LockIdentity) {
     );
 }
 
+/// A request failed, yet the server had granted its lock (a timeout or a
+/// cancel that fired at the grant): the lock was given back.
+pub(crate) fn granted_despite_error(lock: &LockIdentity, error: &sqlx::Error) {
+    lock_event!(
+        Level::WARN,
+        lock,
+        %error,
+        "advisory lock was granted as its request failed; given back"
+    );
+}
+
 /// A lock manager could not open a connection, or release its locks.
 pub(crate) fn manager_connection_failed(connection: u64, error: &sqlx::Error) {
     tracing::warn!(target: "pglock", connection, %error, "lock manager connection failed");

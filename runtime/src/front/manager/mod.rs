@@ -253,6 +253,34 @@ impl Holding {
         }
     }
 
+    /// After a request failed on a connection that stays in service: gives
+    /// back the lock if the server granted it all the same, and says
+    /// whether it did. PostgreSQL can grant a lock and still raise the
+    /// error of a lock timeout or a cancel that fired in between (the timer
+    /// goes off after the grant but before it is disarmed); a session lock
+    /// outlives that error, and would stay on this connection for no
+    /// handle, re-entered by the next request and excluding everyone else.
+    /// Only for a connection on which no other handle holds the same lock:
+    /// `pg_locks` shows one row however many times a session took it.
+    async fn give_back_if_granted(
+        &self,
+        conn: &mut PgConnection,
+        bound: Duration,
+    ) -> Result<bool, String> {
+        let (encoded, objsubid) = pg_locks::encode(self.lock.id());
+        let held = sqlx::query_scalar::<_, bool>(pg_locks::HELD_BY_THIS_SESSION)
+            .bind(encoded)
+            .bind(objsubid)
+            .bind(pg_locks::mode_name(self.lock.mode()))
+            .fetch_one(&mut *conn);
+        match tokio::time::timeout(bound, held).await {
+            Ok(Ok(false)) => Ok(false),
+            Ok(Ok(true)) => self.give_back(conn, bound).await.map(|()| true),
+            Ok(Err(error)) => Err(format!("the connection failed: {error}")),
+            Err(_) => Err(format!("a check did not answer within {bound:?}")),
+        }
+    }
+
     /// Tells the handle its lock is gone; `counted`: a loss, not a close.
     fn lose(&self, reason: &str, counted: bool) {
         if counted {
@@ -1148,8 +1176,26 @@ impl Backend {
             Ok(status) => status,
             Err(error) => {
                 inner.state().answered(slot, None);
-                if let Some(reason) = broken(conn, &error, bound).await {
-                    self.lose(inner, slot, &mut pg, &reason, true);
+                // A try does not wait, but a statement timeout or a cancel
+                // can still end it after its grant. When another handle
+                // holds the same lock here, the server's one row can't tell
+                // the two grants apart: the connection is given up instead.
+                let shares = self
+                    .held()
+                    .values()
+                    .any(|other| other.lock.id() == id && other.lock.mode() == holding.lock.mode());
+                let kept = match broken(conn, &error, bound).await {
+                    Some(reason) => Err(reason),
+                    None if shares => Err(format!(
+                        "a try failed ({error}) where the lock is held for another handle: \
+                         whether the server granted it again can't be told"
+                    )),
+                    None => holding.give_back_if_granted(conn.conn(), bound).await,
+                };
+                match kept {
+                    Ok(true) => events::granted_despite_error(&holding.lock, &error),
+                    Ok(false) => {}
+                    Err(reason) => self.lose(inner, slot, &mut pg, &reason, true),
                 }
                 return Err(Error::from_sqlx(error));
             }
@@ -1453,13 +1499,24 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
                     inner.state().answered(slot, None);
                     let bound = inner.options.checks.timeout();
                     // Forgotten before the answer, so the caller sees the
-                    // connection gone and waits on another.
-                    let alive = match broken(open, &error, bound).await {
-                        Some(reason) => {
+                    // connection gone and waits on another. A connection
+                    // kept in service is first rid of a lock granted at the
+                    // edge of the error; this one held nothing else.
+                    let kept = match broken(open, &error, bound).await {
+                        Some(reason) => Err(reason),
+                        None => holding.give_back_if_granted(open.conn(), bound).await,
+                    };
+                    let alive = match kept {
+                        Ok(granted) => {
+                            if granted {
+                                events::granted_despite_error(&holding.lock, &error);
+                            }
+                            true
+                        }
+                        Err(reason) => {
                             conn.lose(inner, slot, &mut pg, &reason, true);
                             false
                         }
-                        None => true,
                     };
                     let _ = reply.send(Err(error));
                     alive
