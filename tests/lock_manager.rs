@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use pglock::testing::{ServerOptions, TestServer};
 use pglock::{
-    Error, LeaseOptions, LockId, LockManager, ManagedLock, ManagerOptions, Namespace, pg_locks,
+    Error, LeaseOptions, LockBudget, LockId, LockManager, ManagedLock, ManagerOptions, Namespace,
+    pg_locks,
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
@@ -34,6 +35,17 @@ fn on_one_connection(connect: PgConnectOptions) -> Arc<LockManager> {
     Arc::new(LockManager::new(
         connect,
         ManagerOptions::default().max_connections(1),
+    ))
+}
+
+/// A manager of one connection with no lock budget, for the tests that
+/// fill the server's lock table through it.
+fn on_one_connection_without_budget(connect: PgConnectOptions) -> Arc<LockManager> {
+    Arc::new(LockManager::new(
+        connect,
+        ManagerOptions::default()
+            .max_connections(1)
+            .lock_budget(LockBudget::Locks(usize::MAX)),
     ))
 }
 
@@ -985,7 +997,7 @@ async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() 
     )
     .expect("a private server");
     let pool = one_connection_pool(&server).await;
-    let manager = on_one_connection(server.url().parse().unwrap());
+    let manager = on_one_connection_without_budget(server.url().parse().unwrap());
     let ns = namespace("manager:full");
     let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
     // Read before the table is full: this query needs room in it too.
@@ -1076,7 +1088,7 @@ async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_t
     .expect("a private server");
     let pool = one_connection_pool(&server).await;
     let proxy = SlowProxy::to(server.port());
-    let manager = on_one_connection(proxy.url().parse().unwrap());
+    let manager = on_one_connection_without_budget(proxy.url().parse().unwrap());
     let ns = namespace("manager:full-slow");
     let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
     let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");

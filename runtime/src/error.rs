@@ -68,6 +68,18 @@ pub enum Error {
         /// The manager's bound on its connections.
         max_connections: usize,
     },
+    /// A [`LockManager`](crate::LockManager) holds (or asks for) as many
+    /// locks as its [`LockBudget`](crate::LockBudget) allows, so that the
+    /// server's shared lock table stays free for everyone else. Nothing was
+    /// sent, and nothing held is affected; a release makes room. Raise the
+    /// budget with [`ManagerOptions::lock_budget`](crate::ManagerOptions::lock_budget),
+    /// and the table with the server's `max_locks_per_transaction`.
+    LockBudget {
+        /// The locks the budget allows.
+        budget: usize,
+        /// The server's lock table, when the manager has read it.
+        table: Option<crate::LockTable>,
+    },
     /// The [`LockManager`](crate::LockManager) was closed.
     ManagerClosed,
     /// Any other failure of the connection or the server.
@@ -202,7 +214,7 @@ impl Error {
                 sqlstate(error).as_deref(),
                 Some("40001" | "40P01" | "55P03")
             ),
-            Error::LockLost(_) | Error::ManagerBusy { .. } => true,
+            Error::LockLost(_) | Error::ManagerBusy { .. } | Error::LockBudget { .. } => true,
             Error::Standby
             | Error::NotInTransaction
             | Error::LockTableFull(_)
@@ -299,6 +311,20 @@ impl fmt::Display for Error {
                  waiting or hold locks (a wait needs a connection of its own; raise \
                  max_connections)"
             ),
+            Error::LockBudget { budget, table } => {
+                write!(
+                    f,
+                    "the lock manager holds its budget of {budget} locks and takes no more"
+                )?;
+                if let Some(table) = table {
+                    write!(f, " (the server's lock table: {table})")?;
+                }
+                f.write_str(
+                    "; release locks, raise ManagerOptions::lock_budget, or raise the server's \
+                     max_locks_per_transaction (a full lock table stops every session and \
+                     every new connection of the server)",
+                )
+            }
             Error::ManagerClosed => f.write_str("the lock manager was closed"),
             Error::Database(error) => write!(f, "database error: {error}"),
         }

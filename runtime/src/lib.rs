@@ -68,7 +68,9 @@ pub use error::{Conflict, ConflictCause, Error};
 pub use front::inspect::{Inspection, LockRow, PreparedLock, inspect};
 pub use front::lease::{Lease, LeaseLost, LeaseOptions, LeaseState};
 pub use front::lock_set::XactLockSet;
-pub use front::manager::{LockManager, ManagedLock, ManagedRequest, ManagerOptions};
+pub use front::manager::{
+    LockBudget, LockManager, LockTable, ManagedLock, ManagedRequest, ManagerOptions,
+};
 pub use front::run::WorkFuture;
 pub use front::session::{IntoOwnedConnection, SessionGuard, SessionLock, SessionTry};
 pub use front::xact_lock::{Acquired, XactConnection, XactLock};

@@ -475,7 +475,9 @@ pub struct ServerOptions {
 impl ServerOptions {
     /// The defaults: a server tuned for tests (`fsync=off`,
     /// `synchronous_commit=off`, `full_page_writes=off`,
-    /// `max_connections=300`, `shared_buffers=32MB`).
+    /// `max_connections=300`, `max_locks_per_transaction=256`,
+    /// `shared_buffers=32MB`). For a server sized like a stock install, set
+    /// `max_connections` to 100 and `max_locks_per_transaction` to 64.
     ///
     /// ```
     /// let options = pglock_testing::ServerOptions::new();

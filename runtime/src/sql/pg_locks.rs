@@ -127,6 +127,14 @@ pub(crate) const HELD_BY_THIS_SESSION: &str = concat!(
                          WHERE datname = pg_catalog.current_database()))"
 );
 
+/// The three settings that size the shared lock table, as `int4`s:
+/// `max_locks_per_transaction`, `max_connections`,
+/// `max_prepared_transactions`.
+pub(crate) const LOCK_TABLE: &str = "SELECT \
+     pg_catalog.current_setting('max_locks_per_transaction')::int4, \
+     pg_catalog.current_setting('max_connections')::int4, \
+     pg_catalog.current_setting('max_prepared_transactions')::int4";
+
 /// How many advisory locks this session holds (one row per lock and mode,
 /// however many times it was taken).
 pub(crate) const COUNT_HELD_BY_THIS_SESSION: &str = "SELECT count(*) FROM pg_catalog.pg_locks l \

@@ -61,17 +61,134 @@ pub struct ManagerOptions {
     max_connections: usize,
     idle_timeout: Duration,
     checks: LeaseOptions,
+    lock_budget: LockBudget,
 }
 
 impl Default for ManagerOptions {
     /// At most 8 connections; a connection that holds no lock closes after
-    /// 30 s; checks as [`LeaseOptions::default`].
+    /// 30 s; checks as [`LeaseOptions::default`]; a budget of a quarter of
+    /// the server's lock table ([`LockBudget::default`]).
     fn default() -> Self {
         Self {
             max_connections: 8,
             idle_timeout: Duration::from_secs(30),
             checks: LeaseOptions::default(),
+            lock_budget: LockBudget::default(),
         }
+    }
+}
+
+/// How many locks a [`LockManager`] may hold at once.
+///
+/// PostgreSQL keeps advisory locks in the shared lock table that every
+/// session's ordinary locks use too: room for
+/// `max_locks_per_transaction × (max_connections + max_prepared_transactions)`
+/// locks (6,400 on a stock server), with some slack from spare shared
+/// memory. Once it is full, every statement that needs a lock fails with
+/// `out of shared memory`, and so does every new connection, for every
+/// application and role, until locks are released. A manager never takes
+/// the table for itself: a request beyond its budget fails at once with
+/// [`Error::LockBudget`], and nothing it holds is affected.
+///
+/// ```
+/// use pglock_runtime::{LockBudget, LockTable, ManagerOptions};
+///
+/// let stock = LockTable::new(64, 100, 0);
+/// assert_eq!(stock.entries(), 6_400);
+/// assert_eq!(LockBudget::default().locks(Some(stock)), Some(1_600));
+/// let options = ManagerOptions::default().lock_budget(LockBudget::Locks(20_000));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockBudget {
+    /// A share of the server's lock table, in percent (1 to 100), learned
+    /// when the manager connects. The default, 25: PostgreSQL sizes the
+    /// table so that every session may hold `max_locks_per_transaction`
+    /// locks, and guarantees no more; four managers at the default together
+    /// stay within that guaranteed size, and the slack above it stays free
+    /// for every other session's ordinary locks and new connections.
+    TableShare(u8),
+    /// At most this many locks, whatever the server's table.
+    Locks(usize),
+}
+
+impl Default for LockBudget {
+    fn default() -> Self {
+        LockBudget::TableShare(25)
+    }
+}
+
+impl LockBudget {
+    /// The number of locks this budget allows on a server whose table is
+    /// `table`; `None` for a share of a table not known yet.
+    pub fn locks(&self, table: Option<LockTable>) -> Option<usize> {
+        match *self {
+            LockBudget::Locks(locks) => Some(locks),
+            LockBudget::TableShare(percent) => {
+                let percent = u64::from(percent.clamp(1, 100));
+                let share = table?.entries() * percent / 100;
+                Some(usize::try_from(share.max(1)).unwrap_or(usize::MAX))
+            }
+        }
+    }
+}
+
+/// The size of a server's shared lock table, from the settings that fix
+/// it, as a [`LockManager`] reads them when it connects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockTable {
+    max_locks_per_transaction: u32,
+    max_connections: u32,
+    max_prepared_transactions: u32,
+}
+
+impl LockTable {
+    /// The table of a server with these settings.
+    pub const fn new(
+        max_locks_per_transaction: u32,
+        max_connections: u32,
+        max_prepared_transactions: u32,
+    ) -> Self {
+        Self {
+            max_locks_per_transaction,
+            max_connections,
+            max_prepared_transactions,
+        }
+    }
+
+    /// The locks PostgreSQL guarantees room for:
+    /// `max_locks_per_transaction × (max_connections + max_prepared_transactions)`.
+    pub const fn entries(&self) -> u64 {
+        self.max_locks_per_transaction as u64
+            * (self.max_connections as u64 + self.max_prepared_transactions as u64)
+    }
+
+    /// The server's `max_locks_per_transaction`.
+    pub const fn max_locks_per_transaction(&self) -> u32 {
+        self.max_locks_per_transaction
+    }
+
+    /// The server's `max_connections`.
+    pub const fn max_connections(&self) -> u32 {
+        self.max_connections
+    }
+
+    /// The server's `max_prepared_transactions`.
+    pub const fn max_prepared_transactions(&self) -> u32 {
+        self.max_prepared_transactions
+    }
+}
+
+impl fmt::Display for LockTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} entries = max_locks_per_transaction {} × (max_connections {} + max_prepared_transactions {})",
+            self.entries(),
+            self.max_locks_per_transaction,
+            self.max_connections,
+            self.max_prepared_transactions
+        )
     }
 }
 
@@ -94,6 +211,12 @@ impl ManagerOptions {
     /// the number of locks it holds.
     pub fn checks(mut self, checks: LeaseOptions) -> Self {
         self.checks = checks;
+        self
+    }
+
+    /// How many locks the manager may hold at once; see [`LockBudget`].
+    pub fn lock_budget(mut self, budget: LockBudget) -> Self {
+        self.lock_budget = budget;
         self
     }
 
@@ -153,6 +276,8 @@ struct State {
     claims: HashMap<LockId, Vec<Claim>>,
     /// Which lock each claiming handle claims.
     handles: HashMap<u64, LockId>,
+    /// The server's lock table, as the last connection opened read it.
+    table: Option<LockTable>,
 }
 
 /// One connection, as the manager routes requests to it.
@@ -379,6 +504,12 @@ impl LockManager {
         }
     }
 
+    /// The server's lock table, as the manager last read it when a
+    /// connection opened; `None` before its first connection.
+    pub fn lock_table(&self) -> Option<LockTable> {
+        self.inner.state().table
+    }
+
     /// The connections open now.
     pub fn connections(&self) -> usize {
         self.inner.state().slots.len()
@@ -411,6 +542,7 @@ impl fmt::Debug for LockManager {
         f.debug_struct("LockManager")
             .field("connections", &state.slots.len())
             .field("locks", &state.claims.len())
+            .field("table", &state.table)
             .field("closed", &state.closed)
             .finish()
     }
@@ -436,7 +568,8 @@ impl ManagedRequest<'_> {
     /// # Errors
     ///
     /// [`Error::Busy`] after `no_wait`, [`Error::Conflict`] when a wait ends
-    /// without the lock, [`Error::ManagerBusy`] when every connection the
+    /// without the lock, [`Error::LockBudget`] when the manager holds as
+    /// many locks as its budget allows, [`Error::ManagerBusy`] when every connection the
     /// bound allows is waiting, [`Error::ManagerClosed`], [`Error::Standby`],
     /// [`Error::InvalidTimeout`] and [`Error::Database`].
     pub async fn acquire(self) -> Result<ManagedLock, Error> {
@@ -875,6 +1008,14 @@ impl Inner {
         if purpose == Purpose::Try && state.held_here(id, mode) {
             return Ok(Route::HeldHere);
         }
+        if let Some(budget) = self.options.lock_budget.locks(state.table)
+            && state.locks_in_use() >= budget
+        {
+            return Err(Error::LockBudget {
+                budget,
+                table: state.table,
+            });
+        }
         let max = self.options.max_connections;
         let chosen = match purpose {
             Purpose::Try => try_target(
@@ -1023,6 +1164,15 @@ impl State {
         claimed
     }
 
+    /// The locks the manager's connections hold or ask for: granted (and
+    /// not unlocked yet) or in flight. What counts against the budget.
+    fn locks_in_use(&self) -> usize {
+        self.slots
+            .values()
+            .map(|connection| connection.held + connection.in_flight)
+            .sum()
+    }
+
     /// A lock granted on `slot` was unlocked (or found gone) there.
     fn unheld(&mut self, slot: u64) {
         if let Some(connection) = self.slots.get_mut(&slot) {
@@ -1115,6 +1265,21 @@ impl Backend {
                         format!("no connection within {bound:?}"),
                     )))
                 });
+            let connected = match connected {
+                Ok(mut conn) => match tokio::time::timeout(bound, read_lock_table(&mut conn)).await
+                {
+                    Ok(Ok(table)) => {
+                        inner.state().table = Some(table);
+                        Ok(conn)
+                    }
+                    Ok(Err(error)) => Err(error),
+                    Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the lock table's size was not read within {bound:?}"),
+                    ))),
+                },
+                Err(error) => Err(error),
+            };
             match connected {
                 Ok(conn) => *pg = Pg::Open(Open::new(conn)),
                 Err(error) => {
@@ -1186,6 +1351,7 @@ impl Backend {
                     .any(|other| other.lock.id() == id && other.lock.mode() == holding.lock.mode());
                 let kept = match broken(conn, &error, bound).await {
                     Some(reason) => Err(reason),
+                    None if !may_follow_a_grant(&error) => Ok(false),
                     None if shares => Err(format!(
                         "a try failed ({error}) where the lock is held for another handle: \
                          whether the server granted it again can't be told"
@@ -1278,6 +1444,18 @@ impl Backend {
         }
         inner.remove_slot(slot);
     }
+}
+
+/// The size of the server's lock table, read when a connection opens.
+async fn read_lock_table(conn: &mut PgConnection) -> Result<LockTable, sqlx::Error> {
+    let (locks, connections, prepared): (i32, i32, i32) =
+        sqlx::query_as(pg_locks::LOCK_TABLE).fetch_one(conn).await?;
+    let setting = |value: i32| u32::try_from(value).unwrap_or(0);
+    Ok(LockTable::new(
+        setting(locks),
+        setting(connections),
+        setting(prepared),
+    ))
 }
 
 /// A connection's task: runs the waits, the checks while the connection
@@ -1504,6 +1682,7 @@ async fn serve(inner: &Inner, slot: u64, conn: &Backend, command: Command) -> bo
                     // edge of the error; this one held nothing else.
                     let kept = match broken(open, &error, bound).await {
                         Some(reason) => Err(reason),
+                        None if !may_follow_a_grant(&error) => Ok(false),
                         None => holding.give_back_if_granted(open.conn(), bound).await,
                     };
                     let alive = match kept {
@@ -1560,6 +1739,19 @@ async fn broken(conn: &mut Open, error: &sqlx::Error, bound: Duration) -> Option
         Ok(Ok(())) => conn.after_failure(bound).await.err(),
         _ => Some(format!("the connection failed: {error}")),
     }
+}
+
+/// Whether `error` may have been raised after the server granted the lock
+/// of the statement it ended: the errors of an interrupt (a lock timeout,
+/// a statement timeout, a cancel), which fire whenever the backend next
+/// checks for them, the grant included. A full lock table or a deadlock is
+/// raised instead of the grant, and checking then would need room in the
+/// very table that is full.
+fn may_follow_a_grant(error: &sqlx::Error) -> bool {
+    matches!(
+        crate::error::sqlstate(error).as_deref(),
+        Some("55P03" | "57014")
+    )
 }
 
 /// Answers the commands still queued for a connection that is gone.
