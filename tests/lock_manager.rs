@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +27,11 @@ fn connect_options() -> PgConnectOptions {
 }
 
 fn manager(options: ManagerOptions) -> Arc<LockManager> {
-    Arc::new(LockManager::new(connect_options(), options))
+    manager_for(connect_options(), options)
+}
+
+fn manager_for(connect: PgConnectOptions, options: ManagerOptions) -> Arc<LockManager> {
+    Arc::new(LockManager::new(connect, options))
 }
 
 /// A manager of one connection, so that every lock it takes is on the same
@@ -45,7 +50,7 @@ fn on_one_connection_without_budget(connect: PgConnectOptions) -> Arc<LockManage
         connect,
         ManagerOptions::default()
             .max_connections(1)
-            .lock_budget(LockBudget::Locks(usize::MAX)),
+            .lock_budget(LockBudget::locks(NonZeroUsize::MAX)),
     ))
 }
 
@@ -154,7 +159,7 @@ async fn ten_thousand_locks_live_on_at_most_eight_connections_and_exclude_everyo
     assert_eq!(taken, 0, "another session took none");
 
     drop(held);
-    assert_eq!(other.close().await.unwrap(), 0);
+    assert_eq!(other.close().await, 0);
     eventually(
         Duration::from_secs(30),
         "dropped handles are unlocked",
@@ -218,7 +223,7 @@ async fn a_lost_connection_loses_exactly_its_own_handles() {
     let lost_index = pids.iter().position(|pid| *pid == victim).unwrap();
     let lost = held.swap_remove(lost_index);
     assert!(matches!(lost.release().await, Err(Error::LockLost(_))));
-    let released = manager.close().await.unwrap();
+    let released = manager.close().await;
     assert_eq!(
         released,
         pids.iter().filter(|pid| **pid != victim).count(),
@@ -440,7 +445,7 @@ async fn past_its_bound_the_manager_says_so() {
     assert!(error.is_retryable());
     holder.release().await.unwrap();
     waiting.await.unwrap().unwrap().release().await.unwrap();
-    manager.close().await.unwrap();
+    manager.close().await;
     assert!(matches!(
         manager.lock(ns, &2_i64).acquire().await,
         Err(Error::ManagerClosed)
@@ -891,7 +896,7 @@ async fn a_heavy_connections_transaction_delays_no_one_and_ends_by_itself() {
     .await;
     let ids = bigint_ids(ns, 0..1_000_i64);
     assert_eq!(held_on(&pool, &ids).await, (1_000, 1));
-    assert_eq!(manager.close().await.unwrap(), 1_000);
+    assert_eq!(manager.close().await, 1_000);
     drop(held);
 }
 
@@ -938,7 +943,7 @@ async fn short_transaction_timeouts_never_end_a_busy_connection() {
     assert_eq!(held_on(&pool, &ids).await, (1_000, 1), "nothing was lost");
     assert_eq!(holder_of(&pool, ns.id(&0_i64)).await, Some(pid));
     assert!(held.iter().all(ManagedLock::is_held));
-    assert_eq!(manager.close().await.unwrap(), 1_000);
+    assert_eq!(manager.close().await, 1_000);
 }
 
 /// Takes locks through `manager`, after those `held` has, until the
@@ -982,7 +987,7 @@ async fn still_in_service(
     assert_eq!(held_on(pool, &ids).await, (held.len() as i64, 1));
     assert_eq!(holder_of(pool, ns.id(&0_i64)).await, Some(pid));
     assert!(held.iter().all(ManagedLock::is_held));
-    assert_eq!(manager.close().await.unwrap(), held.len());
+    assert_eq!(manager.close().await, held.len());
 }
 
 /// A try that fails inside a heavy connection's transaction (here: the
@@ -1199,7 +1204,7 @@ async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
         !in_transaction,
         "the last transaction ended: {statements:#?}"
     );
-    assert_eq!(manager.close().await.unwrap(), 1_000);
+    assert_eq!(manager.close().await, 1_000);
     drop(held);
 }
 
@@ -1237,7 +1242,7 @@ async fn lone_acquisitions_run_without_a_transaction_of_their_own() {
             .any(|statement| statement.contains("BEGIN")),
         "no transaction for lone pairs: {statements:#?}"
     );
-    assert_eq!(manager.close().await.unwrap(), 10);
+    assert_eq!(manager.close().await, 10);
     drop(held);
 }
 
@@ -1284,7 +1289,7 @@ async fn a_wait_after_a_stream_runs_in_a_transaction_of_its_own() {
     let handle = waiting.await.unwrap().unwrap();
     assert_eq!(holder_of(&pool, ns.id(&2_i64)).await, Some(waiters[0]));
     handle.release().await.unwrap();
-    assert_eq!(manager.close().await.unwrap(), 0);
+    assert_eq!(manager.close().await, 0);
 }
 
 /// The manager's backends, found by the marker of the namespace `ns` in the
@@ -1350,4 +1355,36 @@ async fn tries_keep_a_connection_that_holds_nothing_from_retiring() {
     )
     .await;
     holder.release().await.unwrap();
+}
+
+/// `connections()` counts the connections open now, not one still
+/// connecting: here to a listener that accepts and never answers.
+#[tokio::test]
+async fn a_connection_still_opening_is_not_counted_as_open() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let manager = manager_for(
+        format!("postgres://pglock@127.0.0.1:{port}/none")
+            .parse()
+            .unwrap(),
+        ManagerOptions::default()
+            .checks(LeaseOptions::default().check_timeout(Duration::from_secs(30))),
+    );
+    let ns = namespace("manager:opening");
+    let trying = tokio::spawn({
+        let manager = Arc::clone(&manager);
+        async move {
+            manager
+                .lock(ns, &1_i64)
+                .try_acquire()
+                .await
+                .map(|l| l.is_some())
+        }
+    });
+    let (_socket, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the manager connects")
+        .unwrap();
+    assert_eq!(manager.connections(), 0, "still opening: not open");
+    trying.abort();
 }

@@ -47,7 +47,7 @@ pub(crate) async fn run(
         lines.extend(acquire_release(&manager, &connect, locks, transport, options).await?);
         lines.extend(lone_pairs(&manager, &connect, locks, transport, options).await?);
         drop(held);
-        manager.close().await?;
+        manager.close().await;
     }
     lines.push(heartbeat(&connect, transport, options).await?);
     Ok(lines)
@@ -332,7 +332,7 @@ async fn heartbeat(
     }
     let connections = manager.connections();
     drop(held);
-    manager.close().await?;
+    manager.close().await;
     observer.close().await?;
     Ok(format!(
         "{{\"variant\": \"manager_heartbeat_{locks}@{transport}\", \"locks\": {locks}, \"connections\": {connections}, \"check_interval_ms\": {}, \"statements_per_sec\": {:.2}, \"lease_per_lock_statements_per_sec\": {:.1}, \"transport\": \"{transport}\"}}",

@@ -71,7 +71,9 @@ pub enum Error {
     /// A [`LockManager`](crate::LockManager) holds (or asks for) as many
     /// locks as its [`LockBudget`](crate::LockBudget) allows, so that the
     /// server's shared lock table stays free for everyone else. Nothing was
-    /// sent, and nothing held is affected; a release makes room. Raise the
+    /// sent, and nothing held is affected; a release makes room (not
+    /// retryable, as a full lock table is not: it repeats until something
+    /// changes). Raise the
     /// budget with [`ManagerOptions::lock_budget`](crate::ManagerOptions::lock_budget),
     /// and the table with the server's `max_locks_per_transaction`.
     LockBudget {
@@ -79,6 +81,12 @@ pub enum Error {
         budget: usize,
         /// The server's lock table, when the manager has read it.
         table: Option<crate::LockTable>,
+    },
+    /// A share of the lock table that is not a percentage from 1 to 100;
+    /// see [`LockBudget::table_share`](crate::LockBudget::table_share).
+    InvalidLockBudget {
+        /// The percentage that was asked for.
+        percent: u8,
     },
     /// The [`LockManager`](crate::LockManager) was closed.
     ManagerClosed,
@@ -214,10 +222,12 @@ impl Error {
                 sqlstate(error).as_deref(),
                 Some("40001" | "40P01" | "55P03")
             ),
-            Error::LockLost(_) | Error::ManagerBusy { .. } | Error::LockBudget { .. } => true,
+            Error::LockLost(_) | Error::ManagerBusy { .. } => true,
             Error::Standby
             | Error::NotInTransaction
             | Error::LockTableFull(_)
+            | Error::LockBudget { .. }
+            | Error::InvalidLockBudget { .. }
             | Error::InvalidTimeout { .. }
             | Error::InvalidNamespace { .. }
             | Error::ManagerClosed => false,
@@ -325,6 +335,10 @@ impl fmt::Display for Error {
                      every new connection of the server)",
                 )
             }
+            Error::InvalidLockBudget { percent } => write!(
+                f,
+                "a lock manager's share of the lock table must be a percentage from 1 to 100, not {percent}"
+            ),
             Error::ManagerClosed => f.write_str("the lock manager was closed"),
             Error::Database(error) => write!(f, "database error: {error}"),
         }

@@ -459,6 +459,10 @@ pub(crate) const SAVEPOINT: &str = "pglock_wait";
 pub(crate) const SAVEPOINT_ROLLBACK: &str =
     "ROLLBACK TO SAVEPOINT pglock_wait; RELEASE SAVEPOINT pglock_wait";
 
+/// Releases every session-level advisory lock of the session: a lock
+/// manager's connection, as the manager closes.
+pub(crate) const UNLOCK_ALL: &str = "SELECT pg_catalog.pg_advisory_unlock_all()";
+
 /// Opens the transaction a lock manager's busy connection runs its tries
 /// and releases in (see `front::manager::batch`). READ COMMITTED whatever
 /// the session's default, so that between statements it holds no snapshot;

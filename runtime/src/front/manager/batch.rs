@@ -1,5 +1,6 @@
-//! The short transactions a manager's connection runs its tries and
-//! releases in.
+//! When a manager's connection runs its tries and releases inside a short
+//! transaction: the policy alone, without I/O (the connection runs the
+//! statements it decides, `connection.rs`).
 //!
 //! PostgreSQL walks a backend's whole table of local locks at the end of
 //! every transaction, and outside a transaction block every statement is a
@@ -26,12 +27,7 @@
 
 use std::time::Duration;
 
-use sqlx::AssertSqlSafe;
-use sqlx::postgres::PgConnection;
-use tokio::sync::Notify;
 use tokio::time::Instant;
-
-use crate::sql::statements::{BATCH_BEGIN, BATCH_BEGIN_17, BATCH_COMMIT, BATCH_ROLLBACK};
 
 /// How long a connection's transaction stays open after its last statement.
 pub(super) const QUIET: Duration = Duration::from_millis(2);
@@ -49,18 +45,20 @@ pub(super) const STREAK: u32 = 4;
 /// holding as many opens one even for a single statement.
 pub(super) const HEAVY: usize = 1_000;
 
-/// An open connection of the manager.
-pub(super) struct Open {
-    conn: PgConnection,
-    begin: &'static str,
-    batch: Option<Instant>,
-    /// When the last try or release on it ended.
+/// One connection's short transaction: whether one is open, and the tries
+/// and releases that decide when to open and commit one.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    /// When the open transaction began.
+    opened: Option<Instant>,
+    /// When the last try or release ended.
     last: Option<Instant>,
     /// Tries and releases in a row, each within [`QUIET`] of the one before.
     streak: u32,
 }
 
 /// What the connection's task is to do about an open transaction.
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum Due {
     /// None is open.
     Nothing,
@@ -70,84 +68,43 @@ pub(super) enum Due {
     At(Instant),
 }
 
-impl Open {
-    pub(super) fn new(conn: PgConnection) -> Self {
-        let begin = match conn.server_version_num() {
-            Some(version) if version >= 170_000 => BATCH_BEGIN_17,
-            _ => BATCH_BEGIN,
-        };
-        Open {
-            conn,
-            begin,
-            batch: None,
-            last: None,
-            streak: 0,
-        }
-    }
-
-    pub(super) fn conn(&mut self) -> &mut PgConnection {
-        &mut self.conn
-    }
-
-    pub(super) fn into_conn(self) -> PgConnection {
-        self.conn
-    }
-
+impl Batch {
     /// Before a try or a release on a connection that holds `held` locks:
-    /// opens a transaction when the connection is busy or heavy and has
-    /// none, and tells `opened` (the connection's task, which commits it).
-    pub(super) async fn before_statement(
-        &mut self,
-        held: usize,
-        bound: Duration,
-        opened: &Notify,
-    ) -> Result<(), String> {
+    /// whether to open a transaction first (the connection is busy or
+    /// heavy, and none is open).
+    pub(super) fn opens_before_statement(&mut self, held: usize) -> bool {
         let follows = self.last.is_some_and(|last| last.elapsed() < QUIET);
         self.streak = if follows {
             self.streak.saturating_add(1)
         } else {
             1
         };
-        if self.batch.is_some() || (self.streak < STREAK && held < HEAVY) {
-            return Ok(());
-        }
-        self.run(self.begin, bound).await?;
-        self.batch = Some(Instant::now());
-        opened.notify_one();
-        Ok(())
+        self.opened.is_none() && (self.streak >= STREAK || held >= HEAVY)
     }
 
-    /// When the last try or release on it ended.
-    pub(super) fn last_used(&self) -> Option<Instant> {
-        self.last
+    /// A transaction was opened.
+    pub(super) fn opened(&mut self) {
+        self.opened = Some(Instant::now());
     }
 
-    /// After a try or a release answered.
+    /// The transaction ends (committed or rolled back): whether one was open.
+    pub(super) fn end(&mut self) -> bool {
+        self.opened.take().is_some()
+    }
+
+    /// A try or release answered.
     pub(super) fn after_statement(&mut self) {
         self.last = Some(Instant::now());
     }
 
-    /// After a statement failed on a connection that still answers: a
-    /// transaction it failed in is rolled back, so the next statement runs.
-    pub(super) async fn after_failure(&mut self, bound: Duration) -> Result<(), String> {
-        if self.batch.take().is_some() {
-            self.run(BATCH_ROLLBACK, bound).await?;
-        }
-        Ok(())
-    }
-
-    /// Commits the open transaction, if there is one: before a wait, a
-    /// check, or when it is due.
-    pub(super) async fn commit(&mut self, bound: Duration) -> Result<(), String> {
-        if self.batch.take().is_some() {
-            self.run(BATCH_COMMIT, bound).await?;
-        }
-        Ok(())
+    /// When the last try or release ended.
+    pub(super) fn last_used(&self) -> Option<Instant> {
+        self.last
     }
 
     /// What the task is to do about the open transaction now.
     pub(super) fn due(&self) -> Due {
-        let Some(opened) = self.batch else {
+        let Some(opened) = self.opened else {
             return Due::Nothing;
         };
         let quiet = self.last.unwrap_or(opened) + QUIET;
@@ -158,13 +115,47 @@ impl Open {
             Due::At(due)
         }
     }
+}
 
-    async fn run(&mut self, sql: &'static str, bound: Duration) -> Result<(), String> {
-        let statement = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut self.conn);
-        match tokio::time::timeout(bound, statement).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(format!("the connection failed: {error}")),
-            Err(_) => Err(format!("`{sql}` did not answer within {bound:?}")),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_statement_on_a_light_connection_opens_no_transaction() {
+        let mut batch = Batch::default();
+        assert!(!batch.opens_before_statement(HEAVY - 1));
+        assert_eq!(batch.due(), Due::Nothing);
+    }
+
+    #[test]
+    fn a_heavy_connection_opens_one_for_a_single_statement() {
+        let mut batch = Batch::default();
+        assert!(batch.opens_before_statement(HEAVY));
+        batch.opened();
+        // One is open now: the next statement runs in it.
+        assert!(!batch.opens_before_statement(HEAVY));
+        assert!(batch.end());
+        assert!(!batch.end());
+    }
+
+    #[test]
+    fn the_streaks_statement_opens_one() {
+        let mut batch = Batch::default();
+        for _ in 1..STREAK {
+            assert!(!batch.opens_before_statement(0));
+            batch.after_statement();
         }
+        assert!(batch.opens_before_statement(0));
+    }
+
+    #[test]
+    fn an_open_transaction_is_due_once_quiet() {
+        let mut batch = Batch::default();
+        batch.opened();
+        batch.after_statement();
+        assert!(matches!(batch.due(), Due::At(_)));
+        std::thread::sleep(QUIET * 2);
+        assert_eq!(batch.due(), Due::Commit);
     }
 }

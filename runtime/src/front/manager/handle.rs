@@ -1,0 +1,124 @@
+//! A session lock held through a [`LockManager`](super::LockManager).
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::engine::events;
+use crate::error::Error;
+use crate::front::lease::{LeaseLost, LeaseState, until_lost};
+use crate::identity::LockIdentity;
+
+use super::connection::{Command, Connection};
+use super::table::ClaimGuard;
+use super::{ConnectionId, HandleId, Inner};
+
+/// A session lock held through a [`LockManager`].
+///
+/// [`ManagedLock::release`] unlocks it on its connection. A handle dropped
+/// without release is unlocked in the background at once; its connection
+/// stays open for the other locks it holds. [`ManagedLock::lost`] and
+/// [`ManagedLock::watch`] say when the connection, and so the lock, was
+/// lost, as a [`Lease`](crate::Lease) does.
+pub struct ManagedLock {
+    inner: Arc<Inner>,
+    lock: LockIdentity,
+    handle: HandleId,
+    connection_id: ConnectionId,
+    connection: Arc<Connection>,
+    state: watch::Receiver<LeaseState>,
+    released: bool,
+}
+
+impl ManagedLock {
+    /// The handle of a request that succeeded: its claim is kept.
+    pub(super) fn new(
+        inner: &Arc<Inner>,
+        claim: ClaimGuard<'_>,
+        connection_id: ConnectionId,
+        lock: LockIdentity,
+        state: watch::Receiver<LeaseState>,
+    ) -> Self {
+        let (handle, connection) = claim.keep();
+        ManagedLock {
+            inner: Arc::clone(inner),
+            lock,
+            handle,
+            connection_id,
+            connection,
+            state,
+            released: false,
+        }
+    }
+
+    /// The lock held.
+    pub fn lock(&self) -> &LockIdentity {
+        &self.lock
+    }
+
+    /// Whether the lock is still held, as of the last check of its
+    /// connection.
+    pub fn is_held(&self) -> bool {
+        matches!(*self.state.borrow(), LeaseState::Held)
+    }
+
+    /// Resolves when the lock is lost; use it in a `select!` beside the
+    /// holder's work.
+    pub async fn lost(&mut self) -> LeaseLost {
+        until_lost(&mut self.state, &self.lock).await
+    }
+
+    /// A receiver of the lock's state.
+    pub fn watch(&self) -> watch::Receiver<LeaseState> {
+        self.state.clone()
+    }
+
+    /// Unlocks on the lock's connection. Fails with [`Error::LockLost`] when
+    /// the connection was lost, or the unlock found nothing to release.
+    /// After [`LockManager::close`], which released it already, succeeds.
+    pub async fn release(mut self) -> Result<(), Error> {
+        self.released = true;
+        if !self.inner.forget(self.handle) {
+            return self.already_gone();
+        }
+        let released = self
+            .connection
+            .release(&self.inner, self.connection_id, self.handle)
+            .await;
+        match released {
+            Ok(()) => Ok(()),
+            Err(_) => self.already_gone(),
+        }
+    }
+
+    fn already_gone(&self) -> Result<(), Error> {
+        if self.inner.table().closed {
+            Ok(())
+        } else {
+            Err(Error::LockLost(self.lock.clone()))
+        }
+    }
+}
+
+impl Drop for ManagedLock {
+    fn drop(&mut self) {
+        if self.released || !self.inner.forget(self.handle) {
+            return;
+        }
+        events::managed_lock_dropped(&self.lock);
+        let _ = self.connection.send(Command::Unlock {
+            handle: self.handle,
+        });
+    }
+}
+
+impl fmt::Debug for ManagedLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagedLock")
+            .field("lock", &self.lock)
+            .field("connection", &self.connection_id)
+            .field("state", &*self.state.borrow())
+            .finish()
+    }
+}
