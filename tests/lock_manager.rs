@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pglock::testing::{ServerOptions, TestServer};
+use pglock::testing::TestServer;
 use pglock::{
-    Error, LeaseOptions, LockId, LockManager, ManagedLock, ManagerOptions, Namespace, pg_locks,
+    ConflictCause, Error, LeaseOptions, LockId, LockManager, ManagedLock, ManagerOptions,
+    Namespace, pg_locks,
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
@@ -36,15 +37,6 @@ fn on_one_connection(connect: PgConnectOptions) -> Arc<LockManager> {
         connect,
         ManagerOptions::default().max_connections(1),
     ))
-}
-
-/// A pool of one connection to a private server.
-async fn one_connection_pool(server: &TestServer) -> PgPool {
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&server.url())
-        .await
-        .expect("connect to the private server")
 }
 
 /// The bigint ids of `keys` in `ns`.
@@ -178,11 +170,7 @@ async fn a_lost_connection_loses_exactly_its_own_handles() {
         "the locks are spread over several connections: {:?}",
         manager
     );
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(victim)
-        .execute(&pool)
-        .await
-        .unwrap();
+    terminate_backend(&pool, victim).await;
 
     let bound = options.detection_bound() + Duration::from_secs(2);
     for (handle, pid) in held.iter_mut().zip(&pids) {
@@ -379,17 +367,10 @@ async fn dropped_handles_and_abandoned_waits_leave_nothing_behind() {
     // A wait abandoned by its caller leaves no waiter and no stuck connection.
     let holder = hold(&pool, ns, 3).await;
     let waiting = spawn_managed_acquire(&manager, ns, 3, None);
-    wait_for_waiters(&pool, ns.id(&3_i64), 1).await;
+    let waiters = wait_for_waiters(&pool, ns.id(&3_i64), 1).await;
     waiting.abort();
-    eventually(
-        Duration::from_secs(5),
-        "the abandoned wait leaves the server",
-        || {
-            let pool = pool.clone();
-            async move { locks_on(&pool, ns.id(&3_i64)).await.len() == 1 }
-        },
-    )
-    .await;
+    until_gone(&pool, ns.id(&3_i64), &waiters, "the abandoned wait leaves").await;
+    assert_eq!(holders(&pool, ns.id(&3_i64)).await, [holder.pid()]);
     holder.release().await.unwrap();
     let after = manager.lock(ns, &3_i64).acquire().await.unwrap();
     after.release().await.unwrap();
@@ -429,11 +410,7 @@ async fn a_hostile_runtime_namespace_is_sanitised_in_the_marker() {
     let holder = hold(&pool, ns, 1).await;
     let waiting = spawn_managed_acquire(&manager, ns, 1, None);
     let waiter = wait_for_waiters(&pool, ns.id(&1_i64), 1).await[0];
-    let query: String = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
-        .bind(waiter)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let query = current_query(&pool, waiter).await;
     assert!(
         query.starts_with("/* pglock ns=?? DROP TABLE x? ?? "),
         "{query}"
@@ -445,7 +422,7 @@ async fn a_hostile_runtime_namespace_is_sanitised_in_the_marker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_loses_every_handle_and_the_manager_serves_again() {
-    let server = TestServer::start(ServerOptions::new()).expect("a private server");
+    let server = private_server(&[]);
     let options = quick_checks();
     let manager = LockManager::new(server.url().parse().unwrap(), options);
     let ns = namespace("manager:restart");
@@ -490,7 +467,7 @@ async fn close_does_not_wait_for_a_wait_to_end() {
     let manager = manager_with_default();
     let holder = hold(&pool, ns, 1).await;
     let waiting = spawn_managed_acquire(&manager, ns, 1, None);
-    wait_for_waiters(&pool, ns.id(&1_i64), 1).await;
+    let waiters = wait_for_waiters(&pool, ns.id(&1_i64), 1).await;
     let closed = tokio::time::timeout(Duration::from_secs(10), manager.close()).await;
     assert!(closed.is_ok(), "close() returns while a wait is pending");
     let waited = waiting.await.unwrap();
@@ -498,15 +475,8 @@ async fn close_does_not_wait_for_a_wait_to_end() {
         waited.is_err(),
         "the wait ends without the lock: {waited:?}"
     );
-    eventually(
-        Duration::from_secs(5),
-        "the closed wait leaves the server",
-        || {
-            let pool = pool.clone();
-            async move { locks_on(&pool, ns.id(&1_i64)).await.len() == 1 }
-        },
-    )
-    .await;
+    until_gone(&pool, ns.id(&1_i64), &waiters, "the closed wait leaves").await;
+    assert_eq!(holders(&pool, ns.id(&1_i64)).await, [holder.pid()]);
     holder.release().await.unwrap();
 }
 
@@ -530,20 +500,19 @@ async fn a_timeout_against_a_handle_of_the_same_manager_is_a_conflict_even_at_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_a_stale_idle_connection_is_replaced_at_once() {
-    let server = TestServer::start(ServerOptions::new()).expect("a private server");
+    let server = private_server(&[]);
     let manager = LockManager::new(server.url().parse().unwrap(), quick_checks());
     let ns = namespace("manager:restart-idle");
     let private = PgPool::connect(&server.url()).await.unwrap();
     let mut kept = manager.lock(ns, &1_i64).acquire().await.unwrap();
     // A second connection left idle: a wait that timed out.
     let holder = hold(&private, ns, 2).await;
-    let error = manager
+    let outcome = manager
         .lock(ns, &2_i64)
         .timeout(Duration::from_millis(50))
         .acquire()
-        .await
-        .unwrap_err();
-    assert!(error.as_conflict().is_some());
+        .await;
+    expect_conflict(outcome, ConflictCause::LockTimeout);
     holder.release().await.unwrap();
     private.close().await;
     assert_eq!(manager.connections(), 2);
@@ -585,8 +554,8 @@ fn parent_pid(pid: i32) -> u32 {
 /// host, where a local pid is someone else's process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_stops_answering_is_lost_within_the_bound() {
-    let server = TestServer::start(ServerOptions::new()).expect("a private server");
-    let pool = one_connection_pool(&server).await;
+    let server = private_server(&[]);
+    let pool = pool_on(&server, 1).await;
     let ns = namespace("manager:hung");
     let options = quick_checks();
     let manager = Arc::new(LockManager::new(server.url().parse().unwrap(), options));
@@ -633,11 +602,7 @@ async fn an_idle_timeout_of_never_is_accepted() {
 
 /// Terminates a backend and waits until the server no longer lists it.
 async fn terminate(pool: &PgPool, pid: i32) {
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .execute(pool)
-        .await
-        .unwrap();
+    terminate_backend(pool, pid).await;
     eventually(Duration::from_secs(10), "the backend is gone", || {
         let pool = pool.clone();
         async move {
@@ -755,7 +720,7 @@ fn a_try_dropped_outside_any_runtime_still_finishes() {
         .enable_all()
         .build()
         .unwrap();
-    let server = TestServer::start(logging()).expect("a private server");
+    let server = private_server(LOGGING);
     let ns = namespace("manager:no-runtime");
     let manager = runtime.block_on(async {
         LockManager::new(
@@ -771,7 +736,7 @@ fn a_try_dropped_outside_any_runtime_still_finishes() {
     }));
     drop(trying);
     runtime.block_on(async {
-        let pool = one_connection_pool(&server).await;
+        let pool = pool_on(&server, 1).await;
         eventually(
             Duration::from_secs(10),
             "the abandoned try is given back and its connection retires",
@@ -975,13 +940,8 @@ async fn still_in_service(
 /// that transaction: the next release and acquire run, nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() {
-    let server = TestServer::start(
-        ServerOptions::new()
-            .setting("max_connections", "10")
-            .setting("max_locks_per_transaction", "64"),
-    )
-    .expect("a private server");
-    let pool = one_connection_pool(&server).await;
+    let server = private_server(SMALL_LOCK_TABLE);
+    let pool = pool_on(&server, 1).await;
     let manager = on_one_connection(server.url().parse().unwrap());
     let ns = namespace("manager:full");
     let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
@@ -1000,14 +960,14 @@ async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() 
 /// rollback always arrives after that timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_timeout() {
-    let server = TestServer::start(
-        ServerOptions::new()
-            .setting("max_connections", "10")
-            .setting("max_locks_per_transaction", "64")
-            .setting("idle_in_transaction_session_timeout", "20ms"),
-    )
-    .expect("a private server");
-    let pool = one_connection_pool(&server).await;
+    let server = private_server(
+        &[
+            SMALL_LOCK_TABLE,
+            &[("idle_in_transaction_session_timeout", "20ms")],
+        ]
+        .concat(),
+    );
+    let pool = pool_on(&server, 1).await;
     let proxy = Proxy::to(server.port());
     let manager = on_one_connection(proxy.url().parse().unwrap());
     let ns = namespace("manager:full-slow");
@@ -1034,19 +994,32 @@ async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_t
 
 /// A server that logs every statement, each line tagged with its backend's
 /// pid (read by [`statements_of`]).
-fn logging() -> ServerOptions {
-    ServerOptions::new()
-        .setting("log_statement", "all")
-        .setting("log_line_prefix", "%m [%p] ")
-}
+const LOGGING: &[(&str, &str)] = &[("log_statement", "all"), ("log_line_prefix", "%m [%p] ")];
 
-/// A private server that logs every statement, a pool on it, and a
-/// manager of one connection to it.
-async fn logging_server() -> (TestServer, PgPool, Arc<LockManager>) {
-    let server = TestServer::start(logging()).expect("a private server");
-    let pool = one_connection_pool(&server).await;
+/// A server whose lock table fills past 1,000 locks.
+const SMALL_LOCK_TABLE: &[(&str, &str)] = &[
+    ("max_connections", "10"),
+    ("max_locks_per_transaction", "64"),
+];
+
+/// A private server that logs every statement, a pool on it, a manager of
+/// one connection to it that holds keys `0..keys` of `ns` (taken by
+/// `workers` tasks at once), and that connection's backend pid, once the
+/// connection is out of any transaction the stream of acquisitions opened
+/// (a statement that came within 2 ms of the stream would run in it, its
+/// `BEGIN` before a log read that follows).
+async fn logging_server_holding(
+    ns: &'static Namespace,
+    keys: i64,
+    workers: i64,
+) -> (TestServer, PgPool, Arc<LockManager>, Vec<ManagedLock>, i32) {
+    let server = private_server(LOGGING);
+    let pool = pool_on(&server, 1).await;
     let manager = on_one_connection(server.url().parse().unwrap());
-    (server, pool, manager)
+    let held = acquire_all(&manager, ns, 0..keys, workers).await;
+    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    until_idle(&pool, pid, "the stream's transaction ends").await;
+    (server, pool, manager, held, pid)
 }
 
 /// Where the server log ends now, for [`statements_of`].
@@ -1092,13 +1065,8 @@ fn statements_with(server: &TestServer, text: &str) -> Vec<(i32, String)> {
 /// the server executed, statement by statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
-    let (server, pool, manager) = logging_server().await;
     let ns = namespace("manager:heavy-log");
-    let held = acquire_all(&manager, ns, 0..1_000, 4).await;
-    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
-    // The stream's own transaction ends first: a pair that came within 2 ms
-    // of the stream would run in it, its `BEGIN` before the log read here.
-    until_idle(&pool, pid, "the stream's transaction ends").await;
+    let (server, pool, manager, held, pid) = logging_server_holding(ns, 1_000, 4).await;
     let from = log_end(&server);
     for key in 1_000..1_020_i64 {
         let handle = manager.lock(ns, &key).acquire().await.unwrap();
@@ -1151,11 +1119,8 @@ async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
 /// transaction only for a stream of them (or once it is heavy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lone_acquisitions_run_without_a_transaction_of_their_own() {
-    let (server, pool, manager) = logging_server().await;
     let ns = namespace("manager:lone");
-    let held = acquire_all(&manager, ns, 0..10, 1).await;
-    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
-    until_idle(&pool, pid, "the stream's transaction ends").await;
+    let (server, _pool, manager, held, pid) = logging_server_holding(ns, 10, 1).await;
     let from = log_end(&server);
     for key in 10..15_i64 {
         // Quiet time before each pair: each pair is on its own, the first

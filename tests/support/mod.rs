@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pglock::testing::LockHolder;
 use pglock::{
     Acquired, Conflict, ConflictCause, Error, LockId, LockManager, ManagedLock, Mode, Namespace,
-    XactLock, pg_locks,
+    SessionGuard, SessionLock, XactLock, pg_locks,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -20,10 +20,15 @@ use tokio::task::JoinHandle;
 
 /// A pool on the test run's server (`DATABASE_URL`, or the throwaway one).
 pub async fn pool() -> PgPool {
+    pool_of(16).await
+}
+
+/// A pool of at most `connections` connections on the test run's server.
+pub async fn pool_of(connections: u32) -> PgPool {
     let url = pglock::testing::database_url().expect("a test database");
     PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(30))
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(60))
         .connect(&url)
         .await
         .expect("connect to the test database")
@@ -148,6 +153,13 @@ pub async fn find_busy_once(pool: &PgPool, ns: &'static Namespace, key: i64) {
     holder.release().await.expect("release the lock");
 }
 
+/// Holds `key` of `ns` exclusively, after this process found it busy once
+/// (so that its next acquisitions try and wait in one statement).
+pub async fn hold_found_busy(pool: &PgPool, ns: &'static Namespace, key: i64) -> LockHolder {
+    find_busy_once(pool, ns, key).await;
+    hold(pool, ns, key).await
+}
+
 /// Polls until `check` holds; panics with `what` after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where
@@ -261,4 +273,90 @@ pub fn expect_conflict<T: std::fmt::Debug>(
         }
         other => panic!("expected a conflict ({cause:?}), got {other:?}"),
     }
+}
+
+/// The statement backend `pid` runs (or ran last), per `pg_stat_activity`.
+pub async fn current_query(pool: &PgPool, pid: i32) -> String {
+    sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .expect("read pg_stat_activity")
+}
+
+/// Holds `key` of `ns` from a transaction of its own, then waits for it on
+/// `conn` (in a transaction) for 50 ms: the wait ends in a lock-timeout
+/// conflict, returned with the holder.
+pub async fn time_out_behind_a_holder(
+    pool: &PgPool,
+    ns: &'static Namespace,
+    key: i64,
+    conn: &mut PgConnection,
+) -> (LockHolder, Conflict) {
+    let holder = hold(pool, ns, key).await;
+    let request = ns.lock(&key).timeout(Duration::from_millis(50));
+    let outcome = request.acquire(conn).await;
+    (holder, expect_conflict(outcome, ConflictCause::LockTimeout))
+}
+
+/// Takes the session lock `request` on a connection of `pool`, which the
+/// guard then owns.
+pub async fn take_session_lock(pool: &PgPool, request: SessionLock<'_>) -> SessionGuard {
+    let conn = pool
+        .acquire()
+        .await
+        .expect("a connection for the session lock");
+    request.acquire(conn).await.expect("take the session lock")
+}
+
+/// Terminates backend `pid`, which must exist.
+pub async fn terminate_backend(pool: &PgPool, pid: i32) {
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .expect("call pg_terminate_backend");
+    assert!(terminated, "backend {pid} was there to terminate");
+}
+
+/// Creates a table no other test uses, named `{prefix}_{uuid}`, with
+/// `columns` (`"v text"`), and returns its name.
+pub async fn fresh_table(pool: &PgPool, prefix: &str, columns: &str) -> String {
+    let table = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} ({columns})"
+    )))
+    .execute(pool)
+    .await
+    .expect("create the table");
+    table
+}
+
+/// A private server with `settings`, for a test that restarts, reconfigures
+/// or fills its server; stopped and removed when dropped.
+pub fn private_server(settings: &[(&str, &str)]) -> pglock::testing::TestServer {
+    let options = settings.iter().fold(
+        pglock::testing::ServerOptions::new(),
+        |options, (name, value)| options.setting(name, value),
+    );
+    pglock::testing::TestServer::start(options).expect("a private server")
+}
+
+/// A pool of at most `connections` connections to `server`.
+pub async fn pool_on(server: &pglock::testing::TestServer, connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&server.url())
+        .await
+        .expect("connect to the private server")
+}
+
+/// A pool on the test server registered with
+/// [`pglock::cancel_abandoned_waits`], so that a wait whose future is
+/// dropped is cancelled on the server.
+pub async fn cancelling_pool() -> PgPool {
+    let pool = pool().await;
+    pglock::cancel_abandoned_waits(&pool);
+    pool
 }
