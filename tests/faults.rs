@@ -130,3 +130,46 @@ async fn a_panic_inside_an_annotated_function_leaves_no_lock_and_the_pool_serves
         .await
         .expect("the key is free again");
 }
+
+/// The proxy's black hole: a connection through it goes silent in both
+/// directions, and neither side is closed, until the proxy heals; then the
+/// statement held in it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_connection_forwards_nothing_and_closes_nothing_until_healed() {
+    use sqlx::Connection;
+
+    let server = private_server(&[]);
+    let direct = pool_on(&server, 1).await;
+    let proxy = support::proxy::Proxy::to(server.port());
+    let mut through = sqlx::PgConnection::connect(&proxy.url()).await.unwrap();
+    let pid = backend_pid(&mut through).await;
+
+    proxy.black_hole();
+    let asking = tokio::spawn(async move {
+        let answer = sqlx::raw_sql("SELECT 'through the black hole'")
+            .fetch_one(&mut through)
+            .await
+            .map(|row| sqlx::Row::get::<String, _>(&row, 0));
+        (answer, through)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !asking.is_finished(),
+        "no answer and no error while black-holed"
+    );
+    let (state, query): (String, String) =
+        sqlx::query_as("SELECT state, query FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&direct)
+            .await
+            .expect("the backend is still connected");
+    assert_eq!(state, "idle", "the statement never reached the server");
+    assert!(!query.contains("black hole"), "{query}");
+
+    proxy.heal();
+    let (answer, _through) = tokio::time::timeout(Duration::from_secs(10), asking)
+        .await
+        .expect("the held statement runs once healed")
+        .unwrap();
+    assert_eq!(answer.unwrap(), "through the black hole");
+}
