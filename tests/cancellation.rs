@@ -3,53 +3,30 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pglock::{Mode, Namespace, advisory_lock, testing};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Postgres, Transaction};
 use support::*;
 
 #[tokio::test]
 async fn a_transaction_wait_whose_future_is_dropped_is_cancelled_and_its_connection_recovers() {
-    let observer = pool().await;
-    pglock::cancel_abandoned_waits(&observer);
+    let observer = cancelling_pool().await;
     // One connection only: if the abandoned wait kept it, nothing else could run.
-    let single = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect(&pglock::testing::database_url().unwrap())
-        .await
-        .unwrap();
+    let single = pool_of(1).await;
     let ns = namespace("abandoned_xact_wait");
     let id = ns.id(&1_i64);
-    let holder = testing::hold_lock(&observer, ns, &1_i64, Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold(&observer, ns, 1).await;
 
     for attempt in 0..3 {
-        let waiter_pool = single.clone();
-        let waiter = tokio::spawn(async move {
-            let mut tx = waiter_pool.begin().await.unwrap();
-            // No timeout: only a cancel can end this wait.
-            ns.lock(&1_i64).acquire(&mut tx).await
-        });
+        // No timeout: only a cancel can end this wait.
+        let waiter = spawn_xact_acquire(&single, ns.lock(&1_i64));
         let waiters = wait_for_waiters(&observer, id, 1).await;
         waiter.abort();
         assert!(waiter.await.unwrap_err().is_cancelled());
 
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while locks_on(&observer, id)
-            .await
-            .iter()
-            .any(|(pid, _, _)| waiters.contains(pid))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "attempt {attempt}: the wait was not cancelled"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("attempt {attempt}: the wait is cancelled");
+        until_gone(&observer, id, &waiters, &what).await;
         // The pool's only connection serves new work.
         let mut tx = tokio::time::timeout(Duration::from_secs(15), single.begin())
             .await
@@ -69,8 +46,7 @@ async fn a_transaction_wait_whose_future_is_dropped_is_cancelled_and_its_connect
 
 #[tokio::test]
 async fn a_lock_set_wait_whose_future_is_dropped_is_cancelled_too() {
-    let observer = pool().await;
-    pglock::cancel_abandoned_waits(&observer);
+    let observer = cancelling_pool().await;
     let ns = namespace("abandoned_set_wait");
     let busy = ns.id(&2_i64);
     let holder = testing::hold_lock(&observer, ns, &2_i64, Mode::Shared)
@@ -86,63 +62,32 @@ async fn a_lock_set_wait_whose_future_is_dropped_is_cancelled_too() {
     waiter.abort();
     let _ = waiter.await;
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left: Vec<_> = [1_i64, 2, 3].into_iter().map(|key| ns.id(&key)).collect();
-        let mut remaining = Vec::new();
-        for id in left {
-            remaining.extend(
-                locks_on(&observer, id)
-                    .await
-                    .into_iter()
-                    .filter(|(pid, _, _)| waiters.contains(pid)),
-            );
-        }
-        if remaining.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "left behind: {remaining:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for key in [1_i64, 2, 3] {
+        let what = format!("key {key} is left behind by the cancelled wait");
+        until_gone(&observer, ns.id(&key), &waiters, &what).await;
     }
     holder.release().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_wait_in_one_statement_whose_future_is_dropped_is_found_by_its_ticket_and_cancelled() {
-    let observer = pool().await;
-    pglock::cancel_abandoned_waits(&observer);
+    let observer = cancelling_pool().await;
     let ns = namespace("abandoned_one_statement_wait");
     let id = ns.id(&1_i64);
     // A lock found busy before is tried and waited for in one statement: no
     // earlier statement told the backend's pid.
-    find_busy_once(&observer, ns, 1).await;
-    let holder = testing::hold_lock(&observer, ns, &1_i64, Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold_found_busy(&observer, ns, 1).await;
     // A second waiter on the same lock, which must not be cancelled.
-    let bystander_pool = observer.clone();
-    let bystander = tokio::spawn(async move {
-        let mut tx = bystander_pool.begin().await.unwrap();
-        ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
-        tx.commit().await.unwrap();
-    });
+    let bystander = spawn_xact_acquire(&observer, ns.lock(&1_i64));
     let bystander_pid = wait_for_waiters(&observer, id, 1).await[0];
 
-    let waiter_pool = observer.clone();
-    let waiter = tokio::spawn(async move {
-        let mut tx = waiter_pool.begin().await.unwrap();
-        ns.lock(&1_i64).acquire(&mut tx).await
-    });
+    let waiter = spawn_xact_acquire(&observer, ns.lock(&1_i64));
     let waiters = wait_for_waiters(&observer, id, 2).await;
     let abandoned: Vec<i32> = waiters
         .into_iter()
         .filter(|pid| *pid != bystander_pid)
         .collect();
-    let statement: String = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
-        .bind(abandoned[0])
-        .fetch_one(&observer)
-        .await
-        .unwrap();
+    let statement = current_query(&observer, abandoned[0]).await;
     assert!(
         statement.contains("pg_try_advisory_xact_lock("),
         "{statement}"
@@ -150,15 +95,7 @@ async fn a_wait_in_one_statement_whose_future_is_dropped_is_found_by_its_ticket_
     waiter.abort();
     assert!(waiter.await.unwrap_err().is_cancelled());
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while locks_on(&observer, id)
-        .await
-        .iter()
-        .any(|(pid, _, _)| abandoned.contains(pid))
-    {
-        assert!(Instant::now() < deadline, "the wait was not cancelled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_gone(&observer, id, &abandoned, "the wait is cancelled").await;
     assert_eq!(
         locks_on(&observer, id).await,
         vec![
@@ -168,7 +105,7 @@ async fn a_wait_in_one_statement_whose_future_is_dropped_is_found_by_its_ticket_
         "the other waiter still waits"
     );
     holder.release().await.unwrap();
-    bystander.await.unwrap();
+    bystander.await.unwrap().unwrap();
 }
 
 static ORDERS: Namespace = Namespace::named("test:cancellation:orders");
@@ -185,12 +122,7 @@ async fn an_annotated_function_aborted_while_it_waits_gives_its_connection_back_
     let observer = pool().await;
     // One connection, registered as the README's setup does: the aborted
     // wait holds the only one.
-    let single = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect(&testing::database_url().unwrap())
-        .await
-        .unwrap();
+    let single = pool_of(1).await;
     pglock::cancel_abandoned_waits(&single);
     let order = uuid::Uuid::new_v4().as_u64_pair().0 as i64;
     let id = ORDERS.id(&order);

@@ -4,16 +4,12 @@ mod support;
 
 use std::time::Duration;
 
-use pglock::{Mode, testing};
-use support::capture::{Capture, capture};
+use support::capture::capture;
 use support::*;
-use tracing_subscriber::layer::SubscriberExt;
 
 #[tokio::test]
 async fn a_free_lock_emits_nothing_and_a_busy_one_says_so_once() {
-    let capture = Capture::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let (capture, _guard) = capture();
     let pool = pool().await;
     let ns = namespace("events");
     let id = ns.id(&9_i64);
@@ -47,20 +43,11 @@ async fn a_free_lock_emits_nothing_and_a_busy_one_says_so_once() {
 
 #[tokio::test]
 async fn a_failed_wait_reports_its_outcome_as_a_warning() {
-    let capture = Capture::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let (capture, _guard) = capture();
     let pool = pool().await;
     let ns = namespace("events_conflict");
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
-
     let mut tx = pool.begin().await.unwrap();
-    ns.lock(&1_i64)
-        .timeout(Duration::from_millis(50))
-        .acquire(&mut tx)
-        .await
-        .unwrap_err();
+    time_out_behind_a_holder(&pool, ns, 1, &mut tx).await;
     let events = capture.events();
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[1].level, tracing::Level::WARN);
@@ -70,11 +57,10 @@ async fn a_failed_wait_reports_its_outcome_as_a_warning() {
 
 #[tokio::test]
 async fn a_busy_lock_that_is_not_waited_for_says_so_once() {
-    let (capture, _guard) = support::capture::capture();
+    let (capture, _guard) = capture();
     let pool = pool().await;
     let ns = namespace("events_no_wait");
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+    let _holder = hold(&pool, ns, 1).await;
 
     let mut tx = pool.begin().await.unwrap();
     ns.lock(&1_i64)
@@ -105,16 +91,10 @@ async fn abandoned_waits_without_a_registered_pool_warn_once_naming_the_fix() {
     let pool = pool().await;
     let ns = namespace("abandoned_unregistered");
     let id = ns.id(&1_i64);
-    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold(&pool, ns, 1).await;
 
     for waiting in 1..=2 {
-        let waiter_pool = pool.clone();
-        let waiter = tokio::spawn(async move {
-            let mut tx = waiter_pool.begin().await.unwrap();
-            ns.lock(&1_i64).acquire(&mut tx).await
-        });
+        let waiter = spawn_xact_acquire(&pool, ns.lock(&1_i64));
         // Not cancelled: the first abandoned wait is still there.
         wait_for_waiters(&pool, id, waiting).await;
         waiter.abort();
@@ -138,11 +118,7 @@ async fn abandoned_waits_without_a_registered_pool_warn_once_naming_the_fix() {
     assert_eq!(abandoned, 2, "each abandoned wait is told: {events:?}");
 
     holder.release().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !locks_on(&pool, id).await.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the waits ended");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_unlocked(&pool, id).await;
 }
 
 /// A lock found busy before is tried and waited for in one statement, which
@@ -153,41 +129,21 @@ async fn a_wait_in_one_statement_is_reported_while_it_lasts() {
     let pool = pool().await;
     let ns = namespace("events_while_waiting");
     let id = ns.id(&1_i64);
-    find_busy_once(&pool, ns, 1).await;
+    let holder = hold_found_busy(&pool, ns, 1).await;
     let (capture, _guard) = capture();
-    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
-        .await
-        .unwrap();
 
-    let waiter_pool = pool.clone();
-    let waiter = tokio::spawn(async move {
-        let mut tx = waiter_pool.begin().await.unwrap();
-        let acquired = ns
-            .lock(&1_i64)
-            .timeout(Duration::from_secs(30))
-            .acquire(&mut tx)
-            .await;
-        tx.commit().await.unwrap();
-        acquired
-    });
+    let waiter = spawn_xact_acquire(&pool, ns.lock(&1_i64).timeout(Duration::from_secs(30)));
     let waiter_pid = wait_for_waiters(&pool, id, 1).await[0];
-    let statement: String = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
-        .bind(waiter_pid)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let statement = current_query(&pool, waiter_pid).await;
     assert!(
         statement.contains("pg_try_advisory_xact_lock("),
         "the statement that waits is the one that tried: {statement}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while capture.events().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no event while waiting"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(10), "an event while waiting", || {
+        let seen = !capture.events().is_empty();
+        async move { seen }
+    })
+    .await;
     let events = capture.events();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(

@@ -3,11 +3,9 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use pglock::testing::{ServerOptions, TestServer};
 use pglock::{Error, LeaseOptions, Namespace};
-use sqlx::postgres::PgPoolOptions;
 use support::*;
 
 #[tokio::test]
@@ -15,29 +13,13 @@ async fn a_holder_terminated_mid_critical_section_fails_typed_and_the_waiter_pro
     let pool = pool().await;
     let ns = namespace("terminated_holder");
     let id = ns.id(&1_i64);
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+    let mut holder = holding_transaction(&pool, ns, 1).await;
     let holder_pid = backend_pid(&mut holder).await;
 
-    let waiter_pool = pool.clone();
-    let waiter = tokio::spawn(async move {
-        let mut tx = waiter_pool.begin().await.unwrap();
-        let acquired = ns
-            .lock(&1_i64)
-            .timeout(Duration::from_secs(30))
-            .acquire(&mut tx)
-            .await;
-        tx.commit().await.unwrap();
-        acquired
-    });
+    let waiter = spawn_xact_acquire(&pool, ns.lock(&1_i64).timeout(Duration::from_secs(30)));
     wait_for_waiters(&pool, id, 1).await;
 
-    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(holder_pid)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert!(terminated);
+    terminate_backend(&pool, holder_pid).await;
     // The holder learns at its next statement, as a typed error.
     let error = ns.lock(&2_i64).acquire(&mut holder).await.unwrap_err();
     assert!(matches!(error, Error::Database(_)), "{error:?}");
@@ -58,22 +40,13 @@ static RESTART: Namespace = Namespace::named("test:faults:restart");
 #[tokio::test]
 async fn a_server_restart_gives_holder_and_waiter_typed_errors_and_the_pool_recovers() {
     // This test restarts its server, so it never uses a shared one.
-    let server = TestServer::start(ServerOptions::new()).expect("a private server");
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect(&server.url())
-        .await
-        .unwrap();
+    let server = private_server(&[]);
+    let pool = pool_on(&server, 4).await;
     let id = RESTART.id(&1_i64);
 
     let mut holder = pool.begin().await.unwrap();
     RESTART.lock(&1_i64).acquire(&mut holder).await.unwrap();
-    let waiter_pool = pool.clone();
-    let waiter = tokio::spawn(async move {
-        let mut tx = waiter_pool.begin().await.unwrap();
-        RESTART.lock(&1_i64).acquire(&mut tx).await.map(drop)
-    });
+    let waiter = spawn_xact_acquire(&pool, RESTART.lock(&1_i64));
     wait_for_waiters(&pool, id, 1).await;
     let session_lock = RESTART
         .session_lock(&2_i64)
@@ -104,17 +77,18 @@ async fn a_server_restart_gives_holder_and_waiter_typed_errors_and_the_pool_reco
     assert_eq!(lost.lock().id(), RESTART.id(&2_i64));
 
     // The pool replaces its dead connections and serves again.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), "the pool serves again", || async {
         match pool.begin().await {
-            Ok(mut tx) => match RESTART.lock(&1_i64).no_wait().acquire(&mut tx).await {
-                Ok(_) => break,
-                Err(error) => assert!(Instant::now() < deadline, "{error}"),
-            },
-            Err(error) => assert!(Instant::now() < deadline, "{error}"),
+            Ok(mut tx) => RESTART
+                .lock(&1_i64)
+                .no_wait()
+                .acquire(&mut tx)
+                .await
+                .is_ok(),
+            Err(_) => false,
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
         .fetch_one(&pool)
         .await
@@ -147,11 +121,7 @@ async fn a_panic_inside_an_annotated_function_leaves_no_lock_and_the_pool_serves
 
     // The dropped transaction rolls back when its connection goes back to
     // the pool, and the lock goes with it.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !locks_on(&pool, id).await.is_empty() {
-        assert!(Instant::now() < deadline, "the lock outlived the panic");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_unlocked(&pool, id).await;
     let mut tx = pool.begin().await.unwrap();
     Namespace::named("test:faults:panic")
         .lock(&key)
@@ -159,4 +129,47 @@ async fn a_panic_inside_an_annotated_function_leaves_no_lock_and_the_pool_serves
         .acquire(&mut tx)
         .await
         .expect("the key is free again");
+}
+
+/// The proxy's black hole: a connection through it goes silent in both
+/// directions, and neither side is closed, until the proxy heals; then the
+/// statement held in it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_connection_forwards_nothing_and_closes_nothing_until_healed() {
+    use sqlx::Connection;
+
+    let server = private_server(&[]);
+    let direct = pool_on(&server, 1).await;
+    let proxy = support::proxy::Proxy::to(server.port());
+    let mut through = sqlx::PgConnection::connect(&proxy.url()).await.unwrap();
+    let pid = backend_pid(&mut through).await;
+
+    proxy.black_hole();
+    let asking = tokio::spawn(async move {
+        let answer = sqlx::raw_sql("SELECT 'through the black hole'")
+            .fetch_one(&mut through)
+            .await
+            .map(|row| sqlx::Row::get::<String, _>(&row, 0));
+        (answer, through)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !asking.is_finished(),
+        "no answer and no error while black-holed"
+    );
+    let (state, query): (String, String) =
+        sqlx::query_as("SELECT state, query FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&direct)
+            .await
+            .expect("the backend is still connected");
+    assert_eq!(state, "idle", "the statement never reached the server");
+    assert!(!query.contains("black hole"), "{query}");
+
+    proxy.heal();
+    let (answer, _through) = tokio::time::timeout(Duration::from_secs(10), asking)
+        .await
+        .expect("the held statement runs once healed")
+        .unwrap();
+    assert_eq!(answer.unwrap(), "through the black hole");
 }

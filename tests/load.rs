@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pglock::advisory_lock;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use support::*;
 
 const TASKS: usize = 16;
@@ -55,18 +54,9 @@ async fn increment(
     Ok(())
 }
 
-async fn load_pool(connections: u32) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(connections)
-        .acquire_timeout(Duration::from_secs(60))
-        .connect(&pglock::testing::database_url().unwrap())
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_tasks_times_two_hundred_sections_count_exactly() {
-    let pool = load_pool(TASKS as u32).await;
+    let pool = pool_of(TASKS as u32).await;
     let counter = Arc::new(AtomicI64::new(0));
     let concurrency = Arc::new(Concurrency::default());
     let mut tasks = Vec::new();
@@ -122,7 +112,7 @@ async fn write_report(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shared_holders_overlap_and_exclusive_holders_never_do() {
-    let pool = load_pool(TASKS as u32).await;
+    let pool = pool_of(TASKS as u32).await;
     let readers = Arc::new(Concurrency::default());
     let writers = Arc::new(Concurrency::default());
     let mut tasks = Vec::new();
@@ -167,7 +157,7 @@ async fn distinct_section(
 async fn thousands_of_distinct_keys_do_not_serialise_each_other() {
     const CONNECTIONS: usize = 32;
     const KEYS: usize = 3_000;
-    let pool = load_pool(CONNECTIONS as u32).await;
+    let pool = pool_of(CONNECTIONS as u32).await;
     let concurrency = Arc::new(Concurrency::default());
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -227,7 +217,7 @@ const CHILD_TABLE: &str = "PGLOCK_LOAD_TABLE";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn processes_incrementing_one_row_count_exactly() {
     if let Ok(table) = std::env::var(CHILD_TABLE) {
-        let pool = load_pool(PROCESS_TASKS as u32).await;
+        let pool = pool_of(PROCESS_TASKS as u32).await;
         let mut tasks = Vec::new();
         for _ in 0..PROCESS_TASKS {
             let (pool, table) = (pool.clone(), table.clone());
@@ -246,13 +236,7 @@ async fn processes_incrementing_one_row_count_exactly() {
     }
 
     let pool = pool().await;
-    let table = format!("load_counter_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {table} (n int8 NOT NULL)"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let table = fresh_table(&pool, "load_counter", "n int8 NOT NULL").await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {table} VALUES (0)"
     )))

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pglock::testing::{ServerOptions, TestServer};
+use pglock::testing::TestServer;
 use pglock::{
-    Error, LeaseOptions, LockBudget, LockId, LockManager, ManagedLock, ManagerOptions, Namespace,
-    pg_locks,
+    ConflictCause, Error, LeaseOptions, LockBudget, LockId, LockManager, ManagedLock,
+    ManagerOptions, Namespace, pg_locks,
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
+use support::proxy::Proxy;
 use support::*;
 
 fn connect_options() -> PgConnectOptions {
@@ -52,15 +53,6 @@ fn on_one_connection_without_budget(connect: PgConnectOptions) -> Arc<LockManage
             .max_connections(1)
             .lock_budget(LockBudget::locks(NonZeroUsize::MAX)),
     ))
-}
-
-/// A pool of one connection to a private server.
-async fn one_connection_pool(server: &TestServer) -> PgPool {
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&server.url())
-        .await
-        .expect("connect to the private server")
 }
 
 /// The bigint ids of `keys` in `ns`.
@@ -194,11 +186,7 @@ async fn a_lost_connection_loses_exactly_its_own_handles() {
         "the locks are spread over several connections: {:?}",
         manager
     );
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(victim)
-        .execute(&pool)
-        .await
-        .unwrap();
+    terminate_backend(&pool, victim).await;
 
     let bound = options.detection_bound() + Duration::from_secs(2);
     for (handle, pid) in held.iter_mut().zip(&pids) {
@@ -320,13 +308,8 @@ async fn a_handle_waits_for_another_process_on_a_connection_of_its_own() {
     let ns = namespace("manager:wait");
     let manager = manager_with_default();
     let other = manager.lock(ns, &1_i64).acquire().await.unwrap();
-    let holder = pglock::testing::hold_lock(&pool, ns, &2_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
-    let waiting = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move { manager.lock(ns, &2_i64).acquire().await })
-    };
+    let holder = hold(&pool, ns, 2).await;
+    let waiting = spawn_managed_acquire(&manager, ns, 2, None);
     let waiters = wait_for_waiters(&pool, ns.id(&2_i64), 1).await;
     let other_pid = holder_of(&pool, ns.id(&1_i64)).await.unwrap();
     assert_ne!(
@@ -346,9 +329,7 @@ async fn a_timeout_is_a_typed_conflict_and_no_wait_is_busy() {
     let pool = pool().await;
     let ns = namespace("manager:timeout");
     let manager = manager_with_default();
-    let holder = pglock::testing::hold_lock(&pool, ns, &3_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold(&pool, ns, 3).await;
     let error = manager
         .lock(ns, &3_i64)
         .timeout(Duration::from_millis(100))
@@ -400,24 +381,12 @@ async fn dropped_handles_and_abandoned_waits_leave_nothing_behind() {
     );
 
     // A wait abandoned by its caller leaves no waiter and no stuck connection.
-    let holder = pglock::testing::hold_lock(&pool, ns, &3_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
-    let waiting = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move { manager.lock(ns, &3_i64).acquire().await })
-    };
-    wait_for_waiters(&pool, ns.id(&3_i64), 1).await;
+    let holder = hold(&pool, ns, 3).await;
+    let waiting = spawn_managed_acquire(&manager, ns, 3, None);
+    let waiters = wait_for_waiters(&pool, ns.id(&3_i64), 1).await;
     waiting.abort();
-    eventually(
-        Duration::from_secs(5),
-        "the abandoned wait leaves the server",
-        || {
-            let pool = pool.clone();
-            async move { locks_on(&pool, ns.id(&3_i64)).await.len() == 1 }
-        },
-    )
-    .await;
+    until_gone(&pool, ns.id(&3_i64), &waiters, "the abandoned wait leaves").await;
+    assert_eq!(holders(&pool, ns.id(&3_i64)).await, [holder.pid()]);
     holder.release().await.unwrap();
     let after = manager.lock(ns, &3_i64).acquire().await.unwrap();
     after.release().await.unwrap();
@@ -429,13 +398,8 @@ async fn past_its_bound_the_manager_says_so() {
     let pool = pool().await;
     let ns = namespace("manager:bound");
     let manager = manager(ManagerOptions::default().max_connections(1));
-    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
-    let waiting = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move { manager.lock(ns, &1_i64).acquire().await })
-    };
+    let holder = hold(&pool, ns, 1).await;
+    let waiting = spawn_managed_acquire(&manager, ns, 1, None);
     wait_for_waiters(&pool, ns.id(&1_i64), 1).await;
     let error = manager.lock(ns, &2_i64).acquire().await.unwrap_err();
     assert!(
@@ -459,19 +423,10 @@ async fn a_hostile_runtime_namespace_is_sanitised_in_the_marker() {
         Namespace::try_named(format!("*/ DROP TABLE x; /* {}", uuid::Uuid::new_v4())).unwrap(),
     ));
     let manager = manager_with_default();
-    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
-    let waiting = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move { manager.lock(ns, &1_i64).acquire().await })
-    };
+    let holder = hold(&pool, ns, 1).await;
+    let waiting = spawn_managed_acquire(&manager, ns, 1, None);
     let waiter = wait_for_waiters(&pool, ns.id(&1_i64), 1).await[0];
-    let query: String = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
-        .bind(waiter)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let query = current_query(&pool, waiter).await;
     assert!(
         query.starts_with("/* pglock ns=?? DROP TABLE x? ?? "),
         "{query}"
@@ -483,7 +438,7 @@ async fn a_hostile_runtime_namespace_is_sanitised_in_the_marker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_loses_every_handle_and_the_manager_serves_again() {
-    let server = TestServer::start(ServerOptions::new()).expect("a private server");
+    let server = private_server(&[]);
     let options = quick_checks();
     let manager = LockManager::new(server.url().parse().unwrap(), options);
     let ns = namespace("manager:restart");
@@ -526,14 +481,9 @@ async fn close_does_not_wait_for_a_wait_to_end() {
     let pool = pool().await;
     let ns = namespace("manager:close-waiting");
     let manager = manager_with_default();
-    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
-    let waiting = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move { manager.lock(ns, &1_i64).acquire().await })
-    };
-    wait_for_waiters(&pool, ns.id(&1_i64), 1).await;
+    let holder = hold(&pool, ns, 1).await;
+    let waiting = spawn_managed_acquire(&manager, ns, 1, None);
+    let waiters = wait_for_waiters(&pool, ns.id(&1_i64), 1).await;
     let closed = tokio::time::timeout(Duration::from_secs(10), manager.close()).await;
     assert!(closed.is_ok(), "close() returns while a wait is pending");
     let waited = waiting.await.unwrap();
@@ -541,15 +491,8 @@ async fn close_does_not_wait_for_a_wait_to_end() {
         waited.is_err(),
         "the wait ends without the lock: {waited:?}"
     );
-    eventually(
-        Duration::from_secs(5),
-        "the closed wait leaves the server",
-        || {
-            let pool = pool.clone();
-            async move { locks_on(&pool, ns.id(&1_i64)).await.len() == 1 }
-        },
-    )
-    .await;
+    until_gone(&pool, ns.id(&1_i64), &waiters, "the closed wait leaves").await;
+    assert_eq!(holders(&pool, ns.id(&1_i64)).await, [holder.pid()]);
     holder.release().await.unwrap();
 }
 
@@ -573,22 +516,19 @@ async fn a_timeout_against_a_handle_of_the_same_manager_is_a_conflict_even_at_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_a_stale_idle_connection_is_replaced_at_once() {
-    let server = TestServer::start(ServerOptions::new()).expect("a private server");
+    let server = private_server(&[]);
     let manager = LockManager::new(server.url().parse().unwrap(), quick_checks());
     let ns = namespace("manager:restart-idle");
     let private = PgPool::connect(&server.url()).await.unwrap();
     let mut kept = manager.lock(ns, &1_i64).acquire().await.unwrap();
     // A second connection left idle: a wait that timed out.
-    let holder = pglock::testing::hold_lock(&private, ns, &2_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
-    let error = manager
+    let holder = hold(&private, ns, 2).await;
+    let outcome = manager
         .lock(ns, &2_i64)
         .timeout(Duration::from_millis(50))
         .acquire()
-        .await
-        .unwrap_err();
-    assert!(error.as_conflict().is_some());
+        .await;
+    expect_conflict(outcome, ConflictCause::LockTimeout);
     holder.release().await.unwrap();
     private.close().await;
     assert_eq!(manager.connections(), 2);
@@ -603,14 +543,45 @@ async fn after_a_restart_a_stale_idle_connection_is_replaced_at_once() {
     );
 }
 
+/// The pid of `server`'s postmaster, the parent of each of its backends.
+fn postmaster_pid(server: &TestServer) -> u32 {
+    let pid_file = std::fs::read_to_string(server.data_dir().join("postmaster.pid"))
+        .expect("read postmaster.pid");
+    pid_file
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse().ok())
+        .expect("a pid on postmaster.pid's first line")
+}
+
+/// The parent of a process of this machine.
+fn parent_pid(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("process {pid}: {error}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("PPid:"))
+        .and_then(|ppid| ppid.trim().parse().ok())
+        .expect("a PPid line")
+}
+
+/// Stops a backend with SIGSTOP: its process must be of this machine, so
+/// the test runs on a private server (`DATABASE_URL` may name another
+/// host, where a local pid is someone else's process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_stops_answering_is_lost_within_the_bound() {
-    let pool = pool().await;
+    let server = private_server(&[]);
+    let pool = pool_on(&server, 1).await;
     let ns = namespace("manager:hung");
     let options = quick_checks();
-    let manager = manager(options);
+    let manager = Arc::new(LockManager::new(server.url().parse().unwrap(), options));
     let mut held = manager.lock(ns, &1_i64).acquire().await.unwrap();
     let pid = holder_of(&pool, ns.id(&1_i64)).await.expect("held");
+    assert_eq!(
+        parent_pid(pid),
+        postmaster_pid(&server),
+        "the pid is a backend of the test's own server"
+    );
     let signal = |name: &str| {
         std::process::Command::new("kill")
             .args([name, &pid.to_string()])
@@ -647,11 +618,7 @@ async fn an_idle_timeout_of_never_is_accepted() {
 
 /// Terminates a backend and waits until the server no longer lists it.
 async fn terminate(pool: &PgPool, pid: i32) {
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .execute(pool)
-        .await
-        .unwrap();
+    terminate_backend(pool, pid).await;
     eventually(Duration::from_secs(10), "the backend is gone", || {
         let pool = pool.clone();
         async move {
@@ -672,9 +639,7 @@ async fn close_ends_a_wait_whose_connection_is_still_opening() {
     let pool = pool().await;
     let ns = namespace("manager:close-connecting");
     let manager = manager_with_default();
-    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold(&pool, ns, 1).await;
     // The first connection holds a lock, so the wait needs a new one.
     let _mine = manager
         .lock(ns, &2_i64)
@@ -683,10 +648,7 @@ async fn close_ends_a_wait_whose_connection_is_still_opening() {
         .unwrap()
         .unwrap();
     assert_eq!(manager.connections(), 1);
-    let waiting = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move { manager.lock(ns, &1_i64).acquire().await })
-    };
+    let waiting = spawn_managed_acquire(&manager, ns, 1, None);
     while manager.connections() < 2 {
         tokio::task::yield_now().await;
     }
@@ -711,20 +673,9 @@ async fn a_wait_routed_to_a_cut_idle_connection_moves_to_another() {
         .await
         .unwrap()
         .unwrap();
-    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold(&pool, ns, 1).await;
     // A wait that times out leaves its connection idle.
-    let waiting = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move {
-            manager
-                .lock(ns, &1_i64)
-                .timeout(Duration::from_millis(300))
-                .acquire()
-                .await
-        })
-    };
+    let waiting = spawn_managed_acquire(&manager, ns, 1, Some(Duration::from_millis(300)));
     let idle = wait_for_waiters(&pool, ns.id(&1_i64), 1).await[0];
     assert!(waiting.await.unwrap().unwrap_err().as_conflict().is_some());
     assert_eq!(manager.connections(), 2);
@@ -747,25 +698,16 @@ async fn cut_idle_connections_are_replaced_however_many() {
     let pool = pool().await;
     let ns = namespace("manager:cut-idle");
     let manager = manager_with_default();
-    let holders = [
-        pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
-            .await
-            .unwrap(),
-        pglock::testing::hold_lock(&pool, ns, &2_i64, pglock::Mode::Exclusive)
-            .await
-            .unwrap(),
-    ];
+    let holders = [hold(&pool, ns, 1).await, hold(&pool, ns, 2).await];
     // Two waits that time out leave two idle connections.
     let mut waits = Vec::new();
     for key in [1_i64, 2] {
-        let manager = Arc::clone(&manager);
-        waits.push(tokio::spawn(async move {
-            manager
-                .lock(ns, &key)
-                .timeout(Duration::from_millis(500))
-                .acquire()
-                .await
-        }));
+        waits.push(spawn_managed_acquire(
+            &manager,
+            ns,
+            key,
+            Some(Duration::from_millis(500)),
+        ));
     }
     let mut idle = wait_for_waiters(&pool, ns.id(&1_i64), 1).await;
     idle.extend(wait_for_waiters(&pool, ns.id(&2_i64), 1).await);
@@ -785,16 +727,20 @@ async fn cut_idle_connections_are_replaced_however_many() {
     );
 }
 
+/// A try's one poll sends it to a connection; dropped where no runtime
+/// runs, the try still finishes there and its lock is given back: the
+/// server's statement log shows both.
 #[test]
 fn a_try_dropped_outside_any_runtime_still_finishes() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    let server = private_server(LOGGING);
     let ns = namespace("manager:no-runtime");
     let manager = runtime.block_on(async {
         LockManager::new(
-            connect_options(),
+            server.url().parse().unwrap(),
             ManagerOptions::default().idle_timeout(Duration::from_millis(200)),
         )
     });
@@ -806,23 +752,45 @@ fn a_try_dropped_outside_any_runtime_still_finishes() {
     }));
     drop(trying);
     runtime.block_on(async {
-        let pool = pool().await;
+        let pool = pool_on(&server, 1).await;
         eventually(
             Duration::from_secs(10),
             "the abandoned try is given back and its connection retires",
             || {
                 let pool = pool.clone();
                 let connections = manager.connections();
-                async move { connections == 0 && holders(&pool, ns.id(&2_i64)).await.is_empty() }
+                // Both statements logged: a connection still opening is
+                // not counted, and nothing is held before the try.
+                let logged = statements_with(&server, &format!("pglock ns={} ", ns.label()));
+                async move {
+                    logged.len() >= 2
+                        && connections == 0
+                        && holders(&pool, ns.id(&2_i64)).await.is_empty()
+                }
             },
         )
         .await;
-        let other = tokio::time::timeout(
-            Duration::from_secs(5),
-            pglock::testing::hold_lock(&pool, ns, &2_i64, pglock::Mode::Exclusive),
-        )
-        .await;
-        assert!(other.is_ok(), "another session takes the key");
+        let marked = statements_with(&server, &format!("pglock ns={} ", ns.label()));
+        let calls: Vec<&str> = marked
+            .iter()
+            .map(|(_, statement)| match statement {
+                s if s.contains("pg_try_advisory_lock(") => "try",
+                s if s.contains("pg_advisory_unlock(") => "unlock",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            ["try", "unlock"],
+            "the poll sent the try: {marked:#?}"
+        );
+        assert_eq!(
+            marked[0].0, marked[1].0,
+            "the unlock ran on the try's connection"
+        );
+        pglock::testing::hold_lock(&pool, ns, &2_i64, pglock::Mode::Exclusive)
+            .await
+            .expect("another session takes the key");
     });
 }
 
@@ -995,13 +963,8 @@ async fn still_in_service(
 /// that transaction: the next release and acquire run, nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() {
-    let server = TestServer::start(
-        ServerOptions::new()
-            .setting("max_connections", "10")
-            .setting("max_locks_per_transaction", "64"),
-    )
-    .expect("a private server");
-    let pool = one_connection_pool(&server).await;
+    let server = private_server(SMALL_LOCK_TABLE);
+    let pool = pool_on(&server, 1).await;
     let manager = on_one_connection_without_budget(server.url().parse().unwrap());
     let ns = namespace("manager:full");
     let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
@@ -1012,70 +975,6 @@ async fn a_failed_try_in_a_heavy_connections_transaction_leaves_it_in_service() 
     still_in_service(&manager, ns, &pool, pid, held).await;
 }
 
-/// A TCP proxy that holds each chunk of the server's answers back for
-/// `delay` milliseconds while `delay` is above zero.
-struct SlowProxy {
-    port: u16,
-    delay: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl SlowProxy {
-    fn to(upstream_port: u16) -> SlowProxy {
-        use std::io::{Read, Write};
-        use std::net::{Shutdown, TcpListener, TcpStream};
-
-        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the proxy");
-        let port = listener.local_addr().unwrap().port();
-        let delay = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let slow = Arc::clone(&delay);
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { break };
-                let server = TcpStream::connect(("127.0.0.1", upstream_port)).expect("connect");
-                client.set_nodelay(true).unwrap();
-                server.set_nodelay(true).unwrap();
-                let (mut client_in, mut server_out) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut client_in, &mut server_out);
-                    let _ = server_out.shutdown(Shutdown::Write);
-                });
-                let (mut server_in, mut client_out) = (server, client);
-                let slow = Arc::clone(&slow);
-                std::thread::spawn(move || {
-                    let mut buffer = [0u8; 16 * 1024];
-                    loop {
-                        let n = match server_in.read(&mut buffer) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let ms = slow.load(Ordering::SeqCst);
-                        if ms > 0 {
-                            std::thread::sleep(Duration::from_millis(ms));
-                        }
-                        if client_out.write_all(&buffer[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = client_out.shutdown(Shutdown::Write);
-                });
-            }
-        });
-        SlowProxy { port, delay }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-            self.port
-        )
-    }
-
-    fn delay(&self, delay: Duration) {
-        self.delay.store(delay.as_millis() as u64, Ordering::SeqCst);
-    }
-}
-
 /// A failed statement aborts the transaction it ran in, and an aborted
 /// transaction has already undone its `SET LOCAL`s: were the heavy
 /// connection's transaction the one that failed, the server's short
@@ -1084,15 +983,15 @@ impl SlowProxy {
 /// rollback always arrives after that timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_timeout() {
-    let server = TestServer::start(
-        ServerOptions::new()
-            .setting("max_connections", "10")
-            .setting("max_locks_per_transaction", "64")
-            .setting("idle_in_transaction_session_timeout", "20ms"),
-    )
-    .expect("a private server");
-    let pool = one_connection_pool(&server).await;
-    let proxy = SlowProxy::to(server.port());
+    let server = private_server(
+        &[
+            SMALL_LOCK_TABLE,
+            &[("idle_in_transaction_session_timeout", "20ms")],
+        ]
+        .concat(),
+    );
+    let pool = pool_on(&server, 1).await;
+    let proxy = Proxy::to(server.port());
     let manager = on_one_connection_without_budget(proxy.url().parse().unwrap());
     let ns = namespace("manager:full-slow");
     let mut held = vec![manager.lock(ns, &0_i64).acquire().await.unwrap()];
@@ -1101,10 +1000,10 @@ async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_t
 
     // The table is still full: the next try fails too, now with its answer
     // (and so the rollback) coming 100 ms late.
-    proxy.delay(Duration::from_millis(100));
+    proxy.delay_answers(Duration::from_millis(100));
     let key = held.len() as i64;
     let tried = manager.lock(ns, &key).try_acquire().await;
-    proxy.delay(Duration::ZERO);
+    proxy.delay_answers(Duration::ZERO);
     // Had the session ended, the try would have gone on to a new
     // connection, with room in the table at once.
     assert!(
@@ -1116,18 +1015,34 @@ async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_t
     still_in_service(&manager, ns, &pool, pid, held).await;
 }
 
-/// A private server that logs every statement, a pool on it, and a
-/// manager of one connection to it.
-async fn logging_server() -> (TestServer, PgPool, Arc<LockManager>) {
-    let server = TestServer::start(
-        ServerOptions::new()
-            .setting("log_statement", "all")
-            .setting("log_line_prefix", "%m [%p] "),
-    )
-    .expect("a private server");
-    let pool = one_connection_pool(&server).await;
+/// A server that logs every statement, each line tagged with its backend's
+/// pid (read by [`statements_of`]).
+const LOGGING: &[(&str, &str)] = &[("log_statement", "all"), ("log_line_prefix", "%m [%p] ")];
+
+/// A server whose lock table fills past 1,000 locks.
+const SMALL_LOCK_TABLE: &[(&str, &str)] = &[
+    ("max_connections", "10"),
+    ("max_locks_per_transaction", "64"),
+];
+
+/// A private server that logs every statement, a pool on it, a manager of
+/// one connection to it that holds keys `0..keys` of `ns` (taken by
+/// `workers` tasks at once), and that connection's backend pid, once the
+/// connection is out of any transaction the stream of acquisitions opened
+/// (a statement that came within 2 ms of the stream would run in it, its
+/// `BEGIN` before a log read that follows).
+async fn logging_server_holding(
+    ns: &'static Namespace,
+    keys: i64,
+    workers: i64,
+) -> (TestServer, PgPool, Arc<LockManager>, Vec<ManagedLock>, i32) {
+    let server = private_server(LOGGING);
+    let pool = pool_on(&server, 1).await;
     let manager = on_one_connection(server.url().parse().unwrap());
-    (server, pool, manager)
+    let held = acquire_all(&manager, ns, 0..keys, workers).await;
+    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
+    until_idle(&pool, pid, "the stream's transaction ends").await;
+    (server, pool, manager, held, pid)
 }
 
 /// Where the server log ends now, for [`statements_of`].
@@ -1137,14 +1052,34 @@ fn log_end(server: &TestServer) -> u64 {
         .len()
 }
 
-/// The server log's statements of backend `pid` after byte `from`
-/// (`log_statement = all`, `log_line_prefix = '%m [%p] '`).
-fn statements_of(server: &TestServer, pid: i32, from: u64) -> Vec<String> {
+/// The server log's statements after byte `from`, each with its backend's
+/// pid (`log_statement = all`, `log_line_prefix = '%m [%p] '`).
+fn logged_statements(server: &TestServer, from: u64) -> Vec<(i32, String)> {
     let log = std::fs::read(server.log_file()).expect("read the server log");
-    let tag = format!("[{pid}] LOG:  ");
     String::from_utf8_lossy(&log[from as usize..])
         .lines()
-        .filter_map(|line| line.split_once(&tag).map(|(_, rest)| rest.to_owned()))
+        .filter_map(|line| {
+            let (_, tagged) = line.split_once(" [")?;
+            let (pid, statement) = tagged.split_once("] LOG:  ")?;
+            Some((pid.parse().ok()?, statement.to_owned()))
+        })
+        .collect()
+}
+
+/// The server log's statements of backend `pid` after byte `from`.
+fn statements_of(server: &TestServer, pid: i32, from: u64) -> Vec<String> {
+    logged_statements(server, from)
+        .into_iter()
+        .filter_map(|(by, statement)| (by == pid).then_some(statement))
+        .collect()
+}
+
+/// The server log's statements that contain `text`, with their backends'
+/// pids.
+fn statements_with(server: &TestServer, text: &str) -> Vec<(i32, String)> {
+    logged_statements(server, 0)
+        .into_iter()
+        .filter(|(_, statement)| statement.contains(text))
         .collect()
 }
 
@@ -1153,13 +1088,8 @@ fn statements_of(server: &TestServer, pid: i32, from: u64) -> Vec<String> {
 /// the server executed, statement by statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
-    let (server, pool, manager) = logging_server().await;
     let ns = namespace("manager:heavy-log");
-    let held = acquire_all(&manager, ns, 0..1_000, 4).await;
-    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
-    // The stream's own transaction ends first: a pair that came within 2 ms
-    // of the stream would run in it, its `BEGIN` before the log read here.
-    until_idle(&pool, pid, "the stream's transaction ends").await;
+    let (server, pool, manager, held, pid) = logging_server_holding(ns, 1_000, 4).await;
     let from = log_end(&server);
     for key in 1_000..1_020_i64 {
         let handle = manager.lock(ns, &key).acquire().await.unwrap();
@@ -1212,11 +1142,8 @@ async fn a_heavy_connections_tries_and_releases_run_in_its_transaction() {
 /// transaction only for a stream of them (or once it is heavy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lone_acquisitions_run_without_a_transaction_of_their_own() {
-    let (server, pool, manager) = logging_server().await;
     let ns = namespace("manager:lone");
-    let held = acquire_all(&manager, ns, 0..10, 1).await;
-    let pid = holder_of(&pool, ns.id(&0_i64)).await.expect("held");
-    until_idle(&pool, pid, "the stream's transaction ends").await;
+    let (server, _pool, manager, held, pid) = logging_server_holding(ns, 10, 1).await;
     let from = log_end(&server);
     for key in 10..15_i64 {
         // Quiet time before each pair: each pair is on its own, the first
@@ -1254,9 +1181,7 @@ async fn a_wait_after_a_stream_runs_in_a_transaction_of_its_own() {
     let pool = pool().await;
     let ns = namespace("manager:wait-after-stream");
     let manager = on_one_connection(connect_options());
-    let holder = pglock::testing::hold_lock(&pool, ns, &2_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold(&pool, ns, 2).await;
     for _ in 0..20 {
         manager
             .lock(ns, &1_i64)
@@ -1267,16 +1192,7 @@ async fn a_wait_after_a_stream_runs_in_a_transaction_of_its_own() {
             .await
             .unwrap();
     }
-    let waiting = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move {
-            manager
-                .lock(ns, &2_i64)
-                .timeout(Duration::from_secs(30))
-                .acquire()
-                .await
-        })
-    };
+    let waiting = spawn_managed_acquire(&manager, ns, 2, Some(Duration::from_secs(30)));
     let waiters = wait_for_waiters(&pool, ns.id(&2_i64), 1).await;
     let own: bool =
         sqlx::query_scalar("SELECT xact_start = query_start FROM pg_stat_activity WHERE pid = $1")
@@ -1314,9 +1230,7 @@ async fn tries_keep_a_connection_that_holds_nothing_from_retiring() {
     let ns = namespace("manager:polling");
     let idle = Duration::from_millis(600);
     let manager = manager(ManagerOptions::default().idle_timeout(idle));
-    let holder = pglock::testing::hold_lock(&pool, ns, &1_i64, pglock::Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold(&pool, ns, 1).await;
     assert!(
         manager
             .lock(ns, &1_i64)

@@ -186,11 +186,7 @@ async fn a_scripted_scenario_records_exact_counts_waits_and_holds() {
         )
         .await
         .unwrap();
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .execute(&pool)
-        .await
-        .unwrap();
+    terminate_backend(&pool, pid).await;
     tokio::time::timeout(Duration::from_secs(10), lease.lost())
         .await
         .expect("the lease reports the loss");

@@ -1,21 +1,17 @@
 //! A lock held by a prepared (two-phase) transaction belongs to no backend;
 //! inspection still shows it.
 
-use pglock::testing::{ServerOptions, TestServer};
+mod support;
+
 use pglock::{Mode, Namespace};
-use sqlx::postgres::PgPoolOptions;
+use support::{pool_on, private_server};
 
 static BATCHES: Namespace = Namespace::named("test:prepared:batches");
 
 #[tokio::test]
 async fn inspection_lists_locks_held_by_prepared_transactions() {
-    let server = TestServer::start(ServerOptions::new().setting("max_prepared_transactions", "2"))
-        .expect("a private server");
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&server.url())
-        .await
-        .unwrap();
+    let server = private_server(&[("max_prepared_transactions", "2")]);
+    let pool = pool_on(&server, 2).await;
     let mut tx = pool.begin().await.unwrap();
     BATCHES
         .lock(&9_i64)

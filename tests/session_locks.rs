@@ -2,35 +2,18 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pglock::{ConflictCause, Error, LeaseOptions, Mode, SessionTry};
 use sqlx::Connection;
 use support::*;
-
-/// Polls until no backend holds or waits for `id`; panics after 15 s.
-async fn until_no_lock(pool: &sqlx::PgPool, id: pglock::LockId) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let locks = locks_on(pool, id).await;
-        if locks.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{id} still locked: {locks:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_session_lock_is_held_exactly_while_its_guard_lives_despite_pool_traffic() {
     let pool = pool().await;
     let ns = namespace("pooled_session_lock");
     let id = ns.id(&"integrity-hash-retry");
-    let mut guard = ns
-        .session_lock(&"integrity-hash-retry")
-        .acquire(pool.acquire().await.unwrap())
-        .await
-        .unwrap();
+    let mut guard = take_session_lock(&pool, ns.session_lock(&"integrity-hash-retry")).await;
     let guard_pid = backend_pid(guard.connection()).await;
 
     // The job's work runs through the pool, on other connections.
@@ -72,14 +55,10 @@ async fn a_guard_dropped_without_release_frees_the_lock_and_the_pool_keeps_servi
     let pool = pool().await;
     let ns = namespace("dropped_guard");
     let id = ns.id(&1_i64);
-    let guard = ns
-        .session_lock(&1_i64)
-        .acquire(pool.acquire().await.unwrap())
-        .await
-        .unwrap();
+    let guard = take_session_lock(&pool, ns.session_lock(&1_i64)).await;
     assert_eq!(holders(&pool, id).await.len(), 1);
     drop(guard);
-    until_no_lock(&pool, id).await;
+    until_unlocked(&pool, id).await;
     let one: i32 = sqlx::query_scalar("SELECT 1")
         .fetch_one(&pool)
         .await
@@ -92,11 +71,7 @@ async fn a_cancelled_acquisition_leaves_no_waiter_and_no_lock_behind() {
     let pool = pool().await;
     let ns = namespace("cancelled_acquire");
     let id = ns.id(&1_i64);
-    let holder = ns
-        .session_lock(&1_i64)
-        .acquire(pool.acquire().await.unwrap())
-        .await
-        .unwrap();
+    let holder = take_session_lock(&pool, ns.session_lock(&1_i64)).await;
 
     let waiter_pool = pool.clone();
     let waiter = tokio::spawn(async move {
@@ -108,20 +83,9 @@ async fn a_cancelled_acquisition_leaves_no_waiter_and_no_lock_behind() {
     assert!(waiter.await.unwrap_err().is_cancelled());
 
     // The server notices the closed connection and abandons the wait.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while locks_on(&pool, id)
-        .await
-        .iter()
-        .any(|(pid, _, _)| waiters.contains(pid))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the abandoned wait is still there"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_gone(&pool, id, &waiters, "the abandoned wait leaves").await;
     holder.release().await.unwrap();
-    until_no_lock(&pool, id).await;
+    until_unlocked(&pool, id).await;
 }
 
 #[tokio::test]
@@ -139,7 +103,7 @@ async fn a_panicking_holder_leaves_no_lock_behind() {
         panic!("the job failed while holding its lock");
     });
     assert!(task.await.unwrap_err().is_panic());
-    until_no_lock(&pool, id).await;
+    until_unlocked(&pool, id).await;
     ns.session_lock(&1_i64)
         .no_wait()
         .acquire(pool.acquire().await.unwrap())
@@ -154,12 +118,7 @@ async fn a_panicking_holder_leaves_no_lock_behind() {
 async fn session_locks_exclude_wait_time_out_and_give_busy_connections_back() {
     let pool = pool().await;
     let ns = namespace("session_modes");
-    let holder = ns
-        .session_lock(&1_i64)
-        .shared()
-        .acquire(pool.acquire().await.unwrap())
-        .await
-        .unwrap();
+    let holder = take_session_lock(&pool, ns.session_lock(&1_i64).shared()).await;
     let second_reader = ns
         .session_lock(&1_i64)
         .shared()
@@ -266,12 +225,7 @@ async fn a_terminated_backend_is_reported_as_a_lost_lease_and_a_waiter_takes_ove
     });
     wait_for_waiters(&pool, id, 1).await;
 
-    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(leader_pid)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert!(terminated);
+    terminate_backend(&pool, leader_pid).await;
 
     let lost = tokio::time::timeout(options.detection_bound() * 3, lease.lost())
         .await
@@ -292,13 +246,7 @@ async fn a_terminated_backend_is_reported_as_a_lost_lease_and_a_waiter_takes_ove
 async fn the_pool_helper_commits_on_success_and_rolls_back_on_error_or_panic() {
     let pool = pool().await;
     let ns = namespace("pool_helper");
-    let table = format!("pool_helper_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {table} (v text)"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let table = fresh_table(&pool, "pool_helper", "v text").await;
     let insert = format!("INSERT INTO {table} VALUES ($1)");
     let id = ns.id(&1_i64);
 

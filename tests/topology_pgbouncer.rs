@@ -32,11 +32,12 @@ use std::time::{Duration, Instant};
 
 use pglock::testing::{self, PgBouncer, PgBouncerOptions, PoolMode, ServerOptions, TestServer};
 use pglock::{
-    Error, LeaseOptions, LockId, LockManager, ManagerOptions, Mode, Namespace, SessionTry, pg_locks,
+    Error, Lease, LeaseLost, LeaseOptions, LockId, LockManager, ManagedLock, ManagerOptions, Mode,
+    Namespace, SessionTry, pg_locks,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, Row};
-use support::{backend_pid, holders, namespace};
+use support::{backend_pid, holders, namespace, until_unlocked};
 
 const TASKS: usize = 16;
 const SECTIONS: usize = 50;
@@ -243,15 +244,6 @@ fn statements_kept(pool_size: u32) -> PgBouncerOptions {
         .reset_prepared_statements(false)
 }
 
-/// `pg_backend_pid()`, through the simple protocol.
-async fn simple_backend_pid(conn: &mut PgConnection) -> i32 {
-    let row = sqlx::raw_sql("SELECT pg_backend_pid()")
-        .fetch_one(conn)
-        .await
-        .expect("read pg_backend_pid");
-    row.try_get(0).expect("an int4")
-}
-
 /// Whether the session of `conn` holds `id` exclusively, through the
 /// simple protocol.
 async fn simple_holds(conn: &mut PgConnection, id: LockId) -> bool {
@@ -267,15 +259,6 @@ async fn simple_holds(conn: &mut PgConnection, id: LockId) -> bool {
         .await
         .expect("read pg_locks");
     row.try_get(0).expect("a bool")
-}
-
-/// Polls until no backend holds `id`; panics after 15 s.
-async fn until_released(direct: &PgPool, id: LockId) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !holders(direct, id).await.is_empty() {
-        assert!(Instant::now() < deadline, "{id} is still held");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The one backend that holds `id`.
@@ -305,7 +288,7 @@ async fn a_session_lock_through_a_transaction_pooler_is_lost_and_its_release_say
     let mut other = PgConnection::connect(&bouncer.url()).await.unwrap();
     let mut other_tx = other.begin().await.unwrap();
     assert_eq!(
-        simple_backend_pid(&mut other_tx).await,
+        backend_pid(&mut other_tx).await,
         backend_a,
         "the other client's transaction runs on the backend that holds the lock"
     );
@@ -356,115 +339,135 @@ async fn a_session_lock_through_a_transaction_pooler_is_lost_and_its_release_say
 
     // Only the end of the server connection frees it.
     drop(bouncer);
-    until_released(&direct, id).await;
+    until_unlocked(&direct, id).await;
+    direct.close().await;
+}
+
+/// The kinds of held lock that check, while held, that their session still
+/// holds them, and report the loss.
+#[derive(Clone, Copy, Debug)]
+enum Checked {
+    Lease,
+    ManagedLock,
+}
+
+/// A held lock of one of the [`Checked`] kinds, with what it takes to end
+/// it.
+enum HeldLock {
+    Lease(Lease),
+    ManagedLock(ManagedLock, LockManager),
+}
+
+impl HeldLock {
+    /// Takes `key` of `ns` through `url` as a lock of `kind` that checks
+    /// every second, and returns it with its detection bound.
+    async fn take(
+        kind: Checked,
+        url: &str,
+        ns: &'static Namespace,
+        key: i64,
+    ) -> (HeldLock, Duration) {
+        let checks = LeaseOptions::default()
+            .check_every(Duration::from_secs(1))
+            .check_timeout(Duration::from_secs(2));
+        match kind {
+            Checked::Lease => {
+                let client = PgConnection::connect(url).await.unwrap();
+                let lease = ns
+                    .session_lock(&key)
+                    .acquire_lease(client, checks)
+                    .await
+                    .unwrap();
+                (HeldLock::Lease(lease), checks.detection_bound())
+            }
+            Checked::ManagedLock => {
+                let options = ManagerOptions::default().max_connections(1).checks(checks);
+                let manager = LockManager::new(url.parse().unwrap(), options);
+                let handle = manager.lock(ns, &key).acquire().await.unwrap();
+                let bound = options.detection_bound();
+                (HeldLock::ManagedLock(handle, manager), bound)
+            }
+        }
+    }
+
+    fn is_held(&self) -> bool {
+        match self {
+            HeldLock::Lease(lease) => lease.is_held(),
+            HeldLock::ManagedLock(handle, _) => handle.is_held(),
+        }
+    }
+
+    async fn lost(&mut self) -> LeaseLost {
+        match self {
+            HeldLock::Lease(lease) => lease.lost().await,
+            HeldLock::ManagedLock(handle, _) => handle.lost().await,
+        }
+    }
+
+    /// Releases the lock, and closes the manager of a managed one.
+    async fn release(self) -> Result<(), Error> {
+        match self {
+            HeldLock::Lease(lease) => lease.release().await.map(drop),
+            HeldLock::ManagedLock(handle, manager) => {
+                let released = handle.release().await;
+                manager.close().await;
+                released
+            }
+        }
+    }
+}
+
+/// A lock of `kind` taken through a transaction pooler stays on backend A
+/// while the pooler gives A to another client: the lock's next check runs
+/// on another backend, which does not hold it, and the loss is reported
+/// within the detection bound; the lock itself stays on A, in the pool.
+async fn a_checked_lock_through_a_transaction_pooler_reports_the_loss(kind: Checked) {
+    if !PgBouncer::installed_or_skip() {
+        return;
+    }
+    let server = private_server();
+    let bouncer = bouncer(&server, statements_kept(2));
+    let direct = pool_on(&server.url(), 2).await;
+    let ns = namespace(&format!("pgbouncer_loss_{kind:?}"));
+    let id = ns.id(&7_i64);
+
+    let (mut held, bound) = HeldLock::take(kind, &bouncer.url(), ns, 7).await;
+    let backend_a = only_holder(&direct, id).await;
+    // Before the first check (in a second), another client's transaction
+    // takes A, the pool's only backend.
+    let mut other = PgConnection::connect(&bouncer.url()).await.unwrap();
+    let mut other_tx = other.begin().await.unwrap();
+    assert_eq!(backend_pid(&mut other_tx).await, backend_a);
+    assert!(held.is_held());
+
+    let lost = tokio::time::timeout(bound + Duration::from_secs(2), held.lost())
+        .await
+        .unwrap_or_else(|_| panic!("the {kind:?} reports the loss within {bound:?}"));
+    assert_eq!(lost.lock().id(), id);
+    assert!(
+        lost.reason().contains("no longer holds"),
+        "{}",
+        lost.reason()
+    );
+    assert!(!held.is_held());
+    assert!(matches!(held.release().await, Err(Error::LockLost(_))));
+
+    assert_eq!(only_holder(&direct, id).await, backend_a);
+    other_tx.commit().await.unwrap();
+    other.close().await.unwrap();
+    drop(bouncer);
+    until_unlocked(&direct, id).await;
     direct.close().await;
 }
 
 #[tokio::test]
 async fn a_lease_through_a_transaction_pooler_reports_the_loss() {
-    if !PgBouncer::installed_or_skip() {
-        return;
-    }
-    let server = private_server();
-    let bouncer = bouncer(&server, statements_kept(2));
-    let direct = pool_on(&server.url(), 2).await;
-    let ns = namespace("pgbouncer_lease");
-    let id = ns.id(&7_i64);
-
-    let options = LeaseOptions::default()
-        .check_every(Duration::from_secs(1))
-        .check_timeout(Duration::from_secs(2));
-    let client = PgConnection::connect(&bouncer.url()).await.unwrap();
-    let mut lease = ns
-        .session_lock(&7_i64)
-        .acquire_lease(client, options)
-        .await
-        .unwrap();
-    let backend_a = only_holder(&direct, id).await;
-    // Before the lease's first check (in a second), another client's
-    // transaction takes A, the pool's only backend.
-    let mut other = PgConnection::connect(&bouncer.url()).await.unwrap();
-    let mut other_tx = other.begin().await.unwrap();
-    assert_eq!(simple_backend_pid(&mut other_tx).await, backend_a);
-    assert!(lease.is_held());
-
-    // The lease's check runs on another backend, which does not hold the
-    // lock: the lease is lost, within its detection bound.
-    let lost = tokio::time::timeout(
-        options.detection_bound() + Duration::from_secs(2),
-        lease.lost(),
-    )
-    .await
-    .expect("the lease reports the loss within its detection bound");
-    assert_eq!(lost.lock().id(), id);
-    assert!(
-        lost.reason().contains("no longer holds"),
-        "{}",
-        lost.reason()
-    );
-    assert!(!lease.is_held());
-    assert!(matches!(lease.release().await, Err(Error::LockLost(_))));
-
-    // As with the guard, the lock itself is still on A, in the pool.
-    assert_eq!(only_holder(&direct, id).await, backend_a);
-    other_tx.commit().await.unwrap();
-    other.close().await.unwrap();
-    drop(bouncer);
-    until_released(&direct, id).await;
-    direct.close().await;
+    a_checked_lock_through_a_transaction_pooler_reports_the_loss(Checked::Lease).await;
 }
 
 #[tokio::test]
 async fn a_lock_manager_through_a_transaction_pooler_reports_the_loss() {
-    if !PgBouncer::installed_or_skip() {
-        return;
-    }
-    let server = private_server();
-    let bouncer = bouncer(&server, statements_kept(2));
-    let direct = pool_on(&server.url(), 2).await;
-    let ns = namespace("pgbouncer_manager");
-    let id = ns.id(&7_i64);
-
-    let options = ManagerOptions::default().max_connections(1).checks(
-        LeaseOptions::default()
-            .check_every(Duration::from_secs(1))
-            .check_timeout(Duration::from_secs(2)),
-    );
-    let manager = LockManager::new(bouncer.url().parse().unwrap(), options);
-    let mut handle = manager.lock(ns, &7_i64).acquire().await.unwrap();
-    let backend_a = only_holder(&direct, id).await;
-    // Before the manager's first check (in a second), another client's
-    // transaction takes A.
-    let mut other = PgConnection::connect(&bouncer.url()).await.unwrap();
-    let mut other_tx = other.begin().await.unwrap();
-    assert_eq!(simple_backend_pid(&mut other_tx).await, backend_a);
-    assert!(handle.is_held());
-
-    // The check runs on the other backend, which holds nothing: the handle
-    // reports the loss within the manager's detection bound.
-    let lost = tokio::time::timeout(
-        options.detection_bound() + Duration::from_secs(2),
-        handle.lost(),
-    )
-    .await
-    .expect("the handle reports the loss within the detection bound");
-    assert_eq!(lost.lock().id(), id);
-    assert!(
-        lost.reason().contains("no longer holds"),
-        "{}",
-        lost.reason()
-    );
-    assert!(!handle.is_held());
-    assert!(matches!(handle.release().await, Err(Error::LockLost(_))));
-
-    // The lock itself is still on A, in the pool.
-    assert_eq!(only_holder(&direct, id).await, backend_a);
-    other_tx.commit().await.unwrap();
-    other.close().await.unwrap();
-    manager.close().await;
-    drop(bouncer);
-    until_released(&direct, id).await;
-    direct.close().await;
+    a_checked_lock_through_a_transaction_pooler_reports_the_loss(Checked::ManagedLock).await;
 }
 
 #[tokio::test]
@@ -509,7 +512,7 @@ async fn session_locks_keep_their_backend_through_a_session_pooler() {
     let client = PgConnection::connect(&bouncer.url()).await.unwrap();
     let guard = ns.session_lock(&2_i64).acquire(client).await.unwrap();
     drop(guard);
-    until_released(&direct, ns.id(&2_i64)).await;
+    until_unlocked(&direct, ns.id(&2_i64)).await;
 
     drop(bouncer);
     direct.close().await;

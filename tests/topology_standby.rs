@@ -13,18 +13,16 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::Duration;
 
 use pglock::testing::{ServerOptions, TestServer};
 use pglock::{Error, LeaseOptions, Namespace, XactLockSet};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Transaction};
-use support::{find_busy_once, hold_until_awaited, namespace};
+use support::proxy::Proxy;
+use support::{backend_pid, find_busy_once, hold_until_awaited, namespace};
 
 static PAIRS: Namespace = Namespace::named_pair("test:topology:standby:pairs");
 
@@ -271,93 +269,10 @@ async fn a_standby_built_by_the_kit_streams_from_its_primary() {
     drop(primary);
 }
 
-/// A TCP proxy for one connection that counts the server's ReadyForQuery
-/// messages: one per round trip (each Sync, each simple query).
-struct RoundTrips {
-    port: u16,
-    ready_for_query: Arc<AtomicUsize>,
-}
-
-impl RoundTrips {
-    fn proxy_to(upstream_port: u16) -> RoundTrips {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind the proxy");
-        let port = listener.local_addr().unwrap().port();
-        let ready_for_query = Arc::new(AtomicUsize::new(0));
-        let count = ready_for_query.clone();
-        thread::spawn(move || {
-            let (client, _) = listener.accept().expect("accept the client");
-            let server = TcpStream::connect(("127.0.0.1", upstream_port)).expect("connect");
-            client.set_nodelay(true).unwrap();
-            server.set_nodelay(true).unwrap();
-            let (mut client_in, mut server_out) =
-                (client.try_clone().unwrap(), server.try_clone().unwrap());
-            thread::spawn(move || {
-                let _ = std::io::copy(&mut client_in, &mut server_out);
-                let _ = server_out.shutdown(Shutdown::Write);
-            });
-            count_ready_for_query(server, client, &count);
-        });
-        RoundTrips {
-            port,
-            ready_for_query,
-        }
-    }
-
-    /// The URL through the proxy (no TLS: the proxy reads the messages).
-    fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-            self.port
-        )
-    }
-
-    fn count(&self) -> usize {
-        self.ready_for_query.load(Ordering::SeqCst)
-    }
-}
-
-/// Forwards the server's bytes to the client, counting `Z` messages. Every
-/// server message is a type byte and a big-endian length that counts itself.
-fn count_ready_for_query(mut server: TcpStream, mut client: TcpStream, count: &AtomicUsize) {
-    let mut header = Vec::with_capacity(5);
-    let mut skip = 0usize;
-    let mut buffer = [0u8; 16 * 1024];
-    loop {
-        let n = match server.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let mut rest = &buffer[..n];
-        while !rest.is_empty() {
-            if skip > 0 {
-                let step = skip.min(rest.len());
-                skip -= step;
-                rest = &rest[step..];
-                continue;
-            }
-            let step = (5 - header.len()).min(rest.len());
-            header.extend_from_slice(&rest[..step]);
-            rest = &rest[step..];
-            if header.len() == 5 {
-                if header[0] == b'Z' {
-                    count.fetch_add(1, Ordering::SeqCst);
-                }
-                let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-                skip = (length as usize).saturating_sub(4);
-                header.clear();
-            }
-        }
-        if client.write_all(&buffer[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = client.shutdown(Shutdown::Write);
-}
-
 /// What a connection through a round-trip counter cost, from the counter
 /// and the server log (filtered by the connection's backend pid).
 struct Probe {
-    trips: RoundTrips,
+    trips: Proxy,
     log: std::path::PathBuf,
     pid: i32,
 }
@@ -365,12 +280,9 @@ struct Probe {
 impl Probe {
     /// A connection to `server` through a new counter, and its probe.
     async fn connect(server: &TestServer) -> (PgConnection, Probe) {
-        let trips = RoundTrips::proxy_to(server.port());
+        let trips = Proxy::to(server.port());
         let mut conn = PgConnection::connect(&trips.url()).await.unwrap();
-        let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+        let pid = backend_pid(&mut conn).await;
         let probe = Probe {
             trips,
             log: server.log_file().to_path_buf(),
@@ -381,7 +293,7 @@ impl Probe {
 
     fn mark(&self) -> (usize, u64) {
         let log_len = std::fs::metadata(&self.log).map_or(0, |m| m.len());
-        (self.trips.count(), log_len)
+        (self.trips.round_trips(), log_len)
     }
 
     /// The round trips since `mark`, and the statements this backend logged
@@ -396,7 +308,7 @@ impl Probe {
             .filter(|line| line.contains(&tag))
             .map(str::to_owned)
             .collect();
-        (self.trips.count() - trips, statements)
+        (self.trips.round_trips() - trips, statements)
     }
 }
 

@@ -5,16 +5,15 @@ mod support;
 
 use std::time::Duration;
 
-use pglock::{ConflictCause, Error, Mode, XactLockSet, testing};
+use pglock::{ConflictCause, Error, LockId, Mode, Namespace, XactLockSet, testing};
+use sqlx::{PgPool, Postgres, Transaction};
 use support::*;
 
 #[tokio::test]
 async fn exclusive_excludes_exclusive_and_shared() {
     let pool = pool().await;
     let ns = namespace("exclusive_excludes");
-    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold(&pool, ns, 1).await;
 
     let mut other = pool.begin().await.unwrap();
     assert!(!ns.lock(&1_i64).try_acquire(&mut other).await.unwrap());
@@ -79,12 +78,7 @@ async fn a_queued_exclusive_waiter_blocks_a_new_shared_request() {
     let mut reader = pool.begin().await.unwrap();
     ns.lock(&7_i64).shared().acquire(&mut reader).await.unwrap();
 
-    let writer_pool = pool.clone();
-    let writer = tokio::spawn(async move {
-        let mut tx = writer_pool.begin().await.unwrap();
-        ns.lock(&7_i64).acquire(&mut tx).await.unwrap();
-        tx.commit().await.unwrap();
-    });
+    let writer = spawn_xact_acquire(&pool, ns.lock(&7_i64));
     wait_for_waiters(&pool, id, 1).await;
 
     let mut late_reader = pool.begin().await.unwrap();
@@ -97,16 +91,21 @@ async fn a_queued_exclusive_waiter_blocks_a_new_shared_request() {
         "a shared request must queue behind the waiting exclusive one"
     );
     reader.commit().await.unwrap();
-    writer.await.unwrap();
+    writer.await.unwrap().unwrap();
 }
 
-#[tokio::test]
-async fn locks_end_at_commit_not_before() {
+/// Takes key 1 of `ns` in `mode` in a transaction, checks that its backend
+/// still holds it after another statement, ends the transaction (a commit
+/// when `commit`, else a rollback) and checks that nobody holds it then.
+async fn assert_held_until_the_transaction_ends(ns: &'static Namespace, mode: Mode, commit: bool) {
     let pool = pool().await;
-    let ns = namespace("end_at_commit");
     let id = ns.id(&1_i64);
     let mut tx = pool.begin().await.unwrap();
-    ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
+    ns.lock(&1_i64)
+        .with_mode(mode)
+        .acquire(&mut tx)
+        .await
+        .unwrap();
     let pid = backend_pid(&mut tx).await;
     sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
     assert_eq!(
@@ -114,116 +113,124 @@ async fn locks_end_at_commit_not_before() {
         vec![pid],
         "held across statements"
     );
-    tx.commit().await.unwrap();
-    assert!(
-        holders(&pool, id).await.is_empty(),
-        "released by the commit"
-    );
+    match commit {
+        true => tx.commit().await.unwrap(),
+        false => tx.rollback().await.unwrap(),
+    }
+    assert!(holders(&pool, id).await.is_empty(), "released at the end");
+}
+
+#[tokio::test]
+async fn locks_end_at_commit_not_before() {
+    let ns = namespace("end_at_commit");
+    assert_held_until_the_transaction_ends(ns, Mode::Exclusive, true).await;
 }
 
 #[tokio::test]
 async fn locks_end_at_rollback_not_before() {
-    let pool = pool().await;
     let ns = namespace("end_at_rollback");
-    let id = ns.id(&1_i64);
-    let mut tx = pool.begin().await.unwrap();
-    ns.lock(&1_i64).shared().acquire(&mut tx).await.unwrap();
-    let pid = backend_pid(&mut tx).await;
-    assert_eq!(holders(&pool, id).await, vec![pid]);
-    tx.rollback().await.unwrap();
-    assert!(
-        holders(&pool, id).await.is_empty(),
-        "released by the rollback"
-    );
+    assert_held_until_the_transaction_ends(ns, Mode::Shared, false).await;
 }
 
 #[tokio::test]
 async fn a_timeout_becomes_a_conflict_naming_the_lock() {
     let pool = pool().await;
     let ns = namespace("timeout_conflict");
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&42_i64).acquire(&mut holder).await.unwrap();
+    let _holder = hold(&pool, ns, 42).await;
 
     let mut waiter = pool.begin().await.unwrap();
-    let error = ns
-        .lock(&42_i64)
-        .shared()
+    let request = ns.lock(&42_i64).shared();
+    let outcome = request
         .timeout(Duration::from_millis(200))
         .acquire(&mut waiter)
-        .await
-        .unwrap_err();
-    let conflict = error.as_conflict().expect("a conflict");
-    assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
+        .await;
+    assert!(outcome.as_ref().is_err_and(Error::is_retryable));
+    let conflict = expect_conflict(outcome, ConflictCause::LockTimeout);
     assert_eq!(conflict.sqlstate(), "55P03");
     assert_eq!(conflict.lock().namespace(), ns.label());
     assert_eq!(conflict.lock().id(), ns.id(&42_i64));
     assert_eq!(conflict.lock().mode(), Mode::Shared);
     assert!(
         conflict.waited() >= Duration::from_millis(150),
-        "{:?}",
-        conflict.waited()
+        "{conflict}"
     );
-    assert!(error.is_retryable());
 }
 
 #[tokio::test]
 async fn a_stricter_existing_lock_timeout_wins_over_the_cap() {
     let pool = pool().await;
     let ns = namespace("stricter_wins");
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+    let _holder = hold(&pool, ns, 1).await;
 
     let mut waiter = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL lock_timeout = '100ms'")
-        .execute(&mut *waiter)
-        .await
-        .unwrap();
+    set_local(&mut waiter, "lock_timeout", "100ms").await;
     // With a 10 minute cap, only the caller's 100ms can end this wait.
-    let error = ns
-        .lock(&1_i64)
-        .timeout(Duration::from_secs(600))
-        .acquire(&mut waiter)
-        .await
-        .unwrap_err();
-    let conflict = error.as_conflict().expect("a conflict");
-    assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
-    assert!(
-        conflict.waited() < Duration::from_secs(60),
-        "{:?}",
-        conflict.waited()
-    );
+    let request = ns.lock(&1_i64).timeout(Duration::from_secs(600));
+    let outcome = request.acquire(&mut waiter).await;
+    let conflict = expect_conflict(outcome, ConflictCause::LockTimeout);
+    assert!(conflict.waited() < Duration::from_secs(60), "{conflict}");
 }
 
 #[tokio::test]
 async fn a_longer_existing_lock_timeout_is_capped() {
     let pool = pool().await;
     let ns = namespace("longer_capped");
-    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold(&pool, ns, 1).await;
     for previous in ["1h", "1d", "30s"] {
         let mut waiter = pool.begin().await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SET LOCAL lock_timeout = '{previous}'"
-        )))
-        .execute(&mut *waiter)
-        .await
-        .unwrap();
-        let error = ns
-            .lock(&1_i64)
-            .timeout(Duration::from_millis(100))
-            .acquire(&mut waiter)
-            .await
-            .unwrap_err();
-        let conflict = error.as_conflict().expect("a conflict");
-        assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
+        set_local(&mut waiter, "lock_timeout", previous).await;
+        let request = ns.lock(&1_i64).timeout(Duration::from_millis(100));
+        let outcome = request.acquire(&mut waiter).await;
+        let conflict = expect_conflict(outcome, ConflictCause::LockTimeout);
         assert!(
             conflict.waited() < Duration::from_secs(20),
-            "{previous}: {:?}",
-            conflict.waited()
+            "{previous}: {conflict}"
         );
     }
     holder.release().await.unwrap();
+}
+
+/// Waits for a fresh key of `ns` after `key` (in `mode`, for at most 5 s),
+/// found busy once before when `busy_before`, in a transaction whose
+/// `lock_timeout` is `previous`, against a holder that lets go as soon as
+/// the server sees the wait. On a busy machine a strict `previous` may
+/// still run out first: that is no successful wait, and the next key is
+/// tried, up to five times. Returns the transaction, which holds the lock,
+/// and the lock's id.
+async fn successful_wait(
+    pool: &PgPool,
+    ns: &'static Namespace,
+    key: &mut i64,
+    (mode, busy_before): (Mode, bool),
+    previous: &str,
+) -> (Transaction<'static, Postgres>, LockId) {
+    for attempt in 1..=5 {
+        *key += 1;
+        if busy_before {
+            find_busy_once(pool, ns, *key).await;
+        }
+        let id = ns.id(&*key);
+        let holder = hold_until_awaited(pool, id).await;
+        let mut tx = pool.begin().await.unwrap();
+        set_local(&mut tx, "lock_timeout", previous).await;
+        let request = ns
+            .lock(&*key)
+            .with_mode(mode)
+            .timeout(Duration::from_secs(5));
+        let outcome = request.acquire(&mut tx).await;
+        holder.await.unwrap();
+        match outcome {
+            Err(Error::Conflict(conflict))
+                if conflict.cause() == ConflictCause::LockTimeout && attempt < 5 => {}
+            other => {
+                let acquired = other
+                    .unwrap_or_else(|error| panic!("wait with lock_timeout {previous}: {error}"));
+                assert!(acquired.was_contended(), "the lock was busy at first");
+                return (tx, id);
+            }
+        }
+    }
+    unreachable!("the fifth attempt returns")
 }
 
 #[tokio::test]
@@ -232,57 +239,29 @@ async fn a_successful_capped_wait_restores_lock_timeout_byte_for_byte() {
     let ns = namespace("restore_exact");
     let mut key = 0_i64;
     for previous in ["0", "100ms", "1min", "10s", "1500ms", "1d"] {
-        // The holder lets go as soon as the server sees the wait; on a busy
-        // machine that may still take longer than a strict 100ms, and the
-        // wait then times out. That is no successful wait: try again.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            key += 1;
-            let id = ns.id(&key);
-            let holder = hold_until_awaited(&pool, id).await;
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SET LOCAL lock_timeout = '{previous}'"
-            )))
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-            let outcome = ns
-                .lock(&key)
-                .timeout(Duration::from_secs(5))
-                .acquire(&mut tx)
-                .await;
-            holder.await.unwrap();
-            let acquired = match outcome {
-                Err(Error::Conflict(conflict))
-                    if conflict.cause() == ConflictCause::LockTimeout && attempts < 5 =>
-                {
-                    continue;
-                }
-                other => other
-                    .unwrap_or_else(|error| panic!("wait with lock_timeout {previous}: {error}")),
-            };
-            assert!(acquired.was_contended(), "the lock was busy at first");
-            assert_eq!(lock_timeout(&mut tx).await, previous);
-            assert_eq!(holders(&pool, id).await, vec![backend_pid(&mut tx).await]);
-            tx.commit().await.unwrap();
-            break;
-        }
+        let waited = (Mode::Exclusive, false);
+        let (mut tx, id) = successful_wait(&pool, ns, &mut key, waited, previous).await;
+        assert_eq!(lock_timeout(&mut tx).await, previous);
+        assert_eq!(holders(&pool, id).await, vec![backend_pid(&mut tx).await]);
+        tx.commit().await.unwrap();
     }
 }
 
-#[tokio::test]
-async fn an_unbounded_wait_leaves_lock_timeout_untouched() {
+/// Waits without a timeout for key 1 of `ns` (found busy once before when
+/// `busy_before`) in a transaction whose `lock_timeout` is `7s`, against a
+/// holder that lets go once the wait is seen; the wait leaves
+/// `lock_timeout` as it was.
+async fn assert_an_unbounded_wait_leaves_lock_timeout_untouched(
+    ns: &'static Namespace,
+    busy_before: bool,
+) {
     let pool = pool().await;
-    let ns = namespace("unbounded_wait");
-    let id = ns.id(&1_i64);
-    let holder = hold_until_awaited(&pool, id).await;
+    if busy_before {
+        find_busy_once(&pool, ns, 1).await;
+    }
+    let holder = hold_until_awaited(&pool, ns.id(&1_i64)).await;
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL lock_timeout = '7s'")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_local(&mut tx, "lock_timeout", "7s").await;
     let acquired = ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
     assert!(acquired.was_contended());
     assert_eq!(lock_timeout(&mut tx).await, "7s");
@@ -290,20 +269,21 @@ async fn an_unbounded_wait_leaves_lock_timeout_untouched() {
 }
 
 #[tokio::test]
+async fn an_unbounded_wait_leaves_lock_timeout_untouched() {
+    let ns = namespace("unbounded_wait");
+    assert_an_unbounded_wait_leaves_lock_timeout_untouched(ns, false).await;
+}
+
+#[tokio::test]
 async fn a_statement_timeout_during_the_wait_has_its_own_cause() {
     let pool = pool().await;
     let ns = namespace("statement_timeout");
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+    let _holder = hold(&pool, ns, 1).await;
 
     let mut waiter = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL statement_timeout = '150ms'")
-        .execute(&mut *waiter)
-        .await
-        .unwrap();
-    let error = ns.lock(&1_i64).acquire(&mut waiter).await.unwrap_err();
-    let conflict = error.as_conflict().expect("a conflict");
-    assert_eq!(conflict.cause(), ConflictCause::StatementTimeoutOrCancel);
+    set_local(&mut waiter, "statement_timeout", "150ms").await;
+    let outcome = ns.lock(&1_i64).acquire(&mut waiter).await;
+    let conflict = expect_conflict(outcome, ConflictCause::StatementTimeoutOrCancel);
     assert_eq!(conflict.sqlstate(), "57014");
 }
 
@@ -332,8 +312,7 @@ async fn a_real_deadlock_maps_to_the_deadlock_cause() {
         other => panic!("expected exactly one deadlock victim, got {other:?}"),
     };
     let () = succeeded;
-    let conflict = failed.as_conflict().expect("a conflict");
-    assert_eq!(conflict.cause(), ConflictCause::Deadlock);
+    let conflict = expect_conflict(Err::<(), _>(failed), ConflictCause::Deadlock);
     assert_eq!(conflict.sqlstate(), "40P01");
     assert!([a, b].contains(&conflict.lock().id()));
 }
@@ -342,26 +321,14 @@ async fn a_real_deadlock_maps_to_the_deadlock_cause() {
 async fn with_a_savepoint_a_conflict_leaves_the_transaction_usable() {
     let pool = pool().await;
     let ns = namespace("savepoint");
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&2_i64).acquire(&mut holder).await.unwrap();
+    let _holder = hold(&pool, ns, 2).await;
 
     let mut tx = pool.begin().await.unwrap();
     ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
-    sqlx::query("SET LOCAL lock_timeout = '1min'")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let error = ns
-        .lock(&2_i64)
-        .timeout(Duration::from_millis(100))
-        .in_savepoint()
-        .acquire(&mut tx)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        error.as_conflict().map(|c| c.cause()),
-        Some(ConflictCause::LockTimeout)
-    );
+    set_local(&mut tx, "lock_timeout", "1min").await;
+    let request = ns.lock(&2_i64).timeout(Duration::from_millis(100));
+    let outcome = request.in_savepoint().acquire(&mut tx).await;
+    expect_conflict(outcome, ConflictCause::LockTimeout);
 
     let one: i32 = sqlx::query_scalar("SELECT 1")
         .fetch_one(&mut *tx)
@@ -382,15 +349,8 @@ async fn with_a_savepoint_a_conflict_leaves_the_transaction_usable() {
 async fn without_a_savepoint_a_conflict_aborts_the_transaction() {
     let pool = pool().await;
     let ns = namespace("no_savepoint");
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
-
     let mut tx = pool.begin().await.unwrap();
-    ns.lock(&1_i64)
-        .timeout(Duration::from_millis(50))
-        .acquire(&mut tx)
-        .await
-        .unwrap_err();
+    let _holder = time_out_behind_a_holder(&pool, ns, 1, &mut tx).await;
     let error = sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap_err();
     assert_eq!(
         error.as_database_error().and_then(|e| e.code()).as_deref(),
@@ -423,8 +383,7 @@ async fn a_savepoint_wait_that_succeeds_keeps_the_lock() {
 async fn no_wait_fails_busy_and_try_acquire_says_false() {
     let pool = pool().await;
     let ns = namespace("no_wait");
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&5_i64).acquire(&mut holder).await.unwrap();
+    let _holder = hold(&pool, ns, 5).await;
 
     let mut tx = pool.begin().await.unwrap();
     match ns.lock(&5_i64).no_wait().acquire(&mut tx).await {
@@ -494,19 +453,15 @@ async fn a_lock_set_takes_every_key_once_and_the_strongest_mode() {
 async fn a_lock_set_waits_for_a_busy_key_under_one_deadline() {
     let pool = pool().await;
     let ns = namespace("set_deadline");
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&2_i64).acquire(&mut holder).await.unwrap();
+    let _holder = hold(&pool, ns, 2).await;
 
     let mut tx = pool.begin().await.unwrap();
-    let error = ns
+    let request = ns
         .lock_many([1_i64, 2, 3])
-        .timeout(Duration::from_millis(200))
-        .acquire(&mut tx)
-        .await
-        .unwrap_err();
-    let conflict = error.as_conflict().expect("a conflict");
+        .timeout(Duration::from_millis(200));
+    let outcome = request.acquire(&mut tx).await;
+    let conflict = expect_conflict(outcome, ConflictCause::LockTimeout);
     assert_eq!(conflict.lock().id(), ns.id(&2_i64));
-    assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
 }
 
 #[tokio::test]
@@ -536,34 +491,21 @@ async fn the_marker_names_the_namespace_of_a_waiting_backend() {
     let pool = pool().await;
     let ns = namespace("marker");
     let id = ns.id(&1_i64);
-    let mut holder = pool.begin().await.unwrap();
-    ns.lock(&1_i64).acquire(&mut holder).await.unwrap();
+    let holder = hold(&pool, ns, 1).await;
 
-    let waiter_pool = pool.clone();
-    let waiter = tokio::spawn(async move {
-        let mut tx = waiter_pool.begin().await.unwrap();
-        ns.lock(&1_i64)
-            .timeout(Duration::from_secs(30))
-            .acquire(&mut tx)
-            .await
-            .unwrap();
-    });
+    let waiter = spawn_xact_acquire(&pool, ns.lock(&1_i64).timeout(Duration::from_secs(30)));
     let waiter_pid = testing::wait_for_waiter(&pool, ns, Duration::from_secs(30))
         .await
         .unwrap()
         .expect("a backend waits on the namespace");
     assert_eq!(wait_for_waiters(&pool, id, 1).await, vec![waiter_pid]);
-    let query: String = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
-        .bind(waiter_pid)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let query = current_query(&pool, waiter_pid).await;
     assert!(
         query.starts_with(&format!("/* pglock ns={} */", ns.label())),
         "{query}"
     );
-    holder.commit().await.unwrap();
-    waiter.await.unwrap();
+    holder.release().await.unwrap();
+    waiter.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -650,18 +592,11 @@ async fn the_extreme_ids_can_be_waited_for_on_every_path() {
         .await
         .unwrap();
     let mut tx = pool.begin().await.unwrap();
-    let error = EXTREME_PAIRS
+    let request = EXTREME_PAIRS
         .lock(&i32::MIN)
-        .timeout(Duration::from_millis(50))
-        .in_savepoint()
-        .acquire(&mut tx)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        error.as_conflict().map(|c| c.cause()),
-        Some(ConflictCause::LockTimeout),
-        "{error}"
-    );
+        .timeout(Duration::from_millis(50));
+    let outcome = request.in_savepoint().acquire(&mut tx).await;
+    expect_conflict(outcome, ConflictCause::LockTimeout);
     holder.release().await.unwrap();
 }
 
@@ -669,9 +604,7 @@ async fn the_extreme_ids_can_be_waited_for_on_every_path() {
 async fn a_lock_set_that_does_not_wait_takes_all_or_nothing() {
     let pool = pool().await;
     let ns = namespace("set_all_or_nothing");
-    let holder = testing::hold_lock(&pool, ns, &3_i64, Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold(&pool, ns, 3).await;
     let mut tx = pool.begin().await.unwrap();
     ns.lock(&0_i64).acquire(&mut tx).await.unwrap();
     let error = ns
@@ -718,48 +651,15 @@ async fn a_lock_found_busy_before_is_waited_for_in_one_statement_that_restores_l
     let ns = namespace("one_statement_restore");
     let mut key = 0_i64;
     for previous in ["0", "100ms", "1min", "1500ms", "1d"] {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            key += 1;
-            find_busy_once(&pool, ns, key).await;
-            let id = ns.id(&key);
-            let holder = hold_until_awaited(&pool, id).await;
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SET LOCAL lock_timeout = '{previous}'"
-            )))
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-            let outcome = ns
-                .lock(&key)
-                .shared()
-                .timeout(Duration::from_secs(5))
-                .acquire(&mut tx)
-                .await;
-            holder.await.unwrap();
-            // As in the test above: a strict 100ms may run out on a busy
-            // machine before the holder lets go.
-            let acquired = match outcome {
-                Err(Error::Conflict(conflict))
-                    if conflict.cause() == ConflictCause::LockTimeout && attempts < 5 =>
-                {
-                    continue;
-                }
-                other => other
-                    .unwrap_or_else(|error| panic!("wait with lock_timeout {previous}: {error}")),
-            };
-            assert!(acquired.was_contended(), "the lock was busy at first");
-            assert_eq!(lock_timeout(&mut tx).await, previous);
-            let pid = backend_pid(&mut tx).await;
-            assert_eq!(
-                locks_on(&pool, id).await,
-                vec![(pid, "ShareLock".to_owned(), true)]
-            );
-            tx.commit().await.unwrap();
-            break;
-        }
+        let waited = (Mode::Shared, true);
+        let (mut tx, id) = successful_wait(&pool, ns, &mut key, waited, previous).await;
+        assert_eq!(lock_timeout(&mut tx).await, previous);
+        let pid = backend_pid(&mut tx).await;
+        assert_eq!(
+            locks_on(&pool, id).await,
+            vec![(pid, "ShareLock".to_owned(), true)]
+        );
+        tx.commit().await.unwrap();
     }
 }
 
@@ -767,32 +667,18 @@ async fn a_lock_found_busy_before_is_waited_for_in_one_statement_that_restores_l
 async fn a_lock_found_busy_before_keeps_a_stricter_lock_timeout_and_caps_a_longer_one() {
     let pool = pool().await;
     let ns = namespace("one_statement_cap");
-    find_busy_once(&pool, ns, 1).await;
-    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
-        .await
-        .unwrap();
+    let holder = hold_found_busy(&pool, ns, 1).await;
     for (previous, timeout) in [("100ms", 600_000), ("1h", 100), ("0", 100)] {
         let mut waiter = pool.begin().await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SET LOCAL lock_timeout = '{previous}'"
-        )))
-        .execute(&mut *waiter)
-        .await
-        .unwrap();
-        let error = ns
-            .lock(&1_i64)
-            .timeout(Duration::from_millis(timeout))
-            .acquire(&mut waiter)
-            .await
-            .unwrap_err();
-        let conflict = error.as_conflict().expect("a conflict");
-        assert_eq!(conflict.cause(), ConflictCause::LockTimeout);
+        set_local(&mut waiter, "lock_timeout", previous).await;
+        let request = ns.lock(&1_i64).timeout(Duration::from_millis(timeout));
+        let outcome = request.acquire(&mut waiter).await;
+        let conflict = expect_conflict(outcome, ConflictCause::LockTimeout);
         assert_eq!(conflict.lock().id(), ns.id(&1_i64));
         assert_eq!(conflict.lock().mode(), Mode::Exclusive);
         assert!(
             conflict.waited() < Duration::from_secs(20),
-            "{previous}, {timeout}ms: {:?}",
-            conflict.waited()
+            "{previous}, {timeout}ms: {conflict}"
         );
     }
     holder.release().await.unwrap();
@@ -800,19 +686,8 @@ async fn a_lock_found_busy_before_keeps_a_stricter_lock_timeout_and_caps_a_longe
 
 #[tokio::test]
 async fn a_lock_found_busy_before_and_waited_for_without_a_timeout_leaves_lock_timeout_untouched() {
-    let pool = pool().await;
     let ns = namespace("one_statement_unbounded");
-    find_busy_once(&pool, ns, 1).await;
-    let holder = hold_until_awaited(&pool, ns.id(&1_i64)).await;
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL lock_timeout = '7s'")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let acquired = ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
-    assert!(acquired.was_contended());
-    assert_eq!(lock_timeout(&mut tx).await, "7s");
-    holder.await.unwrap();
+    assert_an_unbounded_wait_leaves_lock_timeout_untouched(ns, true).await;
 }
 
 #[tokio::test]
@@ -821,16 +696,9 @@ async fn a_lock_found_busy_before_but_free_now_is_taken_without_waiting() {
     let ns = namespace("one_statement_free");
     find_busy_once(&pool, ns, 1).await;
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL lock_timeout = '1min'")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let acquired = ns
-        .lock(&1_i64)
-        .timeout(Duration::from_secs(5))
-        .acquire(&mut tx)
-        .await
-        .unwrap();
+    set_local(&mut tx, "lock_timeout", "1min").await;
+    let request = ns.lock(&1_i64).timeout(Duration::from_secs(5));
+    let acquired = request.acquire(&mut tx).await.unwrap();
     assert!(!acquired.was_contended());
     assert_eq!(lock_timeout(&mut tx).await, "1min");
     let pid = backend_pid(&mut tx).await;
@@ -854,20 +722,8 @@ async fn inspection_shows_a_wait_in_one_statement_as_the_lock_it_waits_for() {
     let pool = pool().await;
     let ns = namespace("one_statement_inspection");
     let id = ns.id(&1_i64);
-    find_busy_once(&pool, ns, 1).await;
-    let holder = testing::hold_lock(&pool, ns, &1_i64, Mode::Exclusive)
-        .await
-        .unwrap();
-    let waiter_pool = pool.clone();
-    let waiter = tokio::spawn(async move {
-        let mut tx = waiter_pool.begin().await.unwrap();
-        ns.lock(&1_i64)
-            .timeout(Duration::from_secs(30))
-            .acquire(&mut tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    });
+    let holder = hold_found_busy(&pool, ns, 1).await;
+    let waiter = spawn_xact_acquire(&pool, ns.lock(&1_i64).timeout(Duration::from_secs(30)));
     let waiter_pid = wait_for_waiters(&pool, id, 1).await[0];
     let inspection = pglock::inspect(&pool).await.unwrap();
     let rows: Vec<_> = inspection
@@ -887,5 +743,5 @@ async fn inspection_shows_a_wait_in_one_statement_as_the_lock_it_waits_for() {
         "the awaited lock, named, alone"
     );
     holder.release().await.unwrap();
-    waiter.await.unwrap();
+    waiter.await.unwrap().unwrap();
 }

@@ -125,7 +125,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub use error::TestingError;
-pub use locks::{LockHolder, assert_holds, hold_lock, holds, wait_for_waiter};
+pub use locks::{LockHolder, assert_holds, hold_lock, holds, wait_for_waiter, wait_for_waiters};
 pub use pgbouncer::{PgBouncer, PgBouncerOptions, PoolMode};
 
 use env::Env;

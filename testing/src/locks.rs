@@ -140,6 +140,72 @@ pub async fn wait_for_waiter(
     }
 }
 
+/// The pids of the backends of this database that wait for `id`, first
+/// come first (`$1`, `$2`: [`pg_locks::encode`]).
+static WAITERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT l.pid FROM pg_catalog.pg_locks l WHERE {} AND NOT l.granted \
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database \
+                             WHERE datname = pg_catalog.current_database()) \
+         ORDER BY l.waitstart, l.pid",
+        pg_locks::MATCHES
+    )
+});
+
+/// Polls `pg_locks` until at least `count` backends wait for the lock `id`
+/// (in any mode, from any code), and returns their pids, first come first;
+/// when fewer waited within `within`, returns those that did.
+///
+/// A test that starts contenders and must know they all queue before it
+/// lets the holder go waits for them here, instead of sleeping.
+///
+/// ```no_run
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+/// use std::time::Duration;
+/// use pglock_runtime::{Mode, Namespace};
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
+/// let holder = pglock_testing::hold_lock(pool, &JOBS, &1_i64, Mode::Exclusive).await?;
+/// let mut contenders = Vec::new();
+/// for _ in 0..2 {
+///     let pool = pool.clone();
+///     contenders.push(tokio::spawn(async move {
+///         let mut tx = pool.begin().await?;
+///         JOBS.lock(&1_i64).acquire(&mut tx).await?;
+///         tx.commit().await?;
+///         Ok::<_, pglock_runtime::Error>(())
+///     }));
+/// }
+/// let waiters =
+///     pglock_testing::wait_for_waiters(pool, JOBS.id(&1_i64), 2, Duration::from_secs(10)).await?;
+/// assert_eq!(waiters.len(), 2, "both contenders queue for job 1");
+/// holder.release().await?;
+/// for contender in contenders {
+///     contender.await.expect("a contender ran")?;
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn wait_for_waiters(
+    pool: &PgPool,
+    id: LockId,
+    count: usize,
+    within: Duration,
+) -> Result<Vec<i32>, Error> {
+    let (encoded, objsubid) = pg_locks::encode(id);
+    let deadline = Instant::now() + within;
+    loop {
+        let waiters: Vec<i32> = sqlx::query_scalar(WAITERS.as_str())
+            .bind(encoded)
+            .bind(objsubid)
+            .fetch_all(pool)
+            .await?;
+        if waiters.len() >= count || Instant::now() >= deadline {
+            return Ok(waiters);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Whether this backend holds a granted advisory lock on one id (`$1`, `$2`:
 /// [`pg_locks::encode`]) in one mode (`$3`).
 static HOLDS: LazyLock<String> = LazyLock::new(|| {

@@ -1,20 +1,34 @@
 //! Shared helpers of the integration tests: a pool on the test server, fresh
-//! namespaces, and observers of what the server shows.
+//! namespaces, observers of what the server shows, one polling wait, and
+//! the parties of a contention (a holder, a waiter, the conflict expected).
 #![allow(dead_code, unreachable_pub)]
 
 pub mod capture;
+pub mod proxy;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pglock::{LockId, Namespace, pg_locks};
+use pglock::testing::LockHolder;
+use pglock::{
+    Acquired, Conflict, ConflictCause, Error, LockId, LockManager, ManagedLock, Mode, Namespace,
+    SessionGuard, SessionLock, XactLock, pg_locks,
+};
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Postgres, Transaction};
+use tokio::task::JoinHandle;
 
 /// A pool on the test run's server (`DATABASE_URL`, or the throwaway one).
 pub async fn pool() -> PgPool {
+    pool_of(16).await
+}
+
+/// A pool of at most `connections` connections on the test run's server.
+pub async fn pool_of(connections: u32) -> PgPool {
     let url = pglock::testing::database_url().expect("a test database");
     PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(30))
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(60))
         .connect(&url)
         .await
         .expect("connect to the test database")
@@ -53,33 +67,27 @@ pub async fn holders(pool: &PgPool, id: LockId) -> Vec<i32> {
         .collect()
 }
 
-/// Polls `pg_locks` until `count` backends wait for `id`; panics after 30 s.
+/// Polls `pg_locks` until `count` backends wait for `id`, and returns
+/// their pids; panics after 30 s.
 pub async fn wait_for_waiters(pool: &PgPool, id: LockId, count: usize) -> Vec<i32> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiters: Vec<i32> = locks_on(pool, id)
-            .await
-            .into_iter()
-            .filter(|(_, _, granted)| !granted)
-            .map(|(pid, _, _)| pid)
-            .collect();
-        if waiters.len() >= count {
-            return waiters;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {count} waiter(s) on {id}; saw {waiters:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let waiters = pglock::testing::wait_for_waiters(pool, id, count, Duration::from_secs(30))
+        .await
+        .expect("read pg_locks");
+    assert!(
+        waiters.len() >= count,
+        "timed out waiting for {count} waiter(s) on {id}; saw {waiters:?}"
+    );
+    waiters
 }
 
-/// The backend pid of a connection.
+/// The backend pid of a connection, through the simple protocol (so that it
+/// prepares nothing, as a connection through a transaction pooler needs).
 pub async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
-    sqlx::query_scalar("SELECT pg_backend_pid()")
+    let row = sqlx::raw_sql("SELECT pg_backend_pid()")
         .fetch_one(conn)
         .await
-        .expect("read pg_backend_pid")
+        .expect("read pg_backend_pid");
+    sqlx::Row::try_get(&row, 0).expect("an int4")
 }
 
 /// `current_setting('lock_timeout')` on a connection.
@@ -122,11 +130,12 @@ pub async fn hold_until_awaited(pool: &PgPool, id: LockId) -> tokio::task::JoinH
             .await
             .expect("hold the lock until it is awaited");
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !holders(pool, id).await.contains(&holder_pid) {
-        assert!(Instant::now() < deadline, "the holder never took {id}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the holder takes the lock",
+        || async { holders(pool, id).await.contains(&holder_pid) },
+    )
+    .await;
     handle
 }
 
@@ -144,6 +153,13 @@ pub async fn find_busy_once(pool: &PgPool, ns: &'static Namespace, key: i64) {
     holder.release().await.expect("release the lock");
 }
 
+/// Holds `key` of `ns` exclusively, after this process found it busy once
+/// (so that its next acquisitions try and wait in one statement).
+pub async fn hold_found_busy(pool: &PgPool, ns: &'static Namespace, key: i64) -> LockHolder {
+    find_busy_once(pool, ns, key).await;
+    hold(pool, ns, key).await
+}
+
 /// Polls until `check` holds; panics with `what` after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where
@@ -155,4 +171,192 @@ where
         assert!(Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Polls until no backend holds or waits for `id`; panics after 15 s.
+pub async fn until_unlocked(pool: &PgPool, id: LockId) {
+    eventually(Duration::from_secs(15), "the lock is left", || async {
+        locks_on(pool, id).await.is_empty()
+    })
+    .await;
+}
+
+/// Polls until none of `pids` holds or waits for `id` (an abandoned wait
+/// has left the server); panics with `what` after 15 s.
+pub async fn until_gone(pool: &PgPool, id: LockId, pids: &[i32], what: &str) {
+    eventually(Duration::from_secs(15), what, || async {
+        !locks_on(pool, id)
+            .await
+            .iter()
+            .any(|(pid, _, _)| pids.contains(pid))
+    })
+    .await;
+}
+
+/// Holds `key` of `ns` exclusively in a transaction of its own until the
+/// holder is released or dropped.
+pub async fn hold(pool: &PgPool, ns: &Namespace, key: i64) -> LockHolder {
+    pglock::testing::hold_lock(pool, ns, &key, Mode::Exclusive)
+        .await
+        .expect("hold the lock")
+}
+
+/// A transaction on `pool` that holds `key` of `ns` exclusively until it
+/// ends, for a test that goes on using the holder's session.
+pub async fn holding_transaction(
+    pool: &PgPool,
+    ns: &Namespace,
+    key: i64,
+) -> Transaction<'static, Postgres> {
+    let mut holder = pool.begin().await.expect("a transaction for the holder");
+    ns.lock(&key)
+        .acquire(&mut holder)
+        .await
+        .expect("hold the lock");
+    holder
+}
+
+/// `SET LOCAL {setting} = '{value}'` in the transaction on `conn`.
+pub async fn set_local(conn: &mut PgConnection, setting: &str, value: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL {setting} = '{value}'"
+    )))
+    .execute(conn)
+    .await
+    .unwrap_or_else(|error| panic!("set {setting}: {error}"));
+}
+
+/// Acquires `request` in a transaction of its own on a spawned task, which
+/// commits once it has the lock; the task ends with the acquisition's
+/// outcome.
+pub fn spawn_xact_acquire(
+    pool: &PgPool,
+    request: XactLock<'static>,
+) -> JoinHandle<Result<Acquired, Error>> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let mut tx = pool.begin().await?;
+        let acquired = request.acquire(&mut tx).await?;
+        tx.commit().await?;
+        Ok(acquired)
+    })
+}
+
+/// Acquires `key` of `ns` through `manager` on a spawned task, waiting at
+/// most `timeout` when one is given.
+pub fn spawn_managed_acquire(
+    manager: &Arc<LockManager>,
+    ns: &'static Namespace,
+    key: i64,
+    timeout: Option<Duration>,
+) -> JoinHandle<Result<ManagedLock, Error>> {
+    let manager = Arc::clone(manager);
+    tokio::spawn(async move {
+        let request = manager.lock(ns, &key);
+        match timeout {
+            Some(timeout) => request.timeout(timeout).acquire().await,
+            None => request.acquire().await,
+        }
+    })
+}
+
+/// The conflict `result` failed with; panics unless it is one, of `cause`.
+#[track_caller]
+pub fn expect_conflict<T: std::fmt::Debug>(
+    result: Result<T, Error>,
+    cause: ConflictCause,
+) -> Conflict {
+    match result {
+        Err(Error::Conflict(conflict)) => {
+            assert_eq!(conflict.cause(), cause, "{conflict}");
+            conflict
+        }
+        other => panic!("expected a conflict ({cause:?}), got {other:?}"),
+    }
+}
+
+/// The statement backend `pid` runs (or ran last), per `pg_stat_activity`.
+pub async fn current_query(pool: &PgPool, pid: i32) -> String {
+    sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .expect("read pg_stat_activity")
+}
+
+/// Holds `key` of `ns` from a transaction of its own, then waits for it on
+/// `conn` (in a transaction) for 50 ms: the wait ends in a lock-timeout
+/// conflict, returned with the holder.
+pub async fn time_out_behind_a_holder(
+    pool: &PgPool,
+    ns: &'static Namespace,
+    key: i64,
+    conn: &mut PgConnection,
+) -> (LockHolder, Conflict) {
+    let holder = hold(pool, ns, key).await;
+    let request = ns.lock(&key).timeout(Duration::from_millis(50));
+    let outcome = request.acquire(conn).await;
+    (holder, expect_conflict(outcome, ConflictCause::LockTimeout))
+}
+
+/// Takes the session lock `request` on a connection of `pool`, which the
+/// guard then owns.
+pub async fn take_session_lock(pool: &PgPool, request: SessionLock<'_>) -> SessionGuard {
+    let conn = pool
+        .acquire()
+        .await
+        .expect("a connection for the session lock");
+    request.acquire(conn).await.expect("take the session lock")
+}
+
+/// Terminates backend `pid`, which must exist.
+pub async fn terminate_backend(pool: &PgPool, pid: i32) {
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .expect("call pg_terminate_backend");
+    assert!(terminated, "backend {pid} was there to terminate");
+}
+
+/// Creates a table no other test uses, named `{prefix}_{uuid}`, with
+/// `columns` (`"v text"`), and returns its name.
+pub async fn fresh_table(pool: &PgPool, prefix: &str, columns: &str) -> String {
+    let table = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} ({columns})"
+    )))
+    .execute(pool)
+    .await
+    .expect("create the table");
+    table
+}
+
+/// A private server with `settings`, for a test that restarts, reconfigures
+/// or fills its server; stopped and removed when dropped.
+pub fn private_server(settings: &[(&str, &str)]) -> pglock::testing::TestServer {
+    let options = settings.iter().fold(
+        pglock::testing::ServerOptions::new(),
+        |options, (name, value)| options.setting(name, value),
+    );
+    pglock::testing::TestServer::start(options).expect("a private server")
+}
+
+/// A pool of at most `connections` connections to `server`.
+pub async fn pool_on(server: &pglock::testing::TestServer, connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&server.url())
+        .await
+        .expect("connect to the private server")
+}
+
+/// A pool on the test server registered with
+/// [`pglock::cancel_abandoned_waits`], so that a wait whose future is
+/// dropped is cancelled on the server.
+pub async fn cancelling_pool() -> PgPool {
+    let pool = pool().await;
+    pglock::cancel_abandoned_waits(&pool);
+    pool
 }
