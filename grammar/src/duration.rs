@@ -119,7 +119,7 @@ impl fmt::Display for DurationError {
             Problem::PartOfAMillisecond => write!(
                 f,
                 "{text:?} is not a whole number of milliseconds: durations count whole \
-                 milliseconds"
+                 milliseconds; write {FORMS}"
             ),
             Problem::TooLong => write!(f, "{text:?} is too long to count in milliseconds"),
         }
@@ -176,7 +176,9 @@ pub fn parse_millis(text: &str) -> Result<u64, DurationError> {
         Some((value, places)) => {
             // Exact: `value / 10^places` units is a whole number of
             // milliseconds, or the text is refused.
-            let scale = u32::try_from(places).ok().and_then(|p| 10u128.checked_pow(p));
+            let scale = u32::try_from(places)
+                .ok()
+                .and_then(|p| 10u128.checked_pow(p));
             match (scale, value.checked_mul(unit_millis)) {
                 (Some(scale), Some(scaled)) if scaled % scale == 0 => scaled / scale,
                 _ => return fail(Problem::PartOfAMillisecond),
@@ -303,7 +305,9 @@ mod tests {
 
     #[test]
     fn what_is_not_a_number_and_a_unit_is_refused_with_the_forms() {
-        for text in ["", "s", "-5s", ".5s", "5.s", "1.2.3s", "soon", "5s5", "1h30min"] {
+        for text in [
+            "", "s", "-5s", ".5s", "5.s", "1.2.3s", "soon", "5s5", "1h30min",
+        ] {
             let message = refusal(text);
             assert!(
                 message.contains(FORMS) || message.contains(UNIT_NAMES),
@@ -315,8 +319,16 @@ mod tests {
     #[test]
     fn a_count_past_a_u64_of_milliseconds_is_too_long() {
         assert_eq!(parse_millis("18446744073709551615ms"), Ok(u64::MAX));
-        assert!(parse_millis("18446744073709551616ms").unwrap_err().is_too_long());
-        assert!(parse_millis("99999999999999999999999999999999999999999h").unwrap_err().is_too_long());
+        assert!(
+            parse_millis("18446744073709551616ms")
+                .unwrap_err()
+                .is_too_long()
+        );
+        assert!(
+            parse_millis("99999999999999999999999999999999999999999h")
+                .unwrap_err()
+                .is_too_long()
+        );
         assert!(!parse_millis("5").unwrap_err().is_too_long());
     }
 
@@ -329,8 +341,7 @@ mod tests {
         let millis = UNITS.iter().find(|(name, _)| *name == unit)?.1;
         let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
         let grouped = |digits: &str| {
-            digits.starts_with(|c: char| c.is_ascii_digit())
-                && !digits.contains('.')
+            digits.starts_with(|c: char| c.is_ascii_digit()) && !digits.contains('.')
         };
         if !grouped(whole) || (number.contains('.') && !grouped(fraction)) {
             return None;
