@@ -180,7 +180,7 @@ pub fn parse_millis(text: &str) -> Result<u64, DurationError> {
                 .ok()
                 .and_then(|p| 10u128.checked_pow(p));
             match (scale, value.checked_mul(unit_millis)) {
-                (Some(scale), Some(scaled)) if scaled % scale == 0 => scaled / scale,
+                (Some(scale), Some(scaled)) if scaled.is_multiple_of(scale) => scaled / scale,
                 _ => return fail(Problem::PartOfAMillisecond),
             }
         }
@@ -351,7 +351,7 @@ mod tests {
         let scale = 10u128.checked_pow(fraction.len() as u32)?;
         let value = format!("{whole}{fraction}").parse::<u128>().ok()?;
         let total = value.checked_mul(u128::from(millis))?;
-        (total % scale == 0).then_some(total / scale)
+        total.is_multiple_of(scale).then_some(total / scale)
     }
 
     proptest::proptest! {
@@ -383,7 +383,7 @@ mod tests {
             let exact = (whole * scale + fraction.parse::<u64>().unwrap()) * millis;
             match parse_millis(&text) {
                 Ok(total) => proptest::prop_assert_eq!(total * scale, exact),
-                Err(_) => proptest::prop_assert!(exact % scale != 0),
+                Err(_) => proptest::prop_assert!(!exact.is_multiple_of(scale)),
             }
         }
 
