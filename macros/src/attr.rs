@@ -5,8 +5,9 @@
 //! forms), what it is for when a required one is missing, and the words a
 //! user may write for it. The messages about arguments (an unknown one, a
 //! missing one, one in the wrong shape) are derived from that table, and a
-//! value's message shows the forms of its row. Each row's setter checks its
-//! value on its own (`ns` in `namespace`, `timeout` in `timeout`); a second
+//! value's message shows the forms of its row (a timeout's, those of the
+//! shared duration grammar). Each row's setter checks its value on its own
+//! (`ns` in `namespace`, `timeout` in `timeout`); a second
 //! occurrence is refused; a missing required one is reported. Errors are
 //! collected rather than returned at the first one, so a user sees every
 //! mistake in one build. The rules across arguments (`skip` with `timeout`,
