@@ -1,6 +1,7 @@
 //! No value a caller passes can change the SQL pglock sends: keys are bound
-//! parameters, and namespace names reach the SQL only through a sanitised
-//! marker label. Every path that builds SQL text is tried: the prepared try,
+//! parameters, a namespace name that could end the marker's comment is
+//! refused, and every label (a raw namespace's is not checked) reaches the
+//! SQL only through a sanitised marker. Every path that builds SQL text is tried: the prepared try,
 //! the capped wait, the savepoint wait and the session wait.
 
 mod support;
@@ -22,6 +23,16 @@ fn hostile_strings() -> Vec<String> {
         "\u{202e}right-to-left\u{200b}zero-width".to_owned(),
         "*/".repeat(5_000),
     ]
+}
+
+/// A namespace known by `hostile`: named by it when the namespace-name rule
+/// accepts it, else a raw namespace labelled with it (a label is not
+/// checked; the marker sanitises it).
+fn hostile_namespace(hostile: &str) -> Namespace {
+    Namespace::try_named(hostile).unwrap_or_else(|_| {
+        let label: &'static str = Box::leak(hostile.to_owned().into_boxed_str());
+        Namespace::raw(0x686f_7374_696c_6521, label)
+    })
 }
 
 /// The query text a backend waits in: pglock's marker must be first, and
@@ -53,8 +64,7 @@ async fn hostile_namespace_names_and_keys_change_nothing_but_the_lock_id() {
         .await
         .unwrap();
     for hostile in hostile_strings() {
-        let ns: &'static Namespace =
-            Box::leak(Box::new(Namespace::try_named(hostile.clone()).unwrap()));
+        let ns: &'static Namespace = Box::leak(Box::new(hostile_namespace(&hostile)));
         let key = hostile.clone();
         let id = ns.id(&key);
 
@@ -116,16 +126,21 @@ async fn hostile_namespace_names_and_keys_change_nothing_but_the_lock_id() {
             .await
             .expect("the canary table is still there");
         assert_eq!(canary, 0);
-        assert_eq!(id, Namespace::try_named(hostile).unwrap().id(&key));
+        assert_eq!(id, hostile_namespace(&hostile).id(&key));
     }
 }
 
 #[test]
-fn an_empty_runtime_namespace_is_a_typed_error() {
-    assert!(matches!(
-        Namespace::try_named(""),
-        Err(pglock::Error::InvalidNamespace { .. })
-    ));
+fn a_refused_runtime_namespace_name_is_a_typed_error() {
+    for name in ["", "*/ DROP TABLE hostile_canary; /*", "new\nline"] {
+        assert!(
+            matches!(
+                Namespace::try_named(name),
+                Err(pglock::Error::InvalidNamespace { .. })
+            ),
+            "{name:?}"
+        );
+    }
 }
 
 /// Random keys of every kind, computed by the server in plain SQL, equal
@@ -142,7 +157,10 @@ fn the_key_fold_equals_its_sql_reproduction_on_random_inputs() {
         failure_persistence: None,
         ..Config::default()
     });
-    let inputs = (".{0,40}", any::<i64>(), any::<u128>(), ".{1,20}");
+    // Names the namespace-name rule accepts: something visible, no control
+    // character, no comment delimiter.
+    let name = "[^\\p{Cc}*]{0,19}[^\\p{Cc}*\\s]";
+    let inputs = (".{0,40}", any::<i64>(), any::<u128>(), name);
     runner
         .run(&inputs, |(text, number, uuid_bits, name)| {
             let ns = Namespace::try_named(name.clone()).unwrap();

@@ -140,7 +140,7 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = duration::parse(text)?;
     if interval < Duration::from_millis(100) {
         return Err(format!(
-            "`{text}` is shorter than the shortest interval, 100ms"
+            "{text:?} is shorter than the shortest interval, 100ms"
         ));
     }
     Ok(interval)

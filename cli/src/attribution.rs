@@ -71,9 +71,10 @@ impl Names {
     pub(crate) fn new(names: &[String]) -> Result<Self, Failure> {
         let mut given = Vec::with_capacity(names.len());
         for name in names {
-            let Some(mask) = mask_of(name) else {
-                return Err(Failure::usage("a --ns name must not be empty"));
-            };
+            // The rule the library and the attribute apply, in their words.
+            pglock_grammar::namespace::check(name)
+                .map_err(|refused| Failure::usage(format!("--ns {name:?}: {refused}")))?;
+            let mask = mask_of(name).expect("a name the rule accepts");
             // `named_pair` takes a `'static` name, as services declare it;
             // the few names of one command line live as long as it does.
             let name_static: &'static str = Box::leak(name.clone().into_boxed_str());
@@ -133,7 +134,7 @@ impl Names {
 }
 
 /// The mask `Namespace::named(name)` applies, from the library; `None` for
-/// an empty name.
+/// a name the namespace-name rule refuses.
 fn mask_of(name: &str) -> Option<i64> {
     // The id of key value 0 is the mask itself.
     Namespace::try_named(name).ok()?.id(&0_i64).bigint()
@@ -192,7 +193,8 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_name_is_refused() {
+    fn a_name_the_library_refuses_is_refused() {
         assert!(Names::new(&[String::new()]).is_err());
+        assert!(Names::new(&["a */ b".to_owned()]).is_err());
     }
 }

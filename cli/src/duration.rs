@@ -1,35 +1,22 @@
-//! Durations as operators type them (`250ms`, `5s`, `2min`, `1h`) and as
+//! Durations as operators type them (`250ms`, `1.5s`, `2min`, `1h`: the
+//! grammar every pglock reader shares, `pglock_grammar::duration`) and as
 //! the tables show them (`850ms`, `12.3s`, `15m02s`, `2h05m`).
 
 use std::time::Duration;
 
-/// Parses a number followed by a unit: `ms`, `s`, `m` or `min`, `h`. The
-/// unit is required, so `5` can't be read as seconds by one reader and
-/// minutes by another.
+/// The longest threshold: a week is longer than any wait or idle
+/// transaction worth one.
+const LONGEST: Duration = Duration::from_secs(7 * 86_400);
+
+/// A duration as the command reads it: the shared grammar, up to a week.
 pub(crate) fn parse(text: &str) -> Result<Duration, String> {
-    const ACCEPTED: &str = "a number and a unit: 250ms, 5s, 2min, 1h";
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let millis_per_unit = match unit {
-        "ms" => 1.0,
-        "s" => 1_000.0,
-        "m" | "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        "" => return Err(format!("`{text}` has no unit; give {ACCEPTED}")),
-        _ => return Err(format!("`{text}` is not a duration; give {ACCEPTED}")),
-    };
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; give {ACCEPTED}"))?;
-    let millis = number * millis_per_unit;
-    // A week is longer than any wait or idle transaction worth a threshold.
-    if !(0.0..=7.0 * 86_400_000.0).contains(&millis) {
-        return Err(format!("`{text}` is longer than a week"));
+    let too_long = || format!("{text:?} is longer than a week");
+    match pglock_grammar::duration::parse(text) {
+        Ok(duration) if duration <= LONGEST => Ok(duration),
+        Ok(_) => Err(too_long()),
+        Err(refused) if refused.is_too_long() => Err(too_long()),
+        Err(refused) => Err(refused.to_string()),
     }
-    Ok(Duration::from_micros((millis * 1_000.0).round() as u64))
 }
 
 /// A short human reading of a duration, precise where it matters: tenths
@@ -58,25 +45,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_every_unit() {
-        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
+    fn reads_the_shared_grammar_up_to_a_week() {
         assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1_500)));
-        assert_eq!(parse("2min"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse("1h"), Ok(Duration::from_secs(3_600)));
         assert_eq!(parse("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse("168h"), Ok(LONGEST));
+        assert!(parse("169h").unwrap_err().contains("longer than a week"));
+        assert!(
+            parse("99999999999999999999999h")
+                .unwrap_err()
+                .contains("longer than a week")
+        );
     }
 
     #[test]
-    fn refuses_a_number_without_unit_and_nonsense() {
-        assert!(parse("5").unwrap_err().contains("no unit"));
-        assert!(parse("5 parsecs").is_err());
-        assert!(parse("s").is_err());
-        assert!(parse("-1s").is_err());
-        assert!(parse("1.2.3s").is_err());
-        assert!(parse("8d").is_err());
-        assert!(parse("200h").unwrap_err().contains("week"));
+    fn a_refusal_says_what_the_grammar_accepts() {
+        assert!(parse("5").unwrap_err().contains("accepted units are"));
     }
 
     #[test]

@@ -79,16 +79,20 @@ impl KeySpace {
 
     /// The library's namespace, built as a service builds it.
     fn namespace(self, name: &str) -> Result<Namespace, Failure> {
-        let empty = || Failure::usage("a namespace name must not be empty");
-        match self {
-            Self::Named => Namespace::try_named(name).map_err(|_| empty()),
-            Self::NamedPair if name.is_empty() => Err(empty()),
-            // The pair constructors take `'static` names, as services declare
-            // them; this process computes one id and exits.
-            Self::NamedPair => Ok(Namespace::named_pair(leak(name))),
-            Self::Raw(mask) => Ok(Namespace::raw(mask, leak(name))),
-            Self::RawPair(class) => Ok(Namespace::raw_pair(class, leak(name))),
+        if matches!(self, Self::Named | Self::NamedPair) {
+            // The rule the library and the attribute apply, in their words.
+            pglock_grammar::namespace::check(name)
+                .map_err(|refused| Failure::usage(refused.message()))?;
         }
+        // The constructors take `'static` names, as services declare them;
+        // this process computes one id and exits.
+        let name = leak(name);
+        Ok(match self {
+            Self::Named => Namespace::named(name),
+            Self::NamedPair => Namespace::named_pair(name),
+            Self::Raw(mask) => Namespace::raw(mask, name),
+            Self::RawPair(class) => Namespace::raw_pair(class, name),
+        })
     }
 
     fn describe(self) -> String {

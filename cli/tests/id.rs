@@ -263,10 +263,10 @@ fn other_bad_keys_are_refused_in_one_line() {
             &["id", "billing:invoice", "xyz", "--type", "bytes"],
             "key `xyz` is not bytes in hex",
         ),
-        (&["id", "", "1"], "a namespace name must not be empty"),
+        (&["id", "", "1"], "a namespace name can't be empty"),
         (
-            &["id", "", "1", "--pair"],
-            "a namespace name must not be empty",
+            &["id", "a */ b", "1", "--pair"],
+            "a namespace name can't contain `*/`",
         ),
         (
             &["id", "ns", "1", "2", "--type", "int,int,int"],
@@ -288,6 +288,7 @@ fn usage_errors_exit_with_2() {
         &["watch", "--interval", "5"],
         &["watch", "--interval", "10ms"],
         &["check", "--wait", "soon"],
+        &["check", "--wait", "15m"],
     ] {
         let run = pglock(args, &[]);
         assert_eq!(run.code, 2, "pglock {}: {run:?}", args.join(" "));

@@ -1,58 +1,62 @@
 //! Parsing the attribute's arguments.
 //!
 //! Every argument is `name` or `name = <expression>`, and has one row in
-//! [`ARGUMENTS`]: its name, whether it is a flag or takes a value (with an
-//! example), what to say when a required one is missing, and the words a
-//! user may write for it. Every message that lists or shows the arguments is
-//! derived from that table. Each row's setter checks its value on its own;
-//! a second occurrence is refused; then [`Builder::build`] applies the rules
-//! across arguments. Errors are collected rather than returned at the first
-//! one, so a user sees every mistake in one build.
+//! [`ARGUMENTS`]: its name, whether it is a flag or takes a value (with its
+//! forms), what it is for when a required one is missing, and the words a
+//! user may write for it. The messages about arguments (an unknown one, a
+//! missing one, one in the wrong shape) are derived from that table, and a
+//! value's message shows the forms of its row (a timeout's, those of the
+//! shared duration grammar). Each row's setter checks its value on its own
+//! (`ns` in `namespace`, `timeout` in `timeout`); a second
+//! occurrence is refused; a missing required one is reported. Errors are
+//! collected rather than returned at the first one, so a user sees every
+//! mistake in one build. The rules across arguments (`skip` with `timeout`,
+//! say) are `valid`'s: here each argument is kept as given, with where and
+//! in which order.
 
 use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Path, Token};
+use syn::{Expr, ExprLit, Ident, Lit, Path, Token};
 
 use crate::errors::Errors;
+use crate::forms::{self, Form};
+use crate::namespace::{self, NamespaceArg};
 use crate::{suggest, timeout};
 
-/// The arguments of one `#[advisory_lock(...)]`, checked.
+/// The arguments of one `#[advisory_lock(...)]`, each checked on its own.
 pub(crate) struct Args {
     pub(crate) namespace: NamespaceArg,
     pub(crate) keys: KeyArg,
     pub(crate) shared: bool,
-    pub(crate) wait: Wait,
-    pub(crate) savepoint: bool,
+    /// How to wait, as given; `valid::wait` reads these four together.
+    pub(crate) timeout: Option<Given<Timeout>>,
+    pub(crate) no_wait: Option<Given>,
+    pub(crate) skip: Option<Given>,
+    pub(crate) savepoint: Option<Given>,
     /// `tx = name`: the transaction parameter, when given.
     pub(crate) tx: Option<Ident>,
     /// The path of the pglock crate: `::pglock` unless `crate = "..."`.
     pub(crate) krate: Path,
 }
 
-/// Which key space a namespace places its keys in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Space {
-    /// One `bigint`.
-    BigInt,
-    /// Two `int4`, written `pair(..)`.
-    Pair,
+/// An argument as given: its name (from its row), where the name was
+/// written, its place among the arguments, and its value.
+#[derive(Clone, Copy)]
+pub(crate) struct Given<T = ()> {
+    pub(crate) name: &'static str,
+    pub(crate) span: Span,
+    pub(crate) position: usize,
+    pub(crate) value: T,
 }
 
-pub(crate) enum NamespaceArg {
-    /// `ns = "billing:invoice"` or `ns = pair("tenant:migrate")`.
-    Named { name: LitStr, space: Space },
-    /// `ns = 0x7275_6e6c_9e37_79b9` or `ns = pair(0x7275_6e6c)`: the value,
-    /// and the literal as written, which labels the namespace.
-    Raw {
-        value: u64,
-        literal: LitInt,
-        space: Space,
-    },
-    /// `ns = INVOICES`: a `static` `Namespace` or `LockFamily<K>`.
-    Path(Path),
+/// `timeout = "5s"`, in milliseconds, and where the value was written.
+#[derive(Clone, Copy)]
+pub(crate) struct Timeout {
+    pub(crate) millis: u64,
+    pub(crate) span: Span,
 }
 
 pub(crate) enum KeyArg {
@@ -62,24 +66,13 @@ pub(crate) enum KeyArg {
     Many(Vec<Expr>),
 }
 
-pub(crate) enum Wait {
-    /// Wait under the caller's own `lock_timeout`.
-    Unbounded,
-    /// `timeout = "5s"`: wait at most this many milliseconds.
-    AtMost { millis: u64, span: Span },
-    /// `no_wait`: try once, fail with `pglock::Error::Busy`.
-    Never,
-    /// `skip`: try once, return `Ok(None)` when busy.
-    Skip,
-}
-
 /// One argument the attribute accepts.
 struct Argument {
     name: &'static str,
     takes: Takes,
-    /// What to say when the argument is not given; `None` when it may be
-    /// left out.
-    missing: Option<&'static str>,
+    /// What the argument is for, said when it is not given ("say what to
+    /// lock"), before its forms; `None` when it may be left out.
+    required: Option<&'static str>,
     /// Words a user may write for this argument, which edit distance would
     /// not find; an unknown argument among them is reported as this one.
     synonyms: &'static [&'static str],
@@ -87,65 +80,79 @@ struct Argument {
 
 enum Takes {
     /// `name` alone; the setter records where it was written.
-    Flag { set: fn(&mut Builder, Span) },
-    /// `name = value`, such as `example`; the setter checks the value and
-    /// records it with the span of the name.
+    Flag { set: fn(&mut Builder, Given) },
+    /// `name = value`, written as one of `forms` (the first is the
+    /// example); the setter checks the value and records it.
     Value {
-        example: &'static str,
-        /// Every form the value takes, when one example can't show them.
-        forms: Option<&'static str>,
-        set: fn(&mut Builder, Span, Expr) -> syn::Result<()>,
+        forms: &'static [Form],
+        set: fn(&mut Builder, Given<Expr>) -> syn::Result<()>,
     },
 }
+
+const KEY: Form = Form {
+    written: "key = invoice_id",
+    meaning: Some("any expression over the parameters whose type implements `pglock::LockKey`"),
+};
+const KEYS: Form = Form {
+    written: "key = [from, to]",
+    meaning: Some("several keys"),
+};
+/// The modes `mode = ...` accepts, and whether each is shared; the first is
+/// the default.
+const MODES: &[(&str, bool)] = &[("exclusive", false), ("shared", true)];
+const MODE: Form = Form {
+    written: "mode = shared",
+    meaning: None,
+};
+const TIMEOUT: Form = Form {
+    written: "timeout = \"5s\"",
+    meaning: None,
+};
+const TX: Form = Form {
+    written: "tx = conn",
+    meaning: Some("for a parameter `conn: &mut sqlx::Transaction<'_, Postgres>`"),
+};
+const CRATE: Form = Form {
+    written: "crate = \"::my_pglock\"",
+    meaning: None,
+};
 
 /// Every argument, in the order the messages list them.
 const ARGUMENTS: &[Argument] = &[
     Argument {
         name: "ns",
         takes: Takes::Value {
-            example: "ns = \"billing:invoice\"",
-            forms: Some("`ns = \"...\"`, `ns = 0x...` or `ns = pair(...)`"),
-            set: |builder, span, value| {
-                builder.namespace = Some((span, namespace(value)?));
+            forms: namespace::FORMS,
+            set: |builder, given| {
+                builder.namespace = Some(given.try_map(namespace::parse)?);
                 Ok(())
             },
         },
-        missing: Some(
-            "missing `ns`: name the lock namespace, such as `ns = \"billing:invoice\"`, \
-             an integer literal (`ns = 0x7275_6e6c_9e37_79b9`), `pair(..)` of either \
-             for the int4 pair key space, or the path of a `static` `pglock::Namespace` \
-             or `pglock::LockFamily<K>`",
-        ),
+        required: Some("name the lock namespace"),
         synonyms: &["namespace", "name", "family", "lock"],
     },
     Argument {
         name: "key",
         takes: Takes::Value {
-            example: "key = invoice_id",
-            forms: None,
-            set: |builder, span, value| {
-                builder.keys = Some((span, keys(value)?));
+            forms: &[KEY, KEYS],
+            set: |builder, given| {
+                builder.keys = Some(given.try_map(keys)?);
                 Ok(())
             },
         },
-        missing: Some(
-            "missing `key`: say what to lock, such as `key = invoice_id` (any expression \
-             over the parameters whose type implements `pglock::LockKey`), or \
-             `key = [from, to]` for several keys",
-        ),
+        required: Some("say what to lock"),
         synonyms: &["keys", "id", "ids"],
     },
     Argument {
         name: "mode",
         takes: Takes::Value {
-            example: "mode = shared",
-            forms: None,
-            set: |builder, span, value| {
-                builder.shared = Some((span, shared(value)?));
+            forms: &[MODE],
+            set: |builder, given| {
+                builder.shared = Some(given.try_map(shared)?);
                 Ok(())
             },
         },
-        missing: None,
+        required: None,
         // A bare mode word (`shared`) is suggested as `mode = shared`, from
         // `MODES`.
         synonyms: &[],
@@ -153,79 +160,96 @@ const ARGUMENTS: &[Argument] = &[
     Argument {
         name: "timeout",
         takes: Takes::Value {
-            example: "timeout = \"5s\"",
-            forms: None,
-            set: |builder, span, value| {
-                let value_span = value.span();
-                builder.timeout = Some((span, timeout::parse(value)?, value_span));
+            forms: &[TIMEOUT],
+            set: |builder, given| {
+                builder.timeout = Some(given.try_map(|value| {
+                    let span = value.span();
+                    let millis = timeout::parse(value)?;
+                    Ok(Timeout { millis, span })
+                })?);
                 Ok(())
             },
         },
-        missing: None,
+        required: None,
         synonyms: &["lock_timeout", "wait", "max_wait"],
     },
     Argument {
         name: "no_wait",
         takes: Takes::Flag {
-            set: |builder, span| builder.no_wait = Some(span),
+            set: |builder, given| builder.no_wait = Some(given),
         },
-        missing: None,
+        required: None,
         synonyms: &["nowait", "try", "try_lock", "no_block", "nonblocking"],
     },
     Argument {
         name: "skip",
         takes: Takes::Flag {
-            set: |builder, span| builder.skip = Some(span),
+            set: |builder, given| builder.skip = Some(given),
         },
-        missing: None,
+        required: None,
         synonyms: &["skip_locked", "skip_if_busy", "or_skip"],
     },
     Argument {
         name: "savepoint",
         takes: Takes::Flag {
-            set: |builder, span| builder.savepoint = Some(span),
+            set: |builder, given| builder.savepoint = Some(given),
         },
-        missing: None,
+        required: None,
         synonyms: &["in_savepoint", "save_point"],
     },
     Argument {
         name: "tx",
         takes: Takes::Value {
-            example: "tx = conn",
-            forms: None,
-            set: |builder, span, value| {
-                builder.tx = Some((span, transaction(value)?));
+            forms: &[TX],
+            set: |builder, given| {
+                builder.tx = Some(given.try_map(transaction)?);
                 Ok(())
             },
         },
-        missing: None,
+        required: None,
         synonyms: &["transaction", "txn", "conn", "connection", "executor"],
     },
     Argument {
         name: "crate",
         takes: Takes::Value {
-            example: "crate = \"::my_pglock\"",
-            forms: None,
-            set: |builder, span, value| {
-                builder.krate = Some((span, krate(value)?));
+            forms: &[CRATE],
+            set: |builder, given| {
+                builder.krate = Some(given.try_map(krate)?);
                 Ok(())
             },
         },
-        missing: None,
+        required: None,
         synonyms: &["krate", "pglock", "crate_path"],
     },
 ];
 
-/// The modes `mode = ...` accepts, and whether each is shared; the first is
-/// the default.
-const MODES: &[(&str, bool)] = &[("exclusive", false), ("shared", true)];
+impl<T> Given<T> {
+    /// Which argument, where and in which place, without its value.
+    pub(crate) fn place(&self) -> Given {
+        Given {
+            name: self.name,
+            span: self.span,
+            position: self.position,
+            value: (),
+        }
+    }
+
+    fn try_map<U>(self, check: impl FnOnce(T) -> syn::Result<U>) -> syn::Result<Given<U>> {
+        Ok(Given {
+            name: self.name,
+            span: self.span,
+            position: self.position,
+            value: check(self.value)?,
+        })
+    }
+}
 
 /// "accepted arguments are `ns`, `key`, ... and `crate`".
 fn accepted_arguments() -> String {
     let names = ARGUMENTS
         .iter()
         .map(|argument| format!("`{}`", argument.name));
-    format!("accepted arguments are {}", listed(names))
+    format!("accepted arguments are {}", forms::listed(names, "and"))
 }
 
 /// "accepted modes are `exclusive` (the default) and `shared`".
@@ -237,17 +261,18 @@ fn accepted_modes() -> String {
             0 => format!("`{name}` (the default)"),
             _ => format!("`{name}`"),
         });
-    format!("accepted modes are {}", listed(modes))
+    format!("accepted modes are {}", forms::listed(modes, "and"))
 }
 
-/// "a", "a and b", "a, b and c".
-fn listed(items: impl Iterator<Item = String>) -> String {
-    let mut items: Vec<String> = items.collect();
-    let last = items.pop().unwrap_or_default();
-    if items.is_empty() {
-        last
-    } else {
-        format!("{} and {last}", items.join(", "))
+/// "missing `key`: say what to lock, such as `key = invoice_id` (...) or ...".
+fn missing(argument: &Argument, purpose: &str) -> String {
+    match argument.takes {
+        Takes::Value { forms, .. } => format!(
+            "missing `{}`: {purpose}, such as {}",
+            argument.name,
+            forms::described(forms)
+        ),
+        Takes::Flag { .. } => format!("missing `{}`: {purpose}", argument.name),
     }
 }
 
@@ -309,25 +334,25 @@ impl Parse for RawArg {
 }
 
 /// Arguments seen so far, each with the span of its name so that a
-/// duplicate and a contradiction can point at the guilty one.
+/// duplicate can point at the guilty one.
 #[derive(Default)]
 struct Builder {
     /// Every argument name given, valid or not: a second one is a duplicate,
     /// and a missing required one is reported only when it was not given.
-    seen: Vec<(String, Span)>,
+    seen: Vec<String>,
     /// Arguments suggested for unknown ones, or given in a wrong form: not
     /// to be reported missing as well.
     suggested: Vec<String>,
     errors: Errors,
-    namespace: Option<(Span, NamespaceArg)>,
-    keys: Option<(Span, KeyArg)>,
-    shared: Option<(Span, bool)>,
-    timeout: Option<(Span, u64, Span)>,
-    no_wait: Option<Span>,
-    skip: Option<Span>,
-    savepoint: Option<Span>,
-    tx: Option<(Span, Ident)>,
-    krate: Option<(Span, Path)>,
+    namespace: Option<Given<NamespaceArg>>,
+    keys: Option<Given<KeyArg>>,
+    shared: Option<Given<bool>>,
+    timeout: Option<Given<Timeout>>,
+    no_wait: Option<Given>,
+    skip: Option<Given>,
+    savepoint: Option<Given>,
+    tx: Option<Given<Ident>>,
+    krate: Option<Given<Path>>,
 }
 
 impl Builder {
@@ -350,12 +375,7 @@ impl Builder {
             RawValue::List(group) => {
                 let hint = match argument.takes {
                     Takes::Flag { .. } => format!("`{key}` is a flag: write `{key}` alone"),
-                    Takes::Value {
-                        forms: Some(forms), ..
-                    } => format!("write {forms}"),
-                    Takes::Value { example, .. } => {
-                        format!("write `{key} = ...`, such as `{example}`")
-                    }
+                    Takes::Value { forms, .. } => format!("write {}", forms::written(forms)),
                 };
                 // Given, if in the wrong form: don't also say it's missing.
                 self.suggested.push(key.to_owned());
@@ -365,16 +385,22 @@ impl Builder {
                 ));
             }
         };
-        if self.seen.iter().any(|(seen, _)| seen == key) {
+        if self.seen.iter().any(|seen| seen == key) {
             return Err(syn::Error::new(
                 span,
                 format!("duplicate argument `{key}`: it is given once already"),
             ));
         }
-        self.seen.push((key.to_owned(), span));
+        let given = Given {
+            name: argument.name,
+            span,
+            position: self.seen.len(),
+            value: (),
+        };
+        self.seen.push(key.to_owned());
         match (&argument.takes, value) {
             (Takes::Flag { set }, None) => {
-                set(self, span);
+                set(self, given);
                 Ok(())
             }
             (Takes::Flag { .. }, Some(expr)) => Err(syn::Error::new(
@@ -383,84 +409,45 @@ impl Builder {
                     "`{key}` is a flag and takes no value: write `{key}` alone, or leave it out"
                 ),
             )),
-            (Takes::Value { set, .. }, Some(expr)) => set(self, span, expr),
-            (Takes::Value { example, .. }, None) => Err(syn::Error::new(
+            (Takes::Value { set, .. }, Some(expr)) => set(self, given.try_map(|()| Ok(expr))?),
+            (Takes::Value { forms, .. }, None) => Err(syn::Error::new(
                 span,
-                format!("`{key}` needs a value, such as `{example}`"),
+                format!("`{key}` needs a value, such as `{}`", forms[0].written),
             )),
         }
     }
 
-    /// The rules across arguments.
+    /// Every required argument is given, and each given one is valid.
     fn build(self) -> syn::Result<Args> {
         let mut errors = self.errors;
         let given = |name: &str| {
-            self.seen.iter().any(|(seen, _)| seen == name)
+            self.seen.iter().any(|seen| seen == name)
                 || self.suggested.iter().any(|suggested| suggested == name)
         };
         for argument in ARGUMENTS {
-            if let Some(missing) = argument.missing
+            if let Some(purpose) = argument.required
                 && !given(argument.name)
             {
-                errors.push(syn::Error::new(Span::call_site(), missing));
-            }
-        }
-        // The later of two contradicting arguments is the guilty one.
-        let position = |name: &str| self.seen.iter().position(|(seen, _)| seen == name);
-        let contradictions = [
-            (
-                "no_wait",
-                "timeout",
-                "`no_wait` tries the lock once and never waits, `timeout` bounds a wait; keep one of them",
-            ),
-            (
-                "skip",
-                "timeout",
-                "`skip` tries the lock once and never waits, `timeout` bounds a wait; keep one of them",
-            ),
-            (
-                "no_wait",
-                "skip",
-                "on a busy lock `no_wait` fails with `pglock::Error::Busy` and `skip` returns `Ok(None)`; keep the one you mean",
-            ),
-            (
-                "no_wait",
-                "savepoint",
-                "`savepoint` guards a wait, and `no_wait` never waits; remove `savepoint`",
-            ),
-            (
-                "skip",
-                "savepoint",
-                "`savepoint` guards a wait, and `skip` never waits; remove `savepoint`",
-            ),
-        ];
-        for (first, second, why) in contradictions {
-            if let (Some(first_at), Some(second_at)) = (position(first), position(second)) {
-                let later = self.seen[first_at.max(second_at)].1;
                 errors.push(syn::Error::new(
-                    later,
-                    format!("`{first}` and `{second}` contradict each other: {why}"),
+                    Span::call_site(),
+                    missing(argument, purpose),
                 ));
             }
         }
         errors.finish()?;
         // No error was recorded, so every argument given has its value.
-        let wait = match (self.timeout, self.skip, self.no_wait) {
-            (Some((_, millis, span)), _, _) => Wait::AtMost { millis, span },
-            (None, Some(_), _) => Wait::Skip,
-            (None, None, Some(_)) => Wait::Never,
-            (None, None, None) => Wait::Unbounded,
-        };
         Ok(Args {
-            namespace: self.namespace.expect("checked above").1,
-            keys: self.keys.expect("checked above").1,
-            shared: self.shared.is_some_and(|(_, shared)| shared),
-            wait,
-            savepoint: self.savepoint.is_some(),
-            tx: self.tx.map(|(_, tx)| tx),
+            namespace: self.namespace.expect("checked above").value,
+            keys: self.keys.expect("checked above").value,
+            shared: self.shared.is_some_and(|shared| shared.value),
+            timeout: self.timeout,
+            no_wait: self.no_wait,
+            skip: self.skip,
+            savepoint: self.savepoint,
+            tx: self.tx.map(|tx| tx.value),
             krate: self
                 .krate
-                .map(|(_, krate)| krate)
+                .map(|krate| krate.value)
                 .unwrap_or_else(|| syn::parse_quote!(::pglock)),
         })
     }
@@ -487,146 +474,16 @@ fn suggest_argument(written: &str) -> Option<String> {
     suggest::argument(written, &arguments, &modes)
 }
 
-fn namespace(value: Expr) -> syn::Result<NamespaceArg> {
-    match value {
-        Expr::Lit(ExprLit { lit, .. }) if matches!(lit, Lit::Str(_) | Lit::Int(_)) => {
-            literal_namespace(lit, Space::BigInt)
-        }
-        Expr::Call(call) if is_ident(&call.func, "pair") => {
-            let mut args = call.args.into_iter();
-            let (Some(arg), None) = (args.next(), args.next()) else {
-                return Err(syn::Error::new(
-                    call.paren_token.span.join(),
-                    "`pair(..)` takes one argument: a string literal (`pair(\"tenant:migrate\")`) \
-                     or an integer literal for the first int4 (`pair(0x7275_6e6c)`)",
-                ));
-            };
-            match arg {
-                Expr::Lit(ExprLit { lit, .. }) if matches!(lit, Lit::Str(_) | Lit::Int(_)) => {
-                    literal_namespace(lit, Space::Pair)
-                }
-                other => Err(syn::Error::new(
-                    other.span(),
-                    "`pair(..)` takes a string literal (`pair(\"tenant:migrate\")`) or an \
-                     integer literal for the first int4 (`pair(0x7275_6e6c)`); a `static` \
-                     namespace carries its own key space, pass it as `ns = PATH`",
-                )),
-            }
-        }
-        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
-            Ok(NamespaceArg::Path(path.path))
-        }
-        Expr::Unary(syn::ExprUnary {
-            op: syn::UnOp::Neg(_),
-            ..
-        }) => Err(syn::Error::new(
-            value.span(),
-            "a raw namespace is a 64-bit number written as a non-negative integer literal, \
-             such as `ns = 0x7275_6e6c_9e37_79b9`",
-        )),
-        other => Err(syn::Error::new(
-            other.span(),
-            "`ns` takes a string literal (`ns = \"billing:invoice\"`), an integer literal \
-             (`ns = 0x7275_6e6c_9e37_79b9`), either of them in `pair(..)` for the int4 pair \
-             key space, or the path of a `static` `pglock::Namespace` or `pglock::LockFamily<K>`",
-        )),
-    }
-}
-
-/// A namespace written as a literal: a name to hash, or a raw number.
-fn literal_namespace(literal: Lit, space: Space) -> syn::Result<NamespaceArg> {
-    match literal {
-        Lit::Str(name) => {
-            check_namespace_name(&name)?;
-            Ok(NamespaceArg::Named { name, space })
-        }
-        Lit::Int(literal) => raw_namespace(literal, space),
-        _ => unreachable!("only string and integer literals reach here"),
-    }
-}
-
-/// A namespace name becomes part of a `/* ... */` comment in every lock
-/// statement: refuse what could end or nest that comment, or hide in logs.
-fn check_namespace_name(name: &LitStr) -> syn::Result<()> {
-    let value = name.value();
-    if value.is_empty() {
-        return Err(syn::Error::new(
-            name.span(),
-            "the namespace name is empty: name the lock family, such as `ns = \"billing:invoice\"`",
-        ));
-    }
-    if value.trim().is_empty() {
-        return Err(syn::Error::new(
-            name.span(),
-            "the namespace name is only whitespace: name the lock family, such as `ns = \"billing:invoice\"`",
-        ));
-    }
-    for forbidden in ["*/", "/*"] {
-        if value.contains(forbidden) {
-            return Err(syn::Error::new(
-                name.span(),
-                format!(
-                    "a namespace name can't contain `{forbidden}`: the name is written into an \
-                     SQL comment (`/* pglock ns=... */`) that `pg_stat_activity` shows, and \
-                     `{forbidden}` would end or nest it; use letters, digits and `:_-.`"
-                ),
-            ));
-        }
-    }
-    if let Some(control) = value.chars().find(|c| c.is_control()) {
-        return Err(syn::Error::new(
-            name.span(),
-            format!(
-                "a namespace name can't contain control characters (found {:?}): the name \
-                 labels every lock in SQL comments and logs; use letters, digits and `:_-.`",
-                control
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn raw_namespace(literal: LitInt, space: Space) -> syn::Result<NamespaceArg> {
-    let (kind, max, max_text, example) = match space {
-        Space::BigInt => (
-            "a raw namespace is a 64-bit number",
-            u64::MAX,
-            "0xffff_ffff_ffff_ffff",
-            "0x7275_6e6c_9e37_79b9",
-        ),
-        Space::Pair => (
-            "a raw `pair(..)` namespace is the first int4 of the pair, a 32-bit number",
-            u64::from(u32::MAX),
-            "0xffff_ffff",
-            "0x7275_6e6c",
-        ),
-    };
-    if !literal.suffix().is_empty() {
-        return Err(syn::Error::new(
-            literal.span(),
-            format!("{kind}: write it without a type suffix, such as `{example}`"),
-        ));
-    }
-    match literal.base10_parse::<u64>() {
-        Ok(value) if value <= max => Ok(NamespaceArg::Raw {
-            value,
-            literal,
-            space,
-        }),
-        _ => Err(syn::Error::new(
-            literal.span(),
-            format!("{kind}: `{literal}` does not fit; the largest is `{max_text}`"),
-        )),
-    }
-}
-
 fn keys(value: Expr) -> syn::Result<KeyArg> {
     match value {
         Expr::Array(array) if array.attrs.is_empty() => {
             if array.elems.is_empty() {
                 return Err(syn::Error::new(
                     array.bracket_token.span.join(),
-                    "`key = [..]` needs at least one key, such as `key = [from, to]`",
+                    format!(
+                        "`key = [..]` needs at least one key, such as `{}`",
+                        KEYS.written
+                    ),
                 ));
             }
             Ok(KeyArg::Many(array.elems.into_iter().collect()))
@@ -672,8 +529,9 @@ fn shared(value: Expr) -> syn::Result<bool> {
     Err(syn::Error::new(
         value.span(),
         format!(
-            "`mode` takes a bare word: {}, as in `mode = shared`",
-            accepted_modes()
+            "`mode` takes a bare word: {}, as in `{}`",
+            accepted_modes(),
+            MODE.written
         ),
     ))
 }
@@ -687,8 +545,10 @@ fn transaction(value: Expr) -> syn::Result<Ident> {
     }
     Err(syn::Error::new(
         value.span(),
-        "`tx` names the transaction parameter, such as `tx = conn` for a parameter \
-         `conn: &mut sqlx::Transaction<'_, Postgres>`",
+        format!(
+            "`tx` names the transaction parameter, such as {}",
+            forms::described(&[TX])
+        ),
     ))
 }
 
@@ -701,22 +561,18 @@ fn krate(value: Expr) -> syn::Result<Path> {
         return text.parse::<Path>().map_err(|_| {
             syn::Error::new(
                 text.span(),
-                format!(
-                    "`{}` is not a path: `crate` takes the path of the pglock crate as a \
-                     string, such as `crate = \"::my_pglock\"`",
-                    text.value()
-                ),
+                format!("`{}` is not a path: {}", text.value(), crate_forms()),
             )
         });
     }
-    Err(syn::Error::new(
-        value.span(),
-        "`crate` takes the path of the pglock crate as a string, such as `crate = \"::my_pglock\"`",
-    ))
+    Err(syn::Error::new(value.span(), crate_forms()))
 }
 
-fn is_ident(expr: &Expr, name: &str) -> bool {
-    matches!(expr, Expr::Path(path) if path.qself.is_none() && path.path.is_ident(name))
+fn crate_forms() -> String {
+    format!(
+        "`crate` takes the path of the pglock crate as a string, such as `{}`",
+        CRATE.written
+    )
 }
 
 #[cfg(test)]
@@ -759,6 +615,34 @@ mod tests {
         assert_eq!(
             accepted_modes(),
             "accepted modes are `exclusive` (the default) and `shared`"
+        );
+    }
+
+    #[test]
+    fn every_form_is_written_with_its_argument_s_name() {
+        for argument in ARGUMENTS {
+            if let Takes::Value { forms, .. } = argument.takes {
+                assert!(!forms.is_empty(), "{}", argument.name);
+                for form in forms {
+                    let prefix = format!("{} = ", argument.name);
+                    assert!(form.written.starts_with(&prefix), "{}", form.written);
+                }
+            }
+        }
+        assert!(MODES.iter().any(|(name, _)| *name == MODE.value()));
+    }
+
+    #[test]
+    fn a_missing_argument_is_shown_with_its_forms() {
+        let key = ARGUMENTS
+            .iter()
+            .find(|argument| argument.name == "key")
+            .unwrap();
+        assert_eq!(
+            missing(key, key.required.unwrap()),
+            "missing `key`: say what to lock, such as `key = invoice_id` (any expression over \
+             the parameters whose type implements `pglock::LockKey`) or `key = [from, to]` \
+             (several keys)"
         );
     }
 

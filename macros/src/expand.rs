@@ -39,8 +39,9 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, ItemFn, LitStr, Stmt};
 
-use crate::attr::{Args, KeyArg, NamespaceArg, Space, Wait};
-use crate::valid::Checked;
+use crate::attr::{Args, KeyArg};
+use crate::namespace::{NamespaceArg, Space};
+use crate::valid::{Checked, Wait};
 
 /// The function with the lock block as the first statement of its body.
 pub(crate) fn with_lock(mut function: ItemFn, args: &Args, checked: &Checked) -> TokenStream {
@@ -97,7 +98,7 @@ fn lock_block(args: &Args, checked: &Checked, function: &syn::Ident) -> TokenStr
         }
     };
     let mut options = TokenStream::new();
-    match &args.wait {
+    match &checked.wait {
         Wait::Unbounded => {}
         Wait::AtMost { millis, span } => {
             let millis = Literal::u64_suffixed(*millis);
@@ -107,7 +108,7 @@ fn lock_block(args: &Args, checked: &Checked, function: &syn::Ident) -> TokenStr
         }
         Wait::Never | Wait::Skip => options.extend(quote!(.no_wait())),
     }
-    if args.savepoint {
+    if args.savepoint.is_some() {
         options.extend(quote!(.in_savepoint()));
     }
     let connection = {
@@ -122,7 +123,7 @@ fn lock_block(args: &Args, checked: &Checked, function: &syn::Ident) -> TokenStr
     };
     // With `skip`, the runtime says nothing of a busy lock: the expansion
     // says "skipped", once.
-    let acquire = match &args.wait {
+    let acquire = match &checked.wait {
         Wait::Skip => quote!(
             #krate::__private::Skipping::skipping(#request #options).acquire(#connection).await
         ),
@@ -136,7 +137,7 @@ fn lock_block(args: &Args, checked: &Checked, function: &syn::Ident) -> TokenStr
         Span::mixed_site().located_at(error_anchor),
     );
     let question = quote_spanned!(error_anchor=> ?);
-    let finish = match &args.wait {
+    let finish = match &checked.wait {
         Wait::Skip => {
             let name = LitStr::new(&function.to_string(), function.span());
             let anchor = checked.ok_anchor;

@@ -17,15 +17,21 @@
 //! - `lib` (here): the entry point and its docs; runs the phases in order
 //!   and, on an error, emits the function as written plus every error.
 //! - `attr`: reads the arguments, one table row per argument (`ns`, `key`,
-//!   `mode`, ...), into checked `Args`. → `timeout`, `suggest`, `errors`
-//! - `timeout`: reads `timeout = "5s"` into milliseconds that PostgreSQL's
-//!   `lock_timeout` can express.
-//! - `valid`: checks the item (a function with a body, `async`, not `const`)
-//!   and its signature against the arguments (the return type, the
-//!   transaction parameter), into what the expansion needs. → `attr`,
-//!   `suggest`, `errors`
+//!   `mode`, ...), each checked on its own, into `Args`. → `namespace`,
+//!   `timeout`, `forms`, `suggest`, `errors`
+//! - `namespace`: reads `ns = ...`; a name follows the namespace-name rule
+//!   of `pglock-grammar`, which the runtime follows too. → `forms`
+//! - `timeout`: reads `timeout = "5s"`, in the duration grammar of
+//!   `pglock-grammar`, into milliseconds that PostgreSQL's `lock_timeout`
+//!   can express.
+//! - `valid`: the rules across arguments (`skip` with `timeout`, ...), and
+//!   the item (a function with a body, `async`, not `const`) and its
+//!   signature against the arguments (the return type, the transaction
+//!   parameter), into what the expansion needs. → `attr`, `suggest`,
+//!   `errors`
 //! - `expand`: writes the lock block in front of the body; it decides
-//!   nothing and builds no error. → `attr`, `valid`
+//!   nothing and builds no error. → `attr`, `namespace`, `valid`
+//! - `forms`: the ways to write an argument, as messages show them.
 //! - `suggest`: "did you mean", by synonym or edit distance, over words its
 //!   callers pass.
 //! - `errors`: collects independent errors to report them together.
@@ -37,6 +43,8 @@
 mod attr;
 mod errors;
 mod expand;
+mod forms;
+mod namespace;
 mod suggest;
 mod timeout;
 mod valid;
@@ -82,14 +90,14 @@ use crate::valid::Checked;
 ///
 /// | argument | meaning |
 /// |---|---|
-/// | `ns = "billing:invoice"` | Required. The namespace, named by a string literal (hashed at compile time: the first 8 bytes of `sha256(name)`). Not empty, no `*/`, `/*` or control characters: the name labels the lock in SQL comments and logs. |
+/// | `ns = "billing:invoice"` | Required. The namespace, named by a string literal (hashed at compile time: the first 8 bytes of `sha256(name)`). The name follows the rule `pglock::Namespace::named` follows, refused in the same words: not empty or only whitespace, no `*/`, `/*` or control characters, since the name labels the lock in SQL comments and logs. |
 /// | `ns = 0x7275_6e6c_9e37_79b9` | A raw 64-bit namespace, so a hand-written key space keeps its exact keys (the key is `key_value ^ ns`). |
 /// | `ns = pair("tenant:migrate")`, `ns = pair(0x7275_6e6c)` | PostgreSQL's int4 pair key space: the namespace is the first `int4` (hashed from the name, or the 32-bit literal), the key the second. |
 /// | `ns = INVOICES` | The path of a `static` `pglock::Namespace`, or of a `pglock::LockFamily<K>`, whose key type `K` (or `&K`) the key must then have. |
 /// | `key = invoice_id` | Required. Any expression over the parameters whose type implements `pglock::LockKey`: `Uuid`, integers, `&str`/`String`, byte slices, tuples of these. |
 /// | `key = [from, to]` | Several keys (of any key types), taken together in ascending id order under one deadline, so two callers can't deadlock. |
 /// | `mode = exclusive`, `mode = shared` | Exclusive by default. |
-/// | `timeout = "250ms"` | Wait at most this long: a whole number and a unit, `ms`, `s`, `min` or `h`, from `"1ms"` to PostgreSQL's largest `lock_timeout` (`i32::MAX` ms). Caps `lock_timeout` for this wait only; a stricter setting of the caller's is kept. Without it, the wait is bounded by the caller's own `lock_timeout` and `statement_timeout`. |
+/// | `timeout = "250ms"` | Wait at most this long: a number and a unit, `ms`, `s`, `min` or `h` (`"1.5s"` is 1500 ms), a whole number of milliseconds from `"1ms"` to PostgreSQL's largest `lock_timeout` (`i32::MAX` ms); the grammar the `pglock` command reads its durations with. Caps `lock_timeout` for this wait only; a stricter setting of the caller's is kept. Without it, the wait is bounded by the caller's own `lock_timeout` and `statement_timeout`. |
 /// | `no_wait` | Try once: when the lock is busy the function fails with `pglock::Error::Busy`, converted by `From`. |
 /// | `skip` | Try once: when the lock is busy the function returns `Ok(None)` after an `info` event (target `pglock`, fields `namespace`, `key`, `mode`, `function`). The function must return `Result<Option<T>, E>`. |
 /// | `savepoint` | Wait inside a savepoint, so that a failed wait leaves the transaction usable. |

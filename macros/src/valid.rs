@@ -1,5 +1,7 @@
-//! Checks on the annotated item: that it is a function with a body, and what
-//! can be seen in its signature.
+//! Checks on the annotated item and on the arguments together: that the
+//! item is a function with a body, what can be seen in its signature against
+//! the arguments, and the rules across arguments (`no_wait` and `skip` never
+//! wait, so neither goes with `timeout`, `savepoint` or the other).
 //!
 //! What depends on types (is this parameter a transaction, is this return
 //! type a `Result` whose error converts from `pglock::Error`, is this key a
@@ -13,7 +15,7 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Signature, Type};
 
-use crate::attr::{Args, Wait};
+use crate::attr::{Args, Given};
 use crate::errors::Errors;
 use crate::suggest::closest;
 
@@ -71,8 +73,24 @@ fn keyword_span(item: &syn::Item) -> Span {
     }
 }
 
-/// What the expansion needs to know about the function.
+/// How the lock is waited for: what the rules across arguments leave of
+/// `timeout`, `no_wait` and `skip`.
+pub(crate) enum Wait {
+    /// Wait under the caller's own `lock_timeout`.
+    Unbounded,
+    /// `timeout = "5s"`: wait at most this many milliseconds (`span`: the
+    /// value as written).
+    AtMost { millis: u64, span: Span },
+    /// `no_wait`: try once, fail with `pglock::Error::Busy`.
+    Never,
+    /// `skip`: try once, return `Ok(None)` when busy.
+    Skip,
+}
+
+/// What the expansion needs to know about the function and the arguments
+/// together.
 pub(crate) struct Checked {
+    pub(crate) wait: Wait,
     /// The transaction parameter as the body names it: its identifier, or
     /// `self`, with the user's span.
     pub(crate) tx: Ident,
@@ -89,17 +107,81 @@ pub(crate) struct Checked {
 
 pub(crate) fn check(sig: &Signature, args: &Args) -> syn::Result<Checked> {
     let mut errors = Errors::new();
+    let wait = errors.check(wait(args));
     errors.check(check_kind(sig));
     let output = errors.check(check_output(sig, args));
     let tx = errors.check(transaction_parameter(sig, args));
     errors.finish()?;
+    let wait = wait.expect("no error was recorded");
     let (tx, tx_anchor) = tx.expect("no error was recorded");
     let (ok_anchor, error_anchor) = output.expect("no error was recorded");
     Ok(Checked {
+        wait,
         tx,
         tx_anchor,
         error_anchor,
         ok_anchor,
+    })
+}
+
+/// The rules across arguments. `no_wait` and `skip` try the lock once and
+/// never wait: neither goes with `timeout`, which bounds a wait, nor with
+/// `savepoint`, which guards one, nor with the other, which does something
+/// else on a busy lock. Of two arguments that contradict each other, the
+/// later one written is the guilty one.
+fn wait(args: &Args) -> syn::Result<Wait> {
+    let mut errors = Errors::new();
+    let mut contradiction = |first: Given, second: Given, why: String| {
+        let later = if first.position > second.position {
+            first
+        } else {
+            second
+        };
+        errors.push(syn::Error::new(
+            later.span,
+            format!(
+                "`{}` and `{}` contradict each other: {why}",
+                first.name, second.name
+            ),
+        ));
+    };
+    let never_waits = [args.no_wait, args.skip];
+    if let Some(timeout) = args.timeout {
+        let timeout = timeout.place();
+        for once in never_waits.into_iter().flatten() {
+            let why = format!(
+                "`{}` tries the lock once and never waits, `{}` bounds a wait; keep one of them",
+                once.name, timeout.name
+            );
+            contradiction(once, timeout, why);
+        }
+    }
+    if let (Some(no_wait), Some(skip)) = (args.no_wait, args.skip) {
+        let why = format!(
+            "on a busy lock `{}` fails with `pglock::Error::Busy` and `{}` returns `Ok(None)`; \
+             keep the one you mean",
+            no_wait.name, skip.name
+        );
+        contradiction(no_wait, skip, why);
+    }
+    if let Some(savepoint) = args.savepoint {
+        for once in never_waits.into_iter().flatten() {
+            let why = format!(
+                "`{}` guards a wait, and `{}` never waits; remove `{}`",
+                savepoint.name, once.name, savepoint.name
+            );
+            contradiction(once, savepoint, why);
+        }
+    }
+    errors.finish()?;
+    Ok(match (args.timeout, args.skip, args.no_wait) {
+        (Some(timeout), _, _) => Wait::AtMost {
+            millis: timeout.value.millis,
+            span: timeout.value.span,
+        },
+        (None, Some(_), _) => Wait::Skip,
+        (None, None, Some(_)) => Wait::Never,
+        (None, None, None) => Wait::Unbounded,
     })
 }
 
@@ -147,7 +229,7 @@ fn check_output(sig: &Signature, args: &Args) -> syn::Result<(Span, Span)> {
         ));
     }
     let (ok, error) = result_arguments(result);
-    if matches!(args.wait, Wait::Skip)
+    if args.skip.is_some()
         && let Some(ok) = ok
         && let Some(what) = obviously_not(peel(ok), "Option")
     {

@@ -17,6 +17,8 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+use pglock_grammar::namespace as namespace_name;
+
 use crate::contract::id::{LockId, Space};
 use crate::contract::key::LockKey;
 use crate::contract::mode::Mode;
@@ -55,9 +57,12 @@ impl Namespace {
     ///
     /// # Panics
     ///
-    /// If `name` is empty; in a `static` this is a compile-time error.
+    /// If `name` is not a namespace name: empty or only whitespace, or
+    /// holding `*/`, `/*` or a control character (the name labels every
+    /// lock in SQL comments and logs). In a `static` this is a compile-time
+    /// error, with the text [`Namespace::try_named`] returns.
     pub const fn named(name: &'static str) -> Self {
-        let hash = sha256_prefix_u64(non_empty(name).as_bytes());
+        let hash = sha256_prefix_u64(valid_name(name).as_bytes());
         Self::new(Label::Static(name), Space::BigInt(hash))
     }
 
@@ -80,7 +85,8 @@ impl Namespace {
     ///
     /// # Panics
     ///
-    /// If `name` is empty; in a `static` this is a compile-time error.
+    /// If `name` is not a namespace name, as [`Namespace::named`] says; in a
+    /// `static` this is a compile-time error.
     ///
     /// ```
     /// # use pglock_runtime::{LockId, Namespace};
@@ -88,7 +94,7 @@ impl Namespace {
     /// assert!(matches!(TENANTS.id(&7_i32), LockId::Pair(_, 7)));
     /// ```
     pub const fn named_pair(name: &'static str) -> Self {
-        let hash = sha256_prefix_u64(non_empty(name).as_bytes());
+        let hash = sha256_prefix_u64(valid_name(name).as_bytes());
         Self::new(Label::Static(name), Space::Pair((hash >> 32) as u32 as i32))
     }
 
@@ -106,8 +112,12 @@ impl Namespace {
 
     /// A bigint-space namespace named by a string known only at run time.
     ///
-    /// The name is hashed exactly as [`Namespace::named`] does; markers show
-    /// a sanitised label, so no name can change the SQL that is sent.
+    /// The name is hashed exactly as [`Namespace::named`] does, and follows
+    /// the same rule: a name that is empty or only whitespace, or holds
+    /// `*/`, `/*` or a control character, is refused with
+    /// [`Error::InvalidNamespace`], whose reason is the text the attribute
+    /// gives at compile time. Markers show a sanitised label besides, so no
+    /// name can change the SQL that is sent.
     ///
     /// Each namespace has statements of its own (they carry its marker),
     /// prepared once per connection and kept in sqlx's statement cache (100
@@ -121,12 +131,13 @@ impl Namespace {
     /// let ns = Namespace::try_named(format!("reports:{tenant}")).unwrap();
     /// assert_eq!(ns.id(&1_i64), Namespace::named("reports:acme").id(&1_i64));
     /// assert!(Namespace::try_named("").is_err());
+    /// assert!(Namespace::try_named("*/ DROP TABLE invoices; /*").is_err());
     /// ```
     pub fn try_named(name: impl Into<String>) -> Result<Self, Error> {
         let name = name.into();
-        if name.is_empty() {
+        if let Err(refused) = namespace_name::check(&name) {
             return Err(Error::InvalidNamespace {
-                reason: "a namespace name must not be empty",
+                reason: refused.message(),
             });
         }
         let space = Space::BigInt(sha256_prefix_u64(name.as_bytes()));
@@ -179,13 +190,12 @@ impl Namespace {
     }
 }
 
-/// `name`, which must not be empty; in a `static` the panic is a compile
-/// error.
-const fn non_empty(name: &'static str) -> &'static str {
-    assert!(
-        !name.is_empty(),
-        "a pglock namespace name must not be empty"
-    );
+/// `name`, which must follow the namespace-name rule; in a `static` the
+/// panic is a compile error.
+const fn valid_name(name: &'static str) -> &'static str {
+    if let Err(refused) = namespace_name::check(name) {
+        panic!("{}", refused.message());
+    }
     name
 }
 

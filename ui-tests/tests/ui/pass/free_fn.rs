@@ -47,6 +47,13 @@ pub async fn archive(tx: &mut Transaction<'_, Postgres>, day: u32) -> Result<(),
     Ok(())
 }
 
+/// A fraction of a unit that is a whole number of milliseconds.
+#[pglock::advisory_lock(ns = "archive:part", key = day, timeout = "1.5s")]
+pub async fn archive_part(tx: &mut Transaction<'_, Postgres>, day: u32) -> Result<(), AppError> {
+    let _ = tx;
+    Ok(())
+}
+
 #[pglock::advisory_lock(ns = "bytes", key = &digest[..], timeout = "596h")]
 pub async fn by_digest(
     tx: &mut Transaction<'_, Postgres>,
