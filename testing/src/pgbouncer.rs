@@ -208,8 +208,8 @@ impl PgBouncerOptions {
 /// exist"): its parse and its execution are two round trips, and the backend
 /// is given back in between. From 1.21 on, the kit sets
 /// `max_prepared_statements` instead and PgBouncer tracks sqlx's named
-/// statements itself (not exercised by this project's CI, whose Debian 12
-/// ships 1.18).
+/// statements itself; [`supports_prepared_statements`](Self::supports_prepared_statements)
+/// says which of the two a given PgBouncer does.
 ///
 /// ```no_run
 /// use pglock_testing::{PgBouncer, ServerOptions, TestServer};
