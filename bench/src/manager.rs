@@ -23,7 +23,6 @@ static HELD: Namespace = Namespace::named("pglock-bench:manager:held");
 static CYCLED: Namespace = Namespace::named("pglock-bench:manager:cycled");
 static SESSION: Namespace = Namespace::named("pglock-bench:manager:session");
 
-
 /// Runs the group over one transport; returns its JSON lines.
 pub(crate) async fn run(
     url: &str,

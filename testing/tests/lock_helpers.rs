@@ -62,7 +62,10 @@ async fn holds_does_not_count_a_lock_held_in_another_database() {
         .await
         .expect("connect to the other database");
     let mut tx = there.begin().await.expect("begin");
-    JOBS.lock(&2_i64).acquire(&mut tx).await.expect("lock there");
+    JOBS.lock(&2_i64)
+        .acquire(&mut tx)
+        .await
+        .expect("lock there");
     assert!(
         pglock_testing::holds(&mut tx, &JOBS, &2_i64, Mode::Exclusive)
             .await
@@ -80,7 +83,10 @@ async fn holds_does_not_count_a_lock_held_in_another_database() {
     .fetch_one(&mut conn)
     .await
     .expect("pg_locks");
-    assert_eq!(rows_of_the_id, 1, "pg_locks shows the other database's lock");
+    assert_eq!(
+        rows_of_the_id, 1,
+        "pg_locks shows the other database's lock"
+    );
     assert!(
         !pglock_testing::holds(&mut conn, &JOBS, &2_i64, Mode::Exclusive)
             .await
