@@ -1,5 +1,5 @@
-//! Driving the PostgreSQL programs (`initdb`, `pg_ctl`) and a server
-//! directory's layout.
+//! Driving the PostgreSQL programs (`initdb`, `pg_ctl`), the major version
+//! they say they are, and a server directory's layout.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
