@@ -100,7 +100,7 @@ pub(crate) async fn steady_state(url: &str, plan: Plan) -> Result<Vec<Steady>, B
 
     results.push(
         measure(
-            "sqlx: pg_advisory_xact_lock($1) (reference)",
+            "sqlx: bare SQL exclusive lock, executed (reference)",
             false,
             plan,
             async || {

@@ -10,7 +10,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pglock::{LeaseOptions, LockManager, ManagedLock, ManagerOptions, Namespace, SessionTry};
+use pglock::{
+    LeaseOptions, LockManager, ManagedLock, ManagerOptions, Namespace, SessionTry, pg_locks,
+};
 use sqlx::Connection;
 use sqlx::postgres::{PgAdvisoryLock, PgAdvisoryLockKey, PgConnectOptions, PgConnection};
 
@@ -20,9 +22,6 @@ use crate::{BoxError, Options, rotated};
 static HELD: Namespace = Namespace::named("pglock-bench:manager:held");
 static CYCLED: Namespace = Namespace::named("pglock-bench:manager:cycled");
 static SESSION: Namespace = Namespace::named("pglock-bench:manager:session");
-
-/// The statement every heartbeat sends, as `pg_stat_activity` shows it.
-const HEARTBEAT_PREFIX: &str = "SELECT count(*) FROM pg_catalog.pg_locks l";
 
 /// Runs the group over one transport; returns its JSON lines.
 pub(crate) async fn run(
@@ -318,9 +317,10 @@ async fn heartbeat(
     while started.elapsed() < watch {
         let rows: Vec<(i32, String)> = sqlx::query_as(
             "SELECT pid, query_start::text FROM pg_catalog.pg_stat_activity \
-             WHERE starts_with(query, $1) AND query_start IS NOT NULL",
+             WHERE query = $1 AND query_start IS NOT NULL",
         )
-        .bind(HEARTBEAT_PREFIX)
+        // The statement every heartbeat sends.
+        .bind(pg_locks::COUNT_HELD_BY_THIS_SESSION)
         .fetch_all(&mut observer)
         .await?;
         seen.extend(rows);
@@ -328,7 +328,7 @@ async fn heartbeat(
     }
     let seconds = started.elapsed().as_secs_f64();
     if seen.is_empty() {
-        return Err("no heartbeat seen in pg_stat_activity: has its statement changed?".into());
+        return Err("no heartbeat seen in pg_stat_activity".into());
     }
     let connections = manager.connections();
     drop(held);

@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
-use pglock::{LockId, Namespace};
+use pglock::{LockId, Namespace, bare_sql};
 use sqlx::postgres::{PgAdvisoryLock, PgAdvisoryLockKey, PgConnection};
 use sqlx::{AssertSqlSafe, Connection, Postgres, Transaction};
 
@@ -47,8 +47,8 @@ pub(crate) fn bigint(namespace: &Namespace, key: i64) -> i64 {
 }
 
 /// (1): the physical floor, prepared (sqlx caches the statement).
-pub(crate) const BASELINE_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
-const BASELINE_SHARED_SQL: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+pub(crate) const BASELINE_SQL: &str = bare_sql::XACT_LOCK;
+const BASELINE_SHARED_SQL: &str = bare_sql::XACT_LOCK_SHARED;
 
 /// (3): the runtime's capped-wait statement for an exclusive lock in the
 /// bigint space. The runtime sends it only after a try has failed, so a free
@@ -68,7 +68,7 @@ pub(crate) const HAND_WRITTEN_CAP_SQL: &str = "WITH previous AS MATERIALIZED ( \
               THEN previous.setting ELSE $1 END, true) \
      FROM previous";
 /// The wait, in the exclusive mode the runtime variant takes.
-const HAND_WRITTEN_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
+const HAND_WRITTEN_LOCK_SQL: &str = bare_sql::XACT_LOCK;
 /// The restore of the exact previous text.
 pub(crate) const HAND_WRITTEN_RESTORE_SQL: &str = "SELECT set_config('lock_timeout', $1, true)";
 const HAND_WRITTEN_CAP_TEXT: &str = "5s";
@@ -90,8 +90,7 @@ pub(crate) async fn locked_by_macro(
 
 /// (7'): the floor of a set of keys, one statement inside the transaction:
 /// the ids sorted by the server and locked in that order, waiting as needed.
-pub(crate) const MANY_KEYS_FLOOR_SQL: &str = "SELECT count(pg_advisory_xact_lock(x)) \
-     FROM (SELECT x FROM unnest($1::int8[]) AS x ORDER BY x) AS s";
+pub(crate) const MANY_KEYS_FLOOR_SQL: &str = bare_sql::XACT_LOCK_ALL;
 
 /// The keys of a many-keys variant: the same ids for pglock and the floor
 /// (each runs on its own connection, and its locks end with its
@@ -118,9 +117,9 @@ pub(crate) enum Handoff {
     Exclusive,
     /// pglock, shared, 5 s timeout: nobody waits.
     Shared,
-    /// `pg_advisory_xact_lock($1)`: the bare SQL under the same contention.
+    /// [`bare_sql::XACT_LOCK`]: the bare SQL under the same contention.
     RawExclusive,
-    /// `pg_advisory_xact_lock_shared($1)`.
+    /// [`bare_sql::XACT_LOCK_SHARED`].
     RawShared,
 }
 
@@ -195,7 +194,7 @@ impl Op {
     /// What the variant sends, in a few words.
     pub(crate) fn describe(self) -> String {
         match self {
-            Op::Baseline => "BEGIN; pg_advisory_xact_lock($1); COMMIT".into(),
+            Op::Baseline => "BEGIN; bare SQL exclusive lock; COMMIT".into(),
             Op::Macro => "BEGIN; #[advisory_lock(timeout=\"5s\")] fn; COMMIT".into(),
             Op::Runtime => "BEGIN; ns.lock(&k).timeout(5s).acquire; COMMIT".into(),
             Op::CappedTx => "BEGIN; runtime capped-wait statement; COMMIT".into(),
@@ -359,7 +358,7 @@ impl fmt::Display for Op {
             Op::CappedStatements => f.write_str("capped_statement"),
             Op::HandWrittenTx => f.write_str("hand_written_three_statements_tx"),
             Op::HandWrittenStatements => f.write_str("hand_written_three_statements"),
-            Op::SqlxAdvisoryLock => f.write_str("sqlx_pg_advisory_lock"),
+            Op::SqlxAdvisoryLock => f.write_str("sqlx_advisory_lock"),
             Op::Handoff { lock, tasks } => {
                 let lock = match lock {
                     Handoff::Exclusive => "exclusive",

@@ -32,9 +32,12 @@
 //! - `identity`: [`LockIdentity`], a lock's namespace, id and mode, as
 //!   errors, guards, leases and events name it; `error`: the one [`Error`].
 //! - `sql/`: every statement text. `statements` (the try, the waits, the
-//!   unlock, one function that binds a [`LockId`]), `marker` (the
-//!   `/* pglock ns=… */` comment), [`pg_locks`] (how `pg_locks` shows an id,
-//!   and every query over it). No I/O.
+//!   unlock, the lock manager's short transactions, one function that binds
+//!   a [`LockId`]), `marker` (the `/* pglock ns=… */` comment),
+//!   [`pg_locks`] (how `pg_locks` shows an id, and every query over it; the
+//!   ones the testing kit, the bench or an operator need are public),
+//!   [`bare_sql`] (PostgreSQL's lock functions called bare: what pglock is
+//!   measured against). No I/O.
 //! - `engine/`, private: `wait` (the try and the capped wait every front
 //!   end shares, and the statement that does both for a busy lock),
 //!   `contention` (which locks were found busy lately), `cancel` (abandoned
@@ -45,6 +48,8 @@
 //!   ([`Lease`]), `run` (work in a transaction that holds a lock), `inspect`
 //!   ([`inspect`]). A constructor lives with the type it returns:
 //!   `Namespace::session_lock` is in `front/session.rs`.
+//! - `front/manager` ([`LockManager`]): many session locks on a few
+//!   connections.
 //! - `__private`: what the attribute expands into.
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -75,7 +80,7 @@ pub use front::run::WorkFuture;
 pub use front::session::{IntoOwnedConnection, SessionGuard, SessionLock, SessionTry};
 pub use front::xact_lock::{Acquired, XactConnection, XactLock};
 pub use identity::LockIdentity;
-pub use sql::pg_locks;
+pub use sql::{bare_sql, pg_locks};
 
 /// The names of the metrics pglock records with the feature `metrics`,
 /// through the [`metrics`](https://docs.rs/metrics) facade. Labels:

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use super::TestingError;
+use super::programs::release_numbers;
 
 /// Environment variable naming the directory of `initdb`, `pg_ctl` and `postgres`.
 pub(super) const BINDIR_VAR: &str = "PGLOCK_PG_BINDIR";
@@ -82,6 +83,13 @@ impl Env {
             })?;
         }
         Ok(())
+    }
+
+    /// Writes `text` to the file `path` and gives it to the server's user.
+    pub(super) fn write_file(&self, path: &Path, text: &str) -> Result<(), TestingError> {
+        fs::write(path, text)
+            .map_err(|e| TestingError::io(format!("writing {}", path.display()), e))?;
+        self.give(path)
     }
 
     /// Creates `path` (mode 0755) for the server's user.
@@ -192,17 +200,12 @@ fn find_bin_dir() -> Result<PathBuf, TestingError> {
     }
 
     let root = Path::new("/usr/lib/postgresql");
-    let mut versions: Vec<(Vec<u64>, PathBuf)> = fs::read_dir(root)
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = fs::read_dir(root)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|entry| {
-            let name = entry.file_name();
-            let version = name
-                .to_str()?
-                .split('.')
-                .map(|part| part.parse::<u64>().ok())
-                .collect::<Option<Vec<_>>>()?;
+            let version = release_numbers(entry.file_name().to_str()?)?;
             Some((version, entry.path().join("bin")))
         })
         .collect();

@@ -95,14 +95,21 @@
 //!
 //! - `lib.rs` (here): the public face: [`database_url`], [`TestServer`],
 //!   [`ServerOptions`];
-//! - `shared.rs`: coordination between test processes: the shared server,
-//!   private servers' bookkeeping, the watchdog that stops a server once no
-//!   process uses it (file locks; its header says which lock guards what);
-//! - `pg.rs`: running the PostgreSQL programs (`initdb`, `pg_ctl`) and a
-//!   server directory's layout;
+//! - `shared_server.rs`: the shared server: found running or started, and
+//!   used by every test process of the run;
+//! - `private_server.rs`: private servers, and what dead processes left of
+//!   theirs;
+//! - `watchdog.rs`: the lock files by which processes share a server, and
+//!   the watchdog that stops it once none uses it (its header says which
+//!   lock guards what);
+//! - `pg.rs`: running the PostgreSQL programs (`initdb`, `pg_ctl`), their
+//!   major version, and a server directory's layout;
+//! - `programs.rs`: what every program the kit runs shares: its output, its
+//!   version numbers, a free port and the attempts at one, its log's tail;
 //! - `query.rs`: the kit's own queries, through sqlx on a current-thread
 //!   runtime;
-//! - `standby.rs`: base backups, streaming standbys and the waits for them;
+//! - `standby.rs`: standbys: base backups, their start and the waits for
+//!   them;
 //! - `pgbouncer.rs`: [`PgBouncer`], configured and supervised by the kit;
 //! - `env.rs`: what the machine offers (binaries, target directory, the
 //!   unprivileged user when running as root, helper programs);
@@ -116,9 +123,12 @@ mod error;
 mod locks;
 mod pg;
 mod pgbouncer;
+mod private_server;
+mod programs;
 mod query;
-mod shared;
+mod shared_server;
 mod standby;
+mod watchdog;
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -232,7 +242,7 @@ impl TestServer {
     /// # Ok::<(), pglock_testing::TestingError>(())
     /// ```
     pub fn shared() -> Result<&'static TestServer, TestingError> {
-        shared::shared()
+        shared_server::get()
     }
 
     /// Starts a private server with its own data directory and port, stopped
@@ -257,7 +267,7 @@ impl TestServer {
     /// # Ok(()) }
     /// ```
     pub fn start(options: ServerOptions) -> Result<TestServer, TestingError> {
-        shared::start_private(&options)
+        private_server::start(&options)
     }
 
     /// The URL of the server over its unix socket:
@@ -322,7 +332,7 @@ impl TestServer {
                 operation: "restart",
             });
         }
-        let _ctl = shared::lock_ctl(&self.layout.dir)?;
+        let _ctl = watchdog::lock_ctl(&self.layout.dir)?;
         pg::restart(
             self.env,
             &self.bin_dir,
@@ -330,7 +340,7 @@ impl TestServer {
             self.port,
             &self.settings,
         )?;
-        shared::ensure_watchdog(self.env, &self.bin_dir, &self.layout, true)
+        watchdog::ensure_watchdog(self.env, &self.bin_dir, &self.layout, true)
     }
 
     /// Starts a hot standby of this server: a private server made from a
@@ -362,7 +372,7 @@ impl TestServer {
     /// # Ok(()) }
     /// ```
     pub fn start_standby(&self) -> Result<TestServer, TestingError> {
-        shared::start_standby(self, standby::BackupMethod::Auto)
+        standby::start(self, standby::BackupMethod::Auto)
     }
 
     /// Waits until this server accepts connections, is in recovery
@@ -420,7 +430,7 @@ impl TestServer {
         if self.is_shared() {
             return Err(TestingError::SharedServer { operation: "stop" });
         }
-        let _ctl = shared::lock_ctl(&self.layout.dir)?;
+        let _ctl = watchdog::lock_ctl(&self.layout.dir)?;
         pg::pg_ctl_stop(self.env, &self.bin_dir, &self.layout, "fast")
     }
 }
@@ -442,7 +452,7 @@ impl Drop for TestServer {
         if self.private.is_none() {
             return;
         }
-        let ctl = shared::lock_ctl(&self.layout.dir);
+        let ctl = watchdog::lock_ctl(&self.layout.dir);
         if let Err(e) = pg::pg_ctl_stop(self.env, &self.bin_dir, &self.layout, "fast") {
             eprintln!("pglock testing: stopping the private server failed, killing it: {e}");
             if let Err(e) = pg::pg_ctl_stop(self.env, &self.bin_dir, &self.layout, "immediate") {

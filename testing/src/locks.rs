@@ -1,7 +1,8 @@
 //! Lock helpers for tests: hold a lock from another connection, wait until a
-//! backend waits on a namespace, check what the current transaction holds.
-//! They go through the runtime's public API only (`Namespace::marker`,
-//! `pg_locks::MATCHES`), as any test of an application could.
+//! backend waits on a namespace, check what a session holds. They go
+//! through the runtime's public API only (`Namespace::marker`,
+//! `pg_locks::HELD_BY_THIS_SESSION`), as any test of an application could,
+//! and ask `pg_locks` exactly what leases and the lock manager ask.
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -206,18 +207,11 @@ pub async fn wait_for_waiters(
     }
 }
 
-/// Whether this backend holds a granted advisory lock on one id (`$1`, `$2`:
-/// [`pg_locks::encode`]) in one mode (`$3`).
-static HOLDS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE {} \
-           AND l.pid = pg_catalog.pg_backend_pid() AND l.granted AND l.mode = $3)",
-        pg_locks::MATCHES
-    )
-});
-
 /// Whether the session of `conn` holds `key` in `namespace` in `mode`, as
-/// `pg_locks` shows it.
+/// `pg_locks` shows it: a lock taken in a transaction still open on `conn`,
+/// or a session lock, counts; a lock held by another session, or in another
+/// database of the server, does not (see
+/// [`pg_locks::HELD_BY_THIS_SESSION`]).
 ///
 /// ```no_run
 /// # async fn run(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), pglock_runtime::Error> {
@@ -240,7 +234,7 @@ where
     N: NamespaceFor<K> + ?Sized,
 {
     let (encoded, objsubid) = pg_locks::encode(namespace.namespace().id(key));
-    sqlx::query_scalar(HOLDS.as_str())
+    sqlx::query_scalar(pg_locks::HELD_BY_THIS_SESSION)
         .bind(encoded)
         .bind(objsubid)
         .bind(pg_locks::mode_name(mode))

@@ -1,26 +1,21 @@
-//! Driving the PostgreSQL programs (`initdb`, `pg_ctl`) and a server
-//! directory's layout.
+//! Driving the PostgreSQL programs (`initdb`, `pg_ctl`), the major version
+//! they say they are, and a server directory's layout.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
-use std::net::TcpListener;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use super::TestingError;
 use super::env::{Env, fnv1a, pg_command_in};
+use super::programs::{
+    PORT_ATTEMPTS, describe, free_port, log_len, log_tail, output_text, release_numbers, run,
+    version_line,
+};
 use super::query::{self, Target};
 
-/// A port that someone else uses on the build machines: never picked.
-const RESERVED_PORT: u16 = 55432;
-/// How many times a start is retried with a new port when the port was taken.
-const PORT_ATTEMPTS: usize = 5;
 /// `pg_ctl -t`: seconds to wait for a start or a stop.
 const PG_CTL_TIMEOUT: &str = "60";
-/// Lines of the server log quoted in a start error.
-const LOG_TAIL_LINES: usize = 40;
 /// Socket paths must stay below this length (the kernel allows 107 bytes).
 const MAX_SOCKET_PATH: usize = 100;
 
@@ -93,73 +88,20 @@ pub(super) fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub(super) fn free_port() -> Result<u16, TestingError> {
-    loop {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .map_err(|e| TestingError::io("looking for a free port on 127.0.0.1", e))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| TestingError::io("looking for a free port on 127.0.0.1", e))?
-            .port();
-        if port != RESERVED_PORT {
-            return Ok(port);
-        }
-    }
+/// The PostgreSQL major version a program of PostgreSQL says it is
+/// (`--version`).
+pub(super) fn program_major(program: &Path) -> Option<String> {
+    major(&version_line(program).ok()?)
 }
 
-pub(super) fn run(command: &mut Command, what: &str) -> Result<Output, TestingError> {
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| TestingError::io(format!("running {what}"), e))
-}
-
-pub(super) fn describe(command: &Command) -> String {
-    std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-pub(super) fn output_text(out: &Output) -> String {
-    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !stdout.trim().is_empty() {
-        if !text.is_empty() && !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str(&stdout);
-    }
-    text
-}
-
-/// The major version of the binaries in `bin_dir` (`postgres --version`).
-fn binaries_major(env: &Env) -> Option<String> {
-    let out = Command::new(env.bin_dir.join("postgres"))
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    parse_major(&text)
-}
-
-/// `postgres (PostgreSQL) 15.18 (Debian ...)` → `15`; `9.6.24` → `9.6`.
-pub(super) fn parse_major(version_output: &str) -> Option<String> {
-    let version = version_output
-        .split(')')
-        .nth(1)?
-        .split_whitespace()
-        .next()?;
-    let mut parts = version.split(|c: char| !c.is_ascii_digit());
-    let first = parts.next().filter(|p| !p.is_empty())?;
-    if first.parse::<u32>().ok()? < 10 {
-        Some(format!("{first}.{}", parts.next()?))
-    } else {
-        Some(first.to_owned())
+/// `postgres (PostgreSQL) 15.18 (Debian ...)` → `15`; `9.6.24` → `9.6`
+/// (before PostgreSQL 10, a major version had two numbers).
+fn major(version_line: &str) -> Option<String> {
+    let version = version_line.split(')').nth(1)?.split_whitespace().next()?;
+    match release_numbers(version)?.as_slice() {
+        [first, second, ..] if *first < 10 => Some(format!("{first}.{second}")),
+        [first, ..] if *first >= 10 => Some(first.to_string()),
+        _ => None,
     }
 }
 
@@ -172,7 +114,7 @@ pub(super) fn data_dir_usable(env: &Env, layout: &Layout) -> bool {
     if !layout.data.join("global/pg_control").is_file() {
         return false;
     }
-    if let Some(major) = binaries_major(env)
+    if let Some(major) = program_major(&env.bin_dir.join("postgres"))
         && version.trim() != major
     {
         return false;
@@ -224,24 +166,6 @@ pub(super) fn initdb(env: &Env, layout: &Layout) -> Result<(), TestingError> {
             e,
         )
     })
-}
-
-/// The size of the log now, to quote only what a start adds to it.
-fn log_len(layout: &Layout) -> u64 {
-    fs::metadata(&layout.log).map_or(0, |m| m.len())
-}
-
-/// The last lines written to the log since `offset`.
-pub(super) fn log_tail(layout: &Layout, offset: u64) -> String {
-    let mut text = Vec::new();
-    if let Ok(mut file) = fs::File::open(&layout.log)
-        && file.seek(SeekFrom::Start(offset)).is_ok()
-    {
-        let _ = file.read_to_end(&mut text);
-    }
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
 
 fn port_taken(log_tail: &str) -> bool {
@@ -306,7 +230,7 @@ pub(super) fn start(
     clear_leftovers(env, &env.bin_dir, layout);
     for attempt in 1..=PORT_ATTEMPTS {
         let port = free_port()?;
-        let offset = log_len(layout);
+        let offset = log_len(&layout.log);
         let mut command = env.pg_command("pg_ctl", &layout.dir);
         command
             .arg("-D")
@@ -320,7 +244,7 @@ pub(super) fn start(
         if out.status.success() {
             return Ok(port);
         }
-        let tail = log_tail(layout, offset);
+        let tail = log_tail(&layout.log, offset);
         // A timed-out start may have left a postmaster behind.
         clear_leftovers(env, &env.bin_dir, layout);
         if attempt < PORT_ATTEMPTS && port_taken(&tail) {
@@ -343,7 +267,7 @@ pub(super) fn restart(
     if live_postmaster(&layout.data).is_none() {
         clear_leftovers(env, bin_dir, layout);
     }
-    let offset = log_len(layout);
+    let offset = log_len(&layout.log);
     let mut command = pg_command_in(bin_dir, env.run_as.as_ref(), "pg_ctl", &layout.dir);
     command
         .arg("-D")
@@ -360,7 +284,7 @@ pub(super) fn restart(
         Err(start_error(
             layout,
             output_text(&out),
-            log_tail(layout, offset),
+            log_tail(&layout.log, offset),
         ))
     }
 }
@@ -406,20 +330,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_are_parsed() {
+    fn major_versions_are_read_from_the_version_line() {
         assert_eq!(
-            parse_major("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(),
+            major("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)").as_deref(),
             Some("15")
         );
         assert_eq!(
-            parse_major("postgres (PostgreSQL) 17beta1").as_deref(),
+            major("postgres (PostgreSQL) 17beta1").as_deref(),
             Some("17")
         );
         assert_eq!(
-            parse_major("postgres (PostgreSQL) 9.6.24").as_deref(),
+            major("postgres (PostgreSQL) 9.6.24").as_deref(),
             Some("9.6")
         );
-        assert_eq!(parse_major("garbage"), None);
+        assert_eq!(
+            major("pg_basebackup (PostgreSQL) 16.4").as_deref(),
+            Some("16")
+        );
+        assert_eq!(major("garbage"), None);
+        assert_eq!(major("postgres (PostgreSQL) 9"), None);
     }
 
     #[test]

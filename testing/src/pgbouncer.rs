@@ -12,17 +12,16 @@ use std::time::{Duration, Instant};
 
 use super::env::{Env, clean_env, env, find_program};
 use super::pg;
+use super::programs::{
+    self, PORT_ATTEMPTS, describe, free_port, log_len, output_text, release_numbers, version_line,
+};
 use super::query::{self, Target};
 use super::{TestServer, TestingError};
 
-/// How many times a start is retried on a new port when the port was taken.
-const PORT_ATTEMPTS: usize = 5;
 /// How long a start may take before it counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stop may take.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Lines of PgBouncer's log quoted in an error.
-const LOG_TAIL_LINES: usize = 30;
 /// The first PgBouncer release that tracks protocol-level named prepared
 /// statements in transaction pooling mode (`max_prepared_statements`).
 const PREPARED_STATEMENTS_SINCE: (u32, u32) = (1, 21);
@@ -208,8 +207,8 @@ impl PgBouncerOptions {
 /// exist"): its parse and its execution are two round trips, and the backend
 /// is given back in between. From 1.21 on, the kit sets
 /// `max_prepared_statements` instead and PgBouncer tracks sqlx's named
-/// statements itself (not exercised by this project's CI, whose Debian 12
-/// ships 1.18).
+/// statements itself; [`supports_prepared_statements`](Self::supports_prepared_statements)
+/// says which of the two a given PgBouncer does.
 ///
 /// ```no_run
 /// use pglock_testing::{PgBouncer, ServerOptions, TestServer};
@@ -349,8 +348,8 @@ impl PgBouncer {
             // A failed attempt's directory went with its `PgBouncer`.
             pg::remove_tree(&dir)?;
             env.make_dir(&dir)?;
-            write_file(env, &dir.join("userlist.txt"), "\"postgres\" \"\"\n")?;
-            let port = pg::free_port()?;
+            env.write_file(&dir.join("userlist.txt"), "\"postgres\" \"\"\n")?;
+            let port = free_port()?;
             let config = config_text(
                 server,
                 &dir,
@@ -359,7 +358,7 @@ impl PgBouncer {
                 prepared_statements.then_some(200),
                 reset_prepared_statements,
             );
-            write_file(env, &dir.join("pgbouncer.ini"), &config)?;
+            env.write_file(&dir.join("pgbouncer.ini"), &config)?;
             let mut bouncer = PgBouncer {
                 dir: dir.clone(),
                 port,
@@ -385,7 +384,7 @@ impl PgBouncer {
     /// on failure (having stopped what it started), says whether the port
     /// was taken.
     fn launch(&self, env: &Env, program: &Path) -> Result<u32, (TestingError, bool)> {
-        let log_offset = fs::metadata(self.log_file()).map_or(0, |m| m.len());
+        let log_offset = log_len(&self.log_file());
         let _ = fs::remove_file(self.pid_file());
         let mut command = match &env.run_as {
             Some(user) => {
@@ -402,7 +401,7 @@ impl PgBouncer {
             .current_dir(&self.dir)
             .stdin(Stdio::null());
         let failed = |reason: String| {
-            let tail = self.log_tail(log_offset);
+            let tail = programs::log_tail(&self.log_file(), log_offset);
             let port_taken = tail.contains("Address already in use");
             (
                 TestingError::PgBouncerFailed {
@@ -414,13 +413,13 @@ impl PgBouncer {
                 port_taken,
             )
         };
-        let out = pg::run(&mut command, "pgbouncer").map_err(|e| (e, false))?;
+        let out = programs::run(&mut command, "pgbouncer").map_err(|e| (e, false))?;
         if !out.status.success() {
             return Err(failed(format!(
                 "`{}` failed ({}): {}",
-                pg::describe(&command),
+                describe(&command),
                 out.status,
-                pg::output_text(&out).trim_end()
+                output_text(&out).trim_end()
             )));
         }
         // The daemon writes its pid file, binds its port and may still fail
@@ -452,7 +451,7 @@ impl PgBouncer {
 
     /// Whether PgBouncer logged a fatal error since `offset`.
     fn log_has_fatal(&self, offset: u64) -> bool {
-        let tail = self.log_tail(offset);
+        let tail = programs::log_tail(&self.log_file(), offset);
         tail.contains(" FATAL ") || tail.contains("Address already in use")
     }
 
@@ -544,14 +543,6 @@ impl PgBouncer {
             .ok()
     }
 
-    fn log_tail(&self, offset: u64) -> String {
-        let text = fs::read(self.log_file()).unwrap_or_default();
-        let start = usize::try_from(offset).unwrap_or(0).min(text.len());
-        let text = String::from_utf8_lossy(&text[start..]);
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-    }
-
     /// Stops PgBouncer at once (SIGTERM: open client and server connections
     /// are closed, and the server ends their sessions) and waits until it
     /// has exited. Dropping it does the same.
@@ -614,43 +605,25 @@ fn is_pgbouncer(pid: u32) -> bool {
     comm == "pgbouncer" && !rest.starts_with('Z')
 }
 
-fn write_file(env: &Env, path: &Path, text: &str) -> Result<(), TestingError> {
-    fs::write(path, text)
-        .map_err(|e| TestingError::io(format!("writing {}", path.display()), e))?;
-    env.give(path)
-}
-
 /// `PgBouncer 1.18.0` → `1.18.0`.
 fn version_of(program: &Path) -> Result<String, TestingError> {
-    let out = Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| TestingError::io(format!("running {} --version", program.display()), e))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .next()
-        .and_then(|line| line.strip_prefix("PgBouncer "))
-        .map(|version| version.trim().to_owned())
-        .ok_or_else(|| TestingError::CommandFailed {
+    let line = version_line(program)?;
+    match line.strip_prefix("PgBouncer ") {
+        Some(version) => Ok(version.trim().to_owned()),
+        None => Err(TestingError::CommandFailed {
             command: format!("{} --version", program.display()),
-            status: out.status.to_string(),
-            output: pg::output_text(&out),
-        })
+            status: "exit status: 0".into(),
+            output: format!("{line}\n(expected `PgBouncer <version>`)"),
+        }),
+    }
 }
 
 /// `1.18.0` → `(1, 18)`.
 fn parse_version(version: &str) -> Option<(u32, u32)> {
-    let mut parts = version.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts
-        .next()?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()?;
-    Some((major, minor))
+    match release_numbers(version)?.as_slice() {
+        [major, minor, ..] => Some((*major, *minor)),
+        _ => None,
+    }
 }
 
 fn config_text(

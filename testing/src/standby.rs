@@ -12,11 +12,12 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::env::{Env, pg_command_in};
 use super::pg::{self, Layout};
+use super::private_server;
+use super::programs::{self, describe, output_text};
 use super::query::{self, Target};
 use super::{TestServer, TestingError};
 
@@ -36,6 +37,22 @@ pub(super) enum BackupMethod {
     /// a `pg_basebackup` is installed (so that every machine tests it).
     #[cfg(test)]
     LowLevel,
+}
+
+/// Starts a private hot standby of `primary`, from a base backup of it made
+/// as `method` says, and waits until it streams.
+pub(super) fn start(
+    primary: &TestServer,
+    method: BackupMethod,
+) -> Result<TestServer, TestingError> {
+    // A standby needs at least the primary's values of the settings that
+    // size shared memory (`max_connections`, `max_locks_per_transaction`,
+    // ...): it gets all of the primary's settings.
+    let server = private_server::start_with(&primary.settings, |env, layout| {
+        base_backup(env, primary, layout, method)
+    })?;
+    wait_until_streaming(&server, READY_TIMEOUT)?;
+    Ok(server)
 }
 
 /// A base backup of `primary` into `<dir>/data.init`, renamed to
@@ -86,17 +103,7 @@ fn find_pg_basebackup(primary: &TestServer) -> Option<PathBuf> {
             .join("bin/pg_basebackup"),
     ]
     .into_iter()
-    .find(|program| program_major(program).as_deref() == Some(major))
-}
-
-/// The major version a PostgreSQL program says it is (`--version`).
-fn program_major(program: &Path) -> Option<String> {
-    let out = Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    pg::parse_major(&String::from_utf8_lossy(&out.stdout))
+    .find(|program| pg::program_major(program).as_deref() == Some(major))
 }
 
 fn run_pg_basebackup(
@@ -121,14 +128,14 @@ fn run_pg_basebackup(
         .arg(primary.port().to_string())
         .args(["-U", "postgres", "-w", "-R", "-X", "stream", "-c", "fast"])
         .arg("--no-sync");
-    let out = pg::run(&mut command, "pg_basebackup")?;
+    let out = programs::run(&mut command, "pg_basebackup")?;
     if out.status.success() {
         Ok(())
     } else {
         Err(TestingError::CommandFailed {
-            command: pg::describe(&command),
+            command: describe(&command),
             status: out.status.to_string(),
-            output: pg::output_text(&out),
+            output: output_text(&out),
         })
     }
 }
@@ -191,18 +198,18 @@ fn low_level_backup(env: &Env, primary: &TestServer, staging: &Path) -> Result<(
             }),
         }
     })?;
-    write_file(env, &staging.join("backup_label"), &label)?;
+    env.write_file(&staging.join("backup_label"), &label)?;
     if !tablespace_map.is_empty() {
-        write_file(env, &staging.join("tablespace_map"), &tablespace_map)?;
+        env.write_file(&staging.join("tablespace_map"), &tablespace_map)?;
     }
-    write_file(env, &staging.join("standby.signal"), "")?;
+    env.write_file(&staging.join("standby.signal"), "")?;
     let auto_conf = staging.join("postgresql.auto.conf");
     let mut settings = fs::read_to_string(&auto_conf).unwrap_or_default();
     if !settings.is_empty() && !settings.ends_with('\n') {
         settings.push('\n');
     }
     settings.push_str(&primary_conninfo(primary));
-    write_file(env, &auto_conf, &settings)
+    env.write_file(&auto_conf, &settings)
 }
 
 /// The `primary_conninfo` line of a standby of `primary`: its unix socket,
@@ -381,13 +388,6 @@ fn copy_skeleton(
     Ok(())
 }
 
-/// Writes a file of the copy, byte for byte, for the server's user.
-fn write_file(env: &Env, path: &Path, text: &str) -> Result<(), TestingError> {
-    fs::write(path, text)
-        .map_err(|e| TestingError::io(format!("writing {}", path.display()), e))?;
-    env.give(path)
-}
-
 /// Polls until `server` accepts connections, is in recovery and its WAL
 /// receiver streams from the primary.
 pub(super) fn wait_until_streaming(
@@ -478,7 +478,7 @@ async fn poll(
                     },
                     server.url()
                 ),
-                log_tail: pg::log_tail(&server.layout, 0),
+                log_tail: programs::log_tail(server.log_file(), 0),
             });
         }
         tokio::time::sleep(POLL).await;
@@ -514,7 +514,7 @@ mod tests {
 
     #[test]
     fn a_low_level_backup_makes_a_standby_that_streams_and_replays() {
-        use crate::{ServerOptions, shared};
+        use crate::ServerOptions;
 
         let primary = TestServer::start(ServerOptions::new()).expect("a private primary");
         let on_primary = Target::socket(primary.socket_dir(), primary.port());
@@ -529,8 +529,8 @@ mod tests {
         };
         execute("CREATE TABLE in_the_copy AS SELECT 'copied'::text AS word");
 
-        let standby = shared::start_standby(&primary, BackupMethod::LowLevel)
-            .expect("a standby from a low-level backup");
+        let standby =
+            start(&primary, BackupMethod::LowLevel).expect("a standby from a low-level backup");
         assert!(standby.data_dir().join("standby.signal").is_file());
         execute("CREATE TABLE in_the_stream AS SELECT 'streamed'::text AS word");
         primary

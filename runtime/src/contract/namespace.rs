@@ -4,11 +4,11 @@
 //! Every key first becomes a 64-bit *key value* ([`crate::LockKey`]); the
 //! namespace then places it in one of PostgreSQL's two key spaces:
 //!
-//! - **bigint space** (`pg_advisory_xact_lock(bigint)`): `key_value ^ ns`,
-//!   where a named namespace is the first 8 bytes of `sha256(name)`. For a
-//!   uuid this is exactly `hi64 ^ lo64 ^ ns`.
-//! - **int4 pair space** (`pg_advisory_xact_lock(int, int)`): the namespace is
-//!   the first int (the class), the key value the second, folded to 32 bits
+//! - **bigint space** (the advisory lock functions' one `bigint`
+//!   argument): `key_value ^ ns`, where a named namespace is the first 8
+//!   bytes of `sha256(name)`. For a uuid this is exactly `hi64 ^ lo64 ^ ns`.
+//! - **int4 pair space** (their two `int` arguments): the namespace is the
+//!   first int (the class), the key value the second, folded to 32 bits
 //!   when it does not fit.
 //!
 //! `docs/KEYS.md` states the derivation with golden vectors and the SQL that

@@ -8,11 +8,12 @@
 //! A transaction's lock that was found busy lately ([`contention`]) is
 //! instead taken with one statement that tries and, only when the try
 //! fails, waits: one round trip for a contended lock, as for the bare
-//! `pg_advisory_xact_lock`. The server can't say "I am waiting" before that
-//! statement answers, so a client-side timer does: if there is no answer
-//! after [`WAIT_REPORTED_AFTER`], the event that the wait began is emitted
-//! while the statement still waits; a wait that ended sooner is reported
-//! when the answer says it waited, just before its outcome.
+//! call ([`crate::bare_sql::XACT_LOCK`]). The server can't say "I am
+//! waiting" before that statement answers, so a client-side timer does: if
+//! there is no answer after [`WAIT_REPORTED_AFTER`], the event that the
+//! wait began is emitted while the statement still waits; a wait that ended
+//! sooner is reported when the answer says it waited, just before its
+//! outcome.
 
 use std::time::{Duration, Instant};
 

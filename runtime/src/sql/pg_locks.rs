@@ -1,6 +1,9 @@
 //! How `pg_locks` shows an advisory lock id: the one place that encodes and
 //! decodes it, for inspection, leases, cancellation, the testing kit and
-//! any query of an operator's own.
+//! any query of an operator's own; and the queries over `pg_locks` that
+//! pglock sends. Those that tell what a session holds are public
+//! ([`HELD_BY_THIS_SESSION`], [`COUNT_HELD_BY_THIS_SESSION`]), so that tests
+//! and tools ask exactly what leases and the lock manager ask.
 //!
 //! A row of `pg_locks` with `locktype = 'advisory'` names its lock by three
 //! columns: `classid` and `objid` (two `oid`s, unsigned 32-bit) and
@@ -116,10 +119,30 @@ pub fn mode(name: &str) -> Option<Mode> {
 }
 
 /// Whether this session holds a lock, in `pg_locks`: `$1`, `$2` the id as
-/// [`encode`] gives it, `$3` the [`mode_name`]. Through a transaction pooler
-/// the query may reach another backend, which holds nothing: that counts as
-/// not held, as it is.
-pub(crate) const HELD_BY_THIS_SESSION: &str = concat!(
+/// [`encode`] gives it, `$3` the [`mode_name`]. Only granted locks of this
+/// backend (`pg_backend_pid()`) in the current database count: a lock on
+/// the same id held by another session, waited for by this one, or held in
+/// another database of the server does not. Through a transaction pooler
+/// the query may reach another backend, which holds nothing: that counts
+/// as not held, as it is. Leases, the lock manager and the testing kit's
+/// `holds` ask this.
+///
+/// ```no_run
+/// use pglock_runtime::{Mode, Namespace, pg_locks};
+///
+/// static JOBS: Namespace = Namespace::named("jobs");
+///
+/// # async fn run(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+/// let (encoded, objsubid) = pg_locks::encode(JOBS.id(&7_i64));
+/// let held: bool = sqlx::query_scalar(pg_locks::HELD_BY_THIS_SESSION)
+///     .bind(encoded)
+///     .bind(objsubid)
+///     .bind(pg_locks::mode_name(Mode::Exclusive))
+///     .fetch_one(conn)
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub const HELD_BY_THIS_SESSION: &str = concat!(
     "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE ",
     matches_id!(),
     " AND l.pid = pg_catalog.pg_backend_pid() AND l.granted AND l.mode = $3 \
@@ -136,8 +159,20 @@ pub(crate) const LOCK_TABLE: &str = "SELECT \
      pg_catalog.current_setting('max_prepared_transactions')::int4";
 
 /// How many advisory locks this session holds (one row per lock and mode,
-/// however many times it was taken).
-pub(crate) const COUNT_HELD_BY_THIS_SESSION: &str = "SELECT count(*) FROM pg_catalog.pg_locks l \
+/// however many times it was taken), as an `int8`. A lock manager's
+/// connections send it as their heartbeat, so `pg_stat_activity.query`
+/// shows this text on them.
+///
+/// ```no_run
+/// use pglock_runtime::pg_locks;
+///
+/// # async fn run(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+/// let held: i64 = sqlx::query_scalar(pg_locks::COUNT_HELD_BY_THIS_SESSION)
+///     .fetch_one(conn)
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub const COUNT_HELD_BY_THIS_SESSION: &str = "SELECT count(*) FROM pg_catalog.pg_locks l \
      WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted";
 
 /// Cancels backend `$3` if, at this instant, it waits for the lock `$1`,

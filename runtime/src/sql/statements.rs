@@ -326,7 +326,7 @@ pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
 /// one is tried. A scalar subquery's `LIMIT` is evaluated lazily, inside the
 /// `CASE` that checks for a standby first. Per key, the server does one
 /// function call and one filter, about what the bare
-/// `count(pg_advisory_xact_lock(x))` over the list does.
+/// [`XACT_LOCK_ALL`](super::bare_sql::XACT_LOCK_ALL) over the list does.
 fn try_prefix_sql([bigints, classes, objects, shared]: [&str; 4]) -> String {
     let mut sql = String::new();
     let _ = write!(
