@@ -13,15 +13,15 @@
 
 use std::time::Duration;
 
-use pglock::{LeaseOptions, Namespace};
+use pglock::{CheckOptions, Namespace};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 static CLUSTER: Namespace = Namespace::named("example:leader");
 
 /// Checks every 200ms, so a lost lease is reported within about 2s.
-fn lease_options() -> LeaseOptions {
-    LeaseOptions::default()
+fn lease_options() -> CheckOptions {
+    CheckOptions::default()
         .check_every(Duration::from_millis(200))
         .check_timeout(Duration::from_secs(2))
 }

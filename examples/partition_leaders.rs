@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pglock::{LeaseOptions, LockManager, ManagedLock, ManagerOptions, Namespace};
+use pglock::{CheckOptions, LockManager, ManagedGuard, ManagerOptions, Namespace};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let manager = LockManager::new(
             connect.clone(),
             ManagerOptions::default().max_connections(2).checks(
-                LeaseOptions::default()
+                CheckOptions::default()
                     .check_every(Duration::from_millis(200))
                     .check_timeout(Duration::from_secs(1)),
             ),
@@ -99,7 +99,7 @@ async fn lead(worker: i64, manager: &LockManager, led: &Led) -> String {
         Ok(lock) => lock,
         Err(error) => return format!("could not join: {error}"),
     };
-    let mut partitions: BTreeMap<i64, ManagedLock> = BTreeMap::new();
+    let mut partitions: BTreeMap<i64, ManagedGuard> = BTreeMap::new();
     loop {
         if let Some(lost) = partitions.values().find(|lock| !lock.is_held()) {
             return format!("lost {}", lost.lock());

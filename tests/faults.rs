@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use pglock::{Error, LeaseOptions, Namespace};
+use pglock::{CheckOptions, Error, Namespace};
 use support::*;
 
 #[tokio::test]
@@ -52,7 +52,7 @@ async fn a_server_restart_gives_holder_and_waiter_typed_errors_and_the_pool_reco
         .session_lock(&2_i64)
         .acquire_lease(
             pool.acquire().await.unwrap(),
-            LeaseOptions::default().check_every(Duration::from_millis(100)),
+            CheckOptions::default().check_every(Duration::from_millis(100)),
         )
         .await
         .unwrap();

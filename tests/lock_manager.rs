@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pglock::testing::TestServer;
 use pglock::{
-    ConflictCause, Error, LeaseOptions, LockBudget, LockId, LockManager, ManagedLock,
+    CheckOptions, ConflictCause, Error, LockBudget, LockId, LockManager, ManagedGuard,
     ManagerOptions, Namespace, pg_locks,
 };
 use sqlx::Connection;
@@ -64,7 +64,7 @@ fn bigint_ids(ns: &Namespace, keys: std::ops::Range<i64>) -> Vec<i64> {
 /// Fast checks, so that a loss is seen within about a second.
 fn quick_checks() -> ManagerOptions {
     ManagerOptions::default().checks(
-        LeaseOptions::default()
+        CheckOptions::default()
             .check_every(Duration::from_millis(200))
             .check_timeout(Duration::from_secs(1)),
     )
@@ -94,7 +94,7 @@ async fn acquire_all(
     ns: &'static Namespace,
     keys: std::ops::Range<i64>,
     workers: i64,
-) -> Vec<ManagedLock> {
+) -> Vec<ManagedGuard> {
     let mut tasks = tokio::task::JoinSet::new();
     let per_worker = (keys.end - keys.start + workers - 1) / workers;
     for worker in 0..workers {
@@ -911,14 +911,14 @@ async fn short_transaction_timeouts_never_end_a_busy_connection() {
     let ids = bigint_ids(ns, 0..1_000_i64);
     assert_eq!(held_on(&pool, &ids).await, (1_000, 1), "nothing was lost");
     assert_eq!(holder_of(&pool, ns.id(&0_i64)).await, Some(pid));
-    assert!(held.iter().all(ManagedLock::is_held));
+    assert!(held.iter().all(ManagedGuard::is_held));
     assert_eq!(manager.close().await, 1_000);
 }
 
 /// Takes locks through `manager`, after those `held` has, until the
 /// server's lock table is full; that must come past 1,000 locks, on a heavy
 /// connection.
-async fn fill_lock_table(manager: &LockManager, ns: &Namespace, held: &mut Vec<ManagedLock>) {
+async fn fill_lock_table(manager: &LockManager, ns: &Namespace, held: &mut Vec<ManagedGuard>) {
     let error = loop {
         let key = held.len() as i64;
         assert!(key < 100_000, "the lock table never filled");
@@ -945,7 +945,7 @@ async fn still_in_service(
     ns: &Namespace,
     pool: &PgPool,
     pid: i32,
-    mut held: Vec<ManagedLock>,
+    mut held: Vec<ManagedGuard>,
 ) {
     for _ in 0..10 {
         held.pop().unwrap().release().await.unwrap();
@@ -955,7 +955,7 @@ async fn still_in_service(
     let ids = bigint_ids(ns, 0..held.len() as i64);
     assert_eq!(held_on(pool, &ids).await, (held.len() as i64, 1));
     assert_eq!(holder_of(pool, ns.id(&0_i64)).await, Some(pid));
-    assert!(held.iter().all(ManagedLock::is_held));
+    assert!(held.iter().all(ManagedGuard::is_held));
     assert_eq!(manager.close().await, held.len());
 }
 
@@ -1008,7 +1008,7 @@ async fn a_failed_try_in_a_heavy_connections_transaction_outlives_a_short_idle_t
     // Had the session ended, the try would have gone on to a new
     // connection, with room in the table at once.
     assert!(
-        held.iter().all(ManagedLock::is_held),
+        held.iter().all(ManagedGuard::is_held),
         "the connection outlived the failed try"
     );
     assert!(matches!(tried, Err(Error::LockTableFull(_))), "{tried:?}");
@@ -1036,7 +1036,7 @@ async fn logging_server_holding(
     ns: &'static Namespace,
     keys: i64,
     workers: i64,
-) -> (TestServer, PgPool, Arc<LockManager>, Vec<ManagedLock>, i32) {
+) -> (TestServer, PgPool, Arc<LockManager>, Vec<ManagedGuard>, i32) {
     let server = private_server(LOGGING);
     let pool = pool_on(&server, 1).await;
     let manager = on_one_connection(server.url().parse().unwrap());
@@ -1283,7 +1283,7 @@ async fn a_connection_still_opening_is_not_counted_as_open() {
             .parse()
             .unwrap(),
         ManagerOptions::default()
-            .checks(LeaseOptions::default().check_timeout(Duration::from_secs(30))),
+            .checks(CheckOptions::default().check_timeout(Duration::from_secs(30))),
     );
     let ns = namespace("manager:opening");
     let trying = tokio::spawn({

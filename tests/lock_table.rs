@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pglock::testing::{ServerOptions, TestServer};
-use pglock::{Error, LockBudget, LockManager, LockTable, ManagedLock, ManagerOptions, Namespace};
+use pglock::{Error, LockBudget, LockManager, LockTable, ManagedGuard, ManagerOptions, Namespace};
 use sqlx::postgres::{PgConnection, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -76,7 +76,7 @@ async fn take_until_refused(
     manager: &LockManager,
     ns: &Namespace,
     first: i64,
-) -> (Vec<ManagedLock>, Error) {
+) -> (Vec<ManagedGuard>, Error) {
     let mut held = Vec::new();
     loop {
         let key = first + held.len() as i64;
@@ -169,7 +169,7 @@ async fn a_manager_stops_at_its_budget_and_the_server_serves_everyone_else() {
     }
     assert!(!error.is_retryable(), "it repeats until locks are released");
     assert!(
-        held.iter().all(ManagedLock::is_held),
+        held.iter().all(ManagedGuard::is_held),
         "nothing held is lost"
     );
     assert_eq!(advisory_locks_held(&server).await, 1_600);
@@ -279,7 +279,7 @@ async fn past_the_table_a_full_lock_table_is_typed_and_the_manager_serves_after_
     assert!(matches!(error, Error::LockTableFull(_)), "{error:?}");
     assert!(held.len() as u64 > LockTable::new(64, 100, 0).entries());
     assert!(
-        held.iter().all(ManagedLock::is_held),
+        held.iter().all(ManagedGuard::is_held),
         "nothing held is lost"
     );
 

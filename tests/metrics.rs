@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use pglock::metrics::{ACQUISITIONS, HOLD_SECONDS, SESSION_LOCKS_HELD, WAIT_SECONDS};
-use pglock::{LeaseOptions, LockManager, ManagerOptions, Namespace};
+use pglock::{CheckOptions, LockManager, ManagerOptions, Namespace};
 use sqlx::postgres::PgPool;
 use support::*;
 
@@ -180,7 +180,7 @@ async fn a_scripted_scenario_records_exact_counts_waits_and_holds() {
         .session_lock(&(base + 4))
         .acquire_lease(
             conn,
-            LeaseOptions::default()
+            CheckOptions::default()
                 .check_every(Duration::from_millis(100))
                 .check_timeout(Duration::from_secs(1)),
         )

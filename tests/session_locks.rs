@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use pglock::{ConflictCause, Error, LeaseOptions, Mode, SessionTry};
+use pglock::{CheckOptions, ConflictCause, Error, Mode, SessionTry};
 use sqlx::Connection;
 use support::*;
 
@@ -206,7 +206,7 @@ async fn a_terminated_backend_is_reported_as_a_lost_lease_and_a_waiter_takes_ove
     let pool = pool().await;
     let ns = namespace("lease_terminated");
     let id = ns.id(&"leader");
-    let options = LeaseOptions::default()
+    let options = CheckOptions::default()
         .check_every(Duration::from_millis(100))
         .check_timeout(Duration::from_secs(2));
     let mut lease = ns

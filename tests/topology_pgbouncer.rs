@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use pglock::testing::{self, PgBouncer, PgBouncerOptions, PoolMode, ServerOptions, TestServer};
 use pglock::{
-    Error, Lease, LeaseLost, LeaseOptions, LockId, LockManager, ManagedLock, ManagerOptions, Mode,
+    CheckOptions, Error, Lease, LockId, LockManager, Loss, ManagedGuard, ManagerOptions, Mode,
     Namespace, SessionTry, pg_locks,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
@@ -348,14 +348,14 @@ async fn a_session_lock_through_a_transaction_pooler_is_lost_and_its_release_say
 #[derive(Clone, Copy, Debug)]
 enum Checked {
     Lease,
-    ManagedLock,
+    ManagedGuard,
 }
 
 /// A held lock of one of the [`Checked`] kinds, with what it takes to end
 /// it.
 enum HeldLock {
     Lease(Lease),
-    ManagedLock(ManagedLock, LockManager),
+    ManagedGuard(ManagedGuard, LockManager),
 }
 
 impl HeldLock {
@@ -367,7 +367,7 @@ impl HeldLock {
         ns: &'static Namespace,
         key: i64,
     ) -> (HeldLock, Duration) {
-        let checks = LeaseOptions::default()
+        let checks = CheckOptions::default()
             .check_every(Duration::from_secs(1))
             .check_timeout(Duration::from_secs(2));
         match kind {
@@ -380,12 +380,12 @@ impl HeldLock {
                     .unwrap();
                 (HeldLock::Lease(lease), checks.detection_bound())
             }
-            Checked::ManagedLock => {
+            Checked::ManagedGuard => {
                 let options = ManagerOptions::default().max_connections(1).checks(checks);
                 let manager = LockManager::new(url.parse().unwrap(), options);
                 let handle = manager.lock(ns, &key).acquire().await.unwrap();
                 let bound = options.detection_bound();
-                (HeldLock::ManagedLock(handle, manager), bound)
+                (HeldLock::ManagedGuard(handle, manager), bound)
             }
         }
     }
@@ -393,14 +393,14 @@ impl HeldLock {
     fn is_held(&self) -> bool {
         match self {
             HeldLock::Lease(lease) => lease.is_held(),
-            HeldLock::ManagedLock(handle, _) => handle.is_held(),
+            HeldLock::ManagedGuard(handle, _) => handle.is_held(),
         }
     }
 
-    async fn lost(&mut self) -> LeaseLost {
+    async fn lost(&mut self) -> Loss {
         match self {
             HeldLock::Lease(lease) => lease.lost().await,
-            HeldLock::ManagedLock(handle, _) => handle.lost().await,
+            HeldLock::ManagedGuard(handle, _) => handle.lost().await,
         }
     }
 
@@ -408,7 +408,7 @@ impl HeldLock {
     async fn release(self) -> Result<(), Error> {
         match self {
             HeldLock::Lease(lease) => lease.release().await.map(drop),
-            HeldLock::ManagedLock(handle, manager) => {
+            HeldLock::ManagedGuard(handle, manager) => {
                 let released = handle.release().await;
                 manager.close().await;
                 released
@@ -467,7 +467,7 @@ async fn a_lease_through_a_transaction_pooler_reports_the_loss() {
 
 #[tokio::test]
 async fn a_lock_manager_through_a_transaction_pooler_reports_the_loss() {
-    a_checked_lock_through_a_transaction_pooler_reports_the_loss(Checked::ManagedLock).await;
+    a_checked_lock_through_a_transaction_pooler_reports_the_loss(Checked::ManagedGuard).await;
 }
 
 #[tokio::test]

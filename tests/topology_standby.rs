@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pglock::testing::{ServerOptions, TestServer};
-use pglock::{Error, LeaseOptions, Namespace, XactLockSet};
+use pglock::{CheckOptions, Error, Namespace, XactLockSet};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Transaction};
 use support::proxy::Proxy;
@@ -176,7 +176,7 @@ async fn every_way_of_locking_is_refused_on_a_hot_standby_and_nothing_is_locked(
     assert_standby(
         "a lease",
         ns.session_lock(&33_i64)
-            .acquire_lease(session, LeaseOptions::default())
+            .acquire_lease(session, CheckOptions::default())
             .await,
     );
 

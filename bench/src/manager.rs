@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pglock::{
-    LeaseOptions, LockManager, ManagedLock, ManagerOptions, Namespace, SessionTry, pg_locks,
+    CheckOptions, LockManager, ManagedGuard, ManagerOptions, Namespace, SessionTry, pg_locks,
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgAdvisoryLock, PgAdvisoryLockKey, PgConnectOptions, PgConnection};
@@ -53,7 +53,7 @@ pub(crate) async fn run(
 }
 
 /// Takes `locks` locks through `manager`, 16 at a time.
-async fn hold(manager: &Arc<LockManager>, locks: usize) -> Result<Vec<ManagedLock>, BoxError> {
+async fn hold(manager: &Arc<LockManager>, locks: usize) -> Result<Vec<ManagedGuard>, BoxError> {
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..16_usize {
         let manager = Arc::clone(manager);
@@ -303,7 +303,7 @@ async fn heartbeat(
     let interval = Duration::from_secs(1);
     let manager = Arc::new(LockManager::new(
         connect.clone(),
-        ManagerOptions::default().checks(LeaseOptions::default().check_every(interval)),
+        ManagerOptions::default().checks(CheckOptions::default().check_every(interval)),
     ));
     let held = hold(&manager, locks).await?;
     let mut observer = PgConnection::connect_with(connect).await?;

@@ -44,12 +44,23 @@
 //!   waits), `events` (every `tracing` event), `measure` (the metrics, with
 //!   the feature `metrics`).
 //! - `front/`: what applications call. `xact_lock` ([`XactLock`]),
-//!   `lock_set` ([`XactLockSet`]), `session` ([`SessionLock`]), `lease`
-//!   ([`Lease`]), `run` (work in a transaction that holds a lock), `inspect`
-//!   ([`inspect`]). A constructor lives with the type it returns:
-//!   `Namespace::session_lock` is in `front/session.rs`.
-//! - `front/manager` ([`LockManager`]): many session locks on a few
-//!   connections.
+//!   `lock_set` ([`XactLockSet`]), `session` ([`SessionLock`],
+//!   [`SessionGuard`]), `lease` ([`Lease`]), `loss` ([`Loss`],
+//!   [`HoldState`], [`CheckOptions`]: how a held session lock is checked
+//!   and its loss reported, for leases and the manager), `manager`
+//!   ([`LockManager`]: many session locks on a few connections; its own
+//!   rooms are listed in `front/manager/mod.rs`), `run` (work in a
+//!   transaction that holds a lock), `inspect` ([`inspect`]). A constructor
+//!   lives with the type it returns: `Namespace::session_lock` is in
+//!   `front/session.rs`, `LockManager::lock` in `front/manager/request.rs`.
+//!
+//! Names follow one scheme: a request is named for the lock it asks for
+//! and is configured, then acquired ([`XactLock`], [`XactLockSet`],
+//! [`SessionLock`], [`ManagedLock`]); a held session lock is a guard, whose
+//! end ends the lock ([`SessionGuard`], [`ManagedGuard`]), or a [`Lease`],
+//! a guard that is checked; a transaction-scoped lock is held by its
+//! transaction, and acquiring it returns [`Acquired`], a report. A loss is
+//! a [`Loss`], whoever held the lock.
 //! - `__private`: what the attribute expands into.
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -71,10 +82,11 @@ pub use contract::namespace::Namespace;
 pub use engine::cancel::cancel_abandoned_waits;
 pub use error::{Conflict, ConflictCause, Error};
 pub use front::inspect::{Inspection, LockRow, PreparedLock, inspect};
-pub use front::lease::{Lease, LeaseLost, LeaseOptions, LeaseState};
+pub use front::lease::Lease;
 pub use front::lock_set::XactLockSet;
+pub use front::loss::{CheckOptions, HoldState, Loss};
 pub use front::manager::{
-    LockBudget, LockManager, LockTable, ManagedLock, ManagedRequest, ManagerOptions,
+    LockBudget, LockManager, LockTable, ManagedGuard, ManagedLock, ManagerOptions,
 };
 pub use front::run::WorkFuture;
 pub use front::session::{IntoOwnedConnection, SessionGuard, SessionLock, SessionTry};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use pglock::testing::LockHolder;
 use pglock::{
-    Acquired, Conflict, ConflictCause, Error, LockId, LockManager, ManagedLock, Mode, Namespace,
+    Acquired, Conflict, ConflictCause, Error, LockId, LockManager, ManagedGuard, Mode, Namespace,
     SessionGuard, SessionLock, XactLock, pg_locks,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -249,7 +249,7 @@ pub fn spawn_managed_acquire(
     ns: &'static Namespace,
     key: i64,
     timeout: Option<Duration>,
-) -> JoinHandle<Result<ManagedLock, Error>> {
+) -> JoinHandle<Result<ManagedGuard, Error>> {
     let manager = Arc::clone(manager);
     tokio::spawn(async move {
         let request = manager.lock(ns, &key);

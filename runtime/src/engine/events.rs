@@ -173,11 +173,11 @@ pub(crate) fn lease_lost(lock: &LockIdentity, held: Duration, reason: &str) {
 }
 
 /// A lock manager's handle was dropped while it held its lock.
-pub(crate) fn managed_lock_dropped(lock: &LockIdentity) {
+pub(crate) fn managed_guard_dropped(lock: &LockIdentity) {
     lock_event!(
         Level::INFO,
         lock,
-        "managed lock dropped without release; unlocking it in the background"
+        "lock manager guard dropped without release; unlocking it in the background"
     );
 }
 

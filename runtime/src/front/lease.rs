@@ -6,7 +6,7 @@
 //! it: the holder must learn so, in bounded time, and never silently.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::postgres::PgConnection;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::engine::events;
 use crate::engine::measure::HoldMeter;
 use crate::error::Error;
+use crate::front::loss::{CheckOptions, HoldState, Loss, until_lost};
 use crate::front::session::{HeldLock, IntoOwnedConnection, SessionGuard, SessionLock};
 use crate::identity::LockIdentity;
 use crate::sql::pg_locks;
@@ -25,10 +26,10 @@ impl SessionLock<'_> {
     /// ```no_run
     /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
     /// # static LEADER: pglock_runtime::Namespace = pglock_runtime::Namespace::named("leader");
-    /// use pglock_runtime::LeaseOptions;
+    /// use pglock_runtime::CheckOptions;
     /// let mut lease = LEADER
     ///     .session_lock(&"cluster")
-    ///     .acquire_lease(pool.acquire().await?, LeaseOptions::default())
+    ///     .acquire_lease(pool.acquire().await?, CheckOptions::default())
     ///     .await?;
     /// tokio::select! {
     ///     lost = lease.lost() => eprintln!("no longer the leader: {lost}"),
@@ -40,156 +41,16 @@ impl SessionLock<'_> {
     pub async fn acquire_lease(
         self,
         connection: impl IntoOwnedConnection,
-        options: LeaseOptions,
+        options: CheckOptions,
     ) -> Result<Lease, Error> {
         let guard = self.acquire(connection).await?;
         Ok(Lease::start(guard, options))
     }
 }
 
-/// How a [`Lease`] watches its connection.
-///
-/// ```
-/// use std::time::Duration;
-/// use pglock_runtime::LeaseOptions;
-///
-/// let options = LeaseOptions::default().check_every(Duration::from_millis(500));
-/// assert_eq!(options.detection_bound(), Duration::from_millis(500) + Duration::from_secs(5));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LeaseOptions {
-    check_interval: Duration,
-    check_timeout: Duration,
-}
-
-impl Default for LeaseOptions {
-    /// A check every 5 s that may take up to 5 s: a loss is reported within
-    /// 10 s.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// use pglock_runtime::LeaseOptions;
-    /// let five = Duration::from_secs(5);
-    /// assert_eq!(LeaseOptions::default(), LeaseOptions::default().check_every(five).check_timeout(five));
-    /// ```
-    fn default() -> Self {
-        Self {
-            check_interval: Duration::from_secs(5),
-            check_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl LeaseOptions {
-    /// How often the connection is checked (a query that the lock is still
-    /// held by this session).
-    pub fn check_every(mut self, interval: Duration) -> Self {
-        self.check_interval = interval;
-        self
-    }
-
-    /// How long one check may take before the lease counts as lost.
-    pub fn check_timeout(mut self, timeout: Duration) -> Self {
-        self.check_timeout = timeout;
-        self
-    }
-
-    pub(crate) fn interval(&self) -> Duration {
-        self.check_interval
-    }
-
-    pub(crate) fn timeout(&self) -> Duration {
-        self.check_timeout
-    }
-
-    /// The longest time between a loss and its report.
-    pub fn detection_bound(&self) -> Duration {
-        self.check_interval.saturating_add(self.check_timeout)
-    }
-}
-
-/// The state of a lease, as [`Lease::watch`] publishes it.
-///
-/// ```no_run
-/// # fn run(lease: &pglock_runtime::Lease) {
-/// use pglock_runtime::LeaseState;
-/// match &*lease.watch().borrow() {
-///     LeaseState::Held => println!("still held"),
-///     LeaseState::Lost(lost) => eprintln!("{lost}"),
-///     _ => {}
-/// }
-/// # }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LeaseState {
-    /// The lock is held.
-    Held,
-    /// The lock was lost.
-    Lost(LeaseLost),
-}
-
-/// A lost lease: which lock, and why it is known to be gone.
-///
-/// ```no_run
-/// # async fn run(mut lease: pglock_runtime::Lease) {
-/// let lost: pglock_runtime::LeaseLost = lease.lost().await;
-/// eprintln!("{lost}"); // lease on leader/… (exclusive) lost: the connection failed: …
-/// # }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseLost {
-    lock: LockIdentity,
-    reason: String,
-}
-
-impl LeaseLost {
-    /// The lock that was held.
-    pub fn lock(&self) -> &LockIdentity {
-        &self.lock
-    }
-
-    /// What the check found, such as "the session no longer holds the lock".
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl LeaseLost {
-    pub(crate) fn new(lock: LockIdentity, reason: String) -> Self {
-        Self { lock, reason }
-    }
-}
-
-/// Resolves when `state` says the lock is lost.
-pub(crate) async fn until_lost(
-    state: &mut watch::Receiver<LeaseState>,
-    lock: &LockIdentity,
-) -> LeaseLost {
-    loop {
-        if let LeaseState::Lost(lost) = &*state.borrow_and_update() {
-            return lost.clone();
-        }
-        if state.changed().await.is_err() {
-            // The task that watches the lock ended without publishing a
-            // loss: it can only have been stopped with the runtime.
-            return LeaseLost::new(
-                lock.clone(),
-                "the task watching the lock stopped".to_owned(),
-            );
-        }
-    }
-}
-
-impl fmt::Display for LeaseLost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "lease on {} lost: {}", self.lock, self.reason)
-    }
-}
-
 /// A session lock held by a background task that checks, at a configurable
 /// interval, that its connection still holds the lock, and publishes a loss
-/// the moment it sees one (see [`LeaseOptions::detection_bound`]).
+/// the moment it sees one (see [`CheckOptions::detection_bound`]).
 ///
 /// Made by [`SessionLock::acquire_lease`]. Dropping the lease closes
 /// the connection (freeing the lock); [`Lease::release`] unlocks and returns
@@ -199,9 +60,9 @@ impl fmt::Display for LeaseLost {
 /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
 /// # static LEADER: pglock_runtime::Namespace = pglock_runtime::Namespace::named("leader");
 /// # async fn schedule_due_jobs(pool: &sqlx::PgPool) {}
-/// use pglock_runtime::LeaseOptions;
+/// use pglock_runtime::CheckOptions;
 /// let conn = pool.acquire().await?;
-/// let lease = LEADER.session_lock(&"scheduler").acquire_lease(conn, LeaseOptions::default()).await?;
+/// let lease = LEADER.session_lock(&"scheduler").acquire_lease(conn, CheckOptions::default()).await?;
 /// while lease.is_held() {
 ///     schedule_due_jobs(pool).await;
 /// }
@@ -209,7 +70,7 @@ impl fmt::Display for LeaseLost {
 /// ```
 pub struct Lease {
     commands: mpsc::Sender<Command>,
-    state: watch::Receiver<LeaseState>,
+    state: watch::Receiver<HoldState>,
     held: HeldLock,
 }
 
@@ -218,10 +79,10 @@ enum Command {
 }
 
 impl Lease {
-    pub(crate) fn start(guard: SessionGuard, options: LeaseOptions) -> Self {
+    pub(crate) fn start(guard: SessionGuard, options: CheckOptions) -> Self {
         let (conn, held, meter) = guard.into_parts();
         let (commands, command_rx) = mpsc::channel(1);
-        let (state_tx, state) = watch::channel(LeaseState::Held);
+        let (state_tx, state) = watch::channel(HoldState::Held);
         tokio::spawn(keep(
             conn,
             held.clone(),
@@ -239,7 +100,7 @@ impl Lease {
 
     /// Whether the lock is still held, as of the last check.
     pub fn is_held(&self) -> bool {
-        matches!(*self.state.borrow(), LeaseState::Held)
+        matches!(*self.state.borrow(), HoldState::Held)
     }
 
     /// Resolves when the lease is lost; use it in a `select!` beside the
@@ -251,14 +112,14 @@ impl Lease {
     /// eprintln!("{lost}");
     /// # }
     /// ```
-    pub async fn lost(&mut self) -> LeaseLost {
+    pub async fn lost(&mut self) -> Loss {
         let lock = &self.held.lock;
         until_lost(&mut self.state, lock).await
     }
 
     /// A receiver of the lease's state, for holders that watch several
     /// things at once.
-    pub fn watch(&self) -> watch::Receiver<LeaseState> {
+    pub fn watch(&self) -> watch::Receiver<HoldState> {
         self.state.clone()
     }
 
@@ -309,9 +170,9 @@ async fn keep(
     mut conn: PgConnection,
     held: HeldLock,
     meter: Option<HoldMeter>,
-    options: LeaseOptions,
+    options: CheckOptions,
     mut commands: mpsc::Receiver<Command>,
-    state: watch::Sender<LeaseState>,
+    state: watch::Sender<HoldState>,
 ) {
     let acquired = Instant::now();
     let reason = loop {
@@ -327,12 +188,12 @@ async fn keep(
                     return;
                 }
             },
-            () = tokio::time::sleep(options.check_interval) => {
-                match tokio::time::timeout(options.check_timeout, still_held(&mut conn, &held)).await {
+            () = tokio::time::sleep(options.interval()) => {
+                match tokio::time::timeout(options.timeout(), still_held(&mut conn, &held)).await {
                     Ok(Ok(true)) => {}
                     Ok(Ok(false)) => break "the session no longer holds the lock".to_owned(),
                     Ok(Err(error)) => break format!("the connection failed: {error}"),
-                    Err(_) => break format!("the connection did not answer within {:?}", options.check_timeout),
+                    Err(_) => break format!("the connection did not answer within {:?}", options.timeout()),
                 }
             }
         }
@@ -340,7 +201,7 @@ async fn keep(
     events::lease_lost(&held.lock, acquired.elapsed(), &reason);
     drop(meter);
     drop(conn);
-    let _ = state.send(LeaseState::Lost(LeaseLost::new(held.lock.clone(), reason)));
+    let _ = state.send(HoldState::Lost(Loss::new(held.lock.clone(), reason)));
     // Answer a late release with the loss, until the lease is dropped.
     while let Some(Command::Release(reply)) = commands.recv().await {
         let _ = reply.send(Err(held.lost()));

@@ -53,6 +53,7 @@ macro_rules! request_options {
 pub(crate) mod inspect;
 pub(crate) mod lease;
 pub(crate) mod lock_set;
+pub(crate) mod loss;
 pub(crate) mod manager;
 pub(crate) mod run;
 pub(crate) mod session;

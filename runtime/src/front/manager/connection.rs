@@ -5,7 +5,7 @@
 //! tries and releases on it themselves ([`Connection::try_lock`],
 //! [`Connection::release`]), which saves a hop through a task on the
 //! uncontended path; and its task (`task.rs`) receives [`Command`]s for the
-//! rest: the waits, the checks, the unlocks of dropped handles, the commits
+//! rest: the waits, the checks, the unlocks of dropped guards, the commits
 //! of its short transactions, the idle close and the close. A statement a
 //! caller started always runs to its end, even when the caller stops
 //! waiting for it, so that a lock taken for a caller that is gone is given
@@ -26,7 +26,7 @@ use crate::contract::id::LockId;
 use crate::engine::events;
 use crate::engine::measure::{self, HoldMeter, Outcome};
 use crate::error::{Error, sqlstate};
-use crate::front::lease::{LeaseLost, LeaseState};
+use crate::front::loss::{HoldState, Loss};
 use crate::identity::LockIdentity;
 use crate::sql::pg_locks;
 use crate::sql::statements::{BATCH_BEGIN, BATCH_BEGIN_17, BATCH_COMMIT, BATCH_ROLLBACK};
@@ -34,18 +34,18 @@ use crate::sql::statements::{TryStatus, bind_id};
 
 use super::batch::{Batch, Due};
 use super::options::LockTable;
-use super::{ConnectionId, HandleId, Inner};
+use super::{ConnectionId, GuardId, Inner};
 
 /// What a connection's task is asked to do.
 pub(super) enum Command {
-    /// Wait for a lock; on success, keep `holding` for the handle.
+    /// Wait for a lock; on success, keep `holding` for the guard.
     Wait {
         sql: String,
         holding: Holding,
         reply: oneshot::Sender<Result<(), sqlx::Error>>,
     },
-    /// Unlock a dropped handle's lock, if it holds one here.
-    Unlock { handle: HandleId },
+    /// Unlock a dropped guard's lock, if it holds one here.
+    Unlock { guard: GuardId },
     /// Release every lock and close.
     Close { reply: oneshot::Sender<usize> },
 }
@@ -56,7 +56,7 @@ pub(super) struct Connection {
     session: Arc<tokio::sync::Mutex<Session>>,
     /// The locks granted here, changed only with `session` locked, so that
     /// a check never sees the one without the other.
-    held: Mutex<HashMap<HandleId, Holding>>,
+    held: Mutex<HashMap<GuardId, Holding>>,
     /// Told when a lock is granted here, so that the task starts checking.
     pub(super) granted: Notify,
     /// Told when a transaction opens here, so that the task commits it.
@@ -88,12 +88,12 @@ pub(super) struct OpenSession {
     batch: Batch,
 }
 
-/// What a connection keeps of a lock it holds for a handle.
+/// What a connection keeps of a lock it holds for a guard.
 pub(super) struct Holding {
-    pub(super) handle: HandleId,
+    pub(super) guard: GuardId,
     pub(super) lock: LockIdentity,
     pub(super) unlock_sql: Arc<str>,
-    pub(super) state: watch::Sender<LeaseState>,
+    pub(super) state: watch::Sender<HoldState>,
     /// Counts the lock as held from its grant until this is dropped.
     pub(super) meter: Option<HoldMeter>,
 }
@@ -139,7 +139,7 @@ impl Connection {
         self.gone.load(Ordering::Acquire)
     }
 
-    /// Tries a lock for a handle and keeps it when granted. Runs to its end
+    /// Tries a lock for a guard and keeps it when granted. Runs to its end
     /// even when the caller stops waiting: a lock granted for a caller that
     /// is gone is then given back at once.
     pub(super) fn try_lock(
@@ -156,18 +156,18 @@ impl Connection {
         })
     }
 
-    /// Unlocks a handle's lock; runs to its end as [`Connection::try_lock`]
+    /// Unlocks a guard's lock; runs to its end as [`Connection::try_lock`]
     /// does. `Err(LockLost)` when the connection is gone or the session
     /// held nothing.
     pub(super) fn release(
         self: &Arc<Self>,
         inner: &Arc<Inner>,
         id: ConnectionId,
-        handle: HandleId,
+        guard: GuardId,
     ) -> FinishOnDrop<Result<(), Error>> {
         let (inner, connection) = (Arc::clone(inner), Arc::clone(self));
         FinishOnDrop::new(&self.runtime, async move {
-            connection.unlock(&inner, id, handle).await
+            connection.unlock(&inner, id, guard).await
         })
     }
 
@@ -247,7 +247,7 @@ impl Connection {
             Ok(status) => status,
             Err(error) => {
                 // A try does not wait, but a statement timeout or a cancel
-                // can still end it after its grant. When another handle
+                // can still end it after its grant. When another guard
                 // holds the same lock here, the server's one row can't tell
                 // the two grants apart: the connection is given up instead.
                 let shares = self.held().values().any(|other| {
@@ -257,7 +257,7 @@ impl Connection {
                     Some(reason) => Err(reason),
                     None if !may_follow_a_grant(&error) => Ok(false),
                     None if shares => Err(format!(
-                        "a try failed ({error}) where the lock is held for another handle: \
+                        "a try failed ({error}) where the lock is held for another guard: \
                          whether the server granted it again can't be told"
                     )),
                     None => holding.give_back_if_granted(open.pg(), bound).await,
@@ -274,10 +274,7 @@ impl Connection {
             }
         };
         let granted = status == TryStatus::Acquired;
-        if inner
-            .table()
-            .answered(id, granted.then_some(holding.handle))
-        {
+        if inner.table().answered(id, granted.then_some(holding.guard)) {
             self.hold(holding);
         } else if granted {
             // Taken for a caller that gave up: given back before anything
@@ -289,19 +286,19 @@ impl Connection {
         Ok(status)
     }
 
-    /// Unlocks a handle's lock; `Err(LockLost)` when the connection is gone
+    /// Unlocks a guard's lock; `Err(LockLost)` when the connection is gone
     /// or the session held nothing.
     pub(super) async fn unlock(
         &self,
         inner: &Inner,
         id: ConnectionId,
-        handle: HandleId,
+        guard: GuardId,
     ) -> Result<(), Error> {
         let mut session = self.session.lock().await;
         let Session::Open(open) = &mut *session else {
             return Err(connection_gone());
         };
-        let Some(holding) = self.held().remove(&handle) else {
+        let Some(holding) = self.held().remove(&guard) else {
             // Lost or closed before; or, for a dropped acquisition, never
             // granted here.
             return Err(connection_gone());
@@ -330,21 +327,21 @@ impl Connection {
         Err(Error::LockLost(holding.lock.clone()))
     }
 
-    /// The locks granted here, by handle.
-    pub(super) fn held(&self) -> MutexGuard<'_, HashMap<HandleId, Holding>> {
+    /// The locks granted here, by guard.
+    pub(super) fn held(&self) -> MutexGuard<'_, HashMap<GuardId, Holding>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Keeps a granted lock, counted as held from now.
     pub(super) fn hold(&self, mut holding: Holding) {
         holding.meter = Some(HoldMeter::start(&holding.lock));
-        self.held().insert(holding.handle, holding);
+        self.held().insert(holding.guard, holding);
         self.granted.notify_one();
     }
 
-    /// The connection is gone: its handles learn so first, then the manager
+    /// The connection is gone: its guards learn so first, then the manager
     /// forgets it (so a new request never finds its locks free while a
-    /// handle still reads held). `counted`: a loss, not a close.
+    /// guard still reads held). `counted`: a loss, not a close.
     pub(super) fn lose(
         &self,
         inner: &Inner,
@@ -523,8 +520,8 @@ impl Holding {
     /// error of a lock timeout or a cancel that fired in between (the timer
     /// goes off after the grant but before it is disarmed); a session lock
     /// outlives that error, and would stay on this connection for no
-    /// handle, re-entered by the next request and excluding everyone else.
-    /// Only for a connection on which no other handle holds the same lock:
+    /// guard, re-entered by the next request and excluding everyone else.
+    /// Only for a connection on which no other guard holds the same lock:
     /// `pg_locks` shows one row however many times a session took it.
     pub(super) async fn give_back_if_granted(
         &self,
@@ -545,13 +542,13 @@ impl Holding {
         }
     }
 
-    /// Tells the handle its lock is gone; `counted`: a loss, not a close.
+    /// Tells the guard its lock is gone; `counted`: a loss, not a close.
     pub(super) fn lose(&self, reason: &str, counted: bool) {
         if counted {
             measure::acquisition(self.lock.label(), self.lock.mode(), Outcome::Lost);
         }
-        let lost = LeaseLost::new(self.lock.clone(), reason.to_owned());
-        let _ = self.state.send(LeaseState::Lost(lost));
+        let lost = Loss::new(self.lock.clone(), reason.to_owned());
+        let _ = self.state.send(HoldState::Lost(lost));
     }
 }
 

@@ -11,22 +11,22 @@
 //!   nothing else (an idle one, or a new one within the bound); once the
 //!   lock is granted, that connection serves tries like the others;
 //! - PostgreSQL grants a session lock again to a backend that holds it, so
-//!   the manager keeps a table of the locks its handles hold and never sends
+//!   the manager keeps a table of the locks its guards hold and never sends
 //!   a request to a connection where the server would grant it by mistake:
-//!   two exclusive handles of one manager exclude each other exactly as two
-//!   processes do (shared handles may share);
+//!   two exclusive guards of one manager exclude each other exactly as two
+//!   processes do (shared guards may share);
 //! - each connection is checked by one heartbeat, however many locks it
-//!   holds, and a connection that fails makes exactly its own handles
+//!   holds, and a connection that fails makes exactly its own guards
 //!   report the loss.
 //!
 //! # Rooms
 //!
 //! - `mod.rs`: [`LockManager`], and what every room shares (`Inner`, the
-//!   ids of connections and handles).
+//!   ids of connections and guards).
 //! - `options.rs`: [`ManagerOptions`], [`LockBudget`], [`LockTable`].
-//! - `request.rs`: [`ManagedRequest`], a request: try, in-process wait,
+//! - `request.rs`: [`ManagedLock`], a request: try, in-process wait,
 //!   server wait.
-//! - `handle.rs`: [`ManagedLock`], a held lock.
+//! - `guard.rs`: [`ManagedGuard`], a held lock.
 //! - `table.rs`: what the manager knows under one lock: connections as
 //!   routing sees them, claims, in-process exclusion, routing.
 //! - `connection.rs`: one connection, and the one way to reach it: callers'
@@ -47,20 +47,20 @@ use crate::error::Error;
 
 mod batch;
 mod connection;
-mod handle;
+mod guard;
 mod options;
 mod request;
 mod table;
 mod task;
 
-pub use handle::ManagedLock;
+pub use guard::ManagedGuard;
 pub use options::{LockBudget, LockTable, ManagerOptions};
-pub use request::ManagedRequest;
+pub use request::ManagedLock;
 
 use connection::Command;
 use table::Table;
 
-/// One of a manager's connections, as its table and its handles name it.
+/// One of a manager's connections, as its table and its guards name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct ConnectionId(u64);
 
@@ -71,9 +71,9 @@ impl ConnectionId {
     }
 }
 
-/// One request's claim, and then the handle that holds its lock.
+/// One request's claim, and then the guard that holds its lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct HandleId(u64);
+struct GuardId(u64);
 
 /// Many session locks held over a few connections.
 ///
@@ -109,7 +109,7 @@ struct Inner {
     options: ManagerOptions,
     table: Mutex<Table>,
     /// Told whenever a claim is given back, for requests that wait for a
-    /// lock a handle of this manager holds.
+    /// lock a guard of this manager holds.
     released: Notify,
     /// Told when the manager closes, for the waits on its connections.
     closing: Notify,
@@ -150,16 +150,16 @@ impl Inner {
         }
     }
 
-    /// Whether a handle of this manager holds or claims `id` in a mode that
+    /// Whether a guard of this manager holds or claims `id` in a mode that
     /// excludes `mode`.
     fn held_here(&self, id: LockId, mode: Mode) -> bool {
         self.table().held_here(id, mode)
     }
 
-    /// Gives back a handle's claim; `false` when it had none any more (its
+    /// Gives back a guard's claim; `false` when it had none any more (its
     /// connection was lost or closed).
-    fn forget(&self, handle: HandleId) -> bool {
-        let forgotten = self.table().forget(handle);
+    fn forget(&self, guard: GuardId) -> bool {
+        let forgotten = self.table().forget(guard);
         if forgotten {
             self.released.notify_waiters();
         }
@@ -217,9 +217,9 @@ impl LockManager {
     }
 
     /// Releases every lock the manager holds and closes its connections;
-    /// returns how many locks were released. Handles report their lock as
+    /// returns how many locks were released. Guards report their lock as
     /// lost (a leader learns it leads no more), and their
-    /// [`release`](ManagedLock::release) succeeds at once. New requests
+    /// [`release`](ManagedGuard::release) succeeds at once. New requests
     /// fail with [`Error::ManagerClosed`].
     pub async fn close(&self) -> usize {
         let mut released = 0;

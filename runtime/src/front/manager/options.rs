@@ -6,36 +6,36 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::front::lease::LeaseOptions;
+use crate::front::loss::CheckOptions;
 
 /// How a [`LockManager`](super::LockManager) uses its connections.
 ///
 /// ```
 /// use std::time::Duration;
-/// use pglock_runtime::{LeaseOptions, ManagerOptions};
+/// use pglock_runtime::{CheckOptions, ManagerOptions};
 ///
 /// let options = ManagerOptions::default()
 ///     .max_connections(4)
-///     .checks(LeaseOptions::default().check_every(Duration::from_secs(1)));
+///     .checks(CheckOptions::default().check_every(Duration::from_secs(1)));
 /// assert_eq!(options.detection_bound(), Duration::from_secs(6));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ManagerOptions {
     pub(super) max_connections: usize,
     pub(super) idle_timeout: Duration,
-    pub(super) checks: LeaseOptions,
+    pub(super) checks: CheckOptions,
     pub(super) lock_budget: LockBudget,
 }
 
 impl Default for ManagerOptions {
     /// At most 8 connections; a connection that holds no lock closes after
-    /// 30 s; checks as [`LeaseOptions::default`]; a budget of a quarter of
+    /// 30 s; checks as [`CheckOptions::default`]; a budget of a quarter of
     /// the server's lock table ([`LockBudget::default`]).
     fn default() -> Self {
         Self {
             max_connections: 8,
             idle_timeout: Duration::from_secs(30),
-            checks: LeaseOptions::default(),
+            checks: CheckOptions::default(),
             lock_budget: LockBudget::default(),
         }
     }
@@ -206,7 +206,7 @@ impl ManagerOptions {
 
     /// How each connection is checked: one check per connection, whatever
     /// the number of locks it holds.
-    pub fn checks(mut self, checks: LeaseOptions) -> Self {
+    pub fn checks(mut self, checks: CheckOptions) -> Self {
         self.checks = checks;
         self
     }
@@ -217,7 +217,7 @@ impl ManagerOptions {
         self
     }
 
-    /// The longest time between the loss of a connection and its handles'
+    /// The longest time between the loss of a connection and its guards'
     /// report of it.
     pub fn detection_bound(&self) -> Duration {
         self.checks.detection_bound()

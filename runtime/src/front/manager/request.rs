@@ -1,6 +1,6 @@
 //! A request for a lock through a [`LockManager`]: a try on a connection
 //! that holds locks; when the lock is busy, a wait in-process while a
-//! handle of the same manager holds it, then on the server on a connection
+//! guard of the same manager holds it, then on the server on a connection
 //! of its own.
 
 use std::fmt;
@@ -16,13 +16,13 @@ use crate::engine::events;
 use crate::engine::measure::{self, Outcome};
 use crate::engine::wait::{Wait, Waiter, reported_wait};
 use crate::error::Error;
-use crate::front::lease::LeaseState;
+use crate::front::loss::HoldState;
 use crate::sql::statements::{Scope, TryStatus, session_wait_sql};
 
 use super::connection::{Command, Holding, connection_gone};
-use super::handle::ManagedLock;
+use super::guard::ManagedGuard;
 use super::table::{ClaimGuard, Purpose, Route};
-use super::{HandleId, LockManager};
+use super::{GuardId, LockManager};
 
 impl LockManager {
     /// A lock on `key` in `namespace` (a [`Namespace`](crate::Namespace),
@@ -38,13 +38,13 @@ impl LockManager {
     /// lock.release().await?;
     /// # Ok(()) }
     /// ```
-    pub fn lock<'a, K, N>(&'a self, namespace: &'a N, key: &K) -> ManagedRequest<'a>
+    pub fn lock<'a, K, N>(&'a self, namespace: &'a N, key: &K) -> ManagedLock<'a>
     where
         K: LockKey + ?Sized,
         N: NamespaceFor<K> + ?Sized,
     {
         let namespace = namespace.namespace();
-        ManagedRequest {
+        ManagedLock {
             manager: self,
             lock: Waiter {
                 namespace,
@@ -60,13 +60,13 @@ impl LockManager {
 /// [`LockManager::lock`], configured, then acquired.
 #[derive(Clone, Copy)]
 #[must_use = "a lock request does nothing until it is acquired"]
-pub struct ManagedRequest<'a> {
+pub struct ManagedLock<'a> {
     manager: &'a LockManager,
     lock: Waiter<'a>,
     wait: Wait,
 }
 
-impl ManagedRequest<'_> {
+impl ManagedLock<'_> {
     request_options!();
 
     /// Takes the lock, waiting as configured: a try on a connection that
@@ -80,7 +80,7 @@ impl ManagedRequest<'_> {
     /// many locks as its budget allows, [`Error::ManagerBusy`] when every connection the
     /// bound allows is waiting, [`Error::ManagerClosed`], [`Error::Standby`],
     /// [`Error::InvalidTimeout`] and [`Error::Database`].
-    pub async fn acquire(self) -> Result<ManagedLock, Error> {
+    pub async fn acquire(self) -> Result<ManagedGuard, Error> {
         let cap_ms = self.wait.cap_ms()?;
         if let Some(lock) = self.try_once().await? {
             self.count(Outcome::Acquired);
@@ -92,9 +92,9 @@ impl ManagedRequest<'_> {
         self.wait_for(cap_ms).await
     }
 
-    /// Tries the lock once: the handle when it is free, `None` when someone
-    /// (another process, or a handle of this manager) holds it.
-    pub async fn try_acquire(self) -> Result<Option<ManagedLock>, Error> {
+    /// Tries the lock once: the guard when it is free, `None` when someone
+    /// (another process, or a guard of this manager) holds it.
+    pub async fn try_acquire(self) -> Result<Option<ManagedGuard>, Error> {
         let lock = self.try_once().await?;
         match lock {
             Some(_) => self.count(Outcome::Acquired),
@@ -111,7 +111,7 @@ impl ManagedRequest<'_> {
     /// to be gone (a server restart, idle connections cut): a connection
     /// that failed holds nothing any more. At most once per connection the
     /// bound allows, and once more on a new one.
-    async fn try_once(&self) -> Result<Option<ManagedLock>, Error> {
+    async fn try_once(&self) -> Result<Option<ManagedGuard>, Error> {
         let mut attempts = self.manager.inner.options.max_connections + 1;
         loop {
             attempts -= 1;
@@ -123,7 +123,7 @@ impl ManagedRequest<'_> {
     }
 
     /// One try; an error says whether its connection was lost.
-    async fn try_on_a_connection(&self) -> Result<Option<ManagedLock>, (Error, bool)> {
+    async fn try_on_a_connection(&self) -> Result<Option<ManagedGuard>, (Error, bool)> {
         let inner = &self.manager.inner;
         let mut claim = ClaimGuard::new(inner);
         let route = inner
@@ -133,7 +133,7 @@ impl ManagedRequest<'_> {
         let Route::To(connection_id, connection) = route else {
             return Ok(None);
         };
-        let (holding, state) = self.holding(claim.handle);
+        let (holding, state) = self.holding(claim.guard);
         let sql = self
             .lock
             .namespace
@@ -151,7 +151,7 @@ impl ManagedRequest<'_> {
             claim.answered();
         }
         match status? {
-            TryStatus::Acquired => Ok(Some(ManagedLock::new(
+            TryStatus::Acquired => Ok(Some(ManagedGuard::new(
                 inner,
                 claim,
                 connection_id,
@@ -163,11 +163,11 @@ impl ManagedRequest<'_> {
         }
     }
 
-    /// Waits for a busy lock. While a handle of this manager holds it, the
+    /// Waits for a busy lock. While a guard of this manager holds it, the
     /// wait is in-process and takes no connection; then the lock is tried
     /// again, and if another session holds it, the wait goes to the server
     /// on a connection of its own. A timeout bounds both parts together.
-    async fn wait_for(&self, cap_ms: Option<u32>) -> Result<ManagedLock, Error> {
+    async fn wait_for(&self, cap_ms: Option<u32>) -> Result<ManagedGuard, Error> {
         let inner = &self.manager.inner;
         let lock = self.lock.identity();
         let started = Instant::now();
@@ -189,8 +189,8 @@ impl ManagedRequest<'_> {
                         }
                         None => released.await,
                     }
-                    if let Some(handle) = self.try_once().await? {
-                        return Ok(handle);
+                    if let Some(guard) = self.try_once().await? {
+                        return Ok(guard);
                     }
                     continue;
                 }
@@ -212,7 +212,7 @@ impl ManagedRequest<'_> {
         &self,
         cap_ms: Option<u32>,
         started: Instant,
-    ) -> Result<ManagedLock, Error> {
+    ) -> Result<ManagedGuard, Error> {
         match self.wait_on_a_connection(cap_ms, started).await {
             Err((_, true)) => self
                 .wait_on_a_connection(cap_ms, started)
@@ -227,7 +227,7 @@ impl ManagedRequest<'_> {
         &self,
         cap_ms: Option<u32>,
         started: Instant,
-    ) -> Result<ManagedLock, (Error, bool)> {
+    ) -> Result<ManagedGuard, (Error, bool)> {
         let inner = &self.manager.inner;
         let mut claim = ClaimGuard::new(inner);
         let route = inner
@@ -237,7 +237,7 @@ impl ManagedRequest<'_> {
             unreachable!("a wait gets a connection of its own, or an error");
         };
         let lock = self.lock.identity();
-        let (holding, state) = self.holding(claim.handle);
+        let (holding, state) = self.holding(claim.guard);
         let statements = self.lock.namespace.statements();
         let sql = session_wait_sql(statements.marker(), self.lock.id, self.lock.mode, cap_ms);
         let (reply, answer) = oneshot::channel();
@@ -249,7 +249,7 @@ impl ManagedRequest<'_> {
             })
             .map_err(|error| (error, true))?;
         match answer.await {
-            Ok(Ok(())) => Ok(ManagedLock::new(inner, claim, connection_id, lock, state)),
+            Ok(Ok(())) => Ok(ManagedGuard::new(inner, claim, connection_id, lock, state)),
             Ok(Err(error)) => {
                 let lost = !inner.table().connections.contains_key(&connection_id);
                 Err((Error::from_wait(error, &lock, started.elapsed()), lost))
@@ -261,10 +261,10 @@ impl ManagedRequest<'_> {
         }
     }
 
-    fn holding(&self, handle: HandleId) -> (Holding, watch::Receiver<LeaseState>) {
-        let (state_tx, state) = watch::channel(LeaseState::Held);
+    fn holding(&self, guard: GuardId) -> (Holding, watch::Receiver<HoldState>) {
+        let (state_tx, state) = watch::channel(HoldState::Held);
         let holding = Holding {
-            handle,
+            guard,
             lock: self.lock.identity(),
             unlock_sql: self.lock.namespace.statements().unlock(self.lock.mode),
             state: state_tx,
@@ -274,9 +274,9 @@ impl ManagedRequest<'_> {
     }
 }
 
-impl fmt::Debug for ManagedRequest<'_> {
+impl fmt::Debug for ManagedLock<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManagedRequest")
+        f.debug_struct("ManagedLock")
             .field("lock", &self.lock.identity())
             .field("wait", &self.wait)
             .finish()

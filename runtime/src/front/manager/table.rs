@@ -1,12 +1,12 @@
 //! What a manager knows, under one lock: its connections as routing sees
-//! them, which handle claims which lock on which connection, and the
+//! them, which guard claims which lock on which connection, and the
 //! choice of a connection for each request.
 //!
 //! PostgreSQL grants a session lock again to a backend that holds it. So a
 //! request claims its lock here before its statement is sent, and is never
 //! sent to a connection where the server would grant it by mistake: two
-//! exclusive handles of one manager exclude each other exactly as two
-//! processes do (shared handles may share).
+//! exclusive guards of one manager exclude each other exactly as two
+//! processes do (shared guards may share).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::error::Error;
 
 use super::connection::{Command, Connection};
 use super::options::{LockTable, ManagerOptions};
-use super::{ConnectionId, HandleId, Inner, task};
+use super::{ConnectionId, GuardId, Inner, task};
 
 /// The manager's table.
 #[derive(Default)]
@@ -27,8 +27,8 @@ pub(super) struct Table {
     next_handle: u64,
     pub(super) connections: HashMap<ConnectionId, Entry>,
     claims: HashMap<LockId, Vec<Claim>>,
-    /// Which lock each claiming handle claims.
-    handles: HashMap<HandleId, LockId>,
+    /// Which lock each claiming guard claims.
+    guards: HashMap<GuardId, LockId>,
     /// The server's lock table, as the last connection opened read it.
     pub(super) lock_table: Option<LockTable>,
 }
@@ -38,16 +38,16 @@ pub(super) struct Entry {
     pub(super) connection: Arc<Connection>,
     /// Tries and waits sent and not yet answered.
     in_flight: usize,
-    /// Locks granted to handles on this connection, and not unlocked yet.
+    /// Locks granted to guards on this connection, and not unlocked yet.
     held: usize,
     /// A wait runs on it: nothing else may be sent until it ends.
     waiting: bool,
 }
 
-/// A handle's claim on a lock: taken before its statement is sent.
+/// A guard's claim on a lock: taken before its statement is sent.
 #[derive(Clone, Copy, Debug)]
 struct Claim {
-    handle: HandleId,
+    guard: GuardId,
     connection: ConnectionId,
     mode: Mode,
     granted: bool,
@@ -66,7 +66,7 @@ pub(super) enum Purpose {
 pub(super) enum Route {
     /// Run it on this connection.
     To(ConnectionId, Arc<Connection>),
-    /// A handle of this manager holds or claims the lock in a mode that
+    /// A guard of this manager holds or claims the lock in a mode that
     /// excludes it.
     HeldHere,
     /// The budget depends on the server's lock table, which the connection
@@ -84,7 +84,7 @@ struct Load {
     /// Locks granted on it.
     held: usize,
     waiting: bool,
-    /// A handle holds or claims the same lock on it.
+    /// A guard holds or claims the same lock on it.
     has_lock: bool,
 }
 
@@ -118,9 +118,9 @@ fn try_target(
 }
 
 impl Table {
-    fn next_handle(&mut self) -> HandleId {
+    fn next_handle(&mut self) -> GuardId {
         self.next_handle += 1;
-        HandleId(self.next_handle)
+        GuardId(self.next_handle)
     }
 
     /// Chooses the connection for a request and claims the lock on it.
@@ -164,7 +164,7 @@ impl Table {
         let max = options.max_connections;
         let chosen = match purpose {
             Purpose::Try => {
-                // Where a handle holds the lock already (shared), the server
+                // Where a guard holds the lock already (shared), the server
                 // would count one more grant of the same row: a try goes
                 // elsewhere while it can, so that a failed one is never in
                 // doubt.
@@ -210,12 +210,12 @@ impl Table {
         let connection = Arc::clone(&entry.connection);
         claim.connection = Some(Arc::clone(&connection));
         self.claims.entry(id).or_default().push(Claim {
-            handle: claim.handle,
+            guard: claim.guard,
             connection: connection_id,
             mode,
             granted: false,
         });
-        self.handles.insert(claim.handle, id);
+        self.guards.insert(claim.guard, id);
         Ok(Route::To(connection_id, connection))
     }
 
@@ -250,22 +250,22 @@ impl Table {
             .count()
     }
 
-    /// The locks held here: one per claiming handle.
+    /// The locks held here: one per claiming guard.
     pub(super) fn claimed(&self) -> usize {
-        self.handles.len()
+        self.guards.len()
     }
 
     /// A try or a wait on `connection` was answered; `granted` is the
-    /// handle it took a lock for. Returns whether that handle still claims
+    /// guard it took a lock for. Returns whether that guard still claims
     /// the lock (its caller may have given up meanwhile: then the lock is to
     /// be given back at once).
-    pub(super) fn answered(&mut self, connection: ConnectionId, granted: Option<HandleId>) -> bool {
-        let claimed = granted.is_some_and(|handle| {
-            let claim = self.handles.get(&handle).and_then(|id| {
+    pub(super) fn answered(&mut self, connection: ConnectionId, granted: Option<GuardId>) -> bool {
+        let claimed = granted.is_some_and(|guard| {
+            let claim = self.guards.get(&guard).and_then(|id| {
                 self.claims
                     .get_mut(id)?
                     .iter_mut()
-                    .find(|claim| claim.handle == handle)
+                    .find(|claim| claim.guard == guard)
             });
             claim.map(|claim| claim.granted = true).is_some()
         });
@@ -293,7 +293,7 @@ impl Table {
         }
     }
 
-    /// Whether a handle of this manager holds or claims `id` in a mode that
+    /// Whether a guard of this manager holds or claims `id` in a mode that
     /// excludes `mode`.
     pub(super) fn held_here(&self, id: LockId, mode: Mode) -> bool {
         self.claims.get(&id).is_some_and(|claims| {
@@ -303,15 +303,15 @@ impl Table {
         })
     }
 
-    /// Gives back a handle's claim; `false` when it had none.
-    pub(super) fn forget(&mut self, handle: HandleId) -> bool {
-        let Some(id) = self.handles.remove(&handle) else {
+    /// Gives back a guard's claim; `false` when it had none.
+    pub(super) fn forget(&mut self, guard: GuardId) -> bool {
+        let Some(id) = self.guards.remove(&guard) else {
             return false;
         };
         let Some(claims) = self.claims.get_mut(&id) else {
             return false;
         };
-        let Some(index) = claims.iter().position(|claim| claim.handle == handle) else {
+        let Some(index) = claims.iter().position(|claim| claim.guard == guard) else {
             return false;
         };
         claims.swap_remove(index);
@@ -326,12 +326,12 @@ impl Table {
     /// Removes a connection and every claim on it.
     pub(super) fn remove(&mut self, connection: ConnectionId) {
         self.connections.remove(&connection);
-        let handles = &mut self.handles;
+        let guards = &mut self.guards;
         self.claims.retain(|_, claims| {
             claims.retain(|claim| {
                 let keep = claim.connection != connection;
                 if !keep {
-                    handles.remove(&claim.handle);
+                    guards.remove(&claim.guard);
                 }
                 keep
             });
@@ -358,7 +358,7 @@ impl Table {
 /// is told to unlock it.
 pub(super) struct ClaimGuard<'a> {
     inner: &'a Arc<Inner>,
-    pub(super) handle: HandleId,
+    pub(super) guard: GuardId,
     connection: Option<Arc<Connection>>,
     /// The connection answered, without granting: no unlock to send.
     answered: bool,
@@ -366,10 +366,10 @@ pub(super) struct ClaimGuard<'a> {
 
 impl<'a> ClaimGuard<'a> {
     pub(super) fn new(inner: &'a Arc<Inner>) -> Self {
-        let handle = inner.table().next_handle();
+        let guard = inner.table().next_handle();
         Self {
             inner,
-            handle,
+            guard,
             connection: None,
             answered: false,
         }
@@ -386,23 +386,21 @@ impl<'a> ClaimGuard<'a> {
         connection.send(command)
     }
 
-    /// The request succeeded: the claim is the handle's now, on its
+    /// The request succeeded: the claim is the guard's now, on its
     /// connection.
-    pub(super) fn keep(mut self) -> (HandleId, Arc<Connection>) {
+    pub(super) fn keep(mut self) -> (GuardId, Arc<Connection>) {
         let connection = self.connection.take().expect("a routed claim");
-        let handle = self.handle;
+        let guard = self.guard;
         std::mem::forget(self);
-        (handle, connection)
+        (guard, connection)
     }
 }
 
 impl Drop for ClaimGuard<'_> {
     fn drop(&mut self) {
-        self.inner.forget(self.handle);
+        self.inner.forget(self.guard);
         if let Some(connection) = self.connection.as_ref().filter(|_| !self.answered) {
-            let _ = connection.send(Command::Unlock {
-                handle: self.handle,
-            });
+            let _ = connection.send(Command::Unlock { guard: self.guard });
         }
     }
 }

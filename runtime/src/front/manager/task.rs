@@ -1,8 +1,8 @@
 //! A connection's task: the waits, the checks while the connection holds
-//! locks, the unlocks of dropped handles, the commits of its short
+//! locks, the unlocks of dropped guards, the commits of its short
 //! transactions, the idle close and the close. One heartbeat checks every
 //! lock of the connection with one statement, however many it holds, and a
-//! connection that fails makes exactly its own handles report the loss.
+//! connection that fails makes exactly its own guards report the loss.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use super::connection::{Command, Connection, Session, may_follow_a_grant};
 use super::{ConnectionId, Inner};
 
 /// A connection's task: runs the waits, the checks while the connection
-/// holds locks, the unlocks of dropped handles, the commits of its short
+/// holds locks, the unlocks of dropped guards, the commits of its short
 /// transactions, the close, and retires the connection when it has held
 /// nothing and run no try or release for the idle timeout.
 pub(super) async fn run(
@@ -144,7 +144,7 @@ async fn check(inner: &Inner, id: ConnectionId, connection: &Connection) -> bool
     let Session::Open(open) = &mut *session else {
         return false;
     };
-    // Handles that share a lock in shared mode are one row of `pg_locks`.
+    // Guards that share a lock in shared mode are one row of `pg_locks`.
     let expected: HashSet<(LockId, Mode)> = connection
         .held()
         .values()
@@ -230,7 +230,7 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                     false
                 }
                 Some(Ok(_)) => {
-                    if inner.table().answered(id, Some(holding.handle)) {
+                    if inner.table().answered(id, Some(holding.guard)) {
                         connection.hold(holding);
                     } else if let Err(reason) = holding
                         .give_back(open.pg(), inner.options.checks.timeout())
@@ -273,7 +273,7 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                 }
             }
         }
-        Command::Unlock { handle } => match connection.unlock(inner, id, handle).await {
+        Command::Unlock { guard } => match connection.unlock(inner, id, guard).await {
             Ok(()) => true,
             Err(_) => !matches!(*connection.session().await, Session::Gone),
         },

@@ -1,6 +1,6 @@
 //! Every way to lock through a `LockFamily<K>` takes `K` (or `&K`), and the
 //! family's namespace stays reachable for keys of another type, by name.
-use pglock::{LeaseOptions, LockFamily, Namespace, XactLockSet};
+use pglock::{CheckOptions, LockFamily, Namespace, XactLockSet};
 
 static USERS: LockFamily<i64> = LockFamily::named("accounts:user");
 static NAMES: LockFamily<str> = LockFamily::named("accounts:name");
@@ -26,7 +26,7 @@ async fn session(conn: sqlx::PgConnection, other: sqlx::PgConnection) -> Result<
     USERS.session_lock(&7).acquire(conn).await?.release().await?;
     let lease = USERS
         .session_lock(&8)
-        .acquire_lease(other, LeaseOptions::default())
+        .acquire_lease(other, CheckOptions::default())
         .await?;
     lease.release().await?;
     Ok(())

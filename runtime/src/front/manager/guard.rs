@@ -7,44 +7,44 @@ use tokio::sync::watch;
 
 use crate::engine::events;
 use crate::error::Error;
-use crate::front::lease::{LeaseLost, LeaseState, until_lost};
+use crate::front::loss::{HoldState, Loss, until_lost};
 use crate::identity::LockIdentity;
 
 use super::connection::{Command, Connection};
 use super::table::ClaimGuard;
-use super::{ConnectionId, HandleId, Inner};
+use super::{ConnectionId, GuardId, Inner};
 
 /// A session lock held through a [`LockManager`].
 ///
-/// [`ManagedLock::release`] unlocks it on its connection. A handle dropped
+/// [`ManagedGuard::release`] unlocks it on its connection. A guard dropped
 /// without release is unlocked in the background at once; its connection
-/// stays open for the other locks it holds. [`ManagedLock::lost`] and
-/// [`ManagedLock::watch`] say when the connection, and so the lock, was
+/// stays open for the other locks it holds. [`ManagedGuard::lost`] and
+/// [`ManagedGuard::watch`] say when the connection, and so the lock, was
 /// lost, as a [`Lease`](crate::Lease) does.
-pub struct ManagedLock {
+pub struct ManagedGuard {
     inner: Arc<Inner>,
     lock: LockIdentity,
-    handle: HandleId,
+    guard: GuardId,
     connection_id: ConnectionId,
     connection: Arc<Connection>,
-    state: watch::Receiver<LeaseState>,
+    state: watch::Receiver<HoldState>,
     released: bool,
 }
 
-impl ManagedLock {
-    /// The handle of a request that succeeded: its claim is kept.
+impl ManagedGuard {
+    /// The guard of a request that succeeded: its claim is kept.
     pub(super) fn new(
         inner: &Arc<Inner>,
         claim: ClaimGuard<'_>,
         connection_id: ConnectionId,
         lock: LockIdentity,
-        state: watch::Receiver<LeaseState>,
+        state: watch::Receiver<HoldState>,
     ) -> Self {
-        let (handle, connection) = claim.keep();
-        ManagedLock {
+        let (guard, connection) = claim.keep();
+        ManagedGuard {
             inner: Arc::clone(inner),
             lock,
-            handle,
+            guard,
             connection_id,
             connection,
             state,
@@ -60,17 +60,17 @@ impl ManagedLock {
     /// Whether the lock is still held, as of the last check of its
     /// connection.
     pub fn is_held(&self) -> bool {
-        matches!(*self.state.borrow(), LeaseState::Held)
+        matches!(*self.state.borrow(), HoldState::Held)
     }
 
     /// Resolves when the lock is lost; use it in a `select!` beside the
     /// holder's work.
-    pub async fn lost(&mut self) -> LeaseLost {
+    pub async fn lost(&mut self) -> Loss {
         until_lost(&mut self.state, &self.lock).await
     }
 
     /// A receiver of the lock's state.
-    pub fn watch(&self) -> watch::Receiver<LeaseState> {
+    pub fn watch(&self) -> watch::Receiver<HoldState> {
         self.state.clone()
     }
 
@@ -79,12 +79,12 @@ impl ManagedLock {
     /// After [`LockManager::close`], which released it already, succeeds.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        if !self.inner.forget(self.handle) {
+        if !self.inner.forget(self.guard) {
             return self.already_gone();
         }
         let released = self
             .connection
-            .release(&self.inner, self.connection_id, self.handle)
+            .release(&self.inner, self.connection_id, self.guard)
             .await;
         match released {
             Ok(()) => Ok(()),
@@ -101,21 +101,19 @@ impl ManagedLock {
     }
 }
 
-impl Drop for ManagedLock {
+impl Drop for ManagedGuard {
     fn drop(&mut self) {
-        if self.released || !self.inner.forget(self.handle) {
+        if self.released || !self.inner.forget(self.guard) {
             return;
         }
-        events::managed_lock_dropped(&self.lock);
-        let _ = self.connection.send(Command::Unlock {
-            handle: self.handle,
-        });
+        events::managed_guard_dropped(&self.lock);
+        let _ = self.connection.send(Command::Unlock { guard: self.guard });
     }
 }
 
-impl fmt::Debug for ManagedLock {
+impl fmt::Debug for ManagedGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManagedLock")
+        f.debug_struct("ManagedGuard")
             .field("lock", &self.lock)
             .field("connection", &self.connection_id)
             .field("state", &*self.state.borrow())
