@@ -14,8 +14,7 @@ async fn a_transaction_wait_whose_future_is_dropped_is_cancelled_and_its_connect
     let observer = cancelling_pool().await;
     // One connection only: if the abandoned wait kept it, nothing else could run.
     let single = pool_of(1).await;
-    let ns = namespace("abandoned_xact_wait");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("abandoned_xact_wait", 1);
     let holder = hold(&observer, ns, 1).await;
 
     for attempt in 0..3 {
@@ -72,8 +71,7 @@ async fn a_lock_set_wait_whose_future_is_dropped_is_cancelled_too() {
 #[tokio::test]
 async fn a_wait_in_one_statement_whose_future_is_dropped_is_found_by_its_ticket_and_cancelled() {
     let observer = cancelling_pool().await;
-    let ns = namespace("abandoned_one_statement_wait");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("abandoned_one_statement_wait", 1);
     // A lock found busy before is tried and waited for in one statement: no
     // earlier statement told the backend's pid.
     let holder = hold_found_busy(&observer, ns, 1).await;

@@ -11,8 +11,7 @@ use support::*;
 async fn a_free_lock_emits_nothing_and_a_busy_one_says_so_once() {
     let (capture, _guard) = capture();
     let pool = pool().await;
-    let ns = namespace("events");
-    let id = ns.id(&9_i64);
+    let (ns, id) = fresh_key("events", 9);
 
     let mut tx = pool.begin().await.unwrap();
     ns.lock(&8_i64).acquire(&mut tx).await.unwrap();
@@ -89,8 +88,7 @@ async fn a_busy_lock_that_is_not_waited_for_says_so_once() {
 async fn abandoned_waits_without_a_registered_pool_warn_once_naming_the_fix() {
     let (capture, _guard) = capture();
     let pool = pool().await;
-    let ns = namespace("abandoned_unregistered");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("abandoned_unregistered", 1);
     let holder = hold(&pool, ns, 1).await;
 
     for waiting in 1..=2 {
@@ -127,8 +125,7 @@ async fn abandoned_waits_without_a_registered_pool_warn_once_naming_the_fix() {
 #[tokio::test]
 async fn a_wait_in_one_statement_is_reported_while_it_lasts() {
     let pool = pool().await;
-    let ns = namespace("events_while_waiting");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("events_while_waiting", 1);
     let holder = hold_found_busy(&pool, ns, 1).await;
     let (capture, _guard) = capture();
 

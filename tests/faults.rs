@@ -11,8 +11,7 @@ use support::*;
 #[tokio::test]
 async fn a_holder_terminated_mid_critical_section_fails_typed_and_the_waiter_proceeds() {
     let pool = pool().await;
-    let ns = namespace("terminated_holder");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("terminated_holder", 1);
     let mut holder = holding_transaction(&pool, ns, 1).await;
     let holder_pid = backend_pid(&mut holder).await;
 

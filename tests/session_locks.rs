@@ -53,8 +53,7 @@ async fn a_session_lock_is_held_exactly_while_its_guard_lives_despite_pool_traff
 #[tokio::test]
 async fn a_guard_dropped_without_release_frees_the_lock_and_the_pool_keeps_serving() {
     let pool = pool().await;
-    let ns = namespace("dropped_guard");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("dropped_guard", 1);
     let guard = take_session_lock(&pool, ns.session_lock(&1_i64)).await;
     assert_eq!(holders(&pool, id).await.len(), 1);
     drop(guard);
@@ -69,8 +68,7 @@ async fn a_guard_dropped_without_release_frees_the_lock_and_the_pool_keeps_servi
 #[tokio::test]
 async fn a_cancelled_acquisition_leaves_no_waiter_and_no_lock_behind() {
     let pool = pool().await;
-    let ns = namespace("cancelled_acquire");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("cancelled_acquire", 1);
     let holder = take_session_lock(&pool, ns.session_lock(&1_i64)).await;
 
     let waiter_pool = pool.clone();
@@ -91,8 +89,7 @@ async fn a_cancelled_acquisition_leaves_no_waiter_and_no_lock_behind() {
 #[tokio::test]
 async fn a_panicking_holder_leaves_no_lock_behind() {
     let pool = pool().await;
-    let ns = namespace("panicking_holder");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("panicking_holder", 1);
     let task_pool = pool.clone();
     let task = tokio::spawn(async move {
         let _guard = ns
@@ -176,8 +173,7 @@ async fn session_locks_exclude_wait_time_out_and_give_busy_connections_back() {
 #[tokio::test]
 async fn a_capped_session_wait_restores_the_session_settings() {
     let pool = pool().await;
-    let ns = namespace("session_restore");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("session_restore", 1);
     let holder = hold_until_awaited(&pool, id).await;
     let mut conn = pool.acquire().await.unwrap().detach();
     sqlx::query("SET lock_timeout = '10s'")
@@ -327,8 +323,7 @@ async fn the_pool_helper_commits_on_success_and_rolls_back_on_error_or_panic() {
 #[tokio::test]
 async fn inspection_shows_a_holder_and_two_waiters_decoded() {
     let pool = pool().await;
-    let ns = namespace("inspect");
-    let id = ns.id(&77_i64);
+    let (ns, id) = fresh_key("inspect", 77);
     let mut holder = pool.begin().await.unwrap();
     ns.lock(&77_i64)
         .shared()

@@ -37,7 +37,7 @@ use pglock::{
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, Row};
-use support::{backend_pid, holders, namespace, until_unlocked};
+use support::{backend_pid, fresh_key, holders, namespace, until_unlocked};
 
 const TASKS: usize = 16;
 const SECTIONS: usize = 50;
@@ -276,8 +276,7 @@ async fn a_session_lock_through_a_transaction_pooler_is_lost_and_its_release_say
     let server = private_server();
     let bouncer = bouncer(&server, statements_kept(2));
     let direct = pool_on(&server.url(), 2).await;
-    let ns = namespace("pgbouncer_session");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("pgbouncer_session", 1);
 
     // The lock is taken on the pool's only backend, A.
     let client = PgConnection::connect(&bouncer.url()).await.unwrap();
@@ -483,8 +482,7 @@ async fn session_locks_keep_their_backend_through_a_session_pooler() {
             .pool_size(2),
     );
     let direct = pool_on(&server.url(), 2).await;
-    let ns = namespace("pgbouncer_session_mode");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("pgbouncer_session_mode", 1);
 
     let client = PgConnection::connect(&bouncer.url()).await.unwrap();
     let mut guard = ns.session_lock(&1_i64).acquire(client).await.unwrap();

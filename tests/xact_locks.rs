@@ -73,8 +73,7 @@ async fn shared_holders_do_not_block_each_other() {
 #[tokio::test]
 async fn a_queued_exclusive_waiter_blocks_a_new_shared_request() {
     let pool = pool().await;
-    let ns = namespace("queued_exclusive");
-    let id = ns.id(&7_i64);
+    let (ns, id) = fresh_key("queued_exclusive", 7);
     let mut reader = pool.begin().await.unwrap();
     ns.lock(&7_i64).shared().acquire(&mut reader).await.unwrap();
 
@@ -362,8 +361,7 @@ async fn without_a_savepoint_a_conflict_aborts_the_transaction() {
 #[tokio::test]
 async fn a_savepoint_wait_that_succeeds_keeps_the_lock() {
     let pool = pool().await;
-    let ns = namespace("savepoint_success");
-    let id = ns.id(&3_i64);
+    let (ns, id) = fresh_key("savepoint_success", 3);
     let holder = hold_until_awaited(&pool, id).await;
     let mut tx = pool.begin().await.unwrap();
     let acquired = ns
@@ -489,8 +487,7 @@ async fn a_lock_set_that_waited_holds_every_key_afterwards() {
 #[tokio::test]
 async fn the_marker_names_the_namespace_of_a_waiting_backend() {
     let pool = pool().await;
-    let ns = namespace("marker");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("marker", 1);
     let holder = hold(&pool, ns, 1).await;
 
     let waiter = spawn_xact_acquire(&pool, ns.lock(&1_i64).timeout(Duration::from_secs(30)));
@@ -720,8 +717,7 @@ async fn a_lock_found_busy_before_but_free_now_is_taken_without_waiting() {
 #[tokio::test]
 async fn inspection_shows_a_wait_in_one_statement_as_the_lock_it_waits_for() {
     let pool = pool().await;
-    let ns = namespace("one_statement_inspection");
-    let id = ns.id(&1_i64);
+    let (ns, id) = fresh_key("one_statement_inspection", 1);
     let holder = hold_found_busy(&pool, ns, 1).await;
     let waiter = spawn_xact_acquire(&pool, ns.lock(&1_i64).timeout(Duration::from_secs(30)));
     let waiter_pid = wait_for_waiters(&pool, id, 1).await[0];

@@ -41,6 +41,12 @@ pub fn namespace(test: &str) -> &'static Namespace {
     Box::leak(Box::new(Namespace::try_named(name).expect("a valid name")))
 }
 
+/// A fresh namespace for `test`, and the id of its key `key`.
+pub fn fresh_key(test: &str, key: i64) -> (&'static Namespace, LockId) {
+    let ns = namespace(test);
+    (ns, ns.id(&key))
+}
+
 /// Every advisory lock on `id` in this database: (pid, mode, granted).
 pub async fn locks_on(pool: &PgPool, id: LockId) -> Vec<(i32, String, bool)> {
     let (encoded, objsubid) = pg_locks::encode(id);
