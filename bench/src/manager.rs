@@ -1,8 +1,9 @@
 //! The lock manager's group (`--only manager`): for N locks held, the
 //! connections that hold them, uncontended acquire + release per second
 //! against a session lock on an open connection and sqlx's
-//! `PgAdvisoryLock`, the same for lone pairs (each after quiet time), and
-//! the server load of the heartbeat at 10,000 locks. Prints its own JSON
+//! `PgAdvisoryLock`, the same for lone pairs (each after quiet time), what
+//! a fencing token costs, and the server load of the heartbeat at 10,000
+//! locks. Prints its own JSON
 //! lines.
 
 use std::collections::HashSet;
@@ -45,6 +46,9 @@ pub(crate) async fn run(
         ));
         lines.extend(acquire_release(&manager, &connect, locks, transport, options).await?);
         lines.extend(lone_pairs(&manager, &connect, locks, transport, options).await?);
+        if locks == sizes[0] {
+            lines.extend(fencing(&manager, &connect, locks, transport, options).await?);
+        }
         drop(held);
         manager.close().await;
     }
@@ -77,6 +81,10 @@ enum Variant {
     Manager,
     Session,
     Sqlx,
+    /// The manager's, with a fencing token.
+    ManagerFenced,
+    /// The session lock's, with a fencing token.
+    SessionFenced,
 }
 
 impl Variant {
@@ -85,6 +93,8 @@ impl Variant {
             Variant::Manager => "manager",
             Variant::Session => "session_lock",
             Variant::Sqlx => "sqlx",
+            Variant::ManagerFenced => "manager_fenced",
+            Variant::SessionFenced => "session_lock_fenced",
         }
     }
 }
@@ -121,12 +131,32 @@ impl<'a> Pairs<'a> {
                     .release()
                     .await?;
             }
-            Variant::Session => {
+            Variant::ManagerFenced => {
+                let guard = self
+                    .manager
+                    .lock(&CYCLED, &-1_i64)
+                    .with_fencing_token()
+                    .acquire()
+                    .await?;
+                if guard.fencing_token().is_none() {
+                    return Err("no fencing token".into());
+                }
+                guard.release().await?;
+            }
+            Variant::Session | Variant::SessionFenced => {
                 let conn = self.session.take().expect("the session connection");
-                let guard = match SESSION.session_lock(&-1_i64).try_acquire(conn).await? {
+                let request = SESSION.session_lock(&-1_i64);
+                let request = match variant {
+                    Variant::SessionFenced => request.with_fencing_token(),
+                    _ => request,
+                };
+                let guard = match request.try_acquire(conn).await? {
                     SessionTry::Acquired(guard) => guard,
                     SessionTry::Busy(_) => return Err("the session key is busy".into()),
                 };
+                if variant == Variant::SessionFenced && guard.fencing_token().is_none() {
+                    return Err("no fencing token".into());
+                }
                 self.session = Some(guard.release().await?);
             }
             Variant::Sqlx => {
@@ -248,6 +278,38 @@ async fn acquire_release(
         &variants,
         &rates,
         "acquire_release",
+        "acquire+release/s",
+        locks,
+        transport,
+    ))
+}
+
+/// What a fencing token costs: acquire + release with and without one, by
+/// a session lock and the manager, against sqlx's `PgAdvisoryLock`. A token
+/// is a durable commit: its cost is the server's WAL flush (with
+/// `fsync = off`, as on the bench's throwaway server, only the write).
+async fn fencing(
+    manager: &LockManager,
+    connect: &PgConnectOptions,
+    locks: usize,
+    transport: &str,
+    options: &Options,
+) -> Result<Vec<String>, BoxError> {
+    let mut pairs = Pairs::new(manager, connect).await?;
+    let variants = [
+        Variant::Session,
+        Variant::SessionFenced,
+        Variant::Manager,
+        Variant::ManagerFenced,
+        Variant::Sqlx,
+    ];
+    let rates = pairs
+        .in_turns(&variants, Measure::Stream(options.group_time / 4), options)
+        .await?;
+    Ok(json_lines(
+        &variants,
+        &rates,
+        "fencing",
         "acquire+release/s",
         locks,
         transport,

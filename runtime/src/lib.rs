@@ -81,6 +81,7 @@ pub use contract::mode::Mode;
 pub use contract::namespace::Namespace;
 pub use engine::cancel::cancel_abandoned_waits;
 pub use error::{Conflict, ConflictCause, Error};
+pub use front::fencing::FencingToken;
 pub use front::inspect::{Inspection, LockRow, PreparedLock, inspect};
 pub use front::lease::Lease;
 pub use front::lock_set::XactLockSet;

@@ -433,6 +433,26 @@ impl TestServer {
         let _ctl = watchdog::lock_ctl(&self.layout.dir)?;
         pg::pg_ctl_stop(self.env, &self.bin_dir, &self.layout, "fast")
     }
+
+    /// Crashes a private server: `pg_ctl stop -m immediate`, which ends every
+    /// process at once, with no checkpoint; the next
+    /// [`restart`](Self::restart) recovers from the WAL, as after a power
+    /// cut. Refused on the shared server.
+    ///
+    /// ```no_run
+    /// # use pglock_testing::{ServerOptions, TestServer};
+    /// let server = TestServer::start(ServerOptions::new())?;
+    /// server.crash()?;
+    /// server.restart()?;
+    /// # Ok::<(), pglock_testing::TestingError>(())
+    /// ```
+    pub fn crash(&self) -> Result<(), TestingError> {
+        if self.is_shared() {
+            return Err(TestingError::SharedServer { operation: "crash" });
+        }
+        let _ctl = watchdog::lock_ctl(&self.layout.dir)?;
+        pg::pg_ctl_stop(self.env, &self.bin_dir, &self.layout, "immediate")
+    }
 }
 
 impl Drop for TestServer {

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::engine::events;
 use crate::engine::measure::HoldMeter;
 use crate::error::Error;
+use crate::front::fencing::FencingToken;
 use crate::front::loss::{CheckOptions, HoldState, Loss, until_lost};
 use crate::front::session::{HeldLock, IntoOwnedConnection, SessionGuard, SessionLock};
 use crate::identity::LockIdentity;
@@ -143,6 +144,12 @@ impl Lease {
     /// The lock held.
     pub fn lock(&self) -> &LockIdentity {
         &self.held.lock
+    }
+
+    /// The fencing token taken when the lock was granted; `None` unless
+    /// asked for with [`SessionLock::with_fencing_token`].
+    pub fn fencing_token(&self) -> Option<FencingToken> {
+        self.held.token
     }
 }
 

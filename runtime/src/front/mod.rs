@@ -50,6 +50,7 @@ macro_rules! request_options {
     };
 }
 
+pub(crate) mod fencing;
 pub(crate) mod inspect;
 pub(crate) mod lease;
 pub(crate) mod lock_set;

@@ -25,6 +25,7 @@ use crate::engine::events;
 use crate::engine::measure::{self, HoldMeter, Outcome};
 use crate::engine::wait::{Wait, Waiter, try_lock};
 use crate::error::Error;
+use crate::front::fencing::{self, FencingToken};
 use crate::identity::LockIdentity;
 use crate::sql::statements::{Scope, TryStatus, bind_id};
 
@@ -47,6 +48,7 @@ impl Namespace {
                 mode: Mode::Exclusive,
             },
             wait: Wait::Unbounded,
+            fencing: false,
         }
     }
 }
@@ -125,6 +127,7 @@ mod sealed {
 pub struct SessionLock<'ns> {
     lock: Waiter<'ns>,
     wait: Wait,
+    fencing: bool,
 }
 
 /// What [`SessionLock::try_acquire`] found.
@@ -138,6 +141,14 @@ pub enum SessionTry {
 
 impl SessionLock<'_> {
     request_options!();
+
+    /// Ask for a [`FencingToken`] at acquisition (one more round trip and a
+    /// durable commit): [`SessionGuard::fencing_token`] and
+    /// [`Lease::fencing_token`](crate::Lease::fencing_token) give it.
+    pub fn with_fencing_token(mut self) -> Self {
+        self.fencing = true;
+        self
+    }
 
     /// Takes the lock on `connection`, waiting as configured, and returns
     /// the guard that owns both. On any error the connection is closed, so
@@ -176,7 +187,7 @@ impl SessionLock<'_> {
                         pid,
                     )
                     .await?;
-                Ok(self.guard(conn))
+                self.guard(conn).await
             }
         }
     }
@@ -219,23 +230,31 @@ impl SessionLock<'_> {
             TryStatus::Acquired => {
                 let lock = self.lock.namespace.shared_label();
                 measure::acquisition(lock, self.lock.mode, Outcome::Acquired);
-                Ok(SessionTry::Acquired(self.guard(conn)))
+                Ok(SessionTry::Acquired(self.guard(conn).await?))
             }
             TryStatus::Busy { .. } => Ok(SessionTry::Busy(conn)),
             TryStatus::Standby => Err(Error::Standby),
         }
     }
 
-    fn guard(&self, conn: PgConnection) -> SessionGuard {
+    /// The guard of the lock granted on `conn`, with its fencing token when
+    /// asked for. When the token can't be had, `conn` is closed (and the
+    /// lock with it) and the error returned.
+    async fn guard(&self, mut conn: PgConnection) -> Result<SessionGuard, Error> {
+        let token = match self.fencing {
+            true => Some(fencing::issue(&mut conn).await.map_err(Error::from_sqlx)?),
+            false => None,
+        };
         let lock = self.lock.identity();
-        SessionGuard {
+        Ok(SessionGuard {
             conn: Some(conn),
             meter: Some(HoldMeter::start(&lock)),
             held: HeldLock {
                 lock,
                 unlock_sql: self.lock.namespace.statements().unlock(self.lock.mode),
+                token,
             },
-        }
+        })
     }
 }
 
@@ -245,6 +264,8 @@ impl SessionLock<'_> {
 pub(crate) struct HeldLock {
     pub(crate) lock: LockIdentity,
     unlock_sql: Arc<str>,
+    /// The fencing token taken at acquisition, when asked for.
+    pub(crate) token: Option<FencingToken>,
 }
 
 impl HeldLock {
@@ -323,6 +344,12 @@ impl SessionGuard {
     /// The lock held.
     pub fn lock(&self) -> &LockIdentity {
         &self.held.lock
+    }
+
+    /// The fencing token taken when the lock was granted; `None` unless
+    /// asked for with [`SessionLock::with_fencing_token`].
+    pub fn fencing_token(&self) -> Option<FencingToken> {
+        self.held.token
     }
 
     pub(crate) fn into_parts(mut self) -> (PgConnection, HeldLock, Option<HoldMeter>) {

@@ -459,6 +459,19 @@ pub(crate) const SAVEPOINT: &str = "pglock_wait";
 pub(crate) const SAVEPOINT_ROLLBACK: &str =
     "ROLLBACK TO SAVEPOINT pglock_wait; RELEASE SAVEPOINT pglock_wait";
 
+/// Issues a fencing token (see `front::fencing`): a new transaction id, in
+/// a read-write transaction of its own whose commit is durable before the
+/// answer, whatever the session's `synchronous_commit`. PostgreSQL commits
+/// a transaction that wrote nothing to the WAL asynchronously, however
+/// `synchronous_commit` is set, so the transaction writes an empty logical
+/// decoding message (prefix `pglock.fence`): then its commit waits for the
+/// flush.
+pub(crate) const FENCING_TOKEN: &str = "BEGIN READ WRITE; \
+     SET LOCAL synchronous_commit = on; \
+     SELECT pg_catalog.pg_current_xact_id()::text::int8, \
+            pg_catalog.pg_logical_emit_message(true, 'pglock.fence', ''); \
+     COMMIT";
+
 /// Releases every session-level advisory lock of the session: a lock
 /// manager's connection, as the manager closes.
 pub(crate) const UNLOCK_ALL: &str = "SELECT pg_catalog.pg_advisory_unlock_all()";

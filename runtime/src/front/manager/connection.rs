@@ -26,6 +26,7 @@ use crate::contract::id::LockId;
 use crate::engine::events;
 use crate::engine::measure::{self, HoldMeter, Outcome};
 use crate::error::{Error, sqlstate};
+use crate::front::fencing::{self, FencingToken};
 use crate::front::loss::{HoldState, Loss};
 use crate::identity::LockIdentity;
 use crate::sql::pg_locks;
@@ -42,7 +43,7 @@ pub(super) enum Command {
     Wait {
         sql: String,
         holding: Holding,
-        reply: oneshot::Sender<Result<(), sqlx::Error>>,
+        reply: oneshot::Sender<Result<Option<FencingToken>, sqlx::Error>>,
     },
     /// Unlock a dropped guard's lock, if it holds one here.
     Unlock { guard: GuardId },
@@ -96,6 +97,8 @@ pub(super) struct Holding {
     pub(super) state: watch::Sender<HoldState>,
     /// Counts the lock as held from its grant until this is dropped.
     pub(super) meter: Option<HoldMeter>,
+    /// A fencing token is to be issued at the grant.
+    pub(super) wants_token: bool,
 }
 
 impl Connection {
@@ -149,7 +152,7 @@ impl Connection {
         sql: Arc<str>,
         lock: LockId,
         holding: Holding,
-    ) -> FinishOnDrop<Result<TryStatus, Error>> {
+    ) -> FinishOnDrop<Result<(TryStatus, Option<FencingToken>), Error>> {
         let (inner, connection) = (Arc::clone(inner), Arc::clone(self));
         FinishOnDrop::new(&self.runtime, async move {
             connection.try_now(&inner, id, sql, lock, holding).await
@@ -211,7 +214,7 @@ impl Connection {
         sql: Arc<str>,
         lock: LockId,
         holding: Holding,
-    ) -> Result<TryStatus, Error> {
+    ) -> Result<(TryStatus, Option<FencingToken>), Error> {
         let mut session = Arc::clone(&self.session).lock_owned().await;
         let bound = inner.options.checks.timeout();
         let open = match self.open(&mut session, inner, id).await {
@@ -274,6 +277,29 @@ impl Connection {
             }
         };
         let granted = status == TryStatus::Acquired;
+        let mut token = None;
+        if granted && holding.wants_token {
+            // Outside the short transaction, which a token's own commit
+            // would end.
+            let issued = match open.commit(bound).await {
+                Ok(()) => open.fencing_token(bound).await,
+                Err(reason) => Err((None, reason)),
+            };
+            match issued {
+                Ok(issued) => token = Some(issued),
+                Err((error, reason)) => {
+                    inner.table().answered(id, None);
+                    let kept = match &error {
+                        Some(_) => holding.give_back(open.pg(), bound).await,
+                        None => Err(reason.clone()),
+                    };
+                    if let Err(reason) = kept {
+                        self.lose(inner, id, &mut session, &reason, true);
+                    }
+                    return Err(error.map_or_else(connection_gone, Error::from_sqlx));
+                }
+            }
+        }
         if inner.table().answered(id, granted.then_some(holding.guard)) {
             self.hold(holding);
         } else if granted {
@@ -283,7 +309,7 @@ impl Connection {
                 self.lose(inner, id, &mut session, &reason, true);
             }
         }
-        Ok(status)
+        Ok((status, token))
     }
 
     /// Unlocks a guard's lock; `Err(LockLost)` when the connection is gone
@@ -457,6 +483,30 @@ impl OpenSession {
             self.run(BATCH_COMMIT, bound).await?;
         }
         Ok(())
+    }
+
+    /// Issues a fencing token, within `bound`. Fails with the server's
+    /// error, after which the session is still sound, or with none and the
+    /// reason it is not.
+    pub(super) async fn fencing_token(
+        &mut self,
+        bound: Duration,
+    ) -> Result<FencingToken, (Option<sqlx::Error>, String)> {
+        match tokio::time::timeout(bound, fencing::issue(&mut self.pg)).await {
+            Ok(Ok(token)) => Ok(token),
+            Ok(Err(error)) => match self.broken(&error, bound).await {
+                Some(reason) => Err((None, reason)),
+                None => {
+                    // The token's transaction failed: end it.
+                    let _ = self.run(BATCH_ROLLBACK, bound).await;
+                    Err((Some(error), String::new()))
+                }
+            },
+            Err(_) => Err((
+                None,
+                format!("a fencing token was not issued within {bound:?}"),
+            )),
+        }
     }
 
     /// Why the session is unusable after `error`, if it is: a statement

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::engine::events;
 use crate::error::Error;
+use crate::front::fencing::FencingToken;
 use crate::front::loss::{HoldState, Loss, until_lost};
 use crate::identity::LockIdentity;
 
@@ -14,7 +15,7 @@ use super::connection::{Command, Connection};
 use super::table::ClaimGuard;
 use super::{ConnectionId, GuardId, Inner};
 
-/// A session lock held through a [`LockManager`].
+/// A session lock held through a [`LockManager`](super::LockManager).
 ///
 /// [`ManagedGuard::release`] unlocks it on its connection. A guard dropped
 /// without release is unlocked in the background at once; its connection
@@ -28,6 +29,7 @@ pub struct ManagedGuard {
     connection_id: ConnectionId,
     connection: Arc<Connection>,
     state: watch::Receiver<HoldState>,
+    token: Option<FencingToken>,
     released: bool,
 }
 
@@ -39,6 +41,7 @@ impl ManagedGuard {
         connection_id: ConnectionId,
         lock: LockIdentity,
         state: watch::Receiver<HoldState>,
+        token: Option<FencingToken>,
     ) -> Self {
         let (guard, connection) = claim.keep();
         ManagedGuard {
@@ -48,6 +51,7 @@ impl ManagedGuard {
             connection_id,
             connection,
             state,
+            token,
             released: false,
         }
     }
@@ -55,6 +59,12 @@ impl ManagedGuard {
     /// The lock held.
     pub fn lock(&self) -> &LockIdentity {
         &self.lock
+    }
+
+    /// The fencing token taken when the lock was granted; `None` unless
+    /// asked for with [`ManagedLock::with_fencing_token`](super::ManagedLock::with_fencing_token).
+    pub fn fencing_token(&self) -> Option<FencingToken> {
+        self.token
     }
 
     /// Whether the lock is still held, as of the last check of its
@@ -76,7 +86,7 @@ impl ManagedGuard {
 
     /// Unlocks on the lock's connection. Fails with [`Error::LockLost`] when
     /// the connection was lost, or the unlock found nothing to release.
-    /// After [`LockManager::close`], which released it already, succeeds.
+    /// After [`LockManager::close`](super::LockManager::close), which released it already, succeeds.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
         if !self.inner.forget(self.guard) {

@@ -52,6 +52,7 @@ impl LockManager {
                 mode: Mode::Exclusive,
             },
             wait: Wait::Unbounded,
+            fencing: false,
         }
     }
 }
@@ -64,10 +65,19 @@ pub struct ManagedLock<'a> {
     manager: &'a LockManager,
     lock: Waiter<'a>,
     wait: Wait,
+    fencing: bool,
 }
 
 impl ManagedLock<'_> {
     request_options!();
+
+    /// Ask for a [`FencingToken`](crate::FencingToken) at acquisition (one
+    /// more round trip and a durable commit): [`ManagedGuard::fencing_token`]
+    /// gives it.
+    pub fn with_fencing_token(mut self) -> Self {
+        self.fencing = true;
+        self
+    }
 
     /// Takes the lock, waiting as configured: a try on a connection that
     /// holds locks, then, if the lock is busy, a wait on a connection of its
@@ -146,20 +156,21 @@ impl ManagedLock<'_> {
                 let lost = !inner.table().connections.contains_key(&connection_id);
                 (error, lost)
             });
-        if !matches!(status, Ok(TryStatus::Acquired)) {
+        if !matches!(status, Ok((TryStatus::Acquired, _))) {
             // Answered, and not granted: nothing to give back.
             claim.answered();
         }
         match status? {
-            TryStatus::Acquired => Ok(Some(ManagedGuard::new(
+            (TryStatus::Acquired, token) => Ok(Some(ManagedGuard::new(
                 inner,
                 claim,
                 connection_id,
                 self.lock.identity(),
                 state,
+                token,
             ))),
-            TryStatus::Busy { .. } => Ok(None),
-            TryStatus::Standby => Err((Error::Standby, false)),
+            (TryStatus::Busy { .. }, _) => Ok(None),
+            (TryStatus::Standby, _) => Err((Error::Standby, false)),
         }
     }
 
@@ -249,7 +260,14 @@ impl ManagedLock<'_> {
             })
             .map_err(|error| (error, true))?;
         match answer.await {
-            Ok(Ok(())) => Ok(ManagedGuard::new(inner, claim, connection_id, lock, state)),
+            Ok(Ok(token)) => Ok(ManagedGuard::new(
+                inner,
+                claim,
+                connection_id,
+                lock,
+                state,
+                token,
+            )),
             Ok(Err(error)) => {
                 let lost = !inner.table().connections.contains_key(&connection_id);
                 Err((Error::from_wait(error, &lock, started.elapsed()), lost))
@@ -269,6 +287,7 @@ impl ManagedLock<'_> {
             unlock_sql: self.lock.namespace.statements().unlock(self.lock.mode),
             state: state_tx,
             meter: None,
+            wants_token: self.fencing,
         };
         (holding, state)
     }

@@ -230,16 +230,37 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                     false
                 }
                 Some(Ok(_)) => {
+                    let bound = inner.options.checks.timeout();
+                    let mut token = None;
+                    if holding.wants_token {
+                        match open.fencing_token(bound).await {
+                            Ok(issued) => token = Some(issued),
+                            Err((error, reason)) => {
+                                inner.table().answered(id, None);
+                                let kept = match &error {
+                                    Some(_) => holding.give_back(open.pg(), bound).await,
+                                    None => Err(reason),
+                                };
+                                let alive = match kept {
+                                    Ok(()) => true,
+                                    Err(reason) => {
+                                        connection.lose(inner, id, &mut session, &reason, true);
+                                        false
+                                    }
+                                };
+                                let error = error.unwrap_or(sqlx::Error::WorkerCrashed);
+                                let _ = reply.send(Err(error));
+                                return alive;
+                            }
+                        }
+                    }
                     if inner.table().answered(id, Some(holding.guard)) {
                         connection.hold(holding);
-                    } else if let Err(reason) = holding
-                        .give_back(open.pg(), inner.options.checks.timeout())
-                        .await
-                    {
+                    } else if let Err(reason) = holding.give_back(open.pg(), bound).await {
                         connection.lose(inner, id, &mut session, &reason, true);
                         return false;
                     }
-                    let _ = reply.send(Ok(()));
+                    let _ = reply.send(Ok(token));
                     true
                 }
                 Some(Err(error)) => {
