@@ -19,22 +19,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sqlx::postgres::PgConnection;
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection as _, Row};
+use sqlx::{AssertSqlSafe, ConnectOptions, Row};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::contract::id::LockId;
 use crate::engine::events;
 use crate::engine::measure::{self, HoldMeter, Outcome};
 use crate::error::{Error, sqlstate};
-use crate::front::fencing::{self, FencingToken};
+use crate::front::fencing::FencingToken;
 use crate::front::loss::{HoldState, Loss};
 use crate::identity::LockIdentity;
 use crate::sql::pg_locks;
-use crate::sql::statements::{BATCH_BEGIN, BATCH_BEGIN_17, BATCH_COMMIT, BATCH_ROLLBACK};
 use crate::sql::statements::{TryStatus, bind_id};
 
-use super::batch::{Batch, Due};
 use super::options::LockTable;
+use super::session::{OpenSession, Session};
 use super::{ConnectionId, GuardId, Inner};
 
 /// What a connection's task is asked to do.
@@ -70,23 +69,6 @@ pub(super) struct Connection {
     /// The runtime of the connection's task, which also finishes the
     /// statements of callers that stopped waiting.
     runtime: tokio::runtime::Handle,
-}
-
-/// The PostgreSQL session of a connection.
-pub(super) enum Session {
-    /// Not connected yet: the first statement connects.
-    New,
-    Open(OpenSession),
-    /// Lost, closed or retired.
-    Gone,
-}
-
-/// An open session, and the short transaction its tries and releases may
-/// run in (`batch.rs` decides when).
-pub(super) struct OpenSession {
-    pg: PgConnection,
-    begin: &'static str,
-    batch: Batch,
 }
 
 /// What a connection keeps of a lock it holds for a guard.
@@ -421,121 +403,6 @@ async fn read_lock_table(pg: &mut PgConnection) -> Result<LockTable, sqlx::Error
         setting(connections),
         setting(prepared),
     ))
-}
-
-impl OpenSession {
-    fn new(pg: PgConnection) -> Self {
-        let begin = match pg.server_version_num() {
-            Some(version) if version >= 170_000 => BATCH_BEGIN_17,
-            _ => BATCH_BEGIN,
-        };
-        OpenSession {
-            pg,
-            begin,
-            batch: Batch::default(),
-        }
-    }
-
-    pub(super) fn pg(&mut self) -> &mut PgConnection {
-        &mut self.pg
-    }
-
-    pub(super) fn into_pg(self) -> PgConnection {
-        self.pg
-    }
-
-    /// Before a try or a release on a connection that holds `held` locks:
-    /// opens a transaction when the batch policy says so, and tells
-    /// `opened` (the connection's task, which commits it).
-    async fn before_statement(
-        &mut self,
-        held: usize,
-        bound: Duration,
-        opened: &Notify,
-    ) -> Result<(), String> {
-        if self.batch.opens_before_statement(held) {
-            self.run(self.begin, bound).await?;
-            self.batch.opened();
-            opened.notify_one();
-        }
-        Ok(())
-    }
-
-    /// After a try or a release answered.
-    fn after_statement(&mut self) {
-        self.batch.after_statement();
-    }
-
-    /// When the last try or release on it ended.
-    pub(super) fn last_used(&self) -> Option<tokio::time::Instant> {
-        self.batch.last_used()
-    }
-
-    /// What the task is to do about the open transaction now.
-    pub(super) fn due(&self) -> Due {
-        self.batch.due()
-    }
-
-    /// Commits the open transaction, if there is one: before a wait, a
-    /// check, or when it is due.
-    pub(super) async fn commit(&mut self, bound: Duration) -> Result<(), String> {
-        if self.batch.end() {
-            self.run(BATCH_COMMIT, bound).await?;
-        }
-        Ok(())
-    }
-
-    /// Issues a fencing token, within `bound`. Fails with the server's
-    /// error, after which the session is still sound, or with none and the
-    /// reason it is not.
-    pub(super) async fn fencing_token(
-        &mut self,
-        bound: Duration,
-    ) -> Result<FencingToken, (Option<sqlx::Error>, String)> {
-        match tokio::time::timeout(bound, fencing::issue(&mut self.pg)).await {
-            Ok(Ok(token)) => Ok(token),
-            Ok(Err(error)) => match self.broken(&error, bound).await {
-                Some(reason) => Err((None, reason)),
-                None => {
-                    // The token's transaction failed: end it.
-                    let _ = self.run(BATCH_ROLLBACK, bound).await;
-                    Err((Some(error), String::new()))
-                }
-            },
-            Err(_) => Err((
-                None,
-                format!("a fencing token was not issued within {bound:?}"),
-            )),
-        }
-    }
-
-    /// Why the session is unusable after `error`, if it is: a statement
-    /// that failed on a sound session (a lock timeout, a full lock table)
-    /// leaves it in service, out of the transaction it failed in.
-    pub(super) async fn broken(&mut self, error: &sqlx::Error, bound: Duration) -> Option<String> {
-        match tokio::time::timeout(bound, self.pg.ping()).await {
-            Ok(Ok(())) => self.after_failure(bound).await.err(),
-            _ => Some(format!("the connection failed: {error}")),
-        }
-    }
-
-    /// After a statement failed on a session that still answers: a
-    /// transaction it failed in is rolled back, so the next statement runs.
-    async fn after_failure(&mut self, bound: Duration) -> Result<(), String> {
-        if self.batch.end() {
-            self.run(BATCH_ROLLBACK, bound).await?;
-        }
-        Ok(())
-    }
-
-    async fn run(&mut self, sql: &'static str, bound: Duration) -> Result<(), String> {
-        let statement = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut self.pg);
-        match tokio::time::timeout(bound, statement).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(format!("the connection failed: {error}")),
-            Err(_) => Err(format!("`{sql}` did not answer within {bound:?}")),
-        }
-    }
 }
 
 impl Holding {

@@ -31,6 +31,8 @@
 //!   routing sees them, claims, in-process exclusion, routing.
 //! - `connection.rs`: one connection, and the one way to reach it: callers'
 //!   tries and releases, and the commands its task runs.
+//! - `session.rs`: a connection's PostgreSQL session: its states, its short
+//!   transaction, its fencing tokens.
 //! - `task.rs`: a connection's task: the waits, the heartbeat, the commits,
 //!   the idle close, the close.
 //! - `batch.rs`: when tries and releases run in a short transaction.
@@ -50,6 +52,7 @@ mod connection;
 mod guard;
 mod options;
 mod request;
+mod session;
 mod table;
 mod task;
 

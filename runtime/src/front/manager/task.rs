@@ -18,7 +18,8 @@ use crate::sql::pg_locks;
 use crate::sql::statements::UNLOCK_ALL;
 
 use super::batch::{Due, QUIET};
-use super::connection::{Command, Connection, Session, may_follow_a_grant};
+use super::connection::{Command, Connection, may_follow_a_grant};
+use super::session::Session;
 use super::{ConnectionId, Inner};
 
 /// A connection's task: runs the waits, the checks while the connection
