@@ -9,8 +9,8 @@ mod support;
 use std::time::Duration;
 
 use pglock::testing::TestServer;
-use pglock::{CheckOptions, FencingToken, LockManager, ManagerOptions, Namespace};
-use sqlx::postgres::{PgConnection, PgPool};
+use pglock::{CheckOptions, Error, FencingToken, LockManager, ManagerOptions, Mode, Namespace};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
 use sqlx::{Connection, Executor};
 use support::*;
 
@@ -85,7 +85,9 @@ async fn managed_tokens(server: &TestServer, pool: &PgPool) -> [FencingToken; 2]
 
 #[tokio::test]
 async fn tokens_grow_with_every_acquisition_across_a_restart_and_a_crash() {
-    let server = private_server(&[]);
+    // The WAL writer waits 10 s between its rounds: what a crash keeps is
+    // what a commit flushed itself.
+    let server = private_server(&[("wal_writer_delay", "10s")]);
     let pool = pool_on(&server, 2).await;
 
     let mut tokens = vec![session_token(&server).await, lease_token(&server).await];
@@ -114,8 +116,9 @@ async fn tokens_grow_with_every_acquisition_across_a_restart_and_a_crash() {
 
 #[tokio::test]
 async fn a_token_is_only_taken_when_asked_for() {
-    // A server of its own: no other test spends transaction ids on it.
-    let server = private_server(&[]);
+    // A server of its own, without autovacuum: nothing else spends
+    // transaction ids on it.
+    let server = private_server(&[("autovacuum", "off")]);
     let pool = pool_on(&server, 1).await;
     let ns = namespace("fencing_not_asked");
     let mut conn = pool.acquire().await.unwrap().detach();
@@ -208,4 +211,136 @@ async fn a_holder_that_lost_its_lock_unnoticed_is_refused_by_the_resource() {
     .unwrap();
     assert_eq!(body, "new holder");
     new.release().await.unwrap();
+}
+
+/// A role that may not write the token's logical message.
+async fn role_without_messages(server: &TestServer) -> PgConnectOptions {
+    let mut admin = connect(server).await;
+    sqlx::raw_sql(
+        "CREATE ROLE fenceless LOGIN; \
+         DO $$ DECLARE f regprocedure; BEGIN \
+           FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'pg_logical_emit_message' LOOP \
+             EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f); \
+           END LOOP; END $$",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let options: PgConnectOptions = server.url().parse().unwrap();
+    options.username("fenceless")
+}
+
+/// When the server refuses the token, no lock is left: a session guard's
+/// connection is closed; the manager gives the lock back, keeps its
+/// connection, and serves a request without a token there.
+#[tokio::test]
+async fn a_token_the_server_refuses_leaves_no_lock_behind() {
+    let server = private_server(&[]);
+    let pool = pool_on(&server, 3).await;
+    let fenceless = role_without_messages(&server).await;
+    let id = FENCED.id(&1_i64);
+
+    let refused = FENCED
+        .session_lock(&1_i64)
+        .with_fencing_token()
+        .acquire(PgConnection::connect_with(&fenceless).await.unwrap())
+        .await;
+    assert!(matches!(refused, Err(Error::Database(_))), "{refused:?}");
+    until_unlocked(&pool, id).await;
+
+    let manager = LockManager::new(fenceless, ManagerOptions::default().max_connections(1));
+    let tried = manager
+        .lock(&FENCED, &1_i64)
+        .with_fencing_token()
+        .try_acquire()
+        .await;
+    assert!(matches!(tried, Err(Error::Database(_))), "{tried:?}");
+    assert_eq!(holders(&pool, id).await, Vec::<i32>::new());
+    let plain = manager.lock(&FENCED, &1_i64).try_acquire().await.unwrap();
+    let guard = plain.expect("the connection still serves");
+    assert_eq!(guard.fencing_token(), None);
+    assert_eq!(holders(&pool, id).await.len(), 1);
+    guard.release().await.unwrap();
+
+    // A token after a wait, refused the same way.
+    let holder = hold(&pool, &FENCED, 1).await;
+    let waiting = tokio::spawn(async move {
+        manager
+            .lock(&FENCED, &1_i64)
+            .with_fencing_token()
+            .acquire()
+            .await
+            .map(|_| ())
+    });
+    wait_for_waiters(&pool, id, 1).await;
+    holder.release().await.unwrap();
+    let waited = waiting.await.unwrap();
+    assert!(matches!(waited, Err(Error::Database(_))), "{waited:?}");
+    assert_eq!(holders(&pool, id).await, Vec::<i32>::new());
+}
+
+/// A token on a connection inside a transaction would be that
+/// transaction's id, handed out before the grant, and its commit would
+/// commit the caller's work: refused, nothing committed, no lock held.
+#[tokio::test]
+async fn a_token_inside_a_transaction_is_refused_and_commits_nothing() {
+    let pool = pool().await;
+    let ns = namespace("fencing_in_transaction");
+    let table = fresh_table(&pool, "fenced_tx", "id int").await;
+    let mut conn = pool.acquire().await.unwrap().detach();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; INSERT INTO {table} VALUES (1)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let refused = ns
+        .session_lock(&1_i64)
+        .with_fencing_token()
+        .acquire(conn)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::FencingToken { .. })),
+        "{refused:?}"
+    );
+    until_unlocked(&pool, ns.id(&1_i64)).await;
+    let rows: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, 0, "the caller's work was not committed");
+}
+
+/// Two shared holders at once would each fence the other out: refused
+/// before anything is taken.
+#[tokio::test]
+async fn a_token_for_a_shared_lock_is_refused() {
+    let pool = pool().await;
+    let ns = namespace("fencing_shared");
+    let refused = ns
+        .session_lock(&1_i64)
+        .with_mode(Mode::Shared)
+        .with_fencing_token()
+        .acquire(pool.acquire().await.unwrap())
+        .await;
+    assert!(
+        matches!(refused, Err(Error::FencingToken { .. })),
+        "{refused:?}"
+    );
+    let manager = LockManager::new(
+        pglock::testing::database_url().unwrap().parse().unwrap(),
+        ManagerOptions::default(),
+    );
+    let refused = manager
+        .lock(ns, &1_i64)
+        .shared()
+        .with_fencing_token()
+        .try_acquire()
+        .await;
+    assert!(
+        matches!(refused, Err(Error::FencingToken { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(holders(&pool, ns.id(&1_i64)).await, Vec::<i32>::new());
 }

@@ -1,6 +1,6 @@
 //! The lock manager: many session locks on a few connections, exact
-//! exclusion between its own handles, loss reported per handle, and nothing
-//! left behind by dropped handles or abandoned waits. Every claim is checked
+//! exclusion between its own guards, loss reported per guard, and nothing
+//! left behind by dropped guards or abandoned waits. Every claim is checked
 //! against what `pg_locks` shows.
 
 mod support;

@@ -88,6 +88,12 @@ pub enum Error {
         /// The percentage that was asked for.
         percent: u8,
     },
+    /// A fencing token was asked for where it can't be issued truthfully;
+    /// no lock is held.
+    FencingToken {
+        /// Why, and what to change.
+        reason: &'static str,
+    },
     /// The [`LockManager`](crate::LockManager) was closed.
     ManagerClosed,
     /// Any other failure of the connection or the server.
@@ -199,7 +205,7 @@ impl Conflict {
 
     /// The server's error as sqlx reported it; `None` when no statement
     /// waited: a [`LockManager`](crate::LockManager) request that timed out
-    /// while another handle of the same manager held the lock.
+    /// while another guard of the same manager held the lock.
     pub fn source(&self) -> Option<&sqlx::Error> {
         self.source.as_ref()
     }
@@ -228,6 +234,7 @@ impl Error {
             | Error::LockTableFull(_)
             | Error::LockBudget { .. }
             | Error::InvalidLockBudget { .. }
+            | Error::FencingToken { .. }
             | Error::InvalidTimeout { .. }
             | Error::InvalidNamespace { .. }
             | Error::ManagerClosed => false,
@@ -255,7 +262,7 @@ impl Error {
         }
     }
 
-    /// A timeout spent waiting in-process, for a lock a handle of the same
+    /// A timeout spent waiting in-process, for a lock a guard of the same
     /// lock manager held: a lock timeout that no statement saw.
     pub(crate) fn timed_out_in_process(lock: &LockIdentity, waited: Duration) -> Self {
         Error::Conflict(Conflict {
@@ -339,6 +346,7 @@ impl fmt::Display for Error {
                 f,
                 "a lock manager's share of the lock table must be a percentage from 1 to 100, not {percent}"
             ),
+            Error::FencingToken { reason } => write!(f, "no fencing token: {reason}"),
             Error::ManagerClosed => f.write_str("the lock manager was closed"),
             Error::Database(error) => write!(f, "database error: {error}"),
         }

@@ -172,7 +172,7 @@ pub(crate) fn lease_lost(lock: &LockIdentity, held: Duration, reason: &str) {
     );
 }
 
-/// A lock manager's handle was dropped while it held its lock.
+/// A lock manager's guard was dropped while it held its lock.
 pub(crate) fn managed_guard_dropped(lock: &LockIdentity) {
     lock_event!(
         Level::INFO,

@@ -19,7 +19,7 @@ use crate::identity::{Label, LockIdentity};
 pub const ACQUISITIONS: &str = "pglock_acquisitions_total";
 /// Histogram: seconds waited for a busy lock, by outcome.
 pub const WAIT_SECONDS: &str = "pglock_wait_seconds";
-/// Histogram: seconds a session lock (guard, lease, managed lock) was held.
+/// Histogram: seconds a session lock (guard, lease, managed guard) was held.
 pub const HOLD_SECONDS: &str = "pglock_hold_seconds";
 /// Gauge: session locks held now.
 pub const SESSION_LOCKS_HELD: &str = "pglock_session_locks_held";

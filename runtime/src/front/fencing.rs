@@ -32,7 +32,8 @@ use std::fmt;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
-use crate::sql::statements::FENCING_TOKEN;
+use crate::error::Error;
+use crate::sql::statements::{FENCING_TOKEN, NOT_ALONE};
 
 /// A number that grows with each acquisition of a lock, for the resource the
 /// lock protects to refuse writes of a holder that lost the lock.
@@ -91,11 +92,31 @@ impl fmt::Display for FencingToken {
     }
 }
 
-/// Issues a token on `conn`, which holds the lock and is in no transaction.
-pub(crate) async fn issue(conn: &mut PgConnection) -> Result<FencingToken, sqlx::Error> {
-    let row = sqlx::raw_sql(FENCING_TOKEN).fetch_one(conn).await?;
-    let token: i64 = row.try_get(0)?;
-    u64::try_from(token)
-        .map(FencingToken)
-        .map_err(|_| sqlx::Error::Decode(format!("a negative transaction id: {token}").into()))
+/// Why a token can't be asked for with a shared lock.
+pub(crate) const SHARED: &str = "a fencing token is for an exclusive lock: two shared holders \
+     at once would each fence the other out; take the lock exclusively";
+
+/// Why a token can't be issued inside a transaction.
+const IN_TRANSACTION: &str = "it is issued on the lock's own connection, which must be in no \
+     transaction; commit or roll back first (nothing was committed, and the connection is closed)";
+
+/// Issues a token on `conn`, which holds the lock and must be in no
+/// transaction. On an error of the server, the token's transaction is left
+/// aborted: the caller rolls it back or closes the connection.
+pub(crate) async fn issue(conn: &mut PgConnection) -> Result<FencingToken, Error> {
+    let row = sqlx::raw_sql(FENCING_TOKEN)
+        .fetch_one(conn)
+        .await
+        .map_err(|error| match error.as_database_error() {
+            Some(database) if database.message().contains(NOT_ALONE) => Error::FencingToken {
+                reason: IN_TRANSACTION,
+            },
+            _ => Error::from_sqlx(error),
+        })?;
+    let token: i64 = row.try_get(0).map_err(Error::from_sqlx)?;
+    u64::try_from(token).map(FencingToken).map_err(|_| {
+        Error::from_sqlx(sqlx::Error::Decode(
+            format!("a negative transaction id: {token}").into(),
+        ))
+    })
 }

@@ -144,7 +144,9 @@ impl SessionLock<'_> {
 
     /// Ask for a [`FencingToken`] at acquisition (one more round trip and a
     /// durable commit): [`SessionGuard::fencing_token`] and
-    /// [`Lease::fencing_token`](crate::Lease::fencing_token) give it.
+    /// [`Lease::fencing_token`](crate::Lease::fencing_token) give it. For an
+    /// exclusive lock only, on a connection in no transaction: otherwise
+    /// [`Error::FencingToken`], and no lock is held.
     pub fn with_fencing_token(mut self) -> Self {
         self.fencing = true;
         self
@@ -170,6 +172,7 @@ impl SessionLock<'_> {
         connection: impl IntoOwnedConnection,
     ) -> Result<SessionGuard, Error> {
         let cap_ms = self.wait.cap_ms()?;
+        self.fencing_allowed()?;
         match self.try_once(connection.into_owned_connection()).await? {
             SessionTry::Acquired(guard) => Ok(guard),
             SessionTry::Busy(_) if self.wait.is_no_wait() => Err(self.lock.busy(self.wait)),
@@ -209,11 +212,22 @@ impl SessionLock<'_> {
         self,
         connection: impl IntoOwnedConnection,
     ) -> Result<SessionTry, Error> {
+        self.fencing_allowed()?;
         let outcome = self.try_once(connection.into_owned_connection()).await?;
         if let SessionTry::Busy(_) = outcome {
             events::not_waiting(&self.lock.identity());
         }
         Ok(outcome)
+    }
+
+    /// A fencing token is for an exclusive lock.
+    fn fencing_allowed(&self) -> Result<(), Error> {
+        if self.fencing && self.lock.mode == Mode::Shared {
+            return Err(Error::FencingToken {
+                reason: fencing::SHARED,
+            });
+        }
+        Ok(())
     }
 
     async fn try_once(&self, mut conn: PgConnection) -> Result<SessionTry, Error> {
@@ -228,9 +242,10 @@ impl SessionLock<'_> {
         .await?
         {
             TryStatus::Acquired => {
+                let guard = self.guard(conn).await?;
                 let lock = self.lock.namespace.shared_label();
                 measure::acquisition(lock, self.lock.mode, Outcome::Acquired);
-                Ok(SessionTry::Acquired(self.guard(conn).await?))
+                Ok(SessionTry::Acquired(guard))
             }
             TryStatus::Busy { .. } => Ok(SessionTry::Busy(conn)),
             TryStatus::Standby => Err(Error::Standby),
@@ -242,7 +257,7 @@ impl SessionLock<'_> {
     /// lock with it) and the error returned.
     async fn guard(&self, mut conn: PgConnection) -> Result<SessionGuard, Error> {
         let token = match self.fencing {
-            true => Some(fencing::issue(&mut conn).await.map_err(Error::from_sqlx)?),
+            true => Some(fencing::issue(&mut conn).await?),
             false => None,
         };
         let lock = self.lock.identity();

@@ -466,11 +466,26 @@ pub(crate) const SAVEPOINT_ROLLBACK: &str =
 /// `synchronous_commit` is set, so the transaction writes an empty logical
 /// decoding message (prefix `pglock.fence`): then its commit waits for the
 /// flush.
+///
+/// The session must be in no transaction: inside one, `BEGIN` would only
+/// warn, the id would be that transaction's (handed out before the grant),
+/// and `COMMIT` would commit the caller's work. A transaction this message
+/// began started when the message arrived, so its `now()` is the
+/// statement's timestamp; otherwise the statement fails (with
+/// [`NOT_ALONE`] in its message) before the `COMMIT` runs. (The failing
+/// cast reads `now()`, so that the planner can't fold it, and fail, ahead of
+/// the `CASE`.)
 pub(crate) const FENCING_TOKEN: &str = "BEGIN READ WRITE; \
      SET LOCAL synchronous_commit = on; \
-     SELECT pg_catalog.pg_current_xact_id()::text::int8, \
+     SELECT CASE WHEN pg_catalog.now() = pg_catalog.statement_timestamp() \
+                 THEN pg_catalog.pg_current_xact_id()::text::int8 \
+                 ELSE ('pglock: a fencing token needs a session in no transaction' \
+                       || pg_catalog.left(pg_catalog.now()::text, 0))::int8 END, \
             pg_catalog.pg_logical_emit_message(true, 'pglock.fence', ''); \
      COMMIT";
+
+/// What the failure of [`FENCING_TOKEN`] inside a transaction says.
+pub(crate) const NOT_ALONE: &str = "pglock: a fencing token needs a session in no transaction";
 
 /// Releases every session-level advisory lock of the session: a lock
 /// manager's connection, as the manager closes.

@@ -33,7 +33,7 @@ use crate::sql::pg_locks;
 use crate::sql::statements::{TryStatus, bind_id};
 
 use super::options::LockTable;
-use super::session::{OpenSession, Session};
+use super::session::{OpenSession, Session, TokenFailure};
 use super::{ConnectionId, GuardId, Inner};
 
 /// What a connection's task is asked to do.
@@ -42,12 +42,22 @@ pub(super) enum Command {
     Wait {
         sql: String,
         holding: Holding,
-        reply: oneshot::Sender<Result<Option<FencingToken>, sqlx::Error>>,
+        reply: oneshot::Sender<Result<Option<FencingToken>, WaitFailure>>,
     },
     /// Unlock a dropped guard's lock, if it holds one here.
     Unlock { guard: GuardId },
     /// Release every lock and close.
     Close { reply: oneshot::Sender<usize> },
+}
+
+/// Why a wait sent to a connection's task ended without a guard.
+pub(super) enum WaitFailure {
+    /// The wait itself failed (a timeout, a cancel, a deadlock, a lost
+    /// connection).
+    Wait(sqlx::Error),
+    /// The lock was granted, and given back because its fencing token could
+    /// not be issued.
+    Token(Error),
 }
 
 /// One of the manager's connections, shared by its task and the callers
@@ -265,20 +275,23 @@ impl Connection {
             // would end.
             let issued = match open.commit(bound).await {
                 Ok(()) => open.fencing_token(bound).await,
-                Err(reason) => Err((None, reason)),
+                Err(reason) => Err(TokenFailure::Broken(reason)),
             };
             match issued {
                 Ok(issued) => token = Some(issued),
-                Err((error, reason)) => {
-                    inner.table().answered(id, None);
-                    let kept = match &error {
-                        Some(_) => holding.give_back(open.pg(), bound).await,
-                        None => Err(reason.clone()),
+                Err(failure) => {
+                    let (kept, error) = match failure {
+                        TokenFailure::Refused(error) => {
+                            (holding.give_back(open.pg(), bound).await, error)
+                        }
+                        TokenFailure::Broken(reason) => (Err(reason), connection_gone()),
                     };
                     if let Err(reason) = kept {
                         self.lose(inner, id, &mut session, &reason, true);
                     }
-                    return Err(error.map_or_else(connection_gone, Error::from_sqlx));
+                    // Answered once nothing of it is left on the server.
+                    inner.table().answered(id, None);
+                    return Err(error);
                 }
             }
         }

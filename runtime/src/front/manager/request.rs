@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::front::loss::HoldState;
 use crate::sql::statements::{Scope, TryStatus, session_wait_sql};
 
-use super::connection::{Command, Holding, connection_gone};
+use super::connection::{Command, Holding, WaitFailure, connection_gone};
 use super::guard::ManagedGuard;
 use super::table::{ClaimGuard, Purpose, Route};
 use super::{GuardId, LockManager};
@@ -73,7 +73,11 @@ impl ManagedLock<'_> {
 
     /// Ask for a [`FencingToken`](crate::FencingToken) at acquisition (one
     /// more round trip and a durable commit): [`ManagedGuard::fencing_token`]
-    /// gives it.
+    /// gives it. For an exclusive lock only: otherwise
+    /// [`Error::FencingToken`]. The token's commit runs on the connection
+    /// that holds the lock, beside the other locks it holds: a server that
+    /// can't flush its WAL within the checks' timeout loses that connection,
+    /// and with it those locks.
     pub fn with_fencing_token(mut self) -> Self {
         self.fencing = true;
         self
@@ -92,6 +96,7 @@ impl ManagedLock<'_> {
     /// [`Error::InvalidTimeout`] and [`Error::Database`].
     pub async fn acquire(self) -> Result<ManagedGuard, Error> {
         let cap_ms = self.wait.cap_ms()?;
+        self.fencing_allowed()?;
         if let Some(lock) = self.try_once().await? {
             self.count(Outcome::Acquired);
             return Ok(lock);
@@ -105,12 +110,23 @@ impl ManagedLock<'_> {
     /// Tries the lock once: the guard when it is free, `None` when someone
     /// (another process, or a guard of this manager) holds it.
     pub async fn try_acquire(self) -> Result<Option<ManagedGuard>, Error> {
+        self.fencing_allowed()?;
         let lock = self.try_once().await?;
         match lock {
             Some(_) => self.count(Outcome::Acquired),
             None => events::not_waiting(&self.lock.identity()),
         }
         Ok(lock)
+    }
+
+    /// A fencing token is for an exclusive lock.
+    fn fencing_allowed(&self) -> Result<(), Error> {
+        if self.fencing && self.lock.mode == Mode::Shared {
+            return Err(Error::FencingToken {
+                reason: crate::front::fencing::SHARED,
+            });
+        }
+        Ok(())
     }
 
     fn count(&self, outcome: Outcome) {
@@ -268,10 +284,11 @@ impl ManagedLock<'_> {
                 state,
                 token,
             )),
-            Ok(Err(error)) => {
+            Ok(Err(WaitFailure::Wait(error))) => {
                 let lost = !inner.table().connections.contains_key(&connection_id);
                 Err((Error::from_wait(error, &lock, started.elapsed()), lost))
             }
+            Ok(Err(WaitFailure::Token(error))) => Err((error, false)),
             // The connection's task ended without an answer: the manager
             // closed, or the connection could not be opened.
             Err(_) if inner.table().closed => Err((Error::ManagerClosed, false)),

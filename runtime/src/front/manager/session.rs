@@ -93,27 +93,32 @@ impl OpenSession {
         Ok(())
     }
 
-    /// Issues a fencing token, within `bound`. Fails with the server's
-    /// error, after which the session is still sound, or with none and the
-    /// reason it is not.
+    /// Issues a fencing token, within `bound`; see [`TokenFailure`].
     pub(super) async fn fencing_token(
         &mut self,
         bound: Duration,
-    ) -> Result<FencingToken, (Option<sqlx::Error>, String)> {
+    ) -> Result<FencingToken, TokenFailure> {
         match tokio::time::timeout(bound, fencing::issue(&mut self.pg)).await {
             Ok(Ok(token)) => Ok(token),
-            Ok(Err(error)) => match self.broken(&error, bound).await {
-                Some(reason) => Err((None, reason)),
-                None => {
-                    // The token's transaction failed: end it.
-                    let _ = self.run(BATCH_ROLLBACK, bound).await;
-                    Err((Some(error), String::new()))
+            Ok(Err(error)) => {
+                // The token's transaction failed: it is rolled back, or the
+                // session is not sound.
+                let alive = matches!(
+                    tokio::time::timeout(bound, self.pg.ping()).await,
+                    Ok(Ok(()))
+                );
+                let rolled_back = alive && self.run(BATCH_ROLLBACK, bound).await.is_ok();
+                if rolled_back {
+                    Err(TokenFailure::Refused(error))
+                } else {
+                    Err(TokenFailure::Broken(format!(
+                        "the connection failed as it issued a fencing token: {error}"
+                    )))
                 }
-            },
-            Err(_) => Err((
-                None,
-                format!("a fencing token was not issued within {bound:?}"),
-            )),
+            }
+            Err(_) => Err(TokenFailure::Broken(format!(
+                "a fencing token was not issued within {bound:?}"
+            ))),
         }
     }
 
@@ -144,4 +149,13 @@ impl OpenSession {
             Err(_) => Err(format!("`{sql}` did not answer within {bound:?}")),
         }
     }
+}
+
+/// Why a fencing token was not issued.
+pub(super) enum TokenFailure {
+    /// The server refused it; the session is sound, out of the token's
+    /// transaction, and still holds the lock.
+    Refused(crate::error::Error),
+    /// The session is not sound: the reason.
+    Broken(String),
 }

@@ -18,8 +18,8 @@ use crate::sql::pg_locks;
 use crate::sql::statements::UNLOCK_ALL;
 
 use super::batch::{Due, QUIET};
-use super::connection::{Command, Connection, may_follow_a_grant};
-use super::session::Session;
+use super::connection::{Command, Connection, WaitFailure, connection_gone, may_follow_a_grant};
+use super::session::{Session, TokenFailure};
 use super::{ConnectionId, Inner};
 
 /// A connection's task: runs the waits, the checks while the connection
@@ -203,7 +203,7 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                 Ok(open) => open,
                 Err(_) => {
                     inner.table().answered(id, None);
-                    let _ = reply.send(Err(sqlx::Error::WorkerCrashed));
+                    let _ = reply.send(Err(WaitFailure::Wait(sqlx::Error::WorkerCrashed)));
                     return false;
                 }
             };
@@ -212,7 +212,7 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
             if let Err(reason) = open.commit(inner.options.checks.timeout()).await {
                 inner.table().answered(id, None);
                 connection.lose(inner, id, &mut session, &reason, true);
-                let _ = reply.send(Err(sqlx::Error::WorkerCrashed));
+                let _ = reply.send(Err(WaitFailure::Wait(sqlx::Error::WorkerCrashed)));
                 return false;
             }
             let outcome = tokio::select! {
@@ -236,11 +236,14 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                     if holding.wants_token {
                         match open.fencing_token(bound).await {
                             Ok(issued) => token = Some(issued),
-                            Err((error, reason)) => {
-                                inner.table().answered(id, None);
-                                let kept = match &error {
-                                    Some(_) => holding.give_back(open.pg(), bound).await,
-                                    None => Err(reason),
+                            Err(failure) => {
+                                let (kept, error) = match failure {
+                                    TokenFailure::Refused(error) => {
+                                        (holding.give_back(open.pg(), bound).await, error)
+                                    }
+                                    TokenFailure::Broken(reason) => {
+                                        (Err(reason), connection_gone())
+                                    }
                                 };
                                 let alive = match kept {
                                     Ok(()) => true,
@@ -249,8 +252,8 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                                         false
                                     }
                                 };
-                                let error = error.unwrap_or(sqlx::Error::WorkerCrashed);
-                                let _ = reply.send(Err(error));
+                                inner.table().answered(id, None);
+                                let _ = reply.send(Err(WaitFailure::Token(error)));
                                 return alive;
                             }
                         }
@@ -290,7 +293,7 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                             false
                         }
                     };
-                    let _ = reply.send(Err(error));
+                    let _ = reply.send(Err(WaitFailure::Wait(error)));
                     alive
                 }
             }
@@ -332,7 +335,7 @@ fn fail_queued(commands: &mut mpsc::UnboundedReceiver<Command>) {
     while let Ok(command) = commands.try_recv() {
         match command {
             Command::Wait { reply, .. } => {
-                let _ = reply.send(Err(sqlx::Error::WorkerCrashed));
+                let _ = reply.send(Err(WaitFailure::Wait(sqlx::Error::WorkerCrashed)));
             }
             Command::Unlock { .. } => {}
             Command::Close { reply } => {
