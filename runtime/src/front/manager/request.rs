@@ -153,7 +153,10 @@ impl ManagedLock<'_> {
             .try_lock(inner, connection_id, sql, self.lock.id, holding)
             .await
             .map_err(|error| {
-                let lost = !inner.table().connections.contains_key(&connection_id);
+                // No host is the primary: another connection would ask the
+                // same hosts again.
+                let lost = !matches!(error, Error::NoPrimary { .. })
+                    && !inner.table().connections.contains_key(&connection_id);
                 (error, lost)
             });
         if !matches!(status, Ok((TryStatus::Acquired, _))) {
