@@ -323,7 +323,8 @@ pub struct SessionGuard {
 impl SessionGuard {
     /// Unlocks and returns the connection, now holding nothing. If the
     /// unlock fails or finds the lock gone, the connection is closed and the
-    /// error returned.
+    /// error returned: [`Error::LockLost`] when the lock was gone, or its
+    /// session is (the connection broke, the server stopped, a failover).
     ///
     /// ```no_run
     /// # async fn run(guard: pglock_runtime::SessionGuard, pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
