@@ -96,8 +96,94 @@ pub enum Error {
     },
     /// The [`LockManager`](crate::LockManager) was closed.
     ManagerClosed,
+    /// A list of hosts to choose the primary from was empty
+    /// ([`LockManager::with_hosts`](crate::LockManager::with_hosts),
+    /// [`connect_primary`](crate::connect_primary)). Not retryable: the fix
+    /// is configuration.
+    NoHosts,
+    /// None of the hosts is a primary that accepts writes: each was a
+    /// standby, read-only, or could not be reached. Each host tried, in
+    /// order, with its answer. Retryable: during a failover, a standby
+    /// becomes the primary.
+    NoPrimary {
+        /// Every host tried, in the order given, and what it answered.
+        tried: Vec<HostTried>,
+    },
     /// Any other failure of the connection or the server.
     Database(sqlx::Error),
+}
+
+/// One host asked whether it is the primary, and its answer; see
+/// [`Error::NoPrimary`].
+///
+/// ```
+/// use pglock_runtime::{Error, HostAnswer};
+///
+/// fn standbys(error: &Error) -> usize {
+///     match error {
+///         Error::NoPrimary { tried } => tried
+///             .iter()
+///             .filter(|host| *host.answer() == HostAnswer::Standby)
+///             .count(),
+///         _ => 0,
+///     }
+/// }
+/// assert_eq!(standbys(&Error::NoHosts), 0);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostTried {
+    host: String,
+    port: u16,
+    answer: HostAnswer,
+}
+
+/// What a host answered when asked whether it is the primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostAnswer {
+    /// `pg_is_in_recovery()` is true: a hot standby.
+    Standby,
+    /// `transaction_read_only` is on (`default_transaction_read_only`, or
+    /// a server that refuses writes): an advisory lock would be taken, but
+    /// the host is not the read-write endpoint, as libpq's
+    /// `target_session_attrs=read-write` decides.
+    ReadOnly,
+    /// The connection, or the question, failed: the server's or the
+    /// network's error, or a timeout.
+    Unreachable(String),
+}
+
+impl HostTried {
+    pub(crate) fn new(host: String, port: u16, answer: HostAnswer) -> Self {
+        Self { host, port, answer }
+    }
+
+    /// The host, as its connect options name it (a name, an address, or a
+    /// unix socket's directory).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What it answered.
+    pub fn answer(&self) -> &HostAnswer {
+        &self.answer
+    }
+}
+
+impl fmt::Display for HostTried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} ", self.host, self.port)?;
+        match &self.answer {
+            HostAnswer::Standby => f.write_str("is a standby (in recovery)"),
+            HostAnswer::ReadOnly => f.write_str("is read-only (transaction_read_only is on)"),
+            HostAnswer::Unreachable(error) => write!(f, "did not answer: {error}"),
+        }
+    }
 }
 
 /// A wait for a lock that ended without the lock; see [`Error::Conflict`].
@@ -213,9 +299,10 @@ impl Conflict {
 
 impl Error {
     /// Whether running the whole transaction again may succeed: true for a
-    /// conflict, a busy lock and a serialization failure, false for errors
-    /// that repeat until something is changed (a standby, a call outside a
-    /// transaction, a full lock table, bad input).
+    /// conflict, a busy lock, a serialization failure, a lost lock and no
+    /// primary among the hosts (a failover may be under way), false for
+    /// errors that repeat until something is changed (a standby, a call
+    /// outside a transaction, a full lock table, bad input, no hosts).
     ///
     /// ```
     /// # use pglock_runtime::Error;
@@ -228,7 +315,7 @@ impl Error {
                 sqlstate(error).as_deref(),
                 Some("40001" | "40P01" | "55P03")
             ),
-            Error::LockLost(_) | Error::ManagerBusy { .. } => true,
+            Error::LockLost(_) | Error::ManagerBusy { .. } | Error::NoPrimary { .. } => true,
             Error::Standby
             | Error::NotInTransaction
             | Error::LockTableFull(_)
@@ -237,7 +324,8 @@ impl Error {
             | Error::FencingToken { .. }
             | Error::InvalidTimeout { .. }
             | Error::InvalidNamespace { .. }
-            | Error::ManagerClosed => false,
+            | Error::ManagerClosed
+            | Error::NoHosts => false,
         }
     }
 
@@ -294,6 +382,24 @@ pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<std::borrow::Cow<'_, str>>
     error.as_database_error()?.code()
 }
 
+/// Whether `error` says the session is over, and with it every session lock
+/// it held: the connection failed (I/O, a protocol error, sqlx's worker
+/// gone), or the server ended the session (SQLSTATE class 08, a connection
+/// exception; 57P01 to 57P05: an administrator's terminate or shutdown, a
+/// crash of the server, a server that can't accept connections now, an idle
+/// session timeout).
+pub(crate) fn ends_session(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        _ => sqlstate(error).is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57P05")
+        }),
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -348,6 +454,17 @@ impl fmt::Display for Error {
             ),
             Error::FencingToken { reason } => write!(f, "no fencing token: {reason}"),
             Error::ManagerClosed => f.write_str("the lock manager was closed"),
+            Error::NoHosts => f.write_str(
+                "no host was given to choose the primary from: pass at least one host's connect options",
+            ),
+            Error::NoPrimary { tried } => {
+                f.write_str("no host is a primary that accepts writes")?;
+                for (index, host) in tried.iter().enumerate() {
+                    f.write_str(if index == 0 { ": " } else { "; " })?;
+                    write!(f, "{host}")?;
+                }
+                f.write_str(" (during a failover, try again once a standby is promoted)")
+            }
             Error::Database(error) => write!(f, "database error: {error}"),
         }
     }

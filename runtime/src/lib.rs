@@ -49,8 +49,10 @@
 //!   [`HoldState`], [`CheckOptions`]: how a held session lock is checked
 //!   and its loss reported, for leases and the manager), `manager`
 //!   ([`LockManager`]: many session locks on a few connections; its own
-//!   rooms are listed in `front/manager/mod.rs`), `run` (work in a
-//!   transaction that holds a lock), `inspect` ([`inspect`]). A constructor
+//!   rooms are listed in `front/manager/mod.rs`), `primary` (several hosts
+//!   and the one that is the primary: [`connect_primary`], and where a
+//!   manager connects), `run` (work in a transaction that holds a lock),
+//!   `inspect` ([`inspect`]). A constructor
 //!   lives with the type it returns: `Namespace::session_lock` is in
 //!   `front/session.rs`, `LockManager::lock` in `front/manager/request.rs`.
 //!
@@ -80,7 +82,7 @@ pub use contract::key::LockKey;
 pub use contract::mode::Mode;
 pub use contract::namespace::Namespace;
 pub use engine::cancel::cancel_abandoned_waits;
-pub use error::{Conflict, ConflictCause, Error};
+pub use error::{Conflict, ConflictCause, Error, HostAnswer, HostTried};
 pub use front::fencing::FencingToken;
 pub use front::inspect::{Inspection, LockRow, PreparedLock, inspect};
 pub use front::lease::Lease;
@@ -89,6 +91,7 @@ pub use front::loss::{CheckOptions, HoldState, Loss};
 pub use front::manager::{
     LockBudget, LockManager, LockTable, ManagedGuard, ManagedLock, ManagerOptions,
 };
+pub use front::primary::connect_primary;
 pub use front::run::WorkFuture;
 pub use front::session::{IntoOwnedConnection, SessionGuard, SessionLock, SessionTry};
 pub use front::xact_lock::{Acquired, XactConnection, XactLock};

@@ -21,7 +21,9 @@
 //!   dropped;
 //! - [`TestServer::start_standby`] is a private hot standby of a server,
 //!   streaming from it (a base backup by `pg_basebackup -R`, or by the
-//!   kit through PostgreSQL's low-level backup API);
+//!   kit through PostgreSQL's low-level backup API), and
+//!   [`TestServer::promote`] makes it the primary (with
+//!   [`TestServer::crash`] on the old one: a failover);
 //! - [`PgBouncer::start`] puts PgBouncer (transaction pooling by default) in
 //!   front of a server, on a loopback port; it needs the `pgbouncer` program
 //!   (`apt-get install pgbouncer`), and [`PgBouncer::installed_or_skip`]
@@ -452,6 +454,35 @@ impl TestServer {
         }
         let _ctl = watchdog::lock_ctl(&self.layout.dir)?;
         pg::pg_ctl_stop(self.env, &self.bin_dir, &self.layout, "immediate")
+    }
+
+    /// Promotes a [standby](Self::start_standby) to a primary
+    /// (`pg_ctl promote -w`): it leaves recovery, and returns once the
+    /// server accepts writes. With [`crash`](Self::crash) on its primary,
+    /// a failover. Fails on a server that is not a standby; refused on the
+    /// shared server.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pglock_testing::{ServerOptions, TestServer};
+    ///
+    /// let primary = TestServer::start(ServerOptions::new())?;
+    /// let standby = primary.start_standby()?;
+    /// primary.crash()?;
+    /// standby.promote()?;
+    /// let pool = sqlx::PgPool::connect(&standby.url()).await?;
+    /// let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(&pool).await?;
+    /// assert!(!in_recovery);
+    /// # Ok(()) }
+    /// ```
+    pub fn promote(&self) -> Result<(), TestingError> {
+        if self.is_shared() {
+            return Err(TestingError::SharedServer {
+                operation: "promote",
+            });
+        }
+        let _ctl = watchdog::lock_ctl(&self.layout.dir)?;
+        pg::pg_ctl_promote(self.env, &self.bin_dir, &self.layout)
     }
 }
 

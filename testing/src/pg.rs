@@ -315,6 +315,29 @@ pub(super) fn pg_ctl_stop(
     })
 }
 
+/// `pg_ctl promote -w`: a standby leaves recovery and accepts writes; returns
+/// once it does.
+pub(super) fn pg_ctl_promote(
+    env: &Env,
+    bin_dir: &Path,
+    layout: &Layout,
+) -> Result<(), TestingError> {
+    let mut command = pg_command_in(bin_dir, env.run_as.as_ref(), "pg_ctl", &layout.dir);
+    command
+        .arg("-D")
+        .arg(&layout.data)
+        .args(["-w", "-t", PG_CTL_TIMEOUT, "promote"]);
+    let out = run(&mut command, "pg_ctl promote")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(TestingError::CommandFailed {
+        command: describe(&command),
+        status: out.status.to_string(),
+        output: output_text(&out),
+    })
+}
+
 /// Whether the server of `layout` runs and answers a query on `port`
 /// through `socket_dir`.
 pub(super) fn is_ready(layout: &Layout, socket_dir: &Path, port: u16) -> bool {

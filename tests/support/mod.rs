@@ -366,3 +366,20 @@ pub async fn cancelling_pool() -> PgPool {
     pglock::cancel_abandoned_waits(&pool);
     pool
 }
+
+/// A private primary and a streaming standby of it, for a failover: crash
+/// the primary ([`TestServer::crash`](pglock::testing::TestServer::crash)),
+/// then promote the standby. Keep the standby before the primary in drop
+/// order: bind it after.
+pub fn primary_and_standby() -> (pglock::testing::TestServer, pglock::testing::TestServer) {
+    let primary = private_server(&[]);
+    let standby = primary.start_standby().expect("a streaming standby");
+    (primary, standby)
+}
+
+/// The connect options of `server`, over its unix socket.
+pub fn connect_options_of(
+    server: &pglock::testing::TestServer,
+) -> sqlx::postgres::PgConnectOptions {
+    server.url().parse().expect("the server's URL")
+}

@@ -193,7 +193,7 @@ pub(crate) fn granted_despite_error(lock: &LockIdentity, error: &sqlx::Error) {
 }
 
 /// A lock manager could not open a connection, or release its locks.
-pub(crate) fn manager_connection_failed(connection: u64, error: &sqlx::Error) {
+pub(crate) fn manager_connection_failed(connection: u64, error: &dyn std::fmt::Display) {
     tracing::warn!(target: "pglock", connection, %error, "lock manager connection failed");
 }
 

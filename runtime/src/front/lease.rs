@@ -125,7 +125,8 @@ impl Lease {
     }
 
     /// Unlocks and returns the connection. Fails with [`Error::LockLost`]
-    /// when the lease was lost before.
+    /// when the lease was lost before, or its session is found over at the
+    /// release.
     ///
     /// ```no_run
     /// # async fn run(lease: pglock_runtime::Lease) -> Result<(), pglock_runtime::Error> {

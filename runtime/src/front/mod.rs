@@ -56,6 +56,7 @@ pub(crate) mod lease;
 pub(crate) mod lock_set;
 pub(crate) mod loss;
 pub(crate) mod manager;
+pub(crate) mod primary;
 pub(crate) mod run;
 pub(crate) mod session;
 pub(crate) mod xact_lock;

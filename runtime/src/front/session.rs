@@ -24,7 +24,7 @@ use crate::contract::namespace::Namespace;
 use crate::engine::events;
 use crate::engine::measure::{self, HoldMeter, Outcome};
 use crate::engine::wait::{Wait, Waiter, try_lock};
-use crate::error::Error;
+use crate::error::{Error, ends_session};
 use crate::front::fencing::{self, FencingToken};
 use crate::identity::LockIdentity;
 use crate::sql::statements::{Scope, TryStatus, bind_id};
@@ -285,19 +285,26 @@ pub(crate) struct HeldLock {
 
 impl HeldLock {
     /// Unlocks on `conn`; an unlock that finds nothing to release means the
-    /// lock was lost (the session is not the one that took it).
+    /// lock was lost (the session is not the one that took it), and so does
+    /// one whose session is over (the connection broke, the server stopped
+    /// or ended the backend): the lock ended with the session.
     pub(crate) async fn unlock(&self, conn: &mut PgConnection) -> Result<(), Error> {
         let query = sqlx::query(AssertSqlSafe(self.unlock_sql.clone()));
-        let released: bool = bind_id(query, self.lock.id())
+        let released = bind_id(query, self.lock.id())
             .fetch_one(conn)
             .await
-            .and_then(|row| row.try_get(0))
-            .map_err(Error::from_sqlx)?;
-        if released {
-            Ok(())
-        } else {
-            measure::acquisition(self.lock.label(), self.lock.mode(), Outcome::Lost);
-            Err(self.lost())
+            .and_then(|row| row.try_get::<bool, _>(0));
+        match released {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                measure::acquisition(self.lock.label(), self.lock.mode(), Outcome::Lost);
+                Err(self.lost())
+            }
+            Err(error) if ends_session(&error) => {
+                measure::acquisition(self.lock.label(), self.lock.mode(), Outcome::Lost);
+                Err(self.lost())
+            }
+            Err(error) => Err(Error::from_sqlx(error)),
         }
     }
 
@@ -331,7 +338,8 @@ pub struct SessionGuard {
 impl SessionGuard {
     /// Unlocks and returns the connection, now holding nothing. If the
     /// unlock fails or finds the lock gone, the connection is closed and the
-    /// error returned.
+    /// error returned: [`Error::LockLost`] when the lock was gone, or its
+    /// session is (the connection broke, the server stopped, a failover).
     ///
     /// ```no_run
     /// # async fn run(guard: pglock_runtime::SessionGuard, pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {

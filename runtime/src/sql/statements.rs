@@ -46,6 +46,13 @@ pub(crate) const STANDBY: i32 = -2;
 /// costs no round trip of its own.
 const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2";
 
+/// Whether a server is the primary, as libpq's
+/// `target_session_attrs=read-write` asks: in recovery (a standby), and
+/// whether its transactions are read-only. One round trip, once per new
+/// connection to one of several hosts.
+pub(crate) const PRIMARY_CHECK: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
+     pg_catalog.current_setting('transaction_read_only') = 'on'";
+
 /// Whether a lock ends with its transaction or with its session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Scope {

@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sqlx::postgres::PgConnection;
-use sqlx::{AssertSqlSafe, ConnectOptions, Row};
+use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::contract::id::LockId;
@@ -58,6 +58,8 @@ pub(super) enum WaitFailure {
     /// The lock was granted, and given back because its fencing token could
     /// not be issued.
     Token(Error),
+    /// The connection could not be opened (no host is a primary, say).
+    Open(Error),
 }
 
 /// One of the manager's connections, shared by its task and the callers
@@ -188,7 +190,7 @@ impl Connection {
                         "the connection could not be opened",
                         true,
                     );
-                    return Err(Error::from_sqlx(error));
+                    return Err(error);
                 }
             }
         }
@@ -384,22 +386,21 @@ impl Connection {
     }
 }
 
-/// Opens a session and reads the size of the server's lock table on it,
-/// within the checks' timeout.
-async fn connect(inner: &Inner) -> Result<PgConnection, sqlx::Error> {
+/// Opens a session (to the primary, when the manager has several hosts)
+/// and reads the size of the server's lock table on it, each within the
+/// checks' timeout.
+async fn connect(inner: &Inner) -> Result<PgConnection, Error> {
     let bound = inner.options.checks.timeout();
-    let timed_out = |what: &str| {
-        sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("{what} within {bound:?}"),
-        ))
-    };
-    let mut pg = tokio::time::timeout(bound, inner.connect.connect())
-        .await
-        .map_err(|_| timed_out("no connection"))??;
+    let mut pg = inner.hosts.connect(bound).await?;
     let table = tokio::time::timeout(bound, read_lock_table(&mut pg))
         .await
-        .map_err(|_| timed_out("the lock table's size was not read"))??;
+        .map_err(|_| {
+            Error::Database(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the lock table's size was not read within {bound:?}"),
+            )))
+        })?
+        .map_err(Error::from_sqlx)?;
     inner.table().lock_table = Some(table);
     // Requests held back until the budget is known route again.
     inner.released.notify_waiters();

@@ -46,6 +46,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::contract::id::LockId;
 use crate::contract::mode::Mode;
 use crate::error::Error;
+use crate::front::primary::Hosts;
 
 mod batch;
 mod connection;
@@ -108,7 +109,7 @@ pub struct LockManager {
 
 /// What the manager's rooms share.
 struct Inner {
-    connect: PgConnectOptions,
+    hosts: Hosts,
     options: ManagerOptions,
     table: Mutex<Table>,
     /// Told whenever a claim is given back, for requests that wait for a
@@ -197,9 +198,56 @@ impl LockManager {
     /// A manager that connects with `connect`; it opens connections when
     /// locks are asked for, not before.
     pub fn new(connect: PgConnectOptions, options: ManagerOptions) -> Self {
+        Self::connecting_to(Hosts::one(connect), options)
+    }
+
+    /// A manager that connects to the primary among `hosts`: every
+    /// connection it opens, the first and those after a loss, goes to the
+    /// first host, in order, that is a primary accepting writes (as libpq's
+    /// `target_session_attrs=read-write`; see
+    /// [`connect_primary`](crate::connect_primary)). After a failover, its
+    /// guards report their loss within the
+    /// [detection bound](ManagerOptions::detection_bound), and its next
+    /// requests are served by the promoted server, without a new manager.
+    /// Each host gets the checks' timeout to connect and answer.
+    ///
+    /// ```no_run
+    /// use pglock_runtime::{Error, LockManager, ManagerOptions, Namespace};
+    ///
+    /// static PARTITIONS: Namespace = Namespace::named("ingest:partition");
+    ///
+    /// # async fn run() -> Result<(), Error> {
+    /// let manager = LockManager::with_hosts(
+    ///     [
+    ///         "postgres://app@db-a/app".parse()?,
+    ///         "postgres://app@db-b/app".parse()?,
+    ///     ],
+    ///     ManagerOptions::default(),
+    /// )?;
+    /// match manager.lock(&PARTITIONS, &7_i64).try_acquire().await {
+    ///     Ok(Some(guard)) => { /* lead partition 7 until guard.lost() */ }
+    ///     Ok(None) => { /* another worker leads it */ }
+    ///     // Mid-failover: no host is the primary yet; retryable.
+    ///     Err(error @ Error::NoPrimary { .. }) => eprintln!("{error}"),
+    ///     Err(error) => return Err(error),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoHosts`] when `hosts` is empty.
+    pub fn with_hosts(
+        hosts: impl IntoIterator<Item = PgConnectOptions>,
+        options: ManagerOptions,
+    ) -> Result<Self, Error> {
+        Ok(Self::connecting_to(Hosts::primary_of(hosts)?, options))
+    }
+
+    fn connecting_to(hosts: Hosts, options: ManagerOptions) -> Self {
         Self {
             inner: Arc::new(Inner {
-                connect,
+                hosts,
                 options,
                 table: Mutex::new(Table::default()),
                 released: Notify::new(),

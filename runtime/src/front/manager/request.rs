@@ -169,7 +169,10 @@ impl ManagedLock<'_> {
             .try_lock(inner, connection_id, sql, self.lock.id, holding)
             .await
             .map_err(|error| {
-                let lost = !inner.table().connections.contains_key(&connection_id);
+                // No host is the primary: another connection would ask the
+                // same hosts again.
+                let lost = !matches!(error, Error::NoPrimary { .. })
+                    && !inner.table().connections.contains_key(&connection_id);
                 (error, lost)
             });
         if !matches!(status, Ok((TryStatus::Acquired, _))) {
@@ -289,6 +292,8 @@ impl ManagedLock<'_> {
                 Err((Error::from_wait(error, &lock, started.elapsed()), lost))
             }
             Ok(Err(WaitFailure::Token(error))) => Err((error, false)),
+            // The connection is gone: the wait may go to another, once.
+            Ok(Err(WaitFailure::Open(error))) => Err((error, true)),
             // The connection's task ended without an answer: the manager
             // closed, or the connection could not be opened.
             Err(_) if inner.table().closed => Err((Error::ManagerClosed, false)),

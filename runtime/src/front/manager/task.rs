@@ -201,9 +201,9 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
             }
             let open = match connection.open(&mut session, inner, id).await {
                 Ok(open) => open,
-                Err(_) => {
+                Err(error) => {
                     inner.table().answered(id, None);
-                    let _ = reply.send(Err(WaitFailure::Wait(sqlx::Error::WorkerCrashed)));
+                    let _ = reply.send(Err(WaitFailure::Open(error)));
                     return false;
                 }
             };
