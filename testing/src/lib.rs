@@ -120,9 +120,12 @@
 
 mod env;
 mod error;
+mod fetch;
+mod files;
 mod locks;
 mod pg;
 mod pgbouncer;
+mod pinned;
 mod private_server;
 mod programs;
 mod query;
@@ -460,7 +463,7 @@ impl Drop for TestServer {
             }
         }
         for dir in [&self.layout.dir, &self.layout.socket_dir] {
-            if let Err(e) = pg::remove_tree(dir) {
+            if let Err(e) = files::remove_tree(dir) {
                 eprintln!("pglock testing: {e}");
             }
         }
