@@ -295,7 +295,8 @@ fn fetch_pinned(
         Some(install) => install,
         None if !settings.download => {
             searched.push(format!(
-                "{NO_DOWNLOAD_VAR} is set: PostgreSQL {} was not fetched into {}",
+                "{NO_DOWNLOAD_VAR} is set: PostgreSQL {} was not fetched into {} (unset it to let \
+                 the kit fetch it)",
                 build.postgres,
                 fetcher.install_dir(&build).display()
             ));

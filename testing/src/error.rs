@@ -22,7 +22,8 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum TestingError {
     /// The PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`) were
-    /// not found.
+    /// not found where `PGLOCK_PG_BINDIR` says, or not found installed while
+    /// `PGLOCK_NO_DOWNLOAD` forbids fetching them.
     BinariesNotFound {
         /// Every place that was searched, in order, and what was wrong there.
         searched: Vec<String>,

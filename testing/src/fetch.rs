@@ -194,6 +194,11 @@ impl Fetcher {
             .timeout_recv_response(Some(timeouts.answer))
             .timeout_per_read(Some(timeouts.stall))
             .user_agent(concat!("pglock-testing/", env!("CARGO_PKG_VERSION")))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(root_certificates())
+                    .build(),
+            )
             .build()
             .new_agent();
         Fetcher {
@@ -393,6 +398,40 @@ impl Fetcher {
             let _ = fs::remove_file(path);
         }
         checked
+    }
+}
+
+/// The machine's bundle of trusted certificates, when it has one, as curl
+/// and OpenSSL read it (`SSL_CERT_FILE`, else the usual places), so that a
+/// proxy that inspects TLS with a certificate authority of its own works as
+/// it does for them; else Mozilla's roots, built in.
+fn root_certificates() -> ureq::tls::RootCerts {
+    const BUNDLES: [&str; 4] = [
+        "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Alpine, Arch
+        "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
+        "/etc/ssl/ca-bundle.pem",             // openSUSE
+        "/etc/ssl/cert.pem",                  // macOS, the BSDs
+    ];
+    let configured = std::env::var_os("SSL_CERT_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let certificates: Vec<ureq::tls::Certificate<'static>> = configured
+        .into_iter()
+        .chain(BUNDLES.map(PathBuf::from))
+        .find_map(|path| fs::read(path).ok())
+        .map(|pem| {
+            ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(certificate)) => Some(certificate),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if certificates.is_empty() {
+        ureq::tls::RootCerts::WebPki
+    } else {
+        ureq::tls::RootCerts::new_with_certs(&certificates)
     }
 }
 
