@@ -153,7 +153,13 @@ fn find_bin_dir(run_as: Option<&RunAs>, base: &Path) -> Result<PathBuf, TestingE
         Ok(dir) => return Ok(dir),
         Err(searched) => searched,
     };
-    fetch_pinned(major.unwrap_or(DEFAULT_MAJOR), searched, run_as, base)
+    fetch_pinned(
+        major.unwrap_or(DEFAULT_MAJOR),
+        major.is_some(),
+        searched,
+        run_as,
+        base,
+    )
 }
 
 /// The major version `PGLOCK_PG_VERSION` asks for.
@@ -276,16 +282,23 @@ fn find_installed(major: Option<u32>) -> Result<Result<PathBuf, Vec<String>>, Te
     Ok(Err(searched))
 }
 
-/// The server binaries of the pinned build of `major`, from the user's
-/// cache, fetched first when it lacks them (unless `PGLOCK_NO_DOWNLOAD`
-/// says not to); `searched` says where installed ones were looked for.
+/// The server binaries of the pinned build of `major` (`asked` for by
+/// `PGLOCK_PG_VERSION`, or the default), from the user's cache, fetched
+/// first when it lacks them (unless `PGLOCK_NO_DOWNLOAD` says not to);
+/// `searched` says where installed ones were looked for.
 fn fetch_pinned(
     major: u32,
+    asked: bool,
     mut searched: Vec<String>,
     run_as: Option<&RunAs>,
     base: &Path,
 ) -> Result<PathBuf, TestingError> {
     let build = pinned::lookup(major, std::env::consts::OS, std::env::consts::ARCH)?;
+    let why = if asked {
+        format!("no PostgreSQL {major} installed ({VERSION_VAR})")
+    } else {
+        "no PostgreSQL installed".to_owned()
+    };
     let settings = fetch::Settings::from_env()?;
     let cache = fetch::cache_dir()
         .unwrap_or_else(|| base.join("cache"))
@@ -307,7 +320,10 @@ fn fetch_pinned(
             // quietly; other processes wait on the cache's lock file.
             static FETCHING: Mutex<()> = Mutex::new(());
             let _one = FETCHING.lock().unwrap_or_else(PoisonError::into_inner);
-            fetcher.fetch(&build, &mut std::io::stderr())?
+            // Straight to stderr, not through `eprintln!`, which a test's
+            // output capture would hide: a test that waits for a download
+            // says why.
+            fetcher.fetch(&build, &why, &mut std::io::stderr())?
         }
     };
     reachable_install(&install, run_as, base)

