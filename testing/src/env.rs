@@ -4,19 +4,25 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use super::TestingError;
-use super::programs::release_numbers;
+use super::fetch::{self, Fetcher, NO_DOWNLOAD_VAR};
+use super::files::{has_server_binaries, is_executable, make_dir_all, remove_tree};
+use super::pinned::{self, DEFAULT_MAJOR};
+use super::programs::{program_major, release_numbers};
 
 /// Environment variable naming the directory of `initdb`, `pg_ctl` and `postgres`.
 pub(super) const BINDIR_VAR: &str = "PGLOCK_PG_BINDIR";
 /// Environment variable naming the unprivileged user the server runs as when
 /// the tests run as root.
 pub(super) const USER_VAR: &str = "PGLOCK_PG_USER";
+/// Environment variable naming the major version of PostgreSQL to run
+/// (installed, else fetched).
+pub(super) const VERSION_VAR: &str = "PGLOCK_PG_VERSION";
 
 /// The unprivileged user the server runs as, when the tests run as root.
 #[derive(Debug)]
@@ -45,7 +51,6 @@ pub(super) fn env() -> Result<&'static Env, TestingError> {
     if let Some(env) = ENV.get() {
         return Ok(env);
     }
-    let bin_dir = find_bin_dir()?;
     let run_as = find_run_as()?;
     let flock = find_program("flock").ok_or(TestingError::ToolNotFound {
         tool: "flock",
@@ -54,6 +59,7 @@ pub(super) fn env() -> Result<&'static Env, TestingError> {
     })?;
     let setsid = find_program("setsid");
     let base = choose_base(run_as.as_ref())?;
+    let bin_dir = find_bin_dir(run_as.as_ref(), &base)?;
     let env = Env {
         bin_dir,
         base,
@@ -134,51 +140,83 @@ pub(super) fn clean_env(command: &mut Command) {
     command.env("LC_ALL", "C").env_remove("LANGUAGE");
 }
 
-/// `create_dir_all`, with mode 0755 on the directories it creates (whatever
-/// the umask), so that the server's user can traverse them.
-pub(super) fn make_dir_all(path: &Path) -> Result<(), TestingError> {
-    if path.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = path.parent() {
-        make_dir_all(parent)?;
-    }
-    match fs::create_dir(path) {
-        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(0o755))
-            .map_err(|e| TestingError::io(format!("setting the mode of {}", path.display()), e)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        Err(e) => Err(TestingError::io(format!("creating {}", path.display()), e)),
-    }
-}
-
 fn non_empty_var(name: &str) -> Option<OsString> {
     std::env::var_os(name).filter(|v| !v.is_empty())
 }
 
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+/// The PostgreSQL server binaries, for `run_as` when running as root:
+/// installed ones ([`find_installed`]), else a pinned build fetched into the
+/// user's cache ([`fetch_pinned`]).
+fn find_bin_dir(run_as: Option<&RunAs>, base: &Path) -> Result<PathBuf, TestingError> {
+    let major = wanted_major()?;
+    let searched = match find_installed(major)? {
+        Ok(dir) => return Ok(dir),
+        Err(searched) => searched,
+    };
+    fetch_pinned(
+        major.unwrap_or(DEFAULT_MAJOR),
+        major.is_some(),
+        searched,
+        run_as,
+        base,
+    )
 }
 
-fn has_server_binaries(dir: &Path) -> bool {
-    ["initdb", "pg_ctl", "postgres"]
-        .iter()
-        .all(|program| is_executable(&dir.join(program)))
+/// The major version `PGLOCK_PG_VERSION` asks for.
+fn wanted_major() -> Result<Option<u32>, TestingError> {
+    let Some(value) = non_empty_var(VERSION_VAR) else {
+        return Ok(None);
+    };
+    let majors = pinned::majors();
+    match value.to_str().and_then(|v| v.trim().parse().ok()) {
+        Some(major) if majors.contains(&major) => Ok(Some(major)),
+        _ => Err(TestingError::InvalidEnv {
+            name: VERSION_VAR,
+            message: format!(
+                "{value:?} is not a supported major version of PostgreSQL ({} to {})",
+                majors[0],
+                majors[majors.len() - 1]
+            ),
+        }),
+    }
 }
 
+/// Installed server binaries (of the major version `major`, when given):
 /// `PGLOCK_PG_BINDIR`, else `pg_config --bindir`, else the newest
 /// `/usr/lib/postgresql/*/bin`, else a directory on `PATH` with `initdb`.
-fn find_bin_dir() -> Result<PathBuf, TestingError> {
+/// `Ok(Err(searched))` when none is installed: every place searched, and
+/// what was wrong there.
+fn find_installed(major: Option<u32>) -> Result<Result<PathBuf, Vec<String>>, TestingError> {
+    // What a directory of server binaries is, when it is not `major`.
+    let other_major = |dir: &Path| -> Option<String> {
+        let wanted = major?.to_string();
+        match program_major(&dir.join("postgres")) {
+            Some(found) if found == wanted => None,
+            Some(found) => Some(format!(
+                "PostgreSQL {found}, not the {wanted} of {VERSION_VAR}"
+            )),
+            None => Some(format!(
+                "its version is unknown, not the {wanted} of {VERSION_VAR}"
+            )),
+        }
+    };
     if let Some(dir) = non_empty_var(BINDIR_VAR) {
         let dir = PathBuf::from(dir);
-        if has_server_binaries(&dir) {
-            return Ok(dir);
+        if !has_server_binaries(&dir) {
+            return Err(TestingError::BinariesNotFound {
+                searched: vec![format!(
+                    "{BINDIR_VAR}={} (set, but initdb, pg_ctl and postgres are not all there)",
+                    dir.display()
+                )],
+            });
         }
-        return Err(TestingError::BinariesNotFound {
-            searched: vec![format!(
-                "{BINDIR_VAR}={} (set, but initdb, pg_ctl and postgres are not all there)",
-                dir.display()
-            )],
-        });
+        if let Some(other) = other_major(&dir) {
+            return Err(TestingError::InvalidEnv {
+                name: BINDIR_VAR,
+                message: format!("{} holds {other}: unset one of them", dir.display()),
+            });
+        }
+        return Ok(Ok(dir));
     }
     let mut searched = vec![format!("{BINDIR_VAR} (not set)")];
 
@@ -187,13 +225,19 @@ fn find_bin_dir() -> Result<PathBuf, TestingError> {
     match pg_config.arg("--bindir").stdin(Stdio::null()).output() {
         Ok(out) if out.status.success() => {
             let dir = PathBuf::from(OsStr::from_bytes(out.stdout.trim_ascii()));
-            if has_server_binaries(&dir) {
-                return Ok(dir);
+            if !has_server_binaries(&dir) {
+                searched.push(format!(
+                    "`pg_config --bindir` = {} (no initdb there: only the client may be installed)",
+                    dir.display()
+                ));
+            } else if let Some(other) = other_major(&dir) {
+                searched.push(format!(
+                    "`pg_config --bindir` = {} ({other})",
+                    dir.display()
+                ));
+            } else {
+                return Ok(Ok(dir));
             }
-            searched.push(format!(
-                "`pg_config --bindir` = {} (no initdb there: only the client may be installed)",
-                dir.display()
-            ));
         }
         Ok(out) => searched.push(format!("`pg_config --bindir` failed ({})", out.status)),
         Err(e) => searched.push(format!("`pg_config --bindir` could not run ({e})")),
@@ -208,6 +252,7 @@ fn find_bin_dir() -> Result<PathBuf, TestingError> {
             let version = release_numbers(entry.file_name().to_str()?)?;
             Some((version, entry.path().join("bin")))
         })
+        .filter(|(version, _)| major.is_none_or(|major| version.first() == Some(&major)))
         .collect();
     versions.sort();
     if let Some((_, dir)) = versions
@@ -215,17 +260,154 @@ fn find_bin_dir() -> Result<PathBuf, TestingError> {
         .rev()
         .find(|(_, dir)| has_server_binaries(dir))
     {
-        return Ok(dir.clone());
+        return Ok(Ok(dir.clone()));
     }
-    searched.push(format!("{}/*/bin (none holds initdb)", root.display()));
+    searched.push(match major {
+        None => format!("{}/*/bin (none holds initdb)", root.display()),
+        Some(major) => format!("{}/{major}/bin (no initdb there)", root.display()),
+    });
 
     if let Some(path) = std::env::var_os("PATH")
-        && let Some(dir) = std::env::split_paths(&path).find(|dir| has_server_binaries(dir))
+        && let Some(dir) = std::env::split_paths(&path)
+            .find(|dir| has_server_binaries(dir) && other_major(dir).is_none())
     {
-        return Ok(dir);
+        return Ok(Ok(dir));
     }
-    searched.push("the directories on PATH (none holds initdb, pg_ctl and postgres)".into());
-    Err(TestingError::BinariesNotFound { searched })
+    searched.push(match major {
+        None => "the directories on PATH (none holds initdb, pg_ctl and postgres)".into(),
+        Some(major) => format!(
+            "the directories on PATH (none holds initdb, pg_ctl and postgres of PostgreSQL {major})"
+        ),
+    });
+    Ok(Err(searched))
+}
+
+/// The server binaries of the pinned build of `major` (`asked` for by
+/// `PGLOCK_PG_VERSION`, or the default), from the user's cache, fetched
+/// first when it lacks them (unless `PGLOCK_NO_DOWNLOAD` says not to);
+/// `searched` says where installed ones were looked for.
+fn fetch_pinned(
+    major: u32,
+    asked: bool,
+    mut searched: Vec<String>,
+    run_as: Option<&RunAs>,
+    base: &Path,
+) -> Result<PathBuf, TestingError> {
+    let build = pinned::lookup(major, std::env::consts::OS, std::env::consts::ARCH)?;
+    let why = if asked {
+        format!("no PostgreSQL {major} installed ({VERSION_VAR})")
+    } else {
+        "no PostgreSQL installed".to_owned()
+    };
+    let settings = fetch::Settings::from_env()?;
+    let cache = fetch::cache_dir()
+        .unwrap_or_else(|| base.join("cache"))
+        .join("postgres");
+    let fetcher = Fetcher::new(&settings.registry, &cache);
+    let install = match fetcher.cached(&build) {
+        Some(install) => install,
+        None if !settings.download => {
+            searched.push(format!(
+                "{NO_DOWNLOAD_VAR} is set: PostgreSQL {} was not fetched into {} (unset it to let \
+                 the kit fetch it)",
+                build.postgres,
+                fetcher.install_dir(&build).display()
+            ));
+            return Err(TestingError::BinariesNotFound { searched });
+        }
+        None => {
+            // One thread of the process fetches, the others wait here
+            // quietly; other processes wait on the cache's lock file.
+            static FETCHING: Mutex<()> = Mutex::new(());
+            let _one = FETCHING.lock().unwrap_or_else(PoisonError::into_inner);
+            // Straight to stderr, not through `eprintln!`, which a test's
+            // output capture would hide: a test that waits for a download
+            // says why.
+            fetcher.fetch(&build, &why, &mut std::io::stderr())?
+        }
+    };
+    reachable_install(&install, run_as, base)
+}
+
+/// The `bin` directory of the unpacked build `install`, where `run_as` (the
+/// server's user, when running as root) can run it: in place when that user
+/// can reach it, else in a copy under the kit's directory `base` (which
+/// that user can reach), made of hard links where the file system allows.
+/// A root's cache is typically under `/root`, which no other user may
+/// enter.
+pub(super) fn reachable_install(
+    install: &Path,
+    run_as: Option<&RunAs>,
+    base: &Path,
+) -> Result<PathBuf, TestingError> {
+    let Some(user) = run_as else {
+        return Ok(install.join("bin"));
+    };
+    if check_traversable(&install.join("bin"), user).is_ok() {
+        return Ok(install.join("bin"));
+    }
+    let name = install.file_name().unwrap_or_default();
+    let copies = base.join("postgres");
+    let copy = copies.join(name);
+    if has_server_binaries(&copy.join("bin")) {
+        return Ok(copy.join("bin"));
+    }
+    eprintln!(
+        "pglock testing: the user `{}` cannot reach {}: linking it into {}",
+        user.name,
+        install.display(),
+        copy.display()
+    );
+    make_dir_all(&copies)?;
+    let staging = copies.join(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    remove_tree(&staging)?;
+    let made = link_tree(install, &staging).and_then(|()| {
+        match fs::rename(&staging, &copy) {
+            Ok(()) => Ok(()),
+            // Another process made it first.
+            Err(_) if has_server_binaries(&copy.join("bin")) => Ok(()),
+            Err(e) => Err(TestingError::io(
+                format!("renaming {} to {}", staging.display(), copy.display()),
+                e,
+            )),
+        }
+    });
+    let _ = remove_tree(&staging);
+    made?;
+    Ok(copy.join("bin"))
+}
+
+/// Recreates the tree `from` at `to`: directories made (0755), symlinks
+/// copied, files hard-linked, or copied when they cannot be.
+fn link_tree(from: &Path, to: &Path) -> Result<(), TestingError> {
+    make_dir_all(to)?;
+    let entries = fs::read_dir(from)
+        .map_err(|e| TestingError::io(format!("reading {}", from.display()), e))?;
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| TestingError::io(format!("reading {}", from.display()), e))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let copying = |e| {
+            TestingError::io(
+                format!("copying {} to {}", source.display(), target.display()),
+                e,
+            )
+        };
+        let kind = entry.file_type().map_err(copying)?;
+        if kind.is_dir() {
+            link_tree(&source, &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&source).map_err(copying)?, &target)
+                .map_err(copying)?;
+        } else if fs::hard_link(&source, &target).is_err() {
+            fs::copy(&source, &target).map_err(copying)?;
+        }
+    }
+    Ok(())
 }
 
 /// A program on `PATH`, or in the usual system directories that a
@@ -429,6 +611,8 @@ pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -444,5 +628,62 @@ mod tests {
             let target = target_dir();
             assert_eq!(target.file_name(), Some(OsStr::new("target")), "{target:?}");
         }
+    }
+
+    /// As root, a fetched build in root's cache (under a directory only
+    /// root may enter, as `/root` is) is run by the server's user from a
+    /// linked copy in the kit's directory; run as anyone else, in place.
+    #[test]
+    fn fetched_binaries_run_where_the_servers_user_can_reach_them() {
+        let scratch = std::env::temp_dir().join(format!("pglock-reach-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&scratch);
+        let private = scratch.join("home");
+        let install = private.join("cache/linux-x64-18.4.0-test");
+        make_dir_all(&install.join("bin")).expect("a build directory");
+        make_dir_all(&install.join("lib")).expect("a build directory");
+        for program in ["initdb", "pg_ctl", "postgres"] {
+            let path = install.join("bin").join(program);
+            fs::write(&path, "#!/bin/sh\necho 'postgres (PostgreSQL) 18.4'\n").expect("written");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("mode");
+        }
+        fs::write(install.join("lib/libpq.so.5.18"), "a library").expect("written");
+        std::os::unix::fs::symlink("libpq.so.5.18", install.join("lib/libpq.so")).expect("a link");
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).expect("private");
+        let base = scratch.join("base");
+        make_dir_all(&base).expect("the kit's directory");
+
+        assert_eq!(
+            reachable_install(&install, None, &base).expect("in place"),
+            install.join("bin"),
+            "not root: run in place"
+        );
+        if !is_root() {
+            eprintln!("skipped the part as root: the tests do not run as root");
+            let _ = fs::remove_dir_all(&scratch);
+            return;
+        }
+        let user = find_run_as()
+            .expect("an unprivileged user")
+            .expect("running as root");
+        let bin = reachable_install(&install, Some(&user), &base).expect("a reachable copy");
+        assert_eq!(bin, base.join("postgres/linux-x64-18.4.0-test/bin"));
+        let out = Command::new(&user.runuser)
+            .args(["-u", &user.name, "--"])
+            .arg(bin.join("postgres"))
+            .arg("--version")
+            .current_dir("/")
+            .output()
+            .expect("runuser");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            fs::read_link(bin.join("../lib/libpq.so")).expect("the link, copied"),
+            Path::new("libpq.so.5.18")
+        );
+        assert_eq!(
+            reachable_install(&install, Some(&user), &base).expect("again"),
+            bin,
+            "the copy is reused"
+        );
+        let _ = fs::remove_dir_all(&scratch);
     }
 }

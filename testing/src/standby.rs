@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::env::{Env, pg_command_in};
+use super::files;
 use super::pg::{self, Layout};
 use super::private_server;
 use super::programs::{self, describe, output_text};
@@ -68,8 +69,8 @@ pub(super) fn base_backup(
     method: BackupMethod,
 ) -> Result<(), TestingError> {
     let staging = layout.dir.join("data.init");
-    pg::remove_tree(&staging)?;
-    pg::remove_tree(&layout.data)?;
+    files::remove_tree(&staging)?;
+    files::remove_tree(&layout.data)?;
     let pg_basebackup = match method {
         BackupMethod::Auto => find_pg_basebackup(primary),
         #[cfg(test)]
@@ -103,7 +104,7 @@ fn find_pg_basebackup(primary: &TestServer) -> Option<PathBuf> {
             .join("bin/pg_basebackup"),
     ]
     .into_iter()
-    .find(|program| pg::program_major(program).as_deref() == Some(major))
+    .find(|program| programs::program_major(program).as_deref() == Some(major))
 }
 
 fn run_pg_basebackup(
