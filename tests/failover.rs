@@ -34,6 +34,21 @@ fn standby_first(primary: &TestServer, standby: &TestServer) -> [PgConnectOption
     [connect_options_of(standby), connect_options_of(primary)]
 }
 
+/// A primary and its standby, the host list with the standby first, and a
+/// fresh namespace for `test`.
+fn standby_first_cluster(
+    test: &str,
+) -> (
+    TestServer,
+    TestServer,
+    [PgConnectOptions; 2],
+    &'static pglock::Namespace,
+) {
+    let (primary, standby) = primary_and_standby();
+    let hosts = standby_first(&primary, &standby);
+    (primary, standby, hosts, namespace(test))
+}
+
 /// When the failover's steps happened.
 struct Failover {
     /// Before `pg_ctl stop -m immediate` ran.
@@ -100,9 +115,7 @@ impl Failover {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_lease_and_managed_guard_reports_the_failover_within_its_detection_bound() {
-    let (primary, standby) = primary_and_standby();
-    let hosts = standby_first(&primary, &standby);
-    let ns = namespace("failover_loss");
+    let (primary, standby, hosts, ns) = standby_first_cluster("failover_loss");
     let lease = ns
         .session_lock(&1_i64)
         .acquire_lease(connect_primary(&hosts).await.unwrap(), checks())
@@ -112,12 +125,7 @@ async fn every_lease_and_managed_guard_reports_the_failover_within_its_detection
     // after a wait behind another session.
     let options = ManagerOptions::default().checks(checks());
     let manager = std::sync::Arc::new(LockManager::with_hosts(hosts, options).unwrap());
-    let tried = manager
-        .lock(ns, &2_i64)
-        .try_acquire()
-        .await
-        .unwrap()
-        .expect("free");
+    let tried = take_free(&manager, ns, 2).await;
     let primary_pool = pool_on(&primary, 2).await;
     let holder = hold(&primary_pool, ns, 3).await;
     let waiting = spawn_managed_acquire(&manager, ns, 3, None);
@@ -154,9 +162,7 @@ async fn every_lease_and_managed_guard_reports_the_failover_within_its_detection
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_guard_released_after_the_failover_says_lock_lost() {
-    let (primary, standby) = primary_and_standby();
-    let hosts = standby_first(&primary, &standby);
-    let ns = namespace("failover_session_guard");
+    let (primary, standby, hosts, ns) = standby_first_cluster("failover_session_guard");
     let guard = ns
         .session_lock(&1_i64)
         .acquire(connect_primary(&hosts).await.unwrap())
@@ -229,9 +235,7 @@ async fn the_manager_connects_only_to_the_primary_and_serves_again_on_the_promot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_reacquired_through_connect_primary_leads_on_the_promoted_server() {
-    let (primary, standby) = primary_and_standby();
-    let hosts = standby_first(&primary, &standby);
-    let ns = namespace("failover_leader");
+    let (primary, standby, hosts, ns) = standby_first_cluster("failover_leader");
     let id = ns.id(&"leader");
     let mut lease = ns
         .session_lock(&"leader")

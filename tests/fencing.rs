@@ -16,15 +16,18 @@ use support::*;
 
 static FENCED: Namespace = Namespace::named("test:fencing");
 
+/// An exclusive session lock on key 1 of `ns` that asks for a token.
+fn fenced(ns: &Namespace) -> pglock::SessionLock<'_> {
+    ns.session_lock(&1_i64).with_fencing_token()
+}
+
 async fn connect(server: &TestServer) -> PgConnection {
     PgConnection::connect(&server.url()).await.unwrap()
 }
 
 /// A token through a session guard, released at once.
 async fn session_token(server: &TestServer) -> FencingToken {
-    let guard = FENCED
-        .session_lock(&1_i64)
-        .with_fencing_token()
+    let guard = fenced(&FENCED)
         .acquire(connect(server).await)
         .await
         .unwrap();
@@ -35,9 +38,7 @@ async fn session_token(server: &TestServer) -> FencingToken {
 
 /// A token through a lease, released at once.
 async fn lease_token(server: &TestServer) -> FencingToken {
-    let lease = FENCED
-        .session_lock(&1_i64)
-        .with_fencing_token()
+    let lease = fenced(&FENCED)
         .acquire_lease(connect(server).await, CheckOptions::default())
         .await
         .unwrap();
@@ -240,9 +241,7 @@ async fn a_token_the_server_refuses_leaves_no_lock_behind() {
     let fenceless = role_without_messages(&server).await;
     let id = FENCED.id(&1_i64);
 
-    let refused = FENCED
-        .session_lock(&1_i64)
-        .with_fencing_token()
+    let refused = fenced(&FENCED)
         .acquire(PgConnection::connect_with(&fenceless).await.unwrap())
         .await;
     assert!(matches!(refused, Err(Error::Database(_))), "{refused:?}");
@@ -294,22 +293,17 @@ async fn a_token_inside_a_transaction_is_refused_and_commits_nothing() {
     .execute(&mut conn)
     .await
     .unwrap();
-    let refused = ns
-        .session_lock(&1_i64)
-        .with_fencing_token()
-        .acquire(conn)
-        .await;
+    let refused = fenced(ns).acquire(conn).await;
     assert!(
         matches!(refused, Err(Error::FencingToken { .. })),
         "{refused:?}"
     );
     until_unlocked(&pool, ns.id(&1_i64)).await;
-    let rows: i64 =
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(rows, 0, "the caller's work was not committed");
+    assert_eq!(
+        count_rows(&pool, &table).await,
+        0,
+        "the caller's work was not committed"
+    );
 }
 
 /// Two shared holders at once would each fence the other out: refused

@@ -383,3 +383,25 @@ pub fn connect_options_of(
 ) -> sqlx::postgres::PgConnectOptions {
     server.url().parse().expect("the server's URL")
 }
+
+/// Takes a free key through `manager` with one try.
+pub async fn take_free(
+    manager: &pglock::LockManager,
+    ns: &Namespace,
+    key: i64,
+) -> pglock::ManagedGuard {
+    manager
+        .lock(ns, &key)
+        .try_acquire()
+        .await
+        .expect("a try")
+        .expect("a free key")
+}
+
+/// The rows of `table`.
+pub async fn count_rows(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(pool)
+        .await
+        .expect("count the rows")
+}
