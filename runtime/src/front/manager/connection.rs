@@ -27,6 +27,7 @@ use crate::engine::events;
 use crate::engine::measure::{self, HoldMeter, Outcome};
 use crate::error::{Error, sqlstate};
 use crate::front::fencing::{self, FencingToken};
+use crate::front::keepalive::ServerKeepalive;
 use crate::front::loss::{HoldState, Loss};
 use crate::identity::LockIdentity;
 use crate::sql::pg_locks;
@@ -405,6 +406,12 @@ async fn connect(inner: &Inner) -> Result<PgConnection, sqlx::Error> {
     let table = tokio::time::timeout(bound, read_lock_table(&mut pg))
         .await
         .map_err(|_| timed_out("the lock table's size was not read"))??;
+    // So that the server frees this session's locks only after its guards
+    // learned of a silent network (see `front::keepalive`).
+    let keepalive = ServerKeepalive::for_checks(&inner.options.checks);
+    tokio::time::timeout(bound, keepalive.apply(&mut pg))
+        .await
+        .map_err(|_| timed_out("the keepalives were not set"))??;
     inner.table().lock_table = Some(table);
     // Requests held back until the budget is known route again.
     inner.released.notify_waiters();
