@@ -278,7 +278,7 @@ async fn measure_silence(
     partition.cut();
     let cut = Instant::now();
     let learned = async {
-        lost.await;
+        within_patience("the holder reports its loss", lost).await;
         cut.elapsed()
     };
     let freed = async {
@@ -288,8 +288,7 @@ async fn measure_silence(
         .await;
         cut.elapsed()
     };
-    let (learned, freed) =
-        within_patience("both sides learn", async { tokio::join!(learned, freed) }).await;
+    let (learned, freed) = tokio::join!(learned, freed);
     let (at, guard) = within_patience("the waiter takes the lock", waiter)
         .await
         .unwrap();
