@@ -354,6 +354,70 @@ async fn a_silent_lock_manager_learns_of_its_loss_before_the_server_frees_its_lo
     silence.check(&checks);
 }
 
+#[tokio::test]
+async fn data_in_flight_at_the_failure_ends_the_session_within_the_same_bound() {
+    let partition = match Partition::create() {
+        Ok(partition) => partition,
+        Err(why) => return skipped(&why),
+    };
+    let (server, pool) = netns::serve(&partition).await;
+    let ns = namespace("partition:in-flight");
+    let checks = CheckOptions::default();
+    // A connection with a lease's settings: the one its release hands back.
+    let conn = {
+        let _client = partition.enter();
+        let conn = netns::over_link(&partition, &server)
+            .connect()
+            .await
+            .unwrap();
+        let lease = ns.session_lock(&0_i64).acquire_lease(conn, checks);
+        lease.await.unwrap().release().await.unwrap()
+    };
+    let mut guard = ns.session_lock(&1_i64).acquire(conn).await.unwrap();
+    let pid = holders(&pool, ns.id(&1_i64)).await[0];
+
+    // An answer of 64 MB, sent once the link is down: the server's kernel
+    // retransmits what the client never acknowledges.
+    let answer = sqlx::raw_sql("SELECT pg_sleep(1), repeat('x', 64 * 1024 * 1024)")
+        .execute(guard.connection());
+    let cut = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            eventually(PATIENCE, "the answer is being prepared", || async {
+                let event: Option<String> =
+                    sqlx::query_scalar("SELECT wait_event FROM pg_stat_activity WHERE pid = $1")
+                        .bind(pid)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                event.as_deref() == Some("PgSleep")
+            })
+            .await;
+        }
+    });
+    let mut answer = std::pin::pin!(answer);
+    tokio::select! {
+        cut = cut => cut.unwrap(),
+        answered = &mut answer => panic!("answered before the cut: {answered:?}"),
+    }
+    partition.cut();
+    let at = Instant::now();
+    tokio::select! {
+        () = eventually(PATIENCE, "the server ends the session", || async {
+            holders(&pool, ns.id(&1_i64)).await.is_empty()
+        }) => {}
+        answered = &mut answer => panic!("answered through a cut link: {answered:?}"),
+    }
+    let freed = at.elapsed();
+
+    // The answer goes out 1 s after the cut; the bound counts from then.
+    let bound = checks.server_release_bound() + Duration::from_secs(1);
+    report(&format!(
+        "with data in flight, the server freed the lock {freed:?} after the cut (bound {bound:?})"
+    ));
+    assert!(freed <= bound + LATE, "{freed:?} past {bound:?}");
+}
+
 /// Says why a test did not run, on one line starting with "skipped".
 fn skipped(why: &str) {
     let thread = std::thread::current();
