@@ -22,6 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 pub struct Partition {
     name: String,
     client_link: String,
+    server_link: String,
     server_address: Ipv4Addr,
     client_address: Ipv4Addr,
 }
@@ -45,15 +46,15 @@ impl Partition {
         let partition = Partition {
             name: format!("pglock-{tag}"),
             client_link: format!("pgc{tag}"),
+            server_link: format!("pgs{tag}"),
             server_address: Ipv4Addr::from(base + 1),
             client_address: Ipv4Addr::from(base + 2),
         };
-        let server_link = format!("pgs{tag}");
+        let server_link = partition.server_link.clone();
         let (ns, client) = (partition.name.as_str(), partition.client_link.as_str());
         let server_cidr = format!("{}/30", partition.server_address);
         let client_cidr = format!("{}/30", partition.client_address);
-        // `partition` removes the namespace, and the pair with it, if a
-        // step fails.
+        // `partition` removes what was made if a step fails.
         ip(&["netns", "add", ns])?;
         let steps: [&[&str]; 8] = [
             &[
@@ -111,7 +112,10 @@ impl Partition {
 
 impl Drop for Partition {
     fn drop(&mut self) {
-        // Removing the namespace removes both ends of the pair.
+        // The pair first: a namespace whose name is removed lives on while
+        // a socket of the client's still retransmits into it, and its end
+        // of the pair with it.
+        let _ = ip(&["link", "del", &self.server_link]);
         let _ = ip(&["netns", "del", &self.name]);
     }
 }
