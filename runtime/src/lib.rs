@@ -32,8 +32,8 @@
 //! - `identity`: [`LockIdentity`], a lock's namespace, id and mode, as
 //!   errors, guards, leases and events name it; `error`: the one [`Error`].
 //! - `sql/`: every statement text. `statements` (the try, the waits, the
-//!   unlock, the lock manager's short transactions, one function that binds
-//!   a [`LockId`]), `marker` (the `/* pglock ns=… */` comment),
+//!   unlock, the lock manager's short transactions, the server's keepalives,
+//!   one function that binds a [`LockId`]), `marker` (the `/* pglock ns=… */` comment),
 //!   [`pg_locks`] (how `pg_locks` shows an id, and every query over it; the
 //!   ones the testing kit, the bench or an operator need are public),
 //!   [`bare_sql`] (PostgreSQL's lock functions called bare: what pglock is
@@ -47,7 +47,10 @@
 //!   `lock_set` ([`XactLockSet`]), `session` ([`SessionLock`],
 //!   [`SessionGuard`]), `lease` ([`Lease`]), `loss` ([`Loss`],
 //!   [`HoldState`], [`CheckOptions`]: how a held session lock is checked
-//!   and its loss reported, for leases and the manager), `manager`
+//!   and its loss reported, for leases and the manager), `keepalive` (the
+//!   server's TCP keepalives on the sessions it checks, so that a server
+//!   behind a silent network frees a lock only after its holder learned of
+//!   the loss), `manager`
 //!   ([`LockManager`]: many session locks on a few connections; its own
 //!   rooms are listed in `front/manager/mod.rs`), `primary` (several hosts
 //!   and the one that is the primary: [`connect_primary`], and where a

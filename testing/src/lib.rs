@@ -621,6 +621,17 @@ impl ServerOptions {
         self.settings.push((name.to_owned(), value.to_owned()));
         self
     }
+
+    /// Listens on `address` too, besides the kit's `127.0.0.1` (the URLs
+    /// stay as they are): for a test that reaches the server over another
+    /// link. The address must be this machine's when the server starts.
+    ///
+    /// ```
+    /// let options = pglock_testing::ServerOptions::new().listen_also([10, 0, 0, 1].into());
+    /// ```
+    pub fn listen_also(self, address: std::net::IpAddr) -> Self {
+        self.setting("listen_addresses", &format!("127.0.0.1,{address}"))
+    }
 }
 
 /// Percent-encodes a URL query value, keeping `/` readable.

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod capture;
+pub mod netns;
 pub mod proxy;
 
 use std::sync::Arc;

@@ -151,6 +151,17 @@ pub(crate) fn guard_dropped(lock: &LockIdentity) {
     );
 }
 
+/// A release got no answer in time: its connection is closed, and the lock
+/// counts as lost.
+pub(crate) fn release_unanswered(lock: &LockIdentity, bound: Duration) {
+    lock_event!(
+        Level::ERROR,
+        lock,
+        bound_ms = bound.as_millis() as u64,
+        "advisory lock release got no answer in time; closing its connection, the lock counts as lost"
+    );
+}
+
 /// A lease was dropped while it held its lock.
 pub(crate) fn lease_dropped(lock: &LockIdentity) {
     lock_event!(

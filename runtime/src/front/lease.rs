@@ -15,6 +15,7 @@ use crate::engine::events;
 use crate::engine::measure::HoldMeter;
 use crate::error::Error;
 use crate::front::fencing::FencingToken;
+use crate::front::keepalive::ServerKeepalive;
 use crate::front::loss::{CheckOptions, HoldState, Loss, until_lost};
 use crate::front::session::{HeldLock, IntoOwnedConnection, SessionGuard, SessionLock};
 use crate::identity::LockIdentity;
@@ -44,7 +45,16 @@ impl SessionLock<'_> {
         connection: impl IntoOwnedConnection,
         options: CheckOptions,
     ) -> Result<Lease, Error> {
-        let guard = self.acquire(connection).await?;
+        let mut conn = connection.into_owned_connection();
+        // Before the lock is asked for, so that the server never holds it
+        // for a silent client longer than the holder takes to notice.
+        let keepalive = ServerKeepalive::for_checks(&options);
+        match tokio::time::timeout(options.timeout(), keepalive.apply(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(Error::from_sqlx(error)),
+            Err(_) => return Err(Error::from_sqlx(unanswered(options))),
+        }
+        let guard = self.acquire(conn).await?;
         Ok(Lease::start(guard, options))
     }
 }
@@ -52,6 +62,14 @@ impl SessionLock<'_> {
 /// A session lock held by a background task that checks, at a configurable
 /// interval, that its connection still holds the lock, and publishes a loss
 /// the moment it sees one (see [`CheckOptions::detection_bound`]).
+///
+/// When the network stops answering, the lease reports the loss within its
+/// detection bound, and the server frees the lock only later, within
+/// [`CheckOptions::server_release_bound`] of the last packet it got: at
+/// acquisition the lease sets its session's TCP keepalives and
+/// `tcp_user_timeout` so (the connection keeps them after
+/// [`Lease::release`]). No one else can take the lock while the holder
+/// still believes it holds it.
 ///
 /// Made by [`SessionLock::acquire_lease`]. Dropping the lease closes
 /// the connection (freeing the lock); [`Lease::release`] unlocks and returns
@@ -82,6 +100,7 @@ enum Command {
 impl Lease {
     pub(crate) fn start(guard: SessionGuard, options: CheckOptions) -> Self {
         let (conn, held, meter) = guard.into_parts();
+        let held = held.with_release_timeout(options.timeout());
         let (commands, command_rx) = mpsc::channel(1);
         let (state_tx, state) = watch::channel(HoldState::Held);
         tokio::spawn(keep(
@@ -125,8 +144,9 @@ impl Lease {
     }
 
     /// Unlocks and returns the connection. Fails with [`Error::LockLost`]
-    /// when the lease was lost before, or its session is found over at the
-    /// release.
+    /// when the lease was lost before, its session is found over at the
+    /// release, or the unlock gets no answer within the check timeout (the
+    /// connection is then closed).
     ///
     /// ```no_run
     /// # async fn run(lease: pglock_runtime::Lease) -> Result<(), pglock_runtime::Error> {
@@ -161,6 +181,17 @@ impl fmt::Debug for Lease {
             .field("state", &*self.state.borrow())
             .finish()
     }
+}
+
+/// The error of a connection that did not answer within the check timeout.
+fn unanswered(options: CheckOptions) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the connection did not answer within {:?}",
+            options.timeout()
+        ),
+    ))
 }
 
 async fn still_held(conn: &mut PgConnection, held: &HeldLock) -> Result<bool, sqlx::Error> {

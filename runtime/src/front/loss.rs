@@ -10,7 +10,11 @@ use crate::identity::LockIdentity;
 
 /// How a held session lock's connection is checked: a [`Lease`](crate::Lease)
 /// checks its own, a [`LockManager`](crate::LockManager) each of its
-/// connections (one check for all the locks it holds).
+/// connections (one check for all the locks it holds). From the same
+/// options, pglock sets the server's TCP keepalives on those sessions, so
+/// that a server behind a network that stops answering frees the lock only
+/// after the holder learned of the loss (see
+/// [`server_release_bound`](Self::server_release_bound)).
 ///
 /// ```
 /// use std::time::Duration;

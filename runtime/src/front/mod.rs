@@ -52,6 +52,7 @@ macro_rules! request_options {
 
 pub(crate) mod fencing;
 pub(crate) mod inspect;
+pub(crate) mod keepalive;
 pub(crate) mod lease;
 pub(crate) mod lock_set;
 pub(crate) mod loss;

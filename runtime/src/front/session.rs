@@ -26,6 +26,7 @@ use crate::engine::measure::{self, HoldMeter, Outcome};
 use crate::engine::wait::{Wait, Waiter, try_lock};
 use crate::error::{Error, ends_session};
 use crate::front::fencing::{self, FencingToken};
+use crate::front::loss::CheckOptions;
 use crate::identity::LockIdentity;
 use crate::sql::statements::{Scope, TryStatus, bind_id};
 
@@ -49,6 +50,7 @@ impl Namespace {
             },
             wait: Wait::Unbounded,
             fencing: false,
+            release_timeout: CheckOptions::default().timeout(),
         }
     }
 }
@@ -128,6 +130,7 @@ pub struct SessionLock<'ns> {
     lock: Waiter<'ns>,
     wait: Wait,
     fencing: bool,
+    release_timeout: Duration,
 }
 
 /// What [`SessionLock::try_acquire`] found.
@@ -149,6 +152,30 @@ impl SessionLock<'_> {
     /// [`Error::FencingToken`], and no lock is held.
     pub fn with_fencing_token(mut self) -> Self {
         self.fencing = true;
+        self
+    }
+
+    /// How long [`SessionGuard::release`] waits for the server's answer to
+    /// its unlock before it closes the connection and reports
+    /// [`Error::LockLost`]: 5 s unless set, the check timeout of
+    /// [`CheckOptions::default`]. Without it, a release through a network
+    /// that stopped answering would wait for the kernel's TCP timeout,
+    /// many minutes. A [`Lease`](crate::Lease) bounds its release by the
+    /// timeout of its own [`CheckOptions`] instead.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// use std::time::Duration;
+    /// let guard = JOBS
+    ///     .session_lock(&"reports")
+    ///     .release_timeout(Duration::from_secs(2))
+    ///     .acquire(pool.acquire().await?)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn release_timeout(mut self, timeout: Duration) -> Self {
+        self.release_timeout = timeout;
         self
     }
 
@@ -268,6 +295,7 @@ impl SessionLock<'_> {
                 lock,
                 unlock_sql: self.lock.namespace.statements().unlock(self.lock.mode),
                 token,
+                release_timeout: self.release_timeout,
             },
         })
     }
@@ -281,19 +309,27 @@ pub(crate) struct HeldLock {
     unlock_sql: Arc<str>,
     /// The fencing token taken at acquisition, when asked for.
     pub(crate) token: Option<FencingToken>,
+    /// How long an unlock may take before the lock counts as lost.
+    release_timeout: Duration,
 }
 
 impl HeldLock {
     /// Unlocks on `conn`; an unlock that finds nothing to release means the
     /// lock was lost (the session is not the one that took it), and so does
     /// one whose session is over (the connection broke, the server stopped
-    /// or ended the backend): the lock ended with the session.
+    /// or ended the backend): the lock ended with the session; and one that
+    /// gets no answer within the release timeout: the caller then closes
+    /// `conn`, whose statement is left unanswered.
     pub(crate) async fn unlock(&self, conn: &mut PgConnection) -> Result<(), Error> {
         let query = sqlx::query(AssertSqlSafe(self.unlock_sql.clone()));
-        let released = bind_id(query, self.lock.id())
-            .fetch_one(conn)
-            .await
-            .and_then(|row| row.try_get::<bool, _>(0));
+        let unlock = bind_id(query, self.lock.id()).fetch_one(conn);
+        let released = match tokio::time::timeout(self.release_timeout, unlock).await {
+            Ok(answer) => answer.and_then(|row| row.try_get::<bool, _>(0)),
+            Err(_) => {
+                events::release_unanswered(&self.lock, self.release_timeout);
+                Ok(false)
+            }
+        };
         match released {
             Ok(true) => Ok(()),
             Ok(false) => {
@@ -306,6 +342,12 @@ impl HeldLock {
             }
             Err(error) => Err(Error::from_sqlx(error)),
         }
+    }
+
+    /// Bounds the unlock by `timeout` instead (a lease's check timeout).
+    pub(crate) fn with_release_timeout(mut self, timeout: Duration) -> Self {
+        self.release_timeout = timeout;
+        self
     }
 
     pub(crate) fn lost(&self) -> Error {
@@ -339,7 +381,11 @@ impl SessionGuard {
     /// Unlocks and returns the connection, now holding nothing. If the
     /// unlock fails or finds the lock gone, the connection is closed and the
     /// error returned: [`Error::LockLost`] when the lock was gone, or its
-    /// session is (the connection broke, the server stopped, a failover).
+    /// session is (the connection broke, the server stopped, a failover);
+    /// so it is when the server does not answer within the release timeout
+    /// ([`SessionLock::release_timeout`], 5 s by default), since whether the
+    /// server still holds the lock can't be told, and it frees it once it
+    /// notices the closed (or silent) connection.
     ///
     /// ```no_run
     /// # async fn run(guard: pglock_runtime::SessionGuard, pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {

@@ -494,6 +494,30 @@ pub(crate) const FENCING_TOKEN: &str = "BEGIN READ WRITE; \
 /// What the failure of [`FENCING_TOKEN`] inside a transaction says.
 pub(crate) const NOT_ALONE: &str = "pglock: a fencing token needs a session in no transaction";
 
+/// Sets how the server's kernel probes a session's client once it goes
+/// silent, so that a server behind a network that stops answering ends the
+/// session (and frees its locks) within a known time: after `idle_s`
+/// seconds without a packet from the client, `count` probes `interval_s`
+/// seconds apart; and, from PostgreSQL 12 (`user_timeout_ms` is then
+/// given), data the client leaves unacknowledged for that long ends it too.
+/// Session-level `SET`s, which outlive the implicit transaction of the
+/// message; the numbers are integers this crate formats.
+pub(crate) fn server_keepalive_sql(
+    idle_s: u32,
+    interval_s: u32,
+    count: u32,
+    user_timeout_ms: Option<u32>,
+) -> String {
+    let mut sql = format!(
+        "SET tcp_keepalives_idle = {idle_s}; SET tcp_keepalives_interval = {interval_s}; \
+         SET tcp_keepalives_count = {count}"
+    );
+    if let Some(ms) = user_timeout_ms {
+        let _ = write!(sql, "; SET tcp_user_timeout = {ms}");
+    }
+    sql
+}
+
 /// Releases every session-level advisory lock of the session: a lock
 /// manager's connection, as the manager closes.
 pub(crate) const UNLOCK_ALL: &str = "SELECT pg_catalog.pg_advisory_unlock_all()";

@@ -27,6 +27,7 @@ use crate::engine::events;
 use crate::engine::measure::{self, HoldMeter, Outcome};
 use crate::error::{Error, sqlstate};
 use crate::front::fencing::FencingToken;
+use crate::front::keepalive::ServerKeepalive;
 use crate::front::loss::{HoldState, Loss};
 use crate::identity::LockIdentity;
 use crate::sql::pg_locks;
@@ -394,17 +395,27 @@ async fn connect(inner: &Inner) -> Result<PgConnection, Error> {
     let mut pg = inner.hosts.connect(bound).await?;
     let table = tokio::time::timeout(bound, read_lock_table(&mut pg))
         .await
-        .map_err(|_| {
-            Error::Database(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the lock table's size was not read within {bound:?}"),
-            )))
-        })?
+        .map_err(|_| timed_out(bound, "the lock table's size was not read"))?
+        .map_err(Error::from_sqlx)?;
+    // So that the server frees this session's locks only after its guards
+    // learned of a silent network (see `front::keepalive`).
+    let keepalive = ServerKeepalive::for_checks(&inner.options.checks);
+    tokio::time::timeout(bound, keepalive.apply(&mut pg))
+        .await
+        .map_err(|_| timed_out(bound, "the keepalives were not set"))?
         .map_err(Error::from_sqlx)?;
     inner.table().lock_table = Some(table);
     // Requests held back until the budget is known route again.
     inner.released.notify_waiters();
     Ok(pg)
+}
+
+/// The error of a step of opening a session that took longer than `bound`.
+fn timed_out(bound: Duration, what: &str) -> Error {
+    Error::Database(sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} within {bound:?}"),
+    )))
 }
 
 /// The size of the server's lock table.
