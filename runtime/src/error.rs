@@ -386,8 +386,9 @@ pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<std::borrow::Cow<'_, str>>
 /// it held: the connection failed (I/O, a protocol error, sqlx's worker
 /// gone), or the server ended the session (SQLSTATE class 08, a connection
 /// exception; 57P01 to 57P05: an administrator's terminate or shutdown, a
-/// crash of the server, a server that can't accept connections now, an idle
-/// session timeout).
+/// crash of the server, a server that can't accept connections now, its
+/// database dropped, an idle session timeout; 25P03: an idle-in-transaction
+/// timeout).
 pub(crate) fn ends_session(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
@@ -395,7 +396,11 @@ pub(crate) fn ends_session(error: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
         _ => sqlstate(error).is_some_and(|code| {
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57P05")
+            code.starts_with("08")
+                || matches!(
+                    &*code,
+                    "57P01" | "57P02" | "57P03" | "57P04" | "57P05" | "25P03"
+                )
         }),
     }
 }

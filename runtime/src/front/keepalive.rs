@@ -29,7 +29,11 @@ impl CheckOptions {
     /// from PostgreSQL 12, `tcp_user_timeout` on those sessions so that it
     /// is at least [`detection_bound`](Self::detection_bound) plus one
     /// check interval (and 1 s to spare): the holder always learns of the
-    /// loss before the server frees the lock for someone else.
+    /// loss before the server frees the lock for someone else. Linux takes
+    /// at most 32,767 s for a keepalive's idle time and interval, so the
+    /// server waits at most about 36 hours: checks whose detection bound
+    /// comes near that lose the guarantee (the bound returned here says so,
+    /// being then shorter than theirs).
     ///
     /// ```
     /// use std::time::Duration;
@@ -60,6 +64,11 @@ const PROBES: u32 = 3;
 /// the holder's detection bound: the server waits this much longer.
 const SLACK: Duration = Duration::from_secs(1);
 
+/// The most seconds Linux takes for a keepalive's idle time or interval:
+/// PostgreSQL accepts more, but the kernel refuses it, and the server then
+/// keeps its own default (two hours) with no more than a line in its log.
+const KERNEL_MAX_S: u32 = 32_767;
+
 /// PostgreSQL 12, which added `tcp_user_timeout`.
 const USER_TIMEOUT_SINCE: u32 = 120_000;
 
@@ -78,9 +87,9 @@ impl ServerKeepalive {
         let wait = bound
             .saturating_add(checks.interval())
             .saturating_add(SLACK);
-        let idle_s = whole_seconds(bound).max(1);
+        let idle_s = whole_seconds(bound).clamp(1, KERNEL_MAX_S);
         let rest = wait.saturating_sub(Duration::from_secs(u64::from(idle_s)));
-        let interval_s = whole_seconds(rest.div_f64(f64::from(PROBES))).max(1);
+        let interval_s = whole_seconds(rest.div_f64(f64::from(PROBES))).clamp(1, KERNEL_MAX_S);
         Self {
             idle_s,
             interval_s,
@@ -184,7 +193,7 @@ mod tests {
                 .check_every(Duration::MAX)
                 .check_timeout(Duration::MAX),
         );
-        assert!(keepalive.idle_s <= i32::MAX as u32);
-        assert!(keepalive.interval_s <= i32::MAX as u32);
+        assert!(keepalive.idle_s <= KERNEL_MAX_S);
+        assert!(keepalive.interval_s <= KERNEL_MAX_S);
     }
 }

@@ -385,7 +385,11 @@ impl SessionGuard {
     /// so it is when the server does not answer within the release timeout
     /// ([`SessionLock::release_timeout`], 5 s by default), since whether the
     /// server still holds the lock can't be told, and it frees it once it
-    /// notices the closed (or silent) connection.
+    /// notices the closed (or silent) connection: a guard's connection is
+    /// the caller's, whose TCP settings pglock leaves alone, so behind a
+    /// network that stops answering that takes the server's keepalive
+    /// defaults (on Linux, 2 h 11 min); a [`Lease`](crate::Lease) sets them
+    /// (see [`CheckOptions::server_release_bound`](crate::CheckOptions::server_release_bound)).
     ///
     /// ```no_run
     /// # async fn run(guard: pglock_runtime::SessionGuard, pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
