@@ -38,6 +38,24 @@ fn report(line: &str) {
 }
 
 /// `what` resolved, or a failure that names it after [`PATIENCE`].
+/// Black-holes `proxy`, then waits for `lost`: the holder `who` must learn
+/// of the loss within `bound`, its detection bound.
+async fn black_hole_until_lost(
+    proxy: &Proxy,
+    who: &str,
+    bound: Duration,
+    lost: impl Future<Output = pglock::Loss>,
+) {
+    proxy.black_hole();
+    let cut = Instant::now();
+    let lost = within_patience(&format!("the {who} reports its loss"), lost).await;
+    let learned = cut.elapsed();
+    report(&format!(
+        "{who} learned in {learned:?} (bound {bound:?}): {lost}"
+    ));
+    assert!(learned <= bound + LATE, "{learned:?} past {bound:?}");
+}
+
 async fn within_patience<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, future)
         .await
@@ -58,20 +76,7 @@ async fn a_lease_behind_a_black_hole_reports_its_loss_within_its_detection_bound
         .await
         .unwrap();
 
-    proxy.black_hole();
-    let cut = Instant::now();
-    let lost = within_patience("the lease reports its loss", lease.lost()).await;
-    let learned = cut.elapsed();
-
-    report(&format!(
-        "lease learned in {learned:?} (bound {:?}): {lost}",
-        checks.detection_bound()
-    ));
-    assert!(
-        learned <= checks.detection_bound() + LATE,
-        "{learned:?} past {:?}",
-        checks.detection_bound()
-    );
+    black_hole_until_lost(&proxy, "lease", checks.detection_bound(), lease.lost()).await;
     assert!(!lease.is_held());
     // The server still sees the session, through the proxy's kernel.
     assert_eq!(holders(&pool, ns.id(&1_i64)).await.len(), 1);
@@ -87,20 +92,13 @@ async fn a_managed_guard_behind_a_black_hole_reports_its_loss_within_its_detecti
     let manager = LockManager::new(proxy.url().parse().unwrap(), options);
     let mut guard = manager.lock(ns, &1_i64).acquire().await.unwrap();
 
-    proxy.black_hole();
-    let cut = Instant::now();
-    let lost = within_patience("the managed guard reports its loss", guard.lost()).await;
-    let learned = cut.elapsed();
-
-    report(&format!(
-        "managed guard learned in {learned:?} (bound {:?}): {lost}",
-        options.detection_bound()
-    ));
-    assert!(
-        learned <= options.detection_bound() + LATE,
-        "{learned:?} past {:?}",
-        options.detection_bound()
-    );
+    black_hole_until_lost(
+        &proxy,
+        "managed guard",
+        options.detection_bound(),
+        guard.lost(),
+    )
+    .await;
     assert!(!guard.is_held());
     proxy.heal();
 }

@@ -108,6 +108,14 @@ impl ServerKeepalive {
     /// server has it. The session keeps them: a lease's connection, handed
     /// back on release, keeps them too.
     pub(crate) async fn apply(&self, pg: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let sql = self.sql_for(pg);
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(pg).await?;
+        Ok(())
+    }
+
+    /// The statements that set them on `pg`'s session, for a caller that
+    /// sends them with others in one message.
+    pub(crate) fn sql_for(&self, pg: &PgConnection) -> String {
         let user_timeout_ms = match pg.server_version_num() {
             Some(version) if version >= USER_TIMEOUT_SINCE => {
                 let ms = self.gives_up_after().as_millis();
@@ -119,9 +127,7 @@ impl ServerKeepalive {
             }
             _ => None,
         };
-        let sql = server_keepalive_sql(self.idle_s, self.interval_s, self.count, user_timeout_ms);
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(pg).await?;
-        Ok(())
+        server_keepalive_sql(self.idle_s, self.interval_s, self.count, user_timeout_ms)
     }
 }
 

@@ -283,13 +283,8 @@ impl Connection {
             match issued {
                 Ok(issued) => token = Some(issued),
                 Err(failure) => {
-                    let (kept, error) = match failure {
-                        TokenFailure::Refused(error) => {
-                            (holding.give_back(open.pg(), bound).await, error)
-                        }
-                        TokenFailure::Broken(reason) => (Err(reason), connection_gone()),
-                    };
-                    if let Err(reason) = kept {
+                    let (error, broken) = holding.after_token_failure(open, failure, bound).await;
+                    if let Some(reason) = broken {
                         self.lose(inner, id, &mut session, &reason, true);
                     }
                     // Answered once nothing of it is left on the server.
@@ -393,16 +388,12 @@ impl Connection {
 async fn connect(inner: &Inner) -> Result<PgConnection, Error> {
     let bound = inner.options.checks.timeout();
     let mut pg = inner.hosts.connect(bound).await?;
-    let table = tokio::time::timeout(bound, read_lock_table(&mut pg))
+    // One message: the keepalives, so that the server frees this session's
+    // locks only after its guards learned of a silent network (see
+    // `front::keepalive`), and the size of the lock table.
+    let table = tokio::time::timeout(bound, prepare_session(&mut pg, &inner.options.checks))
         .await
-        .map_err(|_| timed_out(bound, "the lock table's size was not read"))?
-        .map_err(Error::from_sqlx)?;
-    // So that the server frees this session's locks only after its guards
-    // learned of a silent network (see `front::keepalive`).
-    let keepalive = ServerKeepalive::for_checks(&inner.options.checks);
-    tokio::time::timeout(bound, keepalive.apply(&mut pg))
-        .await
-        .map_err(|_| timed_out(bound, "the keepalives were not set"))?
+        .map_err(|_| timed_out(bound, "the session was not prepared"))?
         .map_err(Error::from_sqlx)?;
     inner.table().lock_table = Some(table);
     // Requests held back until the budget is known route again.
@@ -418,16 +409,24 @@ fn timed_out(bound: Duration, what: &str) -> Error {
     )))
 }
 
-/// The size of the server's lock table.
-async fn read_lock_table(pg: &mut PgConnection) -> Result<LockTable, sqlx::Error> {
-    let (locks, connections, prepared): (i32, i32, i32) =
-        sqlx::query_as(pg_locks::LOCK_TABLE).fetch_one(pg).await?;
-    let setting = |value: i32| u32::try_from(value).unwrap_or(0);
-    Ok(LockTable::new(
-        setting(locks),
-        setting(connections),
-        setting(prepared),
-    ))
+/// Sets the keepalives `checks` call for on a new session and reads the
+/// size of the server's lock table, in one round trip.
+async fn prepare_session(
+    pg: &mut PgConnection,
+    checks: &crate::front::loss::CheckOptions,
+) -> Result<LockTable, sqlx::Error> {
+    let keepalives = ServerKeepalive::for_checks(checks).sql_for(pg);
+    let row = sqlx::raw_sql(AssertSqlSafe(format!(
+        "{keepalives}; {}",
+        pg_locks::LOCK_TABLE
+    )))
+    .fetch_one(pg)
+    .await?;
+    let setting = |index: usize| {
+        row.try_get::<i32, _>(index)
+            .map(|value| u32::try_from(value).unwrap_or(0))
+    };
+    Ok(LockTable::new(setting(0)?, setting(1)?, setting(2)?))
 }
 
 impl Holding {
@@ -453,6 +452,21 @@ impl Holding {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(format!("the connection failed: {error}")),
             Err(_) => Err(format!("an unlock did not answer within {bound:?}")),
+        }
+    }
+
+    /// After the fencing token of the lock just granted on `open` could not
+    /// be issued: gives the lock back on a sound session. Returns the error
+    /// for the caller, and the reason the connection must go, if it must.
+    pub(super) async fn after_token_failure(
+        &self,
+        open: &mut OpenSession,
+        failure: TokenFailure,
+        bound: Duration,
+    ) -> (Error, Option<String>) {
+        match failure {
+            TokenFailure::Refused(error) => (error, self.give_back(open.pg(), bound).await.err()),
+            TokenFailure::Broken(reason) => (connection_gone(), Some(reason)),
         }
     }
 

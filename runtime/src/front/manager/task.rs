@@ -18,8 +18,8 @@ use crate::sql::pg_locks;
 use crate::sql::statements::UNLOCK_ALL;
 
 use super::batch::{Due, QUIET};
-use super::connection::{Command, Connection, WaitFailure, connection_gone, may_follow_a_grant};
-use super::session::{Session, TokenFailure};
+use super::connection::{Command, Connection, WaitFailure, may_follow_a_grant};
+use super::session::Session;
 use super::{ConnectionId, Inner};
 
 /// A connection's task: runs the waits, the checks while the connection
@@ -237,21 +237,12 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                         match open.fencing_token(bound).await {
                             Ok(issued) => token = Some(issued),
                             Err(failure) => {
-                                let (kept, error) = match failure {
-                                    TokenFailure::Refused(error) => {
-                                        (holding.give_back(open.pg(), bound).await, error)
-                                    }
-                                    TokenFailure::Broken(reason) => {
-                                        (Err(reason), connection_gone())
-                                    }
-                                };
-                                let alive = match kept {
-                                    Ok(()) => true,
-                                    Err(reason) => {
-                                        connection.lose(inner, id, &mut session, &reason, true);
-                                        false
-                                    }
-                                };
+                                let (error, broken) =
+                                    holding.after_token_failure(open, failure, bound).await;
+                                let alive = broken.is_none();
+                                if let Some(reason) = broken {
+                                    connection.lose(inner, id, &mut session, &reason, true);
+                                }
                                 inner.table().answered(id, None);
                                 let _ = reply.send(Err(WaitFailure::Token(error)));
                                 return alive;
