@@ -86,35 +86,72 @@ struct Load {
     waiting: bool,
     /// A guard holds or claims the same lock on it.
     has_lock: bool,
+    /// It is the light connection: see [`light_connection`].
+    light: bool,
 }
 
 /// The connection a try goes to, among `open` connections (the bound:
-/// `max`), never one that runs a wait. Below the bound: one with fewer than
-/// two statements queued and without the same lock, holding locks first
-/// (one that holds none stays free for waits while another will do), then
-/// the least busy; `None` when there is none, for a new one to open. At the
-/// bound: one without the same lock first, then one that holds locks
-/// however busy, so that the last that hold none stay free for waits, then
-/// the least busy.
+/// `max`), never one that runs a wait.
+///
+/// A lone try (`quiet`: no try or wait in flight on any connection that
+/// does not wait)
+/// goes to the light connection, the one that holds the fewest locks (one
+/// that holds none only while no other holds any, so that those stay free
+/// for waits): PostgreSQL walks a backend's whole lock table at the end of
+/// each statement outside a transaction, so a lone acquire and release cost
+/// least where few locks are held.
+///
+/// A try in a stream goes, below the bound, to one with fewer than two
+/// statements queued and without the same lock, holding locks first (one
+/// that holds none stays free for waits while another will do), then not
+/// the light connection (which stays light for lone tries), then the least
+/// busy; `None` when there is none, for a new one to open. At the bound: one
+/// without the same lock first, then one that holds locks however busy, so
+/// that the last that hold none stay free for waits, then not the light
+/// one, then the least busy.
 fn try_target(
-    connections: impl Iterator<Item = Load>,
+    connections: impl Iterator<Item = Load> + Clone,
     open: usize,
     max: usize,
 ) -> Option<ConnectionId> {
     let at_bound = open >= max;
-    connections
-        .filter(|load| !load.waiting)
+    let candidates = connections.filter(|load| !load.waiting);
+    let quiet = candidates.clone().all(|load| load.in_flight == 0);
+    let light = candidates.clone().find(|load| load.light && !load.has_lock);
+    match light {
+        Some(light) if quiet => Some(light.connection),
+        _ => busiest_first(candidates, at_bound),
+    }
+}
+
+/// A stream's choice: see [`try_target`].
+fn busiest_first(candidates: impl Iterator<Item = Load>, at_bound: bool) -> Option<ConnectionId> {
+    candidates
         .min_by_key(|load| {
             (
                 !at_bound && load.in_flight >= 2,
                 load.has_lock,
                 load.held == 0,
+                load.light,
                 load.in_flight,
                 load.connection,
             )
         })
         .filter(|load| at_bound || (load.in_flight < 2 && !load.has_lock))
         .map(|load| load.connection)
+}
+
+/// The light connection among those not waiting: the one that holds the
+/// fewest locks, preferring one that holds some (those that hold none are
+/// kept for waits); the lowest id among equals, so that it stays the same
+/// one while streams avoid it.
+fn light_connection<'a>(
+    connections: impl Iterator<Item = (&'a ConnectionId, &'a Entry)>,
+) -> Option<ConnectionId> {
+    connections
+        .filter(|(_, entry)| !entry.waiting)
+        .min_by_key(|(connection, entry)| (entry.held == 0, entry.held, **connection))
+        .map(|(connection, _)| *connection)
 }
 
 impl Table {
@@ -173,6 +210,7 @@ impl Table {
                     .get(&id)
                     .map(|claims| claims.iter().map(|claim| claim.connection).collect())
                     .unwrap_or_default();
+                let light = light_connection(self.connections.iter());
                 try_target(
                     self.connections.iter().map(|(connection, entry)| Load {
                         connection: *connection,
@@ -180,6 +218,7 @@ impl Table {
                         held: entry.held,
                         waiting: entry.waiting,
                         has_lock: holding.contains(connection),
+                        light: light == Some(*connection),
                     }),
                     self.connections.len(),
                     max,
@@ -416,6 +455,14 @@ mod tests {
             held,
             waiting: false,
             has_lock: false,
+            light: false,
+        }
+    }
+
+    fn light(load: Load) -> Load {
+        Load {
+            light: true,
+            ..load
         }
     }
 
@@ -473,5 +520,68 @@ mod tests {
             Some(1),
             "at the bound, shared"
         );
+    }
+
+    #[test]
+    fn a_lone_try_goes_to_the_light_connection() {
+        // Nothing in flight: the one that holds the fewest locks serves.
+        let loads = [load(1, 0, 900), light(load(2, 0, 3)), load(3, 0, 0)];
+        assert_eq!(target(&loads, 3, 8), Some(2));
+        assert_eq!(target(&loads, 3, 3), Some(2));
+    }
+
+    #[test]
+    fn a_stream_leaves_the_light_connection_light() {
+        // A try in flight elsewhere: the light connection is the last that
+        // holds locks to be chosen, below the bound and at it.
+        let loads = [load(1, 1, 900), light(load(2, 0, 3)), load(3, 1, 40)];
+        assert_eq!(target(&loads, 3, 8), Some(1));
+        assert_eq!(target(&loads, 3, 3), Some(1));
+        let busy = [load(1, 2, 900), light(load(2, 0, 3)), load(3, 2, 40)];
+        assert_eq!(target(&busy, 3, 8), Some(2), "before a new one opens");
+        assert_eq!(
+            target(&busy, 3, 3),
+            Some(1),
+            "at the bound, queued behind another"
+        );
+        let all_have_it = [
+            Load {
+                has_lock: true,
+                ..load(1, 1, 900)
+            },
+            light(load(2, 0, 3)),
+        ];
+        assert_eq!(target(&all_have_it, 2, 2), Some(2));
+    }
+
+    #[test]
+    fn a_lone_try_where_the_light_connection_has_its_lock_goes_elsewhere() {
+        let shared_here = Load {
+            has_lock: true,
+            ..light(load(1, 0, 2))
+        };
+        assert_eq!(target(&[shared_here, load(2, 0, 50)], 2, 8), Some(2));
+    }
+
+    #[test]
+    fn the_light_connection_holds_the_fewest_locks_and_some_if_any_does() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let entry = |held: usize, waiting: bool| Entry {
+            connection: Connection::new(runtime.handle().clone()).0,
+            in_flight: 0,
+            held,
+            waiting,
+        };
+        let connections: HashMap<ConnectionId, Entry> = [
+            (ConnectionId(1), entry(900, false)),
+            (ConnectionId(2), entry(0, false)),
+            (ConnectionId(3), entry(7, false)),
+            (ConnectionId(4), entry(1, true)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(light_connection(connections.iter()), Some(ConnectionId(3)));
     }
 }
