@@ -7,6 +7,11 @@
 //!
 //! - a lock is first tried, without waiting, on a connection that already
 //!   holds locks; statements on one connection run strictly one at a time;
+//! - a lone try (nothing else in flight) goes to the light connection, the
+//!   one that holds the fewest locks, which streams of tries leave alone:
+//!   the server walks a backend's whole lock table at the end of each
+//!   statement outside a transaction, so a lock taken now and then costs
+//!   least there;
 //! - a lock that must be waited for waits on a connection that holds
 //!   nothing else (an idle one, or a new one within the bound); once the
 //!   lock is granted, that connection serves tries like the others;
