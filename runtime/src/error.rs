@@ -55,6 +55,26 @@ pub enum Error {
         /// The timeout that was asked for.
         timeout: Duration,
     },
+    /// A semaphore's number of permits outside `1..=1024`
+    /// ([`MAX_PERMITS`](crate::MAX_PERMITS)).
+    InvalidPermits {
+        /// The number that was asked for.
+        permits: u32,
+    },
+    /// A semaphore was asked for with fewer permits than another holder of
+    /// the same key uses: `seen` is the highest permit held plus one. The
+    /// permits are shared, so holders never exceed the larger number, but
+    /// two sizes for one semaphore are a misuse (reported when none of the
+    /// caller's permits is free, instead of waiting). Not retryable: every
+    /// holder must use one size.
+    PermitsMismatch {
+        /// The semaphore, named by its permit 0.
+        semaphore: LockIdentity,
+        /// The permits the caller asked for.
+        permits: u32,
+        /// The least number of permits another holder uses.
+        seen: u32,
+    },
     /// A namespace name that can't be used, such as an empty one.
     InvalidNamespace {
         /// Why the name was refused.
@@ -323,6 +343,8 @@ impl Error {
             | Error::InvalidLockBudget { .. }
             | Error::FencingToken { .. }
             | Error::InvalidTimeout { .. }
+            | Error::InvalidPermits { .. }
+            | Error::PermitsMismatch { .. }
             | Error::InvalidNamespace { .. }
             | Error::ManagerClosed
             | Error::NoHosts => false,
@@ -431,6 +453,19 @@ impl fmt::Display for Error {
                 f,
                 "lock timeout {timeout:?} is not usable: it must be between 1ms and {}ms",
                 i32::MAX
+            ),
+            Error::InvalidPermits { permits } => write!(
+                f,
+                "a semaphore of {permits} permits is not usable: it must have 1 to {} permits",
+                crate::contract::permit::MAX_PERMITS
+            ),
+            Error::PermitsMismatch {
+                semaphore,
+                permits,
+                seen,
+            } => write!(
+                f,
+                "semaphore {semaphore} was asked for with {permits} permits, but another holder                  uses at least {seen}: every holder of one semaphore must give the same number"
             ),
             Error::InvalidNamespace { reason } => write!(f, "invalid lock namespace: {reason}"),
             Error::ManagerBusy { max_connections } => write!(

@@ -26,14 +26,16 @@
 //! `sql`, so that the uncontended path allocates nothing.
 //!
 //! - `contract/`: what a lock *is*. `mode`, `key` (key values), `namespace`,
-//!   `family` (a namespace with a key type), `id`, `sha256`. **Frozen**: the
+//!   `family` (a namespace with a key type), `id`, `permit` (a semaphore's
+//!   permit ids, [`PermitIds`]), `sha256`. **Frozen**: the
 //!   key derivation may not change once shipped; a change needs new golden
 //!   vectors (`tests/keys.rs`, `docs/KEYS.md`).
 //! - `identity`: [`LockIdentity`], a lock's namespace, id and mode, as
 //!   errors, guards, leases and events name it; `error`: the one [`Error`].
 //! - `sql/`: every statement text. `statements` (the try, the waits, the
 //!   unlock, the lock manager's short transactions, the server's keepalives,
-//!   one function that binds a [`LockId`]), `marker` (the `/* pglock ns=… */` comment),
+//!   one function that binds a [`LockId`]), `semaphore` (a semaphore's try
+//!   and its wait), `marker` (the `/* pglock ns=… */` comment),
 //!   [`pg_locks`] (how `pg_locks` shows an id, and every query over it; the
 //!   ones the testing kit, the bench or an operator need are public),
 //!   [`bare_sql`] (PostgreSQL's lock functions called bare: what pglock is
@@ -84,6 +86,7 @@ pub use contract::id::LockId;
 pub use contract::key::LockKey;
 pub use contract::mode::Mode;
 pub use contract::namespace::Namespace;
+pub use contract::permit::{MAX_PERMITS, PermitIds};
 pub use engine::cancel::cancel_abandoned_waits;
 pub use error::{Conflict, ConflictCause, Error, HostAnswer, HostTried};
 pub use front::fencing::FencingToken;

@@ -6,4 +6,5 @@
 pub mod bare_sql;
 pub(crate) mod marker;
 pub mod pg_locks;
+pub(crate) mod semaphore;
 pub(crate) mod statements;

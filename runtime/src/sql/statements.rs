@@ -17,6 +17,7 @@ use sqlx::query::Query;
 use crate::contract::id::{LockId, Space};
 use crate::contract::mode::Mode;
 use crate::sql::marker;
+use crate::sql::semaphore::permit_try_sql;
 
 /// The result of a try statement: one `int4` says what happened, so the
 /// uncontended path is one statement with one column. A busy lock reports
@@ -44,7 +45,7 @@ pub(crate) const STANDBY: i32 = -2;
 /// The guard every try statement starts with: a hot standby's advisory locks
 /// exclude no one on the primary, so there the lock is not even tried. It
 /// costs no round trip of its own.
-const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2";
+pub(crate) const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2";
 
 /// Whether a server is the primary, as libpq's
 /// `target_session_attrs=read-write` asks: in recovery (a standby), and
@@ -94,6 +95,7 @@ pub(crate) struct Statements {
     unlock: [Arc<str>; 2],
     try_prefix: Arc<str>,
     try_prefix_exclusive: Option<Arc<str>>,
+    permit_try: [Arc<str>; 2],
 }
 
 impl Statements {
@@ -165,6 +167,8 @@ impl Statements {
                 ))),
                 Space::Pair(_) => None,
             },
+            permit_try: [Scope::Xact, Scope::Session]
+                .map(|scope| Arc::from(permit_try_sql(&marker, space, scope))),
             label,
             marker,
         }
@@ -204,6 +208,11 @@ impl Statements {
     /// `None` in the pair space.
     pub(crate) fn try_prefix_exclusive(&self) -> Option<Arc<str>> {
         self.try_prefix_exclusive.clone()
+    }
+
+    /// The try of a semaphore's permits; see [`permit_try_sql`].
+    pub(crate) fn permit_try(&self, scope: Scope) -> Arc<str> {
+        self.permit_try[scope as usize].clone()
     }
 
     /// `/* pglock ns=<label> */`, the first thing in every statement.
