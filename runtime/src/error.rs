@@ -310,8 +310,10 @@ impl Conflict {
     }
 
     /// The server's error as sqlx reported it; `None` when no statement
-    /// waited: a [`LockManager`](crate::LockManager) request that timed out
-    /// while another guard of the same manager held the lock.
+    /// failed: a [`LockManager`](crate::LockManager) request that timed out
+    /// while another guard of the same manager held the lock, or a
+    /// semaphore whose wait reached its deadline (the wait keeps it on the
+    /// server, and the transaction stays usable).
     pub fn source(&self) -> Option<&sqlx::Error> {
         self.source.as_ref()
     }
@@ -372,8 +374,9 @@ impl Error {
         }
     }
 
-    /// A timeout spent waiting in-process, for a lock a guard of the same
-    /// lock manager held: a lock timeout that no statement saw.
+    /// A timeout that no statement reported as an error: spent waiting
+    /// in-process, for a lock a guard of the same lock manager held; or a
+    /// semaphore's wait, which keeps its deadline itself on the server.
     pub(crate) fn timed_out_in_process(lock: &LockIdentity, waited: Duration) -> Self {
         Error::Conflict(Conflict {
             lock: lock.clone(),

@@ -99,7 +99,9 @@ pub use front::manager::{
 };
 pub use front::primary::connect_primary;
 pub use front::run::WorkFuture;
+pub use front::semaphore::{Permit, XactSemaphore};
 pub use front::session::{IntoOwnedConnection, SessionGuard, SessionLock, SessionTry};
+pub use front::session_semaphore::SessionSemaphore;
 pub use front::xact_lock::{Acquired, XactConnection, XactLock};
 pub use identity::LockIdentity;
 pub use sql::{bare_sql, pg_locks};

@@ -10,6 +10,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::engine::events;
 use crate::error::Error;
 use crate::front::lock_set::XactLockSet;
+use crate::front::semaphore::XactSemaphore;
 use crate::front::xact_lock::XactLock;
 
 /// The future a unit of work returns, borrowing the transaction: written
@@ -91,6 +92,22 @@ run_in_transaction!(
     /// # Ok(()) }
     /// ```
     XactLockSet<'_>
+);
+
+run_in_transaction!(
+    /// [`XactLock::run`] for a permit of a semaphore: the work runs while
+    /// the transaction holds a permit, and the permit ends with it.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// static REPORTS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("reports:heavy");
+    /// REPORTS
+    ///     .semaphore(&"monthly", 2)
+    ///     .run(pool, |_tx| Box::pin(async { Ok::<_, pglock_runtime::Error>(()) }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    XactSemaphore<'_>
 );
 
 async fn finish<R, E, F>(mut tx: Transaction<'static, Postgres>, work: F) -> Result<R, E>

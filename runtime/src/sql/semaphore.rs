@@ -20,6 +20,7 @@
 //! statement of the same message reads.
 
 use crate::contract::id::{LockId, Space};
+use crate::contract::permit::permit;
 use crate::sql::pg_locks;
 use crate::sql::statements::{GUARD, Scope};
 
@@ -139,6 +140,22 @@ pub(crate) fn permit_wait_sql(
         Scope::Session => "SET LOCAL client_connection_check_interval = '1s'; ",
         Scope::Xact => "",
     };
+    // A lock timeout can fire as the lock is granted: the subtransaction's
+    // abort then frees a transaction's lock, but a session lock outlives
+    // it, so a session's wait looks whether it holds its permit after all.
+    let at_the_edge = match scope {
+        Scope::Xact => "NULL;".to_owned(),
+        Scope::Session => {
+            let (target_encoded, _) = pg_locks::encode(permit(base, target));
+            format!(
+                "IF EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
+                     WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() \
+                       AND l.granted AND {} = ({target_encoded})::int8 \
+                       AND l.objsubid = {objsubid}) THEN taken := {target}; END IF;",
+                pg_locks::ENCODED
+            )
+        }
+    };
     format!(
         "{marker} {check}DO $pglock$ \
          DECLARE \
@@ -176,7 +193,7 @@ pub(crate) fn permit_wait_sql(
                          least(left_ms, {SLICE_MS})::text || 'ms', true); \
                      PERFORM {lock_function}({lock_args}); \
                      taken := {target}; \
-                 EXCEPTION WHEN lock_not_available THEN NULL; \
+                 EXCEPTION WHEN lock_not_available THEN {at_the_edge} \
                  END; \
                  EXIT WHEN taken IS NOT NULL; \
              END LOOP; \
