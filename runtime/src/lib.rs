@@ -95,7 +95,7 @@ pub use front::lease::Lease;
 pub use front::lock_set::XactLockSet;
 pub use front::loss::{CheckOptions, HoldState, Loss};
 pub use front::manager::{
-    LockBudget, LockManager, LockTable, ManagedGuard, ManagedLock, ManagerOptions,
+    LockBudget, LockManager, LockTable, ManagedGuard, ManagedLock, ManagedSemaphore, ManagerOptions,
 };
 pub use front::primary::connect_primary;
 pub use front::run::WorkFuture;
