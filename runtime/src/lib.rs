@@ -90,7 +90,7 @@ pub use contract::permit::{MAX_PERMITS, PermitIds};
 pub use engine::cancel::cancel_abandoned_waits;
 pub use error::{Conflict, ConflictCause, Error, HostAnswer, HostTried};
 pub use front::fencing::FencingToken;
-pub use front::inspect::{Inspection, LockRow, PreparedLock, inspect};
+pub use front::inspect::{Inspection, LockRow, PreparedLock, SemaphoreRow, inspect};
 pub use front::lease::Lease;
 pub use front::lock_set::XactLockSet;
 pub use front::loss::{CheckOptions, HoldState, Loss};

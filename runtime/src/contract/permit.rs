@@ -216,6 +216,15 @@ pub(crate) const fn permit(base: LockId, index: u32) -> LockId {
     }
 }
 
+/// The base `id` would have if it were a permit: its id with the low 10
+/// bits cleared (for a pair, of its second int; the class is kept).
+pub(crate) const fn base_of(id: LockId) -> LockId {
+    match id {
+        LockId::BigInt(id) => LockId::BigInt(id & !INDEX_MASK),
+        LockId::Pair(class, id) => LockId::Pair(class, id & !(INDEX_MASK as i32)),
+    }
+}
+
 /// The index of `id` among the permits whose permit 0 is `base`, whatever
 /// their number; `None` when `id` is no permit of theirs.
 pub(crate) const fn permit_index(base: LockId, id: LockId) -> Option<u32> {

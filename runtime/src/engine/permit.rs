@@ -27,6 +27,7 @@ use crate::engine::events;
 use crate::engine::wait::{Wait, reported_wait};
 use crate::error::Error;
 use crate::identity::LockIdentity;
+use crate::sql::marker;
 use crate::sql::semaphore::{PermitAnswer, permit_wait_sql};
 use crate::sql::statements::Scope;
 
@@ -134,7 +135,7 @@ impl PermitWaiter<'_> {
                 armed: scope == Scope::Xact,
             };
             let sql = permit_wait_sql(
-                self.namespace.marker(),
+                &marker::with_permits(self.namespace.marker(), Some(self.permits.len())),
                 scope,
                 self.permits.base(),
                 self.permits.len(),

@@ -1,6 +1,11 @@
 //! The comment marker every lock statement starts with,
 //! `/* pglock ns=<label> */`, so that `pg_stat_activity.query` shows what a
 //! backend waits on. Labels are sanitised: no name can end the comment.
+//!
+//! A semaphore's statements say so after the label:
+//! `/* pglock ns=<label>; permits=N */` for its wait, which knows N, and
+//! `/* pglock ns=<label>; permits */` for its try, prepared once for every
+//! N. A sanitised label has no `;`, so the suffix can't be part of one.
 
 /// The longest namespace label written into a marker; longer labels are
 /// cut (the lock id always uses the whole name).
@@ -22,11 +27,39 @@ pub(crate) fn comment_for_labels<'a>(labels: impl Iterator<Item = &'a str>) -> S
     comment(&sanitize(&labels.join(",")))
 }
 
-/// The namespace a statement's leading marker names.
-pub(crate) fn parse(query: &str) -> Option<&str> {
+/// What follows the label in a semaphore's marker.
+const PERMITS: &str = "; permits";
+
+/// The marker of a semaphore's statement, from its namespace's `marker`:
+/// with the number of permits when the statement knows it.
+pub(crate) fn with_permits(marker: &str, permits: Option<u32>) -> String {
+    let label = marker.strip_suffix(" */").unwrap_or(marker);
+    match permits {
+        Some(permits) => format!("{label}{PERMITS}={permits} */"),
+        None => format!("{label}{PERMITS} */"),
+    }
+}
+
+/// The whole text between the prefix and the end of a leading marker.
+fn body(query: &str) -> Option<&str> {
     let rest = query.trim_start().strip_prefix(PREFIX)?;
     let end = rest.find(" */")?;
     Some(&rest[..end])
+}
+
+/// The namespace a statement's leading marker names.
+pub(crate) fn parse(query: &str) -> Option<&str> {
+    let body = body(query)?;
+    Some(body.find(PERMITS).map_or(body, |end| &body[..end]))
+}
+
+/// What a leading marker says of a semaphore: `None` for a lock's
+/// statement, `Some(None)` for a semaphore's of unknown size (its try),
+/// `Some(Some(N))` for one of N permits (its wait).
+pub(crate) fn parse_permits(query: &str) -> Option<Option<u32>> {
+    let body = body(query)?;
+    let rest = &body[body.find(PERMITS)? + PERMITS.len()..];
+    Some(rest.strip_prefix('=').and_then(|n| n.parse().ok()))
 }
 
 /// Replaces every character outside a fixed, comment-safe set with `?` and
@@ -72,6 +105,22 @@ mod tests {
         assert_eq!(parse("SELECT 1 /* pglock ns=x */"), None);
         assert_eq!(parse("/* pglock ns=unterminated"), None);
         assert_eq!(parse(&comment("a b")), Some("a b"));
+    }
+
+    #[test]
+    fn a_semaphores_marker_says_so_after_its_label() {
+        let marker = comment("imports:tenant");
+        let wait = with_permits(&marker, Some(3));
+        assert_eq!(wait, "/* pglock ns=imports:tenant; permits=3 */");
+        assert_eq!(parse(&format!("{wait} DO $$ $$")), Some("imports:tenant"));
+        assert_eq!(parse_permits(&format!("{wait} DO $$ $$")), Some(Some(3)));
+        let try_ = with_permits(&marker, None);
+        assert_eq!(parse(&try_), Some("imports:tenant"));
+        assert_eq!(parse_permits(&try_), Some(None));
+        assert_eq!(parse_permits(&marker), None);
+        // A label can't fake the suffix: `;` is not kept.
+        let label = sanitize("x; permits=9");
+        assert_eq!(parse_permits(&comment(&label)), None);
     }
 
     #[test]

@@ -167,8 +167,10 @@ impl Statements {
                 ))),
                 Space::Pair(_) => None,
             },
-            permit_try: [Scope::Xact, Scope::Session]
-                .map(|scope| Arc::from(permit_try_sql(&marker, space, scope))),
+            permit_try: [Scope::Xact, Scope::Session].map(|scope| {
+                let marker = marker::with_permits(&marker, None);
+                Arc::from(permit_try_sql(&marker, space, scope))
+            }),
             label,
             marker,
         }

@@ -37,6 +37,7 @@ use crate::engine::wait::{Wait, reported_wait};
 use crate::error::Error;
 use crate::front::loss::HoldState;
 use crate::front::semaphore::Permit;
+use crate::sql::marker;
 use crate::sql::semaphore::{PermitAnswer, permit_wait_sql};
 use crate::sql::statements::Scope;
 
@@ -300,7 +301,7 @@ impl ManagedSemaphore<'_> {
             wants_token: false,
         };
         let sql = permit_wait_sql(
-            statements.marker(),
+            &marker::with_permits(statements.marker(), Some(waiter.permits.len())),
             Scope::Session,
             base,
             waiter.permits.len(),
