@@ -33,6 +33,7 @@ mod checks;
 mod manager;
 mod ops;
 mod report;
+mod semaphore;
 mod stats;
 
 use std::process::ExitCode;
@@ -75,7 +76,8 @@ usage: pglock-bench [--quick] [--rounds N] [--group-ms N] [--slice-ms N]
   --only TEXT       only one group of compared variants: single, statements,
                     handoff_tN, many_keys_N, or all of handoff or many_keys;
                     or the variants whose name contains TEXT (with the
-                    baseline); `--only manager` runs the lock manager's group
+                    baseline); `--only manager` runs the lock manager's group,
+                    `--only semaphore` the semaphores' group
   --charts DIR      where to write the SVG charts (default target/pglock-bench)
 
 The server is DATABASE_URL when set, else pglock's throwaway test server.
@@ -307,8 +309,9 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
     };
     let machine = report::Machine::describe(&url).await?;
     let manager_only = options.only.as_deref() == Some("manager");
+    let semaphore_only = options.only.as_deref() == Some("semaphore");
     let mut grows = false;
-    if !manager_only {
+    if !manager_only && !semaphore_only {
         checks::learn_capped_sql(&url).await?;
         checks::statements_restore(&url).await?;
 
@@ -338,6 +341,16 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
             let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
             let lines =
                 tokio::spawn(async move { manager::run(&url, name, &group).await }).await??;
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
+    if semaphore_only || options.only.is_none() {
+        for transport in &transports {
+            let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
+            let lines =
+                tokio::spawn(async move { semaphore::run(&url, name, &group).await }).await??;
             for line in lines {
                 println!("{line}");
             }
