@@ -162,9 +162,8 @@ impl ManagedSemaphore<'_> {
         if self.wait.is_no_wait() {
             return Err(waiter.busy(self.wait));
         }
-        let guard = self.wait_for(&waiter, start, cap_ms).await?;
-        self.count(Outcome::Acquired);
-        Ok(guard)
+        // The wait counts its own outcome.
+        self.wait_for(&waiter, start, cap_ms).await
     }
 
     /// Tries once: the guard of a free permit, `None` when every permit is
