@@ -7,21 +7,16 @@ mod support;
 use std::time::{Duration, Instant};
 
 use pglock::{Inspection, LockManager, ManagerOptions, Namespace, SessionGuard, inspect};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use support::*;
 
 /// `count` session permits of `ns`'s semaphore of `permits` on `key`, each
-/// on a connection of its own.
-async fn hold(
-    pool: &PgPool,
-    ns: &Namespace,
-    key: i64,
-    permits: u32,
-    count: u32,
-) -> Vec<SessionGuard> {
+/// on a connection of its own, as other processes would hold them.
+async fn hold(ns: &Namespace, key: i64, permits: u32, count: u32) -> Vec<SessionGuard> {
+    let url = pglock::testing::database_url().expect("a test database");
     let mut guards = Vec::new();
     for _ in 0..count {
-        let conn = pool.acquire().await.unwrap();
+        let conn = PgConnection::connect(&url).await.unwrap();
         let guard = ns
             .session_semaphore(&key, permits)
             .no_wait()
@@ -55,7 +50,7 @@ async fn a_semaphore_with_waiters_is_one_row_of_k_of_n_held() {
     let pool = pool().await;
     let ns = namespace("isem:waiters");
     let ids = ns.permit_ids(&1_i64, 3).unwrap();
-    let mut holders = hold(&pool, ns, 1, 3, 3).await;
+    let mut holders = hold(ns, 1, 3, 3).await;
     // The holders run other statements: their markers are gone.
     for guard in &mut holders {
         sqlx::query("SELECT 1")
@@ -64,11 +59,15 @@ async fn a_semaphore_with_waiters_is_one_row_of_k_of_n_held() {
             .unwrap();
     }
     // Two waiters: a transaction's and a manager's.
+    // It keeps its permit until told, so that what inspection sees after a
+    // holder leaves is settled: 3 held, 1 waiting.
+    let (done, finish) = tokio::sync::oneshot::channel::<()>();
     let xact_waiter = {
         let pool = pool.clone();
         tokio::spawn(async move {
             let mut tx = pool.begin().await.unwrap();
             let permit = ns.semaphore(&1_i64, 3).acquire(&mut tx).await.unwrap();
+            let _ = finish.await;
             tx.commit().await.unwrap();
             permit
         })
@@ -137,11 +136,10 @@ async fn a_semaphore_with_waiters_is_one_row_of_k_of_n_held() {
     .await;
     assert_eq!(seen.semaphore(ns, &1_i64, 3).unwrap().waiters().len(), 1);
     drop(holders);
-    let first = tokio::select! {
-        permit = xact_waiter => permit.unwrap().index(),
-        guard = &mut managed => guard.unwrap().permit().unwrap().index(),
-    };
-    assert!(first < 3);
+    drop(done);
+    let managed = managed.await.unwrap();
+    let taken = xact_waiter.await.unwrap();
+    assert!(managed.permit().unwrap().index() < 3 && taken.index() < 3);
 }
 
 #[tokio::test]
@@ -149,7 +147,7 @@ async fn a_lone_holder_is_recognised_by_its_last_statement_until_it_runs_another
     let pool = pool().await;
     let ns = namespace("isem:holder");
     let ids = ns.permit_ids(&2_i64, 2).unwrap();
-    let mut holders = hold(&pool, ns, 2, 2, 1).await;
+    let mut holders = hold(ns, 2, 2, 1).await;
     let seen = inspect(&pool).await.unwrap();
     let row = seen
         .semaphores()
