@@ -95,8 +95,9 @@ async fn a_semaphore_is_one_line_of_k_of_n_held_and_its_waiters() {
     for pid in &staged.holders {
         assert!(line.contains(&format!(": pid {pid}")), "{line}");
     }
-    let waiting = staged
-        .waiters
+    let mut waiters = staged.waiters.clone();
+    waiters.sort_unstable();
+    let waiting = waiters
         .iter()
         .map(|pid| format!("pid {pid}"))
         .collect::<Vec<_>>()
@@ -136,7 +137,7 @@ async fn a_semaphore_is_one_line_of_k_of_n_held_and_its_waiters() {
     let mut expected: Vec<i64> = staged.holders.iter().map(|pid| i64::from(*pid)).collect();
     expected.sort_unstable();
     assert_eq!(holder_pids, expected);
-    assert_eq!(semaphore["waiters"], serde_json::json!(staged.waiters));
+    assert_eq!(semaphore["waiters"], serde_json::json!(waiters));
     drop(staged);
     database.drop_now().await;
 }

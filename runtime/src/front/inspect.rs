@@ -162,8 +162,8 @@ impl SemaphoreRow {
         if lock.granted {
             self.holders.push((index, lock.pid));
             self.holders.sort_unstable();
-        } else if !self.waiters.contains(&lock.pid) {
-            self.waiters.push(lock.pid);
+        } else if let Err(at) = self.waiters.binary_search(&lock.pid) {
+            self.waiters.insert(at, lock.pid);
         }
     }
 
@@ -193,7 +193,8 @@ impl SemaphoreRow {
         &self.holders
     }
 
-    /// The backends waiting for a permit, in the order they began.
+    /// The backends waiting for a permit, by pid. (Not in the order they
+    /// began: a semaphore's wait queues anew for its permit every slice.)
     pub fn waiters(&self) -> &[i32] {
         &self.waiters
     }
