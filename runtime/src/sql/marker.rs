@@ -13,13 +13,15 @@ pub(crate) fn comment(sanitised_label: &str) -> String {
     format!("{PREFIX}{sanitised_label} */")
 }
 
-/// The marker of several namespaces' locks in one statement: their labels,
-/// sorted, de-duplicated and bounded.
-pub(crate) fn comment_for_labels<'a>(labels: impl Iterator<Item = &'a str>) -> String {
-    let mut labels: Vec<&str> = labels.collect();
+/// The marker of several namespaces' locks in one statement: their labels
+/// (each already made safe by [`sanitize`], which never keeps a comma),
+/// sorted, de-duplicated, joined by commas and bounded.
+pub(crate) fn comment_for_labels<'a>(sanitised_labels: impl Iterator<Item = &'a str>) -> String {
+    let mut labels: Vec<&str> = sanitised_labels.collect();
     labels.sort_unstable();
     labels.dedup();
-    comment(&sanitize(&labels.join(",")))
+    let joined: String = labels.join(",").chars().take(MAX_LABEL).collect();
+    comment(&joined)
 }
 
 /// The namespace a statement's leading marker names.
@@ -61,6 +63,17 @@ mod tests {
         assert_eq!(sanitize("a*/ DROP TABLE x; /*"), "a?? DROP TABLE x? ??");
         assert_eq!(sanitize("line\nbreak\0"), "line?break?");
         assert_eq!(sanitize(&"x".repeat(10_000)).len(), MAX_LABEL);
+    }
+
+    #[test]
+    fn a_set_marker_joins_its_labels_with_commas() {
+        let labels = ["jobs", "billing:invoice", "jobs"].map(sanitize);
+        let marker = comment_for_labels(labels.iter().map(String::as_str));
+        assert_eq!(marker, "/* pglock ns=billing:invoice,jobs */");
+        assert_eq!(parse(&marker), Some("billing:invoice,jobs"));
+        let long = [sanitize(&"a".repeat(60)), sanitize(&"b".repeat(60))];
+        let marker = comment_for_labels(long.iter().map(String::as_str));
+        assert_eq!(parse(&marker).map(|label| label.chars().count()), Some(MAX_LABEL));
     }
 
     #[test]
