@@ -17,6 +17,7 @@ use pglock::{
 use sqlx::Connection;
 use sqlx::postgres::{PgAdvisoryLock, PgAdvisoryLockKey, PgConnectOptions, PgConnection};
 
+use crate::proxy::{Proxy, Upstream};
 use crate::stats::{median, paired_ratio, spread_pct};
 use crate::{BoxError, Options, rotated};
 
@@ -29,6 +30,7 @@ pub(crate) async fn run(
     url: &str,
     transport: &str,
     options: &Options,
+    counts: &Counts,
 ) -> Result<Vec<String>, BoxError> {
     let connect = PgConnectOptions::from_str(url)?;
     let sizes: &[usize] = if options.quick {
@@ -44,10 +46,11 @@ pub(crate) async fn run(
             "{{\"variant\": \"manager_hold_{locks}@{transport}\", \"locks\": {locks}, \"connections\": {}, \"connections_one_per_lock\": {locks}, \"transport\": \"{transport}\"}}",
             manager.connections()
         ));
-        lines.extend(acquire_release(&manager, &connect, locks, transport, options).await?);
-        lines.extend(lone_pairs(&manager, &connect, locks, transport, options).await?);
+        let on = (locks, transport, counts);
+        lines.extend(acquire_release(&manager, &connect, on, options).await?);
+        lines.extend(lone_pairs(&manager, &connect, on, options).await?);
         if locks == sizes[0] {
-            lines.extend(fencing(&manager, &connect, locks, transport, options).await?);
+            lines.extend(fencing(&manager, &connect, on, options).await?);
         }
         drop(held);
         manager.close().await;
@@ -234,10 +237,8 @@ impl Pairs<'_> {
 fn json_lines(
     variants: &[Variant],
     rates: &[Vec<f64>],
-    kind: &str,
-    unit: &str,
-    locks: usize,
-    transport: &str,
+    (kind, unit): (&str, &str),
+    (locks, transport, counts): On<'_>,
 ) -> Vec<String> {
     let sqlx = variants
         .iter()
@@ -250,10 +251,14 @@ fn json_lines(
         .map(|(variant, rates)| {
             let (low, high) = spread_pct(rates);
             format!(
-                "{{\"variant\": \"{}_{kind}_{locks}@{transport}\", \"locks_held\": {locks}, \"ops_per_sec\": {:.1}, \"ratio_to_sqlx\": {:.4}, \"spread_pct\": [{low:.2}, {high:.2}], \"unit\": \"{unit}\", \"rounds\": {}, \"transport\": \"{transport}\"}}",
+                "{{\"variant\": \"{}_{kind}_{locks}@{transport}\", \"locks_held\": {locks}, \"ops_per_sec\": {:.1}, \"ratio_to_sqlx\": {:.4}, \"spread_pct\": [{low:.2}, {high:.2}], \"unit\": \"{unit}\", \"round_trips\": {}, \"rounds\": {}, \"transport\": \"{transport}\"}}",
                 variant.name(),
                 median(rates),
                 paired_ratio(rates, baseline),
+                counts
+                    .iter()
+                    .find(|(name, _)| *name == variant.name())
+                    .map_or_else(|| "null".to_owned(), |(_, count)| format!("{count}")),
                 rates.len()
             )
         })
@@ -265,8 +270,7 @@ fn json_lines(
 async fn acquire_release(
     manager: &LockManager,
     connect: &PgConnectOptions,
-    locks: usize,
-    transport: &str,
+    on: On<'_>,
     options: &Options,
 ) -> Result<Vec<String>, BoxError> {
     let mut pairs = Pairs::new(manager, connect).await?;
@@ -277,10 +281,8 @@ async fn acquire_release(
     Ok(json_lines(
         &variants,
         &rates,
-        "acquire_release",
-        "acquire+release/s",
-        locks,
-        transport,
+        ("acquire_release", "acquire+release/s"),
+        on,
     ))
 }
 
@@ -291,8 +293,7 @@ async fn acquire_release(
 async fn fencing(
     manager: &LockManager,
     connect: &PgConnectOptions,
-    locks: usize,
-    transport: &str,
+    on: On<'_>,
     options: &Options,
 ) -> Result<Vec<String>, BoxError> {
     let mut pairs = Pairs::new(manager, connect).await?;
@@ -309,11 +310,57 @@ async fn fencing(
     Ok(json_lines(
         &variants,
         &rates,
-        "fencing",
-        "acquire+release/s",
-        locks,
-        transport,
+        ("fencing", "acquire+release/s"),
+        on,
     ))
+}
+
+/// Each variant's round trips per acquire + release (a JSON line's
+/// `round_trips`), by name.
+pub(crate) type Counts = Vec<(&'static str, f64)>;
+
+/// What a comparison's JSON lines say of where it ran: the locks held,
+/// the transport, the round trips.
+type On<'a> = (usize, &'a str, &'a Counts);
+
+/// Each variant's round trips for one lone acquire + release (after
+/// [`LONE_PAUSE`] of quiet), counted through the bench's proxy by a
+/// manager of its own that holds no other lock: on a connection that holds
+/// 1,000 locks or more, the manager's pair also opens a transaction.
+pub(crate) async fn round_trips(url: &str) -> Result<Counts, BoxError> {
+    let proxy = Proxy::start(Upstream::of(url)?, Duration::ZERO)?;
+    let through = proxy.connect_options(&PgConnectOptions::from_str(url)?)?;
+    let manager = LockManager::new(through.clone(), ManagerOptions::default());
+    let mut pairs = Pairs::new(&manager, &through).await?;
+    let mut counts = Vec::new();
+    for variant in [
+        Variant::Manager,
+        Variant::Session,
+        Variant::Sqlx,
+        Variant::ManagerFenced,
+        Variant::SessionFenced,
+    ] {
+        let mut counted = Vec::new();
+        for run in 0..6 {
+            tokio::time::sleep(LONE_PAUSE).await;
+            let before = proxy.round_trips();
+            pairs.once(variant).await?;
+            if run >= 3 {
+                counted.push(proxy.round_trips() - before);
+            }
+        }
+        if counted.iter().any(|count| *count != counted[0]) {
+            return Err(format!(
+                "the round trips of the manager group's {} differ: {counted:?}",
+                variant.name()
+            )
+            .into());
+        }
+        counts.push((variant.name(), counted[0] as f64));
+    }
+    drop(pairs);
+    manager.close().await;
+    Ok(counts)
 }
 
 /// Quiet time before each lone pair: longer than the time after which a
@@ -329,8 +376,7 @@ const LONE_PAUSE: Duration = Duration::from_millis(5);
 async fn lone_pairs(
     manager: &LockManager,
     connect: &PgConnectOptions,
-    locks: usize,
-    transport: &str,
+    on: On<'_>,
     options: &Options,
 ) -> Result<Vec<String>, BoxError> {
     let mut pairs = Pairs::new(manager, connect).await?;
@@ -343,14 +389,7 @@ async fn lone_pairs(
         "acquire+release/s of their own time, each after {} ms of quiet",
         LONE_PAUSE.as_millis()
     );
-    Ok(json_lines(
-        &variants,
-        &rates,
-        "lone_pair",
-        &unit,
-        locks,
-        transport,
-    ))
+    Ok(json_lines(&variants, &rates, ("lone_pair", &unit), on))
 }
 
 /// The heartbeat's statements per second at 10,000 locks, seen in
