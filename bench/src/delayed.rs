@@ -171,8 +171,17 @@ async fn round_trip_time(through: &PgConnectOptions) -> Result<Duration, BoxErro
 }
 
 /// The table and the JSON lines of every delay's group.
-pub(crate) fn report(groups: &[Group], counts: &RoundTrips) -> String {
+pub(crate) fn report(groups: &[Group], counts: &RoundTrips, options: &Options) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n== delayed groups: {} rounds; in each, the variants take turns in {} ms slices \
+         for {} ms per delay; medians over rounds; load average (1 min) now {} ==",
+        options.rounds,
+        SLICE.as_millis(),
+        (options.group_time * 2).as_millis(),
+        crate::report::load_average()
+    );
     for group in groups {
         let _ = writeln!(
             out,

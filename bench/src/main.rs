@@ -351,7 +351,7 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
     if delayed_only || options.only.is_none() {
         let (url, group) = (tcp.clone(), options.clone());
         let groups = tokio::spawn(async move { delayed::run(&url, &group).await }).await??;
-        print!("{}", delayed::report(&groups, &counts));
+        print!("{}", delayed::report(&groups, &counts, &options));
         if let Some(chart) = charts::delays(&options.charts, &groups)? {
             eprintln!("pglock-bench: chart {}", chart.display());
         }

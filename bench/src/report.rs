@@ -21,7 +21,7 @@ pub(crate) struct Machine {
 }
 
 /// The 1-minute load average, from `/proc/loadavg`.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
