@@ -106,7 +106,7 @@ pub(crate) fn write(
             &format!("One key handed off between tasks ({transport})"),
             ("tasks", PowerAxis { base: Some(2.0) }),
             "critical sections per second",
-            false,
+            (false, SeriesLabelPosition::UpperLeft),
             &handoffs,
         )? {
             written.push(path);
@@ -145,7 +145,7 @@ pub(crate) fn write(
             &format!("Keys taken in one transaction ({transport})"),
             ("keys per set", PowerAxis { base: Some(10.0) }),
             "transactions per second",
-            true,
+            (true, SeriesLabelPosition::LowerLeft),
             &sets,
         )? {
             written.push(path);
@@ -189,7 +189,7 @@ pub(crate) fn delays(dir: &Path, groups: &[Group]) -> Result<Option<PathBuf>, Bo
         "Critical sections per second against the network's delay (TCP)",
         ("one-way delay, ms", PowerAxis { base: None }),
         "operations per second",
-        true,
+        (true, SeriesLabelPosition::UpperRight),
         &lines,
     )?;
     Ok(drawn.then_some(path))
@@ -210,14 +210,14 @@ fn legend(subject: Subject) -> String {
 }
 
 /// Draws `lines`, their x values placed by `x_axis` (and their y values
-/// on a logarithmic axis, when `log_y`); returns false, writing nothing,
-/// when no line has two points.
+/// on a logarithmic axis, when `log_y`), the legend at `legend`; returns
+/// false, writing nothing, when no line has two points.
 fn chart(
     path: &Path,
     title: &str,
     (x_label, x_axis): (&str, PowerAxis),
     y_label: &str,
-    log_y: bool,
+    (log_y, legend): (bool, SeriesLabelPosition),
     lines: &[Line],
 ) -> Result<bool, BoxError> {
     let points = lines.iter().flat_map(|line| line.points.iter());
@@ -237,11 +237,9 @@ fn chart(
     let x = (x_label, x_axis, x_range);
     if log_y {
         let y_range = (y_min / 2.0..y_max * 2.0).log_scale();
-        let legend = SeriesLabelPosition::LowerLeft;
         draw(&root, title, x, (y_label, y_range), legend, lines)?;
     } else {
         let y_range = 0.0..y_max * 1.15;
-        let legend = SeriesLabelPosition::UpperLeft;
         draw(&root, title, x, (y_label, y_range), legend, lines)?;
     }
     root.present()?;

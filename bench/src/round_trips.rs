@@ -307,3 +307,44 @@ pub(crate) fn table(counts: &RoundTrips) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expected() -> RoundTrips {
+        RoundTrips {
+            counts: EXPECTED
+                .iter()
+                .map(|&(name, count)| (name.to_owned(), count))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_count_is_a_json_number_or_null() {
+        let counts = RoundTrips {
+            counts: vec![("whole".into(), 3.0), ("per_lock".into(), 52.0 / 50.0)],
+        };
+        assert_eq!(counts.json("whole"), "3");
+        assert_eq!(counts.json("per_lock"), "1.04");
+        assert_eq!(counts.json("not_counted"), "null");
+    }
+
+    #[test]
+    fn one_round_trip_more_fails_the_check() {
+        assert!(check(&expected()).is_ok());
+        let mut counts = expected();
+        counts
+            .counts
+            .iter_mut()
+            .find(|(name, _)| name == "runtime_uncontended")
+            .expect("the runtime call is expected")
+            .1 = 4.0;
+        let error = check(&counts).expect_err("a round trip more").to_string();
+        assert!(
+            error.contains("runtime_uncontended: 4 (expected 3)"),
+            "{error}"
+        );
+    }
+}
