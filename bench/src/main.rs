@@ -357,13 +357,11 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
         }
     }
     if manager_only || options.only.is_none() {
-        let manager_counts = manager::round_trips(&tcp).await?;
+        manager::count_round_trips(&tcp).await?;
         for transport in &transports {
             let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
-            let counts = manager_counts.clone();
             let lines =
-                tokio::spawn(async move { manager::run(&url, name, &group, &counts).await })
-                    .await??;
+                tokio::spawn(async move { manager::run(&url, name, &group).await }).await??;
             for line in lines {
                 println!("{line}");
             }

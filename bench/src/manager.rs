@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pglock::{
@@ -30,7 +30,6 @@ pub(crate) async fn run(
     url: &str,
     transport: &str,
     options: &Options,
-    counts: &Counts,
 ) -> Result<Vec<String>, BoxError> {
     let connect = PgConnectOptions::from_str(url)?;
     let sizes: &[usize] = if options.quick {
@@ -46,11 +45,10 @@ pub(crate) async fn run(
             "{{\"variant\": \"manager_hold_{locks}@{transport}\", \"locks\": {locks}, \"connections\": {}, \"connections_one_per_lock\": {locks}, \"transport\": \"{transport}\"}}",
             manager.connections()
         ));
-        let on = (locks, transport, counts);
-        lines.extend(acquire_release(&manager, &connect, on, options).await?);
-        lines.extend(lone_pairs(&manager, &connect, on, options).await?);
+        lines.extend(acquire_release(&manager, &connect, locks, transport, options).await?);
+        lines.extend(lone_pairs(&manager, &connect, locks, transport, options).await?);
         if locks == sizes[0] {
-            lines.extend(fencing(&manager, &connect, on, options).await?);
+            lines.extend(fencing(&manager, &connect, locks, transport, options).await?);
         }
         drop(held);
         manager.close().await;
@@ -237,8 +235,10 @@ impl Pairs<'_> {
 fn json_lines(
     variants: &[Variant],
     rates: &[Vec<f64>],
-    (kind, unit): (&str, &str),
-    (locks, transport, counts): On<'_>,
+    kind: &str,
+    unit: &str,
+    locks: usize,
+    transport: &str,
 ) -> Vec<String> {
     let sqlx = variants
         .iter()
@@ -255,10 +255,7 @@ fn json_lines(
                 variant.name(),
                 median(rates),
                 paired_ratio(rates, baseline),
-                counts
-                    .iter()
-                    .find(|(name, _)| *name == variant.name())
-                    .map_or_else(|| "null".to_owned(), |(_, count)| format!("{count}")),
+                round_trips_of(*variant),
                 rates.len()
             )
         })
@@ -270,7 +267,8 @@ fn json_lines(
 async fn acquire_release(
     manager: &LockManager,
     connect: &PgConnectOptions,
-    on: On<'_>,
+    locks: usize,
+    transport: &str,
     options: &Options,
 ) -> Result<Vec<String>, BoxError> {
     let mut pairs = Pairs::new(manager, connect).await?;
@@ -281,8 +279,10 @@ async fn acquire_release(
     Ok(json_lines(
         &variants,
         &rates,
-        ("acquire_release", "acquire+release/s"),
-        on,
+        "acquire_release",
+        "acquire+release/s",
+        locks,
+        transport,
     ))
 }
 
@@ -293,7 +293,8 @@ async fn acquire_release(
 async fn fencing(
     manager: &LockManager,
     connect: &PgConnectOptions,
-    on: On<'_>,
+    locks: usize,
+    transport: &str,
     options: &Options,
 ) -> Result<Vec<String>, BoxError> {
     let mut pairs = Pairs::new(manager, connect).await?;
@@ -310,24 +311,30 @@ async fn fencing(
     Ok(json_lines(
         &variants,
         &rates,
-        ("fencing", "acquire+release/s"),
-        on,
+        "fencing",
+        "acquire+release/s",
+        locks,
+        transport,
     ))
 }
 
-/// Each variant's round trips per acquire + release (a JSON line's
-/// `round_trips`), by name.
-pub(crate) type Counts = Vec<(&'static str, f64)>;
+/// Each variant's round trips per acquire + release, once counted.
+static ROUND_TRIPS: OnceLock<Vec<(Variant, u64)>> = OnceLock::new();
 
-/// What a comparison's JSON lines say of where it ran: the locks held,
-/// the transport, the round trips.
-type On<'a> = (usize, &'a str, &'a Counts);
+/// A JSON line's `round_trips`: the count, or `null` before one.
+fn round_trips_of(variant: Variant) -> String {
+    ROUND_TRIPS
+        .get()
+        .and_then(|counts| counts.iter().find(|(counted, _)| *counted == variant))
+        .map_or_else(|| "null".to_owned(), |(_, count)| count.to_string())
+}
 
-/// Each variant's round trips for one lone acquire + release (after
-/// [`LONE_PAUSE`] of quiet), counted through the bench's proxy by a
-/// manager of its own that holds no other lock: on a connection that holds
-/// 1,000 locks or more, the manager's pair also opens a transaction.
-pub(crate) async fn round_trips(url: &str) -> Result<Counts, BoxError> {
+/// Counts each variant's round trips for one lone acquire + release (after
+/// [`LONE_PAUSE`] of quiet), through the bench's proxy, by a manager of its
+/// own that holds no other lock (on a connection that holds 1,000 locks or
+/// more, the manager's pair also opens a transaction); the JSON lines carry
+/// them from then on.
+pub(crate) async fn count_round_trips(url: &str) -> Result<(), BoxError> {
     let proxy = Proxy::start(Upstream::of(url)?, Duration::ZERO)?;
     let through = proxy.connect_options(&PgConnectOptions::from_str(url)?)?;
     let manager = LockManager::new(through.clone(), ManagerOptions::default());
@@ -356,11 +363,12 @@ pub(crate) async fn round_trips(url: &str) -> Result<Counts, BoxError> {
             )
             .into());
         }
-        counts.push((variant.name(), counted[0] as f64));
+        counts.push((variant, counted[0]));
     }
     drop(pairs);
     manager.close().await;
-    Ok(counts)
+    let _ = ROUND_TRIPS.set(counts);
+    Ok(())
 }
 
 /// Quiet time before each lone pair: longer than the time after which a
@@ -376,7 +384,8 @@ const LONE_PAUSE: Duration = Duration::from_millis(5);
 async fn lone_pairs(
     manager: &LockManager,
     connect: &PgConnectOptions,
-    on: On<'_>,
+    locks: usize,
+    transport: &str,
     options: &Options,
 ) -> Result<Vec<String>, BoxError> {
     let mut pairs = Pairs::new(manager, connect).await?;
@@ -389,7 +398,14 @@ async fn lone_pairs(
         "acquire+release/s of their own time, each after {} ms of quiet",
         LONE_PAUSE.as_millis()
     );
-    Ok(json_lines(&variants, &rates, ("lone_pair", &unit), on))
+    Ok(json_lines(
+        &variants,
+        &rates,
+        "lone_pair",
+        &unit,
+        locks,
+        transport,
+    ))
 }
 
 /// The heartbeat's statements per second at 10,000 locks, seen in
