@@ -1,0 +1,490 @@
+//! A transaction begun already holding its lock (`XactLock::begin`,
+//! `XactLockSet::begin`, and `run`, which uses them): the lock statement and
+//! `BEGIN` in one message, with every guarantee of `acquire`.
+
+mod support;
+
+use std::time::Duration;
+
+use pglock::{ConflictCause, Error, LockFamily, Namespace, XactLockSet};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
+use support::capture::capture;
+use support::proxy::Proxy;
+use support::*;
+
+/// A pool of one connection whose session sets `lock_timeout` to
+/// `setting`: what `begin` finds and must leave as it was.
+async fn one_connection_with_lock_timeout(setting: &str) -> (PgPool, i32) {
+    let pool = pool_of(1).await;
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET lock_timeout = '{setting}'"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let pid = backend_pid(&mut conn).await;
+    drop(conn);
+    settled(&pool).await;
+    (pool, pid)
+}
+
+/// Waits until every connection of `pool` is back and idle, so that the
+/// next `begin` finds one (and no connection's check on its return runs
+/// in the middle of a count).
+async fn settled(pool: &PgPool) {
+    eventually(
+        Duration::from_secs(15),
+        "the pool's connections idle",
+        || async { pool.num_idle() as u32 == pool.size() },
+    )
+    .await;
+}
+
+/// A pool of `connections` on the test server, all open and idle.
+async fn warm_pool(connections: u32) -> PgPool {
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .min_connections(connections)
+        .connect(&pglock::testing::database_url().unwrap())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the pool's connections open",
+        || async { pool.size() == connections },
+    )
+    .await;
+    settled(&pool).await;
+    pool
+}
+
+/// That backend `pid` waits in the one message that takes the lock and
+/// begins: the path under test.
+async fn waits_in_the_begin_message(observer: &PgPool, pid: i32) {
+    let statement = current_query(observer, pid).await;
+    assert!(statement.ends_with("; BEGIN"), "{statement}");
+}
+
+/// The session of the pool's only connection, once it is back: the same
+/// backend `pid`, in no transaction (idle, not in an aborted transaction
+/// block), with `lock_timeout` still `setting`, and no advisory lock.
+async fn back_clean(pool: &PgPool, pid: i32, setting: &str) {
+    let mut observer = PgConnection::connect_with(&pool.connect_options())
+        .await
+        .unwrap();
+    let mut conn = tokio::time::timeout(Duration::from_secs(15), pool.acquire())
+        .await
+        .expect("the connection came back to the pool")
+        .unwrap();
+    assert_eq!(backend_pid(&mut conn).await, pid, "the same connection");
+    assert_eq!(lock_timeout(&mut conn).await, setting);
+    let state: String = sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+        .bind(pid)
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+    // The observer reads the state the session had before this query.
+    assert_eq!(state, "idle", "no transaction left open");
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "no advisory lock left");
+    drop(conn);
+    settled(pool).await;
+}
+
+/// The transaction's own view of `lock_timeout`.
+async fn lock_timeout_in(tx: &mut Transaction<'static, Postgres>) -> String {
+    lock_timeout(tx).await
+}
+
+#[tokio::test]
+async fn the_transaction_holds_its_lock_until_it_ends() {
+    let pool = pool().await;
+    let (ns, id) = fresh_key("begin_holds", 1);
+
+    let mut tx = ns.lock(&1_i64).begin(&pool).await.unwrap();
+    let pid = backend_pid(&mut tx).await;
+    assert_eq!(
+        locks_on(&pool, id).await,
+        vec![(pid, "ExclusiveLock".to_owned(), true)]
+    );
+    // A transaction sqlx knows of: its commit ends the lock.
+    tx.commit().await.unwrap();
+    assert!(locks_on(&pool, id).await.is_empty());
+
+    let mut tx = ns.lock(&1_i64).shared().begin(&pool).await.unwrap();
+    let pid = backend_pid(&mut tx).await;
+    assert_eq!(
+        locks_on(&pool, id).await,
+        vec![(pid, "ShareLock".to_owned(), true)]
+    );
+    tx.rollback().await.unwrap();
+    assert!(locks_on(&pool, id).await.is_empty());
+
+    // Through a family, and ended by a drop.
+    static USERS: LockFamily<i64> = LockFamily::named("test:begin:users");
+    let user = USERS.namespace().id(&42);
+    let tx = USERS.lock(&42).begin(&pool).await.unwrap();
+    assert_eq!(holders(&pool, user).await.len(), 1);
+    drop(tx);
+    until_unlocked(&pool, user).await;
+}
+
+#[tokio::test]
+async fn a_wait_restores_the_exact_lock_timeout_of_the_session() {
+    for setting in ["1min", "0", "2500ms"] {
+        let (single, pid) = one_connection_with_lock_timeout(setting).await;
+        let observer = pool().await;
+        let (ns, id) = fresh_key("begin_restores", 1);
+        let holder = hold(&observer, ns, 1).await;
+
+        let request = ns.lock(&1_i64).timeout(Duration::from_secs(30));
+        let waiter =
+            tokio::spawn(async move { request.begin(&single).await.map(|tx| (tx, single)) });
+        assert_eq!(wait_for_waiters(&observer, id, 1).await, vec![pid]);
+        waits_in_the_begin_message(&observer, pid).await;
+        holder.release().await.unwrap();
+        let (mut tx, single) = waiter.await.unwrap().unwrap();
+
+        assert_eq!(
+            lock_timeout_in(&mut tx).await,
+            setting,
+            "inside the transaction"
+        );
+        assert_eq!(holders(&observer, id).await, vec![pid]);
+        tx.commit().await.unwrap();
+        back_clean(&single, pid, setting).await;
+    }
+}
+
+#[tokio::test]
+async fn the_cap_ends_a_wait_that_no_setting_would() {
+    // No limit of the session's own: only the cap ends this wait.
+    let (single, pid) = one_connection_with_lock_timeout("0").await;
+    let observer = pool().await;
+    let (ns, id) = fresh_key("begin_cap", 1);
+    let holder = hold(&observer, ns, 1).await;
+
+    let request = ns.lock(&1_i64).timeout(Duration::from_millis(50));
+    let outcome = tokio::time::timeout(Duration::from_secs(20), request.begin(&single))
+        .await
+        .expect("the cap ended the wait");
+    let conflict = expect_conflict(outcome, ConflictCause::LockTimeout);
+    assert_eq!(conflict.lock().id(), id);
+    assert!(conflict.waited() >= Duration::from_millis(50), "{conflict}");
+    assert!(conflict.source().is_some(), "the server's error");
+    back_clean(&single, pid, "0").await;
+    assert_eq!(holders(&observer, id).await, vec![holder.pid()]);
+    holder.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stricter_setting_of_the_session_is_kept() {
+    let (single, pid) = one_connection_with_lock_timeout("20ms").await;
+    let observer = pool().await;
+    let (ns, _) = fresh_key("begin_stricter", 1);
+    let holder = hold(&observer, ns, 1).await;
+
+    // The session's 20 ms, not the request's 60 s, ends the wait.
+    let request = ns.lock(&1_i64).timeout(Duration::from_secs(60));
+    let outcome = tokio::time::timeout(Duration::from_secs(20), request.begin(&single))
+        .await
+        .expect("the session's stricter setting ended the wait");
+    expect_conflict(outcome, ConflictCause::LockTimeout);
+    back_clean(&single, pid, "20ms").await;
+    holder.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_busy_lock_not_waited_for_is_busy_and_leaves_the_connection_clean() {
+    let (single, pid) = one_connection_with_lock_timeout("1min").await;
+    let observer = pool().await;
+    let (ns, id) = fresh_key("begin_no_wait", 1);
+    let holder = hold(&observer, ns, 1).await;
+
+    match ns.lock(&1_i64).no_wait().begin(&single).await {
+        Err(Error::Busy(lock)) => assert_eq!(lock.id(), id),
+        other => panic!("expected Error::Busy, got {other:?}"),
+    }
+    back_clean(&single, pid, "1min").await;
+    holder.release().await.unwrap();
+
+    let tx = ns.lock(&1_i64).no_wait().begin(&single).await.unwrap();
+    assert_eq!(holders(&observer, id).await, vec![pid]);
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wait_says_it_is_busy_while_it_waits_then_how_it_ended() {
+    let (capture, _guard) = capture();
+    let pool = pool().await;
+    let (ns, id) = fresh_key("begin_events", 1);
+
+    let tx = ns.lock(&2_i64).begin(&pool).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(capture.events().is_empty(), "{:?}", capture.events());
+
+    let holder = hold(&pool, ns, 1).await;
+    let request = ns.lock(&1_i64).timeout(Duration::from_secs(30));
+    let waiter_pool = warm_pool(1).await;
+    let waiter = tokio::spawn(async move { request.begin(&waiter_pool).await });
+    let pid = wait_for_waiters(&pool, id, 1).await[0];
+    waits_in_the_begin_message(&pool, pid).await;
+    eventually(Duration::from_secs(15), "the wait is reported", || async {
+        !capture.events().is_empty()
+    })
+    .await;
+    holder.release().await.unwrap();
+    waiter.await.unwrap().unwrap().commit().await.unwrap();
+
+    let holder = hold(&pool, ns, 1).await;
+    let failed = ns
+        .lock(&1_i64)
+        .timeout(Duration::from_millis(20))
+        .begin(&warm_pool(1).await)
+        .await;
+    expect_conflict(failed, ConflictCause::LockTimeout);
+    holder.release().await.unwrap();
+
+    let events = capture.events();
+    let said: Vec<(&str, &str)> = events
+        .iter()
+        .map(|event| {
+            (
+                event.fields["message"].as_str(),
+                event.fields.get("outcome").map_or("", String::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        vec![
+            ("advisory lock is busy; waiting", ""),
+            ("advisory lock acquired after waiting", "acquired"),
+            ("advisory lock is busy; waiting", ""),
+            ("advisory lock not acquired", "failed"),
+        ]
+    );
+    assert_eq!(events[0].fields["key"], id.to_string());
+    assert_eq!(events[0].fields["timeout_ms"], "30000");
+    assert_eq!(events[3].level, tracing::Level::WARN);
+}
+
+#[tokio::test]
+async fn an_abandoned_wait_is_cancelled_on_the_server() {
+    let observer = cancelling_pool().await;
+    let single = warm_pool(1).await;
+    let (ns, id) = fresh_key("begin_abandoned", 1);
+    let holder = hold(&observer, ns, 1).await;
+
+    for attempt in 0..2 {
+        // No timeout: only a cancel ends this wait before the holder's end.
+        let request = ns.lock(&1_i64);
+        let pool = single.clone();
+        let waiter = tokio::spawn(async move { request.begin(&pool).await.map(drop) });
+        let waiters = wait_for_waiters(&observer, id, 1).await;
+        waits_in_the_begin_message(&observer, waiters[0]).await;
+        waiter.abort();
+        assert!(waiter.await.unwrap_err().is_cancelled());
+        let what = format!("attempt {attempt}: the abandoned wait is cancelled");
+        until_gone(&observer, id, &waiters, &what).await;
+        // The pool's only connection serves again.
+        let mut tx = tokio::time::timeout(Duration::from_secs(15), single.begin())
+            .await
+            .expect("the pool has a connection again")
+            .unwrap();
+        assert!(!ns.lock(&1_i64).try_acquire(&mut tx).await.unwrap());
+        tx.rollback().await.unwrap();
+        settled(&single).await;
+    }
+    assert_eq!(holders(&observer, id).await, vec![holder.pid()]);
+    holder.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_set_is_taken_whole_or_not_at_all() {
+    let (single, pid) = one_connection_with_lock_timeout("1min").await;
+    let observer = pool().await;
+    let ns = namespace("begin_set");
+    let ids: Vec<_> = [1_i64, 2, 3].iter().map(|key| ns.id(key)).collect();
+
+    let tx = ns.lock_many([3_i64, 1, 2]).begin(&single).await.unwrap();
+    for id in &ids {
+        assert_eq!(holders(&observer, *id).await, vec![pid], "{id}");
+    }
+    tx.commit().await.unwrap();
+
+    let holder = hold(&observer, ns, 2).await;
+    match ns.lock_many([1_i64, 2, 3]).no_wait().begin(&single).await {
+        Err(Error::Busy(lock)) => assert_eq!(lock.id(), ids[1]),
+        other => panic!("expected Error::Busy on key 2, got {other:?}"),
+    }
+    back_clean(&single, pid, "1min").await;
+    assert!(
+        locks_on(&observer, ids[0]).await.is_empty(),
+        "key 1 given back"
+    );
+
+    let request = XactLockSet::new()
+        .exclusive(ns, &3_i64)
+        .exclusive(ns, &1_i64)
+        .exclusive(ns, &2_i64)
+        .timeout(Duration::from_secs(30));
+    let waiter_pool = single.clone();
+    let waiter = tokio::spawn(async move { request.begin(&waiter_pool).await });
+    assert_eq!(wait_for_waiters(&observer, ids[1], 1).await, vec![pid]);
+    holder.release().await.unwrap();
+    let mut tx = waiter.await.unwrap().unwrap();
+    for id in &ids {
+        assert_eq!(holders(&observer, *id).await, vec![pid], "{id}");
+    }
+    assert_eq!(lock_timeout_in(&mut tx).await, "1min");
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hot_standby_is_refused_and_left_clean() {
+    let (_primary, standby) = primary_and_standby();
+    let pool = pool_on(&standby, 1).await;
+    let ns = namespace("begin_standby");
+    let mut conn = pool.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await;
+    drop(conn);
+
+    let refusals = [
+        ns.lock(&1_i64).begin(&pool).await.map(drop),
+        ns.lock(&1_i64)
+            .timeout(Duration::from_secs(1))
+            .begin(&pool)
+            .await
+            .map(drop),
+        ns.lock(&1_i64).no_wait().begin(&pool).await.map(drop),
+        ns.lock_many([1_i64, 2]).begin(&pool).await.map(drop),
+        ns.lock(&1_i64)
+            .run(&pool, |_| Box::pin(async { Ok::<_, Error>(()) }))
+            .await,
+    ];
+    for (index, refusal) in refusals.into_iter().enumerate() {
+        assert!(
+            matches!(refusal, Err(Error::Standby)),
+            "{index}: {refusal:?}"
+        );
+    }
+    back_clean(&pool, pid, "0").await;
+}
+
+/// A pool of one connection through a proxy that counts round trips, to a
+/// private server; the connection idle, and the statements the test counts
+/// already prepared on it (a statement's first use prepares it: a round
+/// trip more, once per connection). `test_before_acquire`: whether the pool
+/// checks a connection with a round trip of its own before handing it out
+/// (sqlx's default).
+async fn counted_pool(proxy: &Proxy, ns: &Namespace, test_before_acquire: bool) -> PgPool {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(test_before_acquire)
+        .connect(&proxy.url())
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    ns.lock(&0_i64).acquire(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    settled(&pool).await;
+    pool
+}
+
+/// The round trips `f` costs through `proxy`.
+async fn round_trips<F: std::future::Future>(proxy: &Proxy, f: F) -> (usize, F::Output) {
+    let before = proxy.round_trips();
+    let output = f.await;
+    (proxy.round_trips() - before, output)
+}
+
+#[tokio::test]
+async fn begin_and_lock_cost_one_round_trip_where_the_bare_pattern_costs_two() {
+    let server = private_server(&[]);
+    let proxy = Proxy::to(server.port());
+    let ns = namespace("begin_round_trips");
+    let pool = counted_pool(&proxy, ns, false).await;
+
+    let (trips, tx) = round_trips(&proxy, ns.lock(&1_i64).begin(&pool)).await;
+    assert_eq!(trips, 1, "begin with the lock");
+    tx.unwrap().commit().await.unwrap();
+
+    settled(&pool).await;
+    let (trips, tx) = round_trips(&proxy, async {
+        let mut tx = pool.begin().await.unwrap();
+        ns.lock(&2_i64).acquire(&mut tx).await.unwrap();
+        tx
+    })
+    .await;
+    assert_eq!(trips, 2, "pool.begin() and acquire");
+    tx.commit().await.unwrap();
+
+    settled(&pool).await;
+    let (trips, tx) = round_trips(&proxy, ns.lock_many([3_i64, 4, 5]).begin(&pool)).await;
+    assert_eq!(trips, 1, "begin with a set");
+    tx.unwrap().commit().await.unwrap();
+
+    // `run`: the lock with BEGIN, then the work's statement (a simple
+    // query: nothing to prepare), then COMMIT.
+    settled(&pool).await;
+    let (trips, done) = round_trips(
+        &proxy,
+        ns.lock(&6_i64).run(&pool, |tx| {
+            Box::pin(async move {
+                sqlx::raw_sql("SELECT 1").execute(&mut **tx).await?;
+                Ok::<_, Error>(())
+            })
+        }),
+    )
+    .await;
+    done.unwrap();
+    assert_eq!(trips, 3, "run: lock and BEGIN, the work, COMMIT");
+
+    // A busy lock too: the one message tries, waits and begins.
+    let observer = pool_on(&server, 2).await;
+    let (busy_ns, id) = fresh_key("begin_round_trips_busy", 7);
+    let holder = hold(&observer, busy_ns, 7).await;
+    settled(&pool).await;
+    let before = proxy.round_trips();
+    let waiter_pool = pool.clone();
+    let waiter = tokio::spawn(async move { busy_ns.lock(&7_i64).begin(&waiter_pool).await });
+    wait_for_waiters(&observer, id, 1).await;
+    holder.release().await.unwrap();
+    let tx = waiter.await.unwrap().unwrap();
+    assert_eq!(
+        proxy.round_trips() - before,
+        1,
+        "begin with a lock waited for"
+    );
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pool_that_checks_its_connections_checks_them_for_both() {
+    let server = private_server(&[]);
+    let proxy = Proxy::to(server.port());
+    let ns = namespace("begin_round_trips_checked");
+    let pool = counted_pool(&proxy, ns, true).await;
+
+    let (trips, tx) = round_trips(&proxy, ns.lock(&1_i64).begin(&pool)).await;
+    assert_eq!(trips, 2, "the pool's check, then begin with the lock");
+    tx.unwrap().commit().await.unwrap();
+
+    settled(&pool).await;
+    let (trips, tx) = round_trips(&proxy, async {
+        let mut tx = pool.begin().await.unwrap();
+        ns.lock(&2_i64).acquire(&mut tx).await.unwrap();
+        tx
+    })
+    .await;
+    assert_eq!(trips, 3, "the pool's check, BEGIN, acquire");
+    tx.commit().await.unwrap();
+}
