@@ -20,6 +20,9 @@
 //! ratio run milliseconds apart and share the machine's state: on a busy
 //! machine, a burst of someone else's work slows both alike.
 //!
+//! `--only begin` (and the full run) measures begin + lock + commit through a
+//! proxy that delays every chunk (see `begin.rs`).
+//!
 //! It also writes SVG charts of the hand-off and of the many-keys variants
 //! (`--charts DIR`), the ones `docs/PERFORMANCE.md` shows.
 //!
@@ -28,6 +31,7 @@
 
 mod alloc;
 mod allocations;
+mod begin;
 mod charts;
 mod checks;
 mod manager;
@@ -75,7 +79,8 @@ usage: pglock-bench [--quick] [--rounds N] [--group-ms N] [--slice-ms N]
   --only TEXT       only one group of compared variants: single, statements,
                     handoff_tN, many_keys_N, or all of handoff or many_keys;
                     or the variants whose name contains TEXT (with the
-                    baseline); `--only manager` runs the lock manager's group
+                    baseline); `--only manager` runs the lock manager's group,
+                    `--only begin` begin + lock + commit at a network delay
   --charts DIR      where to write the SVG charts (default target/pglock-bench)
 
 The server is DATABASE_URL when set, else pglock's throwaway test server.
@@ -307,8 +312,9 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
     };
     let machine = report::Machine::describe(&url).await?;
     let manager_only = options.only.as_deref() == Some("manager");
+    let begin_only = options.only.as_deref() == Some("begin");
     let mut grows = false;
-    if !manager_only {
+    if !manager_only && !begin_only {
         checks::learn_capped_sql(&url).await?;
         checks::statements_restore(&url).await?;
 
@@ -338,6 +344,16 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
             let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
             let lines =
                 tokio::spawn(async move { manager::run(&url, name, &group).await }).await??;
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
+    if begin_only || options.only.is_none() {
+        for transport in &transports {
+            let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
+            let lines =
+                tokio::spawn(async move { begin::run(&url, name, &group).await }).await??;
             for line in lines {
                 println!("{line}");
             }
