@@ -6,11 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use pglock::{ConflictCause, Error, LockFamily, Namespace, XactLockSet};
+use pglock::{ConflictCause, Error, LockFamily, LockId, XactLockSet};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use support::capture::capture;
-use support::proxy::Proxy;
 use support::*;
 
 /// A pool of one connection whose session sets `lock_timeout` to
@@ -220,6 +219,21 @@ async fn a_busy_lock_not_waited_for_is_busy_and_leaves_the_connection_clean() {
     tx.rollback().await.unwrap();
 }
 
+/// Holds `id` from a transaction of its own with the bare call: no event of
+/// pglock's.
+async fn hold_bare(pool: &PgPool, id: LockId) -> Transaction<'static, Postgres> {
+    let LockId::BigInt(id) = id else {
+        panic!("a bigint id")
+    };
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(pglock::bare_sql::XACT_LOCK)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
 #[tokio::test]
 async fn a_wait_says_it_is_busy_while_it_waits_then_how_it_ended() {
     let (capture, _guard) = capture();
@@ -230,7 +244,7 @@ async fn a_wait_says_it_is_busy_while_it_waits_then_how_it_ended() {
     tx.commit().await.unwrap();
     assert!(capture.events().is_empty(), "{:?}", capture.events());
 
-    let holder = hold(&pool, ns, 1).await;
+    let holder = hold_bare(&pool, id).await;
     let request = ns.lock(&1_i64).timeout(Duration::from_secs(30));
     let waiter_pool = warm_pool(1).await;
     let waiter = tokio::spawn(async move { request.begin(&waiter_pool).await });
@@ -240,17 +254,17 @@ async fn a_wait_says_it_is_busy_while_it_waits_then_how_it_ended() {
         !capture.events().is_empty()
     })
     .await;
-    holder.release().await.unwrap();
+    holder.rollback().await.unwrap();
     waiter.await.unwrap().unwrap().commit().await.unwrap();
 
-    let holder = hold(&pool, ns, 1).await;
+    let holder = hold_bare(&pool, id).await;
     let failed = ns
         .lock(&1_i64)
         .timeout(Duration::from_millis(20))
         .begin(&warm_pool(1).await)
         .await;
     expect_conflict(failed, ConflictCause::LockTimeout);
-    holder.release().await.unwrap();
+    holder.rollback().await.unwrap();
 
     let events = capture.events();
     let said: Vec<(&str, &str)> = events
@@ -350,14 +364,24 @@ async fn a_set_is_taken_whole_or_not_at_all() {
 
 #[tokio::test]
 async fn a_hot_standby_is_refused_and_left_clean() {
-    let (_primary, standby) = primary_and_standby();
+    let (primary, standby) = primary_and_standby();
     let pool = pool_on(&standby, 1).await;
     let ns = namespace("begin_standby");
     let mut conn = pool.acquire().await.unwrap();
     let pid = backend_pid(&mut conn).await;
     drop(conn);
 
+    // Key 3 found busy once (on the primary: the same id): its next
+    // acquisitions send the message that tries and waits.
+    let primary_pool = pool_on(&primary, 2).await;
+    find_busy_once(&primary_pool, ns, 3).await;
     let refusals = [
+        ns.lock(&3_i64)
+            .timeout(Duration::from_secs(1))
+            .begin(&pool)
+            .await
+            .map(drop),
+        ns.lock(&3_i64).begin(&pool).await.map(drop),
         ns.lock(&1_i64).begin(&pool).await.map(drop),
         ns.lock(&1_i64)
             .timeout(Duration::from_secs(1))
@@ -377,114 +401,4 @@ async fn a_hot_standby_is_refused_and_left_clean() {
         );
     }
     back_clean(&pool, pid, "0").await;
-}
-
-/// A pool of one connection through a proxy that counts round trips, to a
-/// private server; the connection idle, and the statements the test counts
-/// already prepared on it (a statement's first use prepares it: a round
-/// trip more, once per connection). `test_before_acquire`: whether the pool
-/// checks a connection with a round trip of its own before handing it out
-/// (sqlx's default).
-async fn counted_pool(proxy: &Proxy, ns: &Namespace, test_before_acquire: bool) -> PgPool {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .test_before_acquire(test_before_acquire)
-        .connect(&proxy.url())
-        .await
-        .unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    ns.lock(&0_i64).acquire(&mut tx).await.unwrap();
-    tx.commit().await.unwrap();
-    settled(&pool).await;
-    pool
-}
-
-/// The round trips `f` costs through `proxy`.
-async fn round_trips<F: std::future::Future>(proxy: &Proxy, f: F) -> (usize, F::Output) {
-    let before = proxy.round_trips();
-    let output = f.await;
-    (proxy.round_trips() - before, output)
-}
-
-#[tokio::test]
-async fn begin_and_lock_cost_one_round_trip_where_the_bare_pattern_costs_two() {
-    let server = private_server(&[]);
-    let proxy = Proxy::to(server.port());
-    let ns = namespace("begin_round_trips");
-    let pool = counted_pool(&proxy, ns, false).await;
-
-    let (trips, tx) = round_trips(&proxy, ns.lock(&1_i64).begin(&pool)).await;
-    assert_eq!(trips, 1, "begin with the lock");
-    tx.unwrap().commit().await.unwrap();
-
-    settled(&pool).await;
-    let (trips, tx) = round_trips(&proxy, async {
-        let mut tx = pool.begin().await.unwrap();
-        ns.lock(&2_i64).acquire(&mut tx).await.unwrap();
-        tx
-    })
-    .await;
-    assert_eq!(trips, 2, "pool.begin() and acquire");
-    tx.commit().await.unwrap();
-
-    settled(&pool).await;
-    let (trips, tx) = round_trips(&proxy, ns.lock_many([3_i64, 4, 5]).begin(&pool)).await;
-    assert_eq!(trips, 1, "begin with a set");
-    tx.unwrap().commit().await.unwrap();
-
-    // `run`: the lock with BEGIN, then the work's statement (a simple
-    // query: nothing to prepare), then COMMIT.
-    settled(&pool).await;
-    let (trips, done) = round_trips(
-        &proxy,
-        ns.lock(&6_i64).run(&pool, |tx| {
-            Box::pin(async move {
-                sqlx::raw_sql("SELECT 1").execute(&mut **tx).await?;
-                Ok::<_, Error>(())
-            })
-        }),
-    )
-    .await;
-    done.unwrap();
-    assert_eq!(trips, 3, "run: lock and BEGIN, the work, COMMIT");
-
-    // A busy lock too: the one message tries, waits and begins.
-    let observer = pool_on(&server, 2).await;
-    let (busy_ns, id) = fresh_key("begin_round_trips_busy", 7);
-    let holder = hold(&observer, busy_ns, 7).await;
-    settled(&pool).await;
-    let before = proxy.round_trips();
-    let waiter_pool = pool.clone();
-    let waiter = tokio::spawn(async move { busy_ns.lock(&7_i64).begin(&waiter_pool).await });
-    wait_for_waiters(&observer, id, 1).await;
-    holder.release().await.unwrap();
-    let tx = waiter.await.unwrap().unwrap();
-    assert_eq!(
-        proxy.round_trips() - before,
-        1,
-        "begin with a lock waited for"
-    );
-    tx.commit().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_pool_that_checks_its_connections_checks_them_for_both() {
-    let server = private_server(&[]);
-    let proxy = Proxy::to(server.port());
-    let ns = namespace("begin_round_trips_checked");
-    let pool = counted_pool(&proxy, ns, true).await;
-
-    let (trips, tx) = round_trips(&proxy, ns.lock(&1_i64).begin(&pool)).await;
-    assert_eq!(trips, 2, "the pool's check, then begin with the lock");
-    tx.unwrap().commit().await.unwrap();
-
-    settled(&pool).await;
-    let (trips, tx) = round_trips(&proxy, async {
-        let mut tx = pool.begin().await.unwrap();
-        ns.lock(&2_i64).acquire(&mut tx).await.unwrap();
-        tx
-    })
-    .await;
-    assert_eq!(trips, 3, "the pool's check, BEGIN, acquire");
-    tx.commit().await.unwrap();
 }

@@ -79,7 +79,11 @@ impl Lane {
                 tx.commit().await?;
             }
             Variant::Begin => {
-                let tx = BEGIN.lock(&self.key).timeout(TIMEOUT).begin(&self.pool).await?;
+                let tx = BEGIN
+                    .lock(&self.key)
+                    .timeout(TIMEOUT)
+                    .begin(&self.pool)
+                    .await?;
                 tx.commit().await?;
             }
         }
@@ -238,7 +242,9 @@ impl Proxy {
         let (host, port) = (connect.get_host().to_owned(), connect.get_port());
         let upstream = match connect.get_socket() {
             Some(dir) => Upstream::Unix(dir.join(format!(".s.PGSQL.{port}"))),
-            None if host.starts_with('/') => Upstream::Unix(format!("{host}/.s.PGSQL.{port}").into()),
+            None if host.starts_with('/') => {
+                Upstream::Unix(format!("{host}/.s.PGSQL.{port}").into())
+            }
             None => Upstream::Tcp(host, port),
         };
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
@@ -266,8 +272,8 @@ impl Proxy {
     fn client_options(&self, connect: &PgConnectOptions) -> PgConnectOptions {
         let options = match connect.get_socket() {
             Some(_) => {
-                let options = PgConnectOptions::new_without_pgpass()
-                    .username(connect.get_username());
+                let options =
+                    PgConnectOptions::new_without_pgpass().username(connect.get_username());
                 match connect.get_database() {
                     Some(database) => options.database(database),
                     None => options,

@@ -352,8 +352,7 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
     if begin_only || options.only.is_none() {
         for transport in &transports {
             let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
-            let lines =
-                tokio::spawn(async move { begin::run(&url, name, &group).await }).await??;
+            let lines = tokio::spawn(async move { begin::run(&url, name, &group).await }).await??;
             for line in lines {
                 println!("{line}");
             }
