@@ -6,10 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use pglock::{ConflictCause, Error, LockFamily, LockId, XactLockSet};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use pglock::{ConflictCause, Error, LockFamily, XactLockSet};
+use sqlx::postgres::PgPool;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
-use support::capture::capture;
 use support::*;
 
 /// A pool of one connection whose session sets `lock_timeout` to
@@ -27,43 +26,6 @@ async fn one_connection_with_lock_timeout(setting: &str) -> (PgPool, i32) {
     drop(conn);
     settled(&pool).await;
     (pool, pid)
-}
-
-/// Waits until every connection of `pool` is back and idle, so that the
-/// next `begin` finds one (and no connection's check on its return runs
-/// in the middle of a count).
-async fn settled(pool: &PgPool) {
-    eventually(
-        Duration::from_secs(15),
-        "the pool's connections idle",
-        || async { pool.num_idle() as u32 == pool.size() },
-    )
-    .await;
-}
-
-/// A pool of `connections` on the test server, all open and idle.
-async fn warm_pool(connections: u32) -> PgPool {
-    let pool = PgPoolOptions::new()
-        .max_connections(connections)
-        .min_connections(connections)
-        .connect(&pglock::testing::database_url().unwrap())
-        .await
-        .unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "the pool's connections open",
-        || async { pool.size() == connections },
-    )
-    .await;
-    settled(&pool).await;
-    pool
-}
-
-/// That backend `pid` waits in the one message that takes the lock and
-/// begins: the path under test.
-async fn waits_in_the_begin_message(observer: &PgPool, pid: i32) {
-    let statement = current_query(observer, pid).await;
-    assert!(statement.ends_with("; BEGIN"), "{statement}");
 }
 
 /// The session of the pool's only connection, once it is back: the same
@@ -217,77 +179,6 @@ async fn a_busy_lock_not_waited_for_is_busy_and_leaves_the_connection_clean() {
     let tx = ns.lock(&1_i64).no_wait().begin(&single).await.unwrap();
     assert_eq!(holders(&observer, id).await, vec![pid]);
     tx.rollback().await.unwrap();
-}
-
-/// Holds `id` from a transaction of its own with the bare call: no event of
-/// pglock's.
-async fn hold_bare(pool: &PgPool, id: LockId) -> Transaction<'static, Postgres> {
-    let LockId::BigInt(id) = id else {
-        panic!("a bigint id")
-    };
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query(pglock::bare_sql::XACT_LOCK)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx
-}
-
-#[tokio::test]
-async fn a_wait_says_it_is_busy_while_it_waits_then_how_it_ended() {
-    let (capture, _guard) = capture();
-    let pool = pool().await;
-    let (ns, id) = fresh_key("begin_events", 1);
-
-    let tx = ns.lock(&2_i64).begin(&pool).await.unwrap();
-    tx.commit().await.unwrap();
-    assert!(capture.events().is_empty(), "{:?}", capture.events());
-
-    let holder = hold_bare(&pool, id).await;
-    let request = ns.lock(&1_i64).timeout(Duration::from_secs(30));
-    let waiter_pool = warm_pool(1).await;
-    let waiter = tokio::spawn(async move { request.begin(&waiter_pool).await });
-    let pid = wait_for_waiters(&pool, id, 1).await[0];
-    waits_in_the_begin_message(&pool, pid).await;
-    eventually(Duration::from_secs(15), "the wait is reported", || async {
-        !capture.events().is_empty()
-    })
-    .await;
-    holder.rollback().await.unwrap();
-    waiter.await.unwrap().unwrap().commit().await.unwrap();
-
-    let holder = hold_bare(&pool, id).await;
-    let failed = ns
-        .lock(&1_i64)
-        .timeout(Duration::from_millis(20))
-        .begin(&warm_pool(1).await)
-        .await;
-    expect_conflict(failed, ConflictCause::LockTimeout);
-    holder.rollback().await.unwrap();
-
-    let events = capture.events();
-    let said: Vec<(&str, &str)> = events
-        .iter()
-        .map(|event| {
-            (
-                event.fields["message"].as_str(),
-                event.fields.get("outcome").map_or("", String::as_str),
-            )
-        })
-        .collect();
-    assert_eq!(
-        said,
-        vec![
-            ("advisory lock is busy; waiting", ""),
-            ("advisory lock acquired after waiting", "acquired"),
-            ("advisory lock is busy; waiting", ""),
-            ("advisory lock not acquired", "failed"),
-        ]
-    );
-    assert_eq!(events[0].fields["key"], id.to_string());
-    assert_eq!(events[0].fields["timeout_ms"], "30000");
-    assert_eq!(events[3].level, tracing::Level::WARN);
 }
 
 #[tokio::test]

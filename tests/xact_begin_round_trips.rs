@@ -5,23 +5,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use pglock::{Error, Namespace};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use support::proxy::Proxy;
 use support::*;
-
-/// Waits until every connection of `pool` is back and idle, so that no
-/// connection's check on its return runs in the middle of a count.
-async fn settled(pool: &PgPool) {
-    eventually(
-        Duration::from_secs(15),
-        "the pool's connections idle",
-        || async { pool.num_idle() as u32 == pool.size() },
-    )
-    .await;
-}
 
 /// A pool of one connection through a proxy that counts round trips, to a
 /// private server; the connection idle, and the statements the test counts
