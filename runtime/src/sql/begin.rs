@@ -100,21 +100,30 @@ pub(crate) enum Raised {
     SetBusyAfter(usize),
 }
 
-/// What `error` says, when the statement raised it itself.
+/// What `error` says, when the statement raised it itself. The server's
+/// message quotes the text that failed the cast, in whatever language its
+/// `lc_messages` says and with that language's quotes: the text is found by
+/// its prefix, and read up to where it ends.
 pub(crate) fn raised(error: &sqlx::Error) -> Option<Raised> {
     let error = error.as_database_error()?;
     if error.code().as_deref() != Some("22P02") {
         return None;
     }
     let message = error.message();
-    let start = message.find("\"pglock: ")? + 1;
-    let text = message[start..].strip_suffix('"')?;
-    match text {
-        STANDBY_TEXT => Some(Raised::Standby),
-        BUSY_TEXT => Some(Raised::Busy),
-        _ => match text.strip_prefix(SET_BUSY_TEXT)?.parse::<i32>().ok()? {
-            STANDBY => Some(Raised::Standby),
-            taken => usize::try_from(taken).ok().map(Raised::SetBusyAfter),
-        },
+    let text = &message[message.find("pglock: ")?..];
+    if text.starts_with(STANDBY_TEXT) {
+        return Some(Raised::Standby);
+    }
+    if text.starts_with(BUSY_TEXT) {
+        return Some(Raised::Busy);
+    }
+    let count = text.strip_prefix(SET_BUSY_TEXT)?;
+    let end = count
+        .char_indices()
+        .find(|&(index, c)| !(c.is_ascii_digit() || (index == 0 && c == '-')))
+        .map_or(count.len(), |(index, _)| index);
+    match count[..end].parse::<i32>().ok()? {
+        STANDBY => Some(Raised::Standby),
+        taken => usize::try_from(taken).ok().map(Raised::SetBusyAfter),
     }
 }
