@@ -28,11 +28,15 @@
 //! of throughput against delay (`--charts DIR`), the ones
 //! `docs/PERFORMANCE.md` shows.
 //!
+//! `--only begin` (and the full run) measures begin + lock + commit through a
+//! proxy that delays every chunk (see `begin.rs`).
+//!
 //! The server is `DATABASE_URL` when set, else pglock's throwaway test
 //! server, measured over its unix socket and over TCP loopback.
 
 mod alloc;
 mod allocations;
+mod begin;
 mod charts;
 mod checks;
 mod delayed;
@@ -85,7 +89,8 @@ usage: pglock-bench [--quick] [--rounds N] [--group-ms N] [--slice-ms N]
                     handoff_tN, many_keys_N, or all of handoff or many_keys;
                     or the variants whose name contains TEXT (with the
                     baseline); `--only manager` runs the lock manager's group,
-                    `--only delayed` the groups through the delaying proxy
+                    `--only delayed` the groups through the delaying proxy,
+                    `--only begin` begin + lock + commit at a network delay
   --charts DIR      where to write the SVG charts (default target/pglock-bench)
 
 The server is DATABASE_URL when set, else pglock's throwaway test server.
@@ -319,13 +324,14 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
     let machine = report::Machine::describe(&url).await?;
     let manager_only = options.only.as_deref() == Some("manager");
     let delayed_only = options.only.as_deref() == Some("delayed");
+    let begin_only = options.only.as_deref() == Some("begin");
     let tcp = tcp_url()?;
     checks::learn_capped_sql(&url).await?;
     let counts = round_trips::count(&tcp, &round_trips::all_subjects()).await?;
     print!("{}", round_trips::table(&counts));
     round_trips::check(&counts)?;
     let mut grows = false;
-    if !manager_only && !delayed_only {
+    if !manager_only && !delayed_only && !begin_only {
         checks::statements_restore(&url).await?;
 
         let steady = allocations::steady_state(&url, options.plan()).await?;
@@ -362,6 +368,15 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
             let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
             let lines =
                 tokio::spawn(async move { manager::run(&url, name, &group).await }).await??;
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
+    if begin_only || options.only.is_none() {
+        for transport in &transports {
+            let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
+            let lines = tokio::spawn(async move { begin::run(&url, name, &group).await }).await??;
             for line in lines {
                 println!("{line}");
             }

@@ -37,10 +37,12 @@
 //!   [`pg_locks`] (how `pg_locks` shows an id, and every query over it; the
 //!   ones the testing kit, the bench or an operator need are public),
 //!   [`bare_sql`] (PostgreSQL's lock functions called bare: what pglock is
-//!   measured against). No I/O.
+//!   measured against), `begin` (the messages that take a lock and then
+//!   `BEGIN`). No I/O.
 //! - `engine/`, private: `wait` (the try and the capped wait every front
 //!   end shares, and the statement that does both for a busy lock),
-//!   `contention` (which locks were found busy lately), `cancel` (abandoned
+//!   `contention` (which locks were found busy lately), `begin` (a
+//!   transaction begun with its lock, in one message), `cancel` (abandoned
 //!   waits), `events` (every `tracing` event), `measure` (the metrics, with
 //!   the feature `metrics`).
 //! - `front/`: what applications call. `xact_lock` ([`XactLock`]),

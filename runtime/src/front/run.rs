@@ -43,8 +43,7 @@ macro_rules! run_in_transaction {
                 F: for<'t> FnOnce(&'t mut Transaction<'static, Postgres>) -> WorkFuture<'t, R, E>,
                 E: From<Error>,
             {
-                let mut tx = pool.begin().await.map_err(Error::from)?;
-                self.acquire(&mut tx).await?;
+                let tx = self.begin(pool).await?;
                 finish(tx, work).await
             }
         }
@@ -52,8 +51,9 @@ macro_rules! run_in_transaction {
 }
 
 run_in_transaction!(
-    /// Begins a transaction on `pool`, takes this lock in it, runs `work`,
-    /// and commits when `work` returns `Ok`; rolls back when it returns
+    /// Begins a transaction on `pool` that holds this lock (one round trip,
+    /// see [`XactLock::begin`]), runs `work`, and commits when `work`
+    /// returns `Ok`; rolls back when it returns
     /// `Err` or panics (the panic then continues). The lock ends with the
     /// transaction.
     ///
