@@ -262,7 +262,7 @@ async fn a_waiter_takes_a_permit_it_does_not_queue_for() {
     }
     delays.sort();
     eprintln!(
-        "wake-up for a permit not queued for: median {:?}, max {:?} (slice 20 ms)",
+        "wake-up for a permit not queued for: median {:?}, max {:?} (first slice 20 ms)",
         delays[delays.len() / 2],
         delays[delays.len() - 1]
     );

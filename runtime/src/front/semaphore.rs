@@ -129,7 +129,10 @@ impl Permit {
 /// A free permit costs one round trip. When every permit is busy, the wait
 /// is one more statement that loops on the server: it queues for one
 /// permit (which the server grants it the instant it is freed) and tries
-/// every other one each 20 ms, so a permit freed is taken within 20 ms.
+/// every other one between slices of its wait (20 ms, then 40, 80 and
+/// 100 ms), so a permit freed is taken within 100 ms, and within 20 ms of
+/// a wait's start. A waiter that has waited longer keeps its place in its
+/// permit's queue longer, so none is left behind by newer ones.
 /// A timeout ends the wait with [`Error::Conflict`] and leaves the
 /// transaction usable (the wait keeps its deadline itself, and restores
 /// `lock_timeout` exactly); a cancel, `statement_timeout` or a deadlock
