@@ -493,3 +493,40 @@ async fn run_holds_a_permit_for_the_work_and_gives_it_back() {
     assert_eq!(held, 1);
     assert!(permits_held(&pool, permits).await.is_empty());
 }
+
+/// `#[advisory_lock(permits = 2)]`: at most two calls run the body at once;
+/// a third with `skip` is skipped.
+#[pglock::advisory_lock(ns = "test:semaphores:attribute", key = tenant, permits = 2, timeout = "20s")]
+async fn import(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, tenant: i64) -> Result<i32, Error> {
+    Ok(backend_pid(tx).await)
+}
+
+#[pglock::advisory_lock(ns = "test:semaphores:attribute", key = tenant, permits = 2, skip)]
+async fn import_if_free(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: i64,
+) -> Result<Option<()>, Error> {
+    let _ = (tx, tenant);
+    Ok(Some(()))
+}
+
+#[tokio::test]
+async fn the_attribute_takes_a_permit_of_a_semaphore() {
+    let pool = pool().await;
+    static NS: Namespace = Namespace::named("test:semaphores:attribute");
+    let tenant = i64::from(uuid::Uuid::new_v4().as_u64_pair().0 as u32);
+    let permits = NS.permit_ids(&tenant, 2).unwrap();
+    let mut first = pool.begin().await.unwrap();
+    let mut second = pool.begin().await.unwrap();
+    let pids = [
+        import(&mut first, tenant).await.unwrap(),
+        import(&mut second, tenant).await.unwrap(),
+    ];
+    let held = permits_held(&pool, permits).await;
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(held.iter().all(|(_, pid)| pids.contains(pid)));
+    let mut third = pool.begin().await.unwrap();
+    assert_eq!(import_if_free(&mut third, tenant).await.unwrap(), None);
+    first.commit().await.unwrap();
+    assert_eq!(import_if_free(&mut third, tenant).await.unwrap(), Some(()));
+}

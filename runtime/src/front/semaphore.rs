@@ -200,11 +200,6 @@ impl XactSemaphore<'_> {
         Ok(self.waiter()?.identity())
     }
 
-    pub(crate) fn with_wait(mut self, wait: Wait) -> Self {
-        self.wait = wait;
-        self
-    }
-
     pub(crate) fn silence_busy(mut self) -> Self {
         self.wait = self.wait.silenced();
         self
