@@ -459,8 +459,7 @@ impl fmt::Display for Error {
             ),
             Error::InvalidPermits { permits } => write!(
                 f,
-                "a semaphore of {permits} permits is not usable: it must have 1 to {} permits",
-                crate::contract::permit::MAX_PERMITS
+                "a semaphore of {permits} permits is not usable: it must have 1 to 1024 permits"
             ),
             Error::PermitsMismatch {
                 semaphore,

@@ -1,5 +1,6 @@
-//! The SQL of semaphores: the try that takes the first free permit, and the
-//! wait that watches every permit until one is taken.
+//! The SQL of semaphores: the wait that watches every permit until one is
+//! taken, and the answers of the try and the wait (the try, a namespace's
+//! prepared statement, is `statements::permit_try_sql`).
 //!
 //! A semaphore of N permits is N advisory locks (`contract::permit`). The
 //! try is one prepared statement, the whole cost of a semaphore with a
@@ -20,10 +21,10 @@
 //! so it leaves its answer in the setting `pglock.permit`, which the next
 //! statement of the same message reads.
 
-use crate::contract::id::{LockId, Space};
+use crate::contract::id::LockId;
 use crate::contract::permit::permit;
 use crate::sql::pg_locks;
-use crate::sql::statements::{GUARD, Scope};
+use crate::sql::statements::{NONE, Scope, try_function};
 
 /// How long the first turn of a semaphore's wait waits for its one permit
 /// before it tries all of them again. Each later turn waits twice as long,
@@ -54,9 +55,6 @@ pub(crate) enum PermitAnswer {
     Mismatch { seen: u32 },
 }
 
-/// No permit: the try's and the timed-out wait's answer.
-const NONE: i32 = -1;
-
 /// A mismatch's answer is this minus the least number of permits seen.
 const MISMATCH: i32 = -1000;
 
@@ -71,35 +69,6 @@ impl PermitAnswer {
             },
         }
     }
-}
-
-/// The try of a semaphore's permits, a prepared statement: the first free
-/// permit from a starting index, taken, in one statement. Parameters: the
-/// base permit (`$1` bigint, or `$1`, `$2` the pair's class and second
-/// int), then the number of permits and the index to start from (`int4`s).
-/// Returns the index taken ([`NONE`] when every permit is busy,
-/// [`STANDBY`](super::statements::STANDBY) on a hot standby) and the
-/// backend's pid, which the cancel of an abandoned wait needs.
-///
-/// The permits are scanned from the starting index, wrapping around, and
-/// the scan stops at the first try that succeeds (`LIMIT 1` pulls no row
-/// after it), so a free semaphore costs one try; starting where the caller
-/// says spreads the holders over the permits. A scalar subquery's rows are
-/// pulled lazily, inside the `CASE` that checks for a standby first.
-pub(crate) fn permit_try_sql(marker: &str, space: Space, scope: Scope) -> String {
-    let (lock_args, next) = match space {
-        Space::BigInt(_) => ("$1::int8 | p.i::int8".to_owned(), 2),
-        Space::Pair(_) => ("$1::int4, $2::int4 | p.i".to_owned(), 3),
-    };
-    let (permits, start) = (format!("${next}::int4"), format!("${}::int4", next + 1));
-    format!(
-        "{marker} SELECT {GUARD} ELSE coalesce((SELECT p.i FROM \
-             (SELECT (g % {permits})::int4 AS i \
-              FROM pg_catalog.generate_series({start}, {start} + {permits} - 1) AS g) AS p \
-             WHERE {}({lock_args}) LIMIT 1), {NONE}) END, \
-         pg_catalog.pg_backend_pid()",
-        try_function(scope)
-    )
 }
 
 /// The wait for a permit of the semaphore whose permit 0 is `base` and
@@ -217,14 +186,6 @@ pub(crate) fn permit_wait_sql(
         try_function = try_function(scope),
         lock_function = lock_function(scope),
     )
-}
-
-/// The try function of an exclusive advisory lock of `scope`.
-const fn try_function(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Xact => "pg_catalog.pg_try_advisory_xact_lock",
-        Scope::Session => "pg_catalog.pg_try_advisory_lock",
-    }
 }
 
 /// The waiting function of an exclusive advisory lock of `scope`.
