@@ -416,7 +416,7 @@ async fn a_session_permit_is_a_guard_and_a_lease_that_reports_its_loss() {
         .session_semaphore(&1_i64, 2)
         .acquire_lease(
             pool.acquire().await.unwrap(),
-            pglock::CheckOptions::default(),
+            pglock::CheckOptions::default().check_every(Duration::from_millis(100)),
         )
         .await
         .unwrap();
@@ -437,7 +437,10 @@ async fn a_session_permit_is_a_guard_and_a_lease_that_reports_its_loss() {
         .await
         .unwrap();
     assert_eq!(held, 0);
-    let lease_pid = permits_held(&pool, permits).await[0].1;
+    let held = permits_held(&pool, permits).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, leased.index() as i32);
+    let lease_pid = held[0].1;
     terminate_backend(&pool, lease_pid).await;
     let lost = tokio::time::timeout(Duration::from_secs(30), lease.lost())
         .await
