@@ -338,20 +338,31 @@ async fn a_timeout_is_a_conflict_that_keeps_the_transaction_and_restores_lock_ti
     expect_conflict(outcome, ConflictCause::LockTimeout);
     assert_eq!(lock_timeout(&mut tx).await, "60ms");
 
-    // A wait that succeeds restores the setting too.
-    set_local(&mut tx, "lock_timeout", "7s").await;
-    let pid = backend_pid(&mut tx).await;
-    let release = tokio::spawn(async move {
-        holder.commit().await.unwrap();
-    });
-    let acquire = ns
-        .semaphore(&1_i64, 1)
-        .timeout(Duration::from_secs(20))
-        .acquire(&mut tx);
-    let (permit, ()) = tokio::join!(acquire, async { release.await.unwrap() });
-    permit.unwrap();
-    assert_eq!(lock_timeout(&mut tx).await, "7s");
-    assert_eq!(holders(&pool, base).await, vec![pid]);
+    tx.rollback().await.unwrap();
+
+    // A wait granted its permit by the server's queue restores the setting
+    // too (the slice's setting outlives the wait's subtransaction then).
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            set_local(&mut tx, "lock_timeout", "7s").await;
+            let permit = ns
+                .semaphore(&1_i64, 1)
+                .timeout(Duration::from_secs(20))
+                .acquire(&mut tx)
+                .await
+                .unwrap();
+            let setting = lock_timeout(&mut tx).await;
+            tx.rollback().await.unwrap();
+            (permit, setting)
+        })
+    };
+    permit_waiter(&pool, ns.permit_ids(&1_i64, 1).unwrap()).await;
+    holder.commit().await.unwrap();
+    let (permit, setting) = waiter.await.unwrap();
+    assert!(permit.was_contended());
+    assert_eq!(setting, "7s");
 }
 
 #[tokio::test]
