@@ -465,6 +465,49 @@ async fn a_session_permit_is_a_guard_and_a_lease_that_reports_its_loss() {
     );
 }
 
+/// A session's wait, in the int4 pair key space: it waits, times out as a
+/// conflict, and takes the permit once it is freed.
+#[tokio::test]
+async fn a_session_waits_for_a_permit_in_the_pair_key_space() {
+    static PAIRS: Namespace = Namespace::named_pair("test:semaphores:pairs");
+    let pool = pool().await;
+    let key = uuid::Uuid::new_v4();
+    let permits = PAIRS.permit_ids(&key, 1).unwrap();
+    assert!(matches!(permits.base(), LockId::Pair(..)));
+    let mut holder = pool.begin().await.unwrap();
+    PAIRS.semaphore(&key, 1).acquire(&mut holder).await.unwrap();
+
+    let conn = pool.acquire().await.unwrap();
+    let timed_out = PAIRS
+        .session_semaphore(&key, 1)
+        .timeout(Duration::from_millis(50))
+        .acquire(conn)
+        .await;
+    expect_conflict(timed_out, ConflictCause::LockTimeout);
+
+    let waiter = {
+        let conn = pool.acquire().await.unwrap();
+        tokio::spawn(async move {
+            PAIRS
+                .session_semaphore(&key, 1)
+                .timeout(Duration::from_secs(20))
+                .acquire(conn)
+                .await
+        })
+    };
+    let (waiter_pid, target) = permit_waiter(&pool, permits).await;
+    assert_eq!(target, 0);
+    holder.commit().await.unwrap();
+    let guard = waiter.await.unwrap().unwrap();
+    let permit = guard.permit().unwrap();
+    assert_eq!((permit.index(), permit.id()), (0, permits.base()));
+    assert!(permit.was_contended());
+    assert_eq!(permits_held(&pool, permits).await, vec![(0, waiter_pid)]);
+    // Held once: one release frees it.
+    guard.release().await.unwrap();
+    assert!(permits_held(&pool, permits).await.is_empty());
+}
+
 #[tokio::test]
 async fn a_wait_says_it_waits_and_how_it_ended_naming_the_semaphore() {
     let (capture, _guard) = capture();
