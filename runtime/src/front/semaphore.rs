@@ -122,8 +122,8 @@ impl Permit {
 ///
 /// Never more than N transactions hold a permit at once, whoever they are,
 /// as long as every holder gives the same N; a holder that gives fewer
-/// than another is told so ([`Error::PermitsMismatch`]) when it finds its
-/// permits busy. A permit is held by a session: a transaction that asks
+/// than another is told so ([`Error::PermitsMismatch`]) when it would wait
+/// for its permits (a try, or `no_wait`, says only that they are busy). A permit is held by a session: a transaction that asks
 /// again for a semaphore it holds a permit of gets the same permit again.
 ///
 /// A free permit costs one round trip. When every permit is busy, the wait
