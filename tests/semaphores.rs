@@ -297,6 +297,13 @@ async fn two_sizes_on_one_key_are_reported_and_never_exceed_the_larger() {
     assert!(!refused.unwrap_err().is_retryable());
     // The transaction is usable, and holds nothing.
     sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+    // A try and `no_wait` don't wait, so they say only that it is busy.
+    assert_eq!(
+        ns.semaphore(&1_i64, 3).try_acquire(&mut tx).await.unwrap(),
+        None
+    );
+    let busy = ns.semaphore(&1_i64, 3).no_wait().acquire(&mut tx).await;
+    assert!(matches!(busy, Err(Error::Busy(_))), "{busy:?}");
     // A larger size takes the permits beyond: never more than the largest.
     let (seven, seven_tx, _) = take_permit(&pool, ns, 1, 7).await;
     assert!(matches!(seven.index(), 5 | 6), "{seven:?}");
