@@ -238,34 +238,61 @@ async fn a_waiter_takes_a_permit_it_does_not_queue_for() {
     let pool = pool().await;
     let ns = namespace("sem_retry");
     let permits = ns.permit_ids(&1_i64, 2).unwrap();
-    let mut delays = Vec::new();
-    for _ in 0..8 {
-        let mut held = vec![
-            take_permit(&pool, ns, 1, 2).await,
-            take_permit(&pool, ns, 1, 2).await,
-        ];
-        let waiter = spawn_permit_waiter(&pool, ns, 1, 2);
-        let (waiter_pid, target) = permit_waiter(&pool, permits).await;
-        let other = held
-            .iter()
-            .position(|(permit, ..)| permit.index() != target)
-            .unwrap();
-        let (permit, tx, _) = held.remove(other);
-        tx.commit().await.unwrap();
-        let freed = Instant::now();
-        let (taken, pid, granted) = waiter.await.unwrap().unwrap();
-        delays.push(granted.duration_since(freed));
-        assert_eq!((taken.index(), pid), (permit.index(), waiter_pid));
-        for (_, tx, _) in held {
-            tx.rollback().await.unwrap();
+    // Freed as soon as the waiter is seen waiting (its first slice), then
+    // once it has waited 400 ms (its slices at their longest, 100 ms).
+    for waited_first in [Duration::ZERO, Duration::from_millis(400)] {
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            let mut held = vec![
+                take_permit(&pool, ns, 1, 2).await,
+                take_permit(&pool, ns, 1, 2).await,
+            ];
+            let waiter = spawn_permit_waiter(&pool, ns, 1, 2);
+            let (waiter_pid, target) = permit_waiter(&pool, permits).await;
+            waiting_for_at_least(&pool, waiter_pid, waited_first).await;
+            let other = held
+                .iter()
+                .position(|(permit, ..)| permit.index() != target)
+                .unwrap();
+            let (permit, tx, _) = held.remove(other);
+            tx.commit().await.unwrap();
+            let freed = Instant::now();
+            let (taken, pid, granted) = waiter.await.unwrap().unwrap();
+            delays.push(granted.duration_since(freed));
+            assert_eq!((taken.index(), pid), (permit.index(), waiter_pid));
+            for (_, tx, _) in held {
+                tx.rollback().await.unwrap();
+            }
         }
+        delays.sort();
+        eprintln!(
+            "wake-up for a permit not queued for, freed after {waited_first:?} of waiting: \
+             median {:?}, max {:?}",
+            delays[delays.len() / 2],
+            delays[delays.len() - 1]
+        );
     }
-    delays.sort();
-    eprintln!(
-        "wake-up for a permit not queued for: median {:?}, max {:?} (first slice 20 ms)",
-        delays[delays.len() / 2],
-        delays[delays.len() - 1]
-    );
+}
+
+/// Polls `pg_stat_activity` until backend `pid`'s statement has run for
+/// `at_least`, by the server's clock.
+async fn waiting_for_at_least(pool: &sqlx::PgPool, pid: i32, at_least: Duration) {
+    eventually(
+        Duration::from_secs(30),
+        "the waiter waits long enough",
+        || async {
+            let ran: f64 = sqlx::query_scalar(
+                "SELECT extract(epoch FROM clock_timestamp() - query_start)::float8 \
+             FROM pg_stat_activity WHERE pid = $1",
+            )
+            .bind(pid)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            ran >= at_least.as_secs_f64()
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
