@@ -450,3 +450,26 @@ pub async fn permit_waiter(pool: &PgPool, permits: pglock::PermitIds) -> (i32, u
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Begins a transaction on `pool` and takes a permit of `ns`'s semaphore on
+/// `key` in it; returns the permit, the transaction and its backend's pid.
+pub async fn take_permit(
+    pool: &sqlx::PgPool,
+    ns: &Namespace,
+    key: i64,
+    permits: u32,
+) -> (
+    pglock::Permit,
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    i32,
+) {
+    let mut tx = pool.begin().await.unwrap();
+    let permit = ns
+        .semaphore(&key, permits)
+        .no_wait()
+        .acquire(&mut tx)
+        .await
+        .expect("a free permit");
+    let pid = backend_pid(&mut tx).await;
+    (permit, tx, pid)
+}
