@@ -20,6 +20,15 @@
 //! text of `lock_timeout` before it returns. A `DO` block returns nothing,
 //! so it leaves its answer in the setting `pglock.permit`, which the next
 //! statement of the same message reads.
+//!
+//! Two races of the server's are handled here and in the engine: a slice's
+//! timeout that fires as its lock is granted leaves a session lock held
+//! (a transaction's is freed with the slice's subtransaction), so a
+//! session's wait looks in `pg_locks` after a timed-out slice; and a cancel
+//! that arrives as a slice's timeout fires is reported as that timeout and
+//! caught, so the cancel of an abandoned wait repeats while the statement
+//! runs (`engine::cancel`). The wait reads `pg_locks` once more, before its
+//! first slice, for the check of sizes.
 
 use crate::contract::id::LockId;
 use crate::contract::permit::permit;
