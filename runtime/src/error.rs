@@ -55,6 +55,26 @@ pub enum Error {
         /// The timeout that was asked for.
         timeout: Duration,
     },
+    /// A semaphore's number of permits outside `1..=1024`
+    /// ([`MAX_PERMITS`](crate::MAX_PERMITS)).
+    InvalidPermits {
+        /// The number that was asked for.
+        permits: u32,
+    },
+    /// A semaphore was asked for with fewer permits than another holder of
+    /// the same key uses: `seen` is the highest permit held plus one. The
+    /// permits are shared, so holders never exceed the larger number, but
+    /// two sizes for one semaphore are a misuse, reported by a wait before it
+    /// begins (a try, or `no_wait`, reports only a busy semaphore). Not
+    /// retryable: every holder must use one size.
+    PermitsMismatch {
+        /// The semaphore, named by its permit 0.
+        semaphore: LockIdentity,
+        /// The permits the caller asked for.
+        permits: u32,
+        /// The least number of permits another holder uses.
+        seen: u32,
+    },
     /// A namespace name that can't be used, such as an empty one.
     InvalidNamespace {
         /// Why the name was refused.
@@ -290,8 +310,10 @@ impl Conflict {
     }
 
     /// The server's error as sqlx reported it; `None` when no statement
-    /// waited: a [`LockManager`](crate::LockManager) request that timed out
-    /// while another guard of the same manager held the lock.
+    /// failed: a [`LockManager`](crate::LockManager) request that timed out
+    /// while another guard of the same manager held the lock, or a
+    /// semaphore whose wait reached its deadline (the wait keeps it on the
+    /// server, and the transaction stays usable).
     pub fn source(&self) -> Option<&sqlx::Error> {
         self.source.as_ref()
     }
@@ -323,6 +345,8 @@ impl Error {
             | Error::InvalidLockBudget { .. }
             | Error::FencingToken { .. }
             | Error::InvalidTimeout { .. }
+            | Error::InvalidPermits { .. }
+            | Error::PermitsMismatch { .. }
             | Error::InvalidNamespace { .. }
             | Error::ManagerClosed
             | Error::NoHosts => false,
@@ -350,8 +374,9 @@ impl Error {
         }
     }
 
-    /// A timeout spent waiting in-process, for a lock a guard of the same
-    /// lock manager held: a lock timeout that no statement saw.
+    /// A timeout that no statement reported as an error: spent waiting
+    /// in-process, for a lock a guard of the same lock manager held; or a
+    /// semaphore's wait, which keeps its deadline itself on the server.
     pub(crate) fn timed_out_in_process(lock: &LockIdentity, waited: Duration) -> Self {
         Error::Conflict(Conflict {
             lock: lock.clone(),
@@ -431,6 +456,18 @@ impl fmt::Display for Error {
                 f,
                 "lock timeout {timeout:?} is not usable: it must be between 1ms and {}ms",
                 i32::MAX
+            ),
+            Error::InvalidPermits { permits } => write!(
+                f,
+                "a semaphore of {permits} permits is not usable: it must have 1 to 1024 permits"
+            ),
+            Error::PermitsMismatch {
+                semaphore,
+                permits,
+                seen,
+            } => write!(
+                f,
+                "semaphore {semaphore} was asked for with {permits} permits, but another holder                  uses at least {seen}: every holder of one semaphore must give the same number"
             ),
             Error::InvalidNamespace { reason } => write!(f, "invalid lock namespace: {reason}"),
             Error::ManagerBusy { max_connections } => write!(

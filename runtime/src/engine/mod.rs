@@ -8,4 +8,5 @@ pub(crate) mod cancel;
 pub(crate) mod contention;
 pub(crate) mod events;
 pub(crate) mod measure;
+pub(crate) mod permit;
 pub(crate) mod wait;

@@ -49,9 +49,11 @@ pub(crate) fn sanitize(label: &str) -> String {
         .collect()
 }
 
-/// Whether a backend still runs one of pglock's statements (`$1`: its pid).
-pub(crate) const STILL_RUNNING: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity \
-     WHERE pid = $1 AND state = 'active' AND starts_with(query, '/* pglock '))";
+/// When the statement of pglock's that a backend runs began (`$1`: its
+/// pid), as text; no row when it runs none. A statement is told from the
+/// next one on the same backend by this time.
+pub(crate) const RUNNING_SINCE: &str = "SELECT query_start::text FROM pg_catalog.pg_stat_activity \
+     WHERE pid = $1 AND state = 'active' AND starts_with(query, '/* pglock ')";
 
 #[cfg(test)]
 mod tests {
@@ -88,8 +90,8 @@ mod tests {
     }
 
     #[test]
-    fn the_prefix_of_still_running_is_the_markers() {
-        assert!(STILL_RUNNING.contains(&format!("'{}", &PREFIX[..PREFIX.len() - 3])));
+    fn the_prefix_of_running_since_is_the_markers() {
+        assert!(RUNNING_SINCE.contains(&format!("'{}", &PREFIX[..PREFIX.len() - 3])));
     }
 
     proptest::proptest! {

@@ -47,7 +47,7 @@ const STANDBY_CODE: &str = "-2";
 /// The guard every try statement starts with: a hot standby's advisory locks
 /// exclude no one on the primary, so there the lock is not even tried. It
 /// costs no round trip of its own.
-const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2";
+pub(crate) const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2";
 
 /// Whether a server is the primary, as libpq's
 /// `target_session_attrs=read-write` asks: in recovery (a standby), and
@@ -55,6 +55,9 @@ const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2";
 /// connection to one of several hosts.
 pub(crate) const PRIMARY_CHECK: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      pg_catalog.current_setting('transaction_read_only') = 'on'";
+
+/// The answer of a semaphore's try or wait when it took no permit.
+pub(crate) const NONE: i32 = -1;
 
 /// Whether a lock ends with its transaction or with its session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +100,7 @@ pub(crate) struct Statements {
     unlock: [Arc<str>; 2],
     try_prefix: Arc<str>,
     try_prefix_exclusive: Option<Arc<str>>,
+    permit_try: [Arc<str>; 2],
 }
 
 impl Statements {
@@ -180,6 +184,8 @@ impl Statements {
                 ))),
                 Space::Pair(_) => None,
             },
+            permit_try: [Scope::Xact, Scope::Session]
+                .map(|scope| Arc::from(permit_try_sql(&marker, space, scope))),
             label,
             marker,
         }
@@ -221,6 +227,11 @@ impl Statements {
         self.try_prefix_exclusive.clone()
     }
 
+    /// The try of a semaphore's permits; see [`permit_try_sql`].
+    pub(crate) fn permit_try(&self, scope: Scope) -> Arc<str> {
+        self.permit_try[scope as usize].clone()
+    }
+
     /// `/* pglock ns=<label> */`, the first thing in every statement.
     pub(crate) fn marker(&self) -> &str {
         &self.marker
@@ -229,6 +240,43 @@ impl Statements {
     /// The sanitised label the marker shows.
     pub(crate) fn label(&self) -> &str {
         &self.label
+    }
+}
+
+/// The try of a semaphore's permits, a prepared statement: the first free
+/// permit from a starting index, taken, in one statement. Parameters: the
+/// base permit (`$1` bigint, or `$1`, `$2` the pair's class and second
+/// int), then the number of permits and the index to start from (`int4`s).
+/// Returns the index taken ([`NONE`] when every permit is busy,
+/// [`STANDBY`] on a hot standby) and the
+/// backend's pid, which the cancel of an abandoned wait needs.
+///
+/// The permits are scanned from the starting index, wrapping around, and
+/// the scan stops at the first try that succeeds (`LIMIT 1` pulls no row
+/// after it), so a free semaphore costs one try; starting where the caller
+/// says spreads the holders over the permits. A scalar subquery's rows are
+/// pulled lazily, inside the `CASE` that checks for a standby first.
+fn permit_try_sql(marker: &str, space: Space, scope: Scope) -> String {
+    let (lock_args, next) = match space {
+        Space::BigInt(_) => ("$1::int8 | p.i::int8".to_owned(), 2),
+        Space::Pair(_) => ("$1::int4, $2::int4 | p.i".to_owned(), 3),
+    };
+    let (permits, start) = (format!("${next}::int4"), format!("${}::int4", next + 1));
+    format!(
+        "{marker} SELECT {GUARD} ELSE coalesce((SELECT p.i FROM \
+             (SELECT (g % {permits})::int4 AS i \
+              FROM pg_catalog.generate_series({start}, {start} + {permits} - 1) AS g) AS p \
+             WHERE {}({lock_args}) LIMIT 1), {NONE}) END, \
+         pg_catalog.pg_backend_pid()",
+        try_function(scope)
+    )
+}
+
+/// The try function of an exclusive advisory lock of `scope`.
+pub(crate) const fn try_function(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Xact => "pg_catalog.pg_try_advisory_xact_lock",
+        Scope::Session => "pg_catalog.pg_try_advisory_lock",
     }
 }
 
