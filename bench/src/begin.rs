@@ -6,30 +6,23 @@
 //!
 //! Each variant runs on a pool of its own (two connections, so that the
 //! check sqlx makes of a connection it takes back runs while the other one
-//! works), through a proxy of its own that holds every chunk for a fixed
-//! delay each way and counts the server's ReadyForQuery messages: one per
-//! round trip. The pools come in two kinds: with sqlx's default check of a
+//! works), through a proxy of its own (`crate::proxy`) that holds every
+//! chunk for a fixed delay each way and counts round trips. The pools come in two kinds: with sqlx's default check of a
 //! connection before it is handed out (`test_before_acquire`, a round trip
 //! of its own, paid by both variants alike), and without it. The variants of
 //! one delay and one kind take turns, in a rotated order, round after round;
 //! a ratio is the median of the per-round ratios with its spread. Prints its
 //! own JSON lines.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use pglock::{Namespace, bare_sql};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::ops::{TIMEOUT, bigint};
+use crate::proxy::{Proxy, Upstream};
 use crate::stats::{median, paired_ratio_spread, spread_pct};
 use crate::{BoxError, Options, rotated};
 
@@ -124,12 +117,12 @@ pub(crate) async fn run(
         for checked in [false, true] {
             let mut lanes = Vec::new();
             for (index, variant) in [Variant::Bare, Variant::Begin].into_iter().enumerate() {
-                let proxy = Proxy::start(&connect, delay)?;
+                let proxy = Proxy::start(Upstream::of(url)?, delay)?;
                 let pool = PgPoolOptions::new()
                     .max_connections(2)
                     .min_connections(2)
                     .test_before_acquire(checked)
-                    .connect_with(proxy.client_options(&connect))
+                    .connect_with(proxy.connect_options(&connect)?)
                     .await?;
                 let mut lane = Lane {
                     variant,
@@ -143,7 +136,8 @@ pub(crate) async fn run(
                 lane.run_for(turn / 2).await?;
                 lanes.push(lane);
             }
-            let trips_before: Vec<u64> = lanes.iter().map(|lane| lane.proxy.ready()).collect();
+            let trips_before: Vec<u64> =
+                lanes.iter().map(|lane| lane.proxy.round_trips()).collect();
             let order: Vec<usize> = (0..lanes.len()).collect();
             for round in 0..options.rounds {
                 for index in rotated(&order, round) {
@@ -153,7 +147,7 @@ pub(crate) async fn run(
                 }
             }
             for (lane, before) in lanes.iter().zip(trips_before) {
-                let trips = (lane.proxy.ready() - before) as f64 / lane.ops as f64;
+                let trips = (lane.proxy.round_trips() - before) as f64 / lane.ops as f64;
                 lines.push(lane_line(lane, delay, trips, transport));
             }
             lines.push(ratio_line(&lanes[1], &lanes[0], delay, transport));
@@ -194,197 +188,4 @@ fn ratio_line(begin: &Lane, bare: &Lane, delay: Duration, transport: &str) -> St
 
 fn checked_name(checked: bool) -> &'static str {
     if checked { "checked" } else { "unchecked" }
-}
-
-/// A proxy on a loopback port to the server of `connect`, for as long as
-/// the bench runs: every chunk, each way, is forwarded `delay` after it
-/// arrived, and the server's ReadyForQuery messages are counted.
-struct Proxy {
-    port: u16,
-    ready: Arc<AtomicU64>,
-}
-
-/// Where the server listens.
-#[derive(Clone)]
-enum Upstream {
-    Tcp(String, u16),
-    Unix(std::path::PathBuf),
-}
-
-/// Either kind of stream, as the forwarding threads use it.
-trait Pipe: Read + Write + Send {
-    fn split(&self) -> std::io::Result<Box<dyn Pipe>>;
-    fn end_writes(&self);
-}
-
-impl Pipe for TcpStream {
-    fn split(&self) -> std::io::Result<Box<dyn Pipe>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-
-    fn end_writes(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-}
-
-impl Pipe for UnixStream {
-    fn split(&self) -> std::io::Result<Box<dyn Pipe>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-
-    fn end_writes(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-}
-
-impl Proxy {
-    fn start(connect: &PgConnectOptions, delay: Duration) -> Result<Proxy, BoxError> {
-        let (host, port) = (connect.get_host().to_owned(), connect.get_port());
-        let upstream = match connect.get_socket() {
-            Some(dir) => Upstream::Unix(dir.join(format!(".s.PGSQL.{port}"))),
-            None if host.starts_with('/') => {
-                Upstream::Unix(format!("{host}/.s.PGSQL.{port}").into())
-            }
-            None => Upstream::Tcp(host, port),
-        };
-        let listener = TcpListener::bind(("127.0.0.1", 0))?;
-        let port = listener.local_addr()?.port();
-        let ready = Arc::new(AtomicU64::new(0));
-        let counted = Arc::clone(&ready);
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { break };
-                let counted = Arc::clone(&counted);
-                let upstream = upstream.clone();
-                thread::spawn(move || {
-                    if let Err(error) = link(client, &upstream, delay, counted) {
-                        eprintln!("pglock-bench: begin proxy: {error}");
-                    }
-                });
-            }
-        });
-        Ok(Proxy { port, ready })
-    }
-
-    /// `connect`'s options, through the proxy: over TCP, without TLS (the
-    /// proxy reads the server's messages). A server reached over its unix
-    /// socket is connected to as the same user, to the same database.
-    fn client_options(&self, connect: &PgConnectOptions) -> PgConnectOptions {
-        let options = match connect.get_socket() {
-            Some(_) => {
-                let options =
-                    PgConnectOptions::new_without_pgpass().username(connect.get_username());
-                match connect.get_database() {
-                    Some(database) => options.database(database),
-                    None => options,
-                }
-            }
-            None => connect.clone(),
-        };
-        options
-            .host("127.0.0.1")
-            .port(self.port)
-            .ssl_mode(PgSslMode::Disable)
-    }
-
-    fn ready(&self) -> u64 {
-        self.ready.load(Ordering::Relaxed)
-    }
-}
-
-/// Forwards one client connection both ways, through a delay line each way.
-fn link(
-    client: TcpStream,
-    upstream: &Upstream,
-    delay: Duration,
-    ready: Arc<AtomicU64>,
-) -> std::io::Result<()> {
-    client.set_nodelay(true)?;
-    let server: Box<dyn Pipe> = match upstream {
-        Upstream::Tcp(host, port) => {
-            let server = TcpStream::connect((host.as_str(), *port))?;
-            server.set_nodelay(true)?;
-            Box::new(server)
-        }
-        Upstream::Unix(path) => Box::new(UnixStream::connect(path)?),
-    };
-    let client: Box<dyn Pipe> = Box::new(client);
-    let (client_in, server_out) = (client.split()?, server.split()?);
-    thread::spawn(move || delay_line(client_in, server_out, delay, None));
-    delay_line(server, client, delay, Some(&ready));
-    Ok(())
-}
-
-/// Copies `from` to `to`, each chunk `delay` after it was read, counting
-/// ReadyForQuery messages into `ready` when given.
-fn delay_line(
-    mut from: Box<dyn Pipe>,
-    mut to: Box<dyn Pipe>,
-    delay: Duration,
-    ready: Option<&AtomicU64>,
-) {
-    let (sender, receiver) = mpsc::channel::<(Instant, Vec<u8>)>();
-    let writer = thread::spawn(move || {
-        for (due, chunk) in receiver {
-            let now = Instant::now();
-            if due > now {
-                thread::sleep(due - now);
-            }
-            if to.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        to.end_writes();
-    });
-    let mut messages = Messages::default();
-    let mut buffer = [0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if let Some(ready) = ready {
-            ready.fetch_add(messages.ready_for_query_in(&buffer[..n]), Ordering::Relaxed);
-        }
-        if sender
-            .send((Instant::now() + delay, buffer[..n].to_vec()))
-            .is_err()
-        {
-            break;
-        }
-    }
-    drop(sender);
-    let _ = writer.join();
-}
-
-/// Where a stream of server messages is between chunks: every message is a
-/// type byte and a big-endian length that counts itself.
-#[derive(Default)]
-struct Messages {
-    header: Vec<u8>,
-    skip: usize,
-}
-
-impl Messages {
-    /// The ReadyForQuery (`Z`) messages that begin in `chunk`.
-    fn ready_for_query_in(&mut self, mut chunk: &[u8]) -> u64 {
-        let mut ready = 0;
-        while !chunk.is_empty() {
-            if self.skip > 0 {
-                let step = self.skip.min(chunk.len());
-                self.skip -= step;
-                chunk = &chunk[step..];
-                continue;
-            }
-            let step = (5 - self.header.len()).min(chunk.len());
-            self.header.extend_from_slice(&chunk[..step]);
-            chunk = &chunk[step..];
-            if let [kind, a, b, c, d] = self.header[..] {
-                ready += u64::from(kind == b'Z');
-                self.skip = (u32::from_be_bytes([a, b, c, d]) as usize).saturating_sub(4);
-                self.header.clear();
-            }
-        }
-        ready
-    }
 }

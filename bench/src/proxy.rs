@@ -138,20 +138,26 @@ impl Proxy {
     /// How to connect through the proxy, as `options` would connect
     /// directly (without TLS: the proxy forwards bytes, and TLS would make
     /// them no different, but the handshake is a connect-time round trip
-    /// that only the proxied connections would pay).
+    /// that only the proxied connections would pay). A server reached over
+    /// its unix socket is connected to as the same user, to the same
+    /// database (sqlx can't unset a socket path, so the options are new).
     pub(crate) fn connect_options(
         &self,
         options: &PgConnectOptions,
     ) -> Result<PgConnectOptions, BoxError> {
-        if options.get_socket().is_some() {
-            return Err(
-                "round trips are counted through a TCP proxy: give DATABASE_URL \
-                        with a host name, not a socket directory"
-                    .into(),
-            );
-        }
+        let options = match options.get_socket() {
+            Some(_) => {
+                let fresh = PgConnectOptions::new_without_pgpass()
+                    .username(options.get_username())
+                    .application_name(options.get_application_name().unwrap_or("pglock-bench"));
+                match options.get_database() {
+                    Some(database) => fresh.database(database),
+                    None => fresh,
+                }
+            }
+            None => options.clone(),
+        };
         Ok(options
-            .clone()
             .host("127.0.0.1")
             .port(self.port)
             .ssl_mode(PgSslMode::Disable))
