@@ -213,6 +213,42 @@ async fn an_abandoned_wait_is_cancelled_on_the_server() {
 }
 
 #[tokio::test]
+async fn an_abandoned_wait_granted_before_its_cancel_leaves_no_transaction() {
+    let observer = cancelling_pool().await;
+    let (single, pid) = one_connection_with_lock_timeout("1min").await;
+    let (ns, id) = fresh_key("begin_abandoned_granted", 1);
+    let holder = hold(&observer, ns, 1).await;
+
+    // No timeout: the message waits until the holder's end.
+    let mut waiter = Box::pin(ns.lock(&1_i64).begin(&single));
+    let waiters = tokio::select! {
+        outcome = &mut waiter => panic!("the lock is held, yet: {outcome:?}"),
+        waiters = wait_for_waiters(&observer, id, 1) => waiters,
+    };
+    assert_eq!(waiters, vec![pid]);
+    waits_in_the_begin_message(&observer, pid).await;
+    // The holder's end grants the lock to the message, whose `BEGIN` then
+    // opens the transaction; the future is not polled to see it, and is
+    // dropped: nobody will ever commit or roll back that transaction.
+    holder.release().await.unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the message took the lock",
+        || async { holders(&observer, id).await == waiters },
+    )
+    .await;
+    drop(waiter);
+    until_gone(
+        &observer,
+        id,
+        &waiters,
+        "the abandoned transaction gave its lock back",
+    )
+    .await;
+    back_clean(&single, pid, "1min").await;
+}
+
+#[tokio::test]
 async fn a_set_is_taken_whole_or_not_at_all() {
     let (single, pid) = one_connection_with_lock_timeout("1min").await;
     let observer = pool().await;
