@@ -329,3 +329,55 @@ async fn a_hot_standby_is_refused_and_left_clean() {
     }
     back_clean(&pool, pid, "0").await;
 }
+
+#[tokio::test]
+async fn a_set_of_pairs_and_ids_in_two_namespaces_keeps_each_mode() {
+    // A label that would end the marker's comment and inject a statement,
+    // were it written into the message as given (a raw namespace's label is
+    // not refused at compile time: it is sanitised).
+    static PAIRS: pglock::Namespace =
+        pglock::Namespace::raw_pair(0x7465_7374, "begin:pairs */ SELECT 1/0; -- '");
+    let (single, pid) = one_connection_with_lock_timeout("1min").await;
+    let observer = pool().await;
+    let ids = namespace("begin_mixed_set");
+    let set = || {
+        XactLockSet::new()
+            .exclusive(&PAIRS, &5_i64)
+            .shared(&PAIRS, &-3_i64)
+            .shared(ids, &2_i64)
+            .exclusive(ids, &1_i64)
+    };
+    let expected = [
+        (PAIRS.id(&5_i64), "ExclusiveLock"),
+        (PAIRS.id(&-3_i64), "ShareLock"),
+        (ids.id(&2_i64), "ShareLock"),
+        (ids.id(&1_i64), "ExclusiveLock"),
+    ];
+
+    // A shared holder of a shared key does not stand in the way.
+    let sharer = pglock::testing::hold_lock(&observer, &PAIRS, &-3_i64, pglock::Mode::Shared)
+        .await
+        .unwrap();
+    let tx = set().begin(&single).await.unwrap();
+    for (id, mode) in expected {
+        let mine: Vec<_> = locks_on(&observer, id)
+            .await
+            .into_iter()
+            .filter(|(holder, _, _)| *holder == pid)
+            .collect();
+        assert_eq!(mine, vec![(pid, mode.to_owned(), true)], "{id}");
+    }
+    tx.commit().await.unwrap();
+    sharer.release().await.unwrap();
+
+    // A busy pair key is told by its id; nothing of the set is kept.
+    let holder = pglock::testing::hold_lock(&observer, &PAIRS, &5_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    match set().no_wait().begin(&single).await {
+        Err(Error::Busy(lock)) => assert_eq!(lock.id(), PAIRS.id(&5_i64)),
+        other => panic!("expected Error::Busy on the pair key 5, got {other:?}"),
+    }
+    back_clean(&single, pid, "1min").await;
+    holder.release().await.unwrap();
+}
