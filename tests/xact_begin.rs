@@ -75,7 +75,12 @@ async fn the_transaction_holds_its_lock_until_it_ends() {
         locks_on(&pool, id).await,
         vec![(pid, "ExclusiveLock".to_owned(), true)]
     );
-    // A transaction sqlx knows of: its commit ends the lock.
+    // A transaction sqlx knows of: a nested `begin` is a savepoint, whose
+    // rollback keeps the lock, and the commit ends it.
+    let mut savepoint = tx.begin().await.unwrap();
+    assert_eq!(backend_pid(&mut savepoint).await, pid);
+    savepoint.rollback().await.unwrap();
+    assert_eq!(holders(&pool, id).await, vec![pid]);
     tx.commit().await.unwrap();
     assert!(locks_on(&pool, id).await.is_empty());
 
