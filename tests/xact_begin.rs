@@ -386,3 +386,32 @@ async fn a_set_of_pairs_and_ids_in_two_namespaces_keeps_each_mode() {
     back_clean(&single, pid, "1min").await;
     holder.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_statement_timeout_of_the_session_ends_the_wait_as_a_typed_conflict() {
+    let (single, pid) = one_connection_with_lock_timeout("0").await;
+    let mut conn = single.acquire().await.unwrap();
+    sqlx::raw_sql("SET statement_timeout = '30ms'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    settled(&single).await;
+    let observer = pool().await;
+    let (ns, id) = fresh_key("begin_statement_timeout", 1);
+    let holder = hold(&observer, ns, 1).await;
+
+    // Found free lately (the message that tries, then the one that waits),
+    // then found busy lately (the one message that tries and waits).
+    for attempt in 0..2 {
+        let request = ns.lock(&1_i64).timeout(Duration::from_secs(60));
+        let outcome = tokio::time::timeout(Duration::from_secs(20), request.begin(&single))
+            .await
+            .expect("the session's statement_timeout ended the wait");
+        let conflict = expect_conflict(outcome, ConflictCause::StatementTimeoutOrCancel);
+        assert_eq!(conflict.lock().id(), id, "attempt {attempt}");
+        back_clean(&single, pid, "0").await;
+    }
+    assert_eq!(holders(&observer, id).await, vec![holder.pid()]);
+    holder.release().await.unwrap();
+}
