@@ -43,14 +43,12 @@ type Begun = Result<Transaction<'static, Postgres>, sqlx::Error>;
 /// [`Unanswered`]): once sent, the message may still take its lock and open
 /// the transaction.
 pub(crate) async fn begin_with(conn: PoolConnection<Postgres>, sql: String) -> Begun {
-    let mut unanswered = Unanswered(Some(Transaction::begin(
+    let mut unanswered = Unanswered(None);
+    let message = unanswered.0.insert(Transaction::begin(
         conn,
         Some(AssertSqlSafe(sql).into_sql_str()),
-    )));
-    let begun = match unanswered.0.as_mut() {
-        Some(message) => message.await,
-        None => unreachable!("the message is set above"),
-    };
+    ));
+    let begun = message.await;
     unanswered.0 = None;
     begun
 }
