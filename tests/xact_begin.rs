@@ -415,3 +415,68 @@ async fn a_statement_timeout_of_the_session_ends_the_wait_as_a_typed_conflict() 
     assert_eq!(holders(&observer, id).await, vec![holder.pid()]);
     holder.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lock_freed_between_the_try_and_the_wait_is_taken_by_the_second_message() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let observer = pool().await;
+    let (ns, id) = fresh_key("begin_freed_between", 1);
+    let holder = Arc::new(tokio::sync::Mutex::new(Some(hold(&observer, ns, 1).await)));
+    // The times the pool hands out its idle connection, and the one at which
+    // the holder gives the lock back first.
+    let (handed_out, release_at) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (freeing, counted, at) = (holder.clone(), handed_out.clone(), release_at.clone());
+    let single = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::raw_sql("SET lock_timeout = '1min'")
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })
+        })
+        .before_acquire(move |_, _| {
+            let (freeing, counted, at) = (freeing.clone(), counted.clone(), at.clone());
+            Box::pin(async move {
+                let time = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                if time == at.load(Ordering::SeqCst) {
+                    let holder = freeing.lock().await.take().expect("still held");
+                    holder.release().await.unwrap();
+                }
+                Ok(true)
+            })
+        })
+        .connect_with((*observer.connect_options()).clone())
+        .await
+        .unwrap();
+    let mut conn = single.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await;
+    drop(conn);
+    settled(&single).await;
+
+    // The first message (the try) finds the lock busy; the holder gives it
+    // back when the pool hands the connection out for the second one, the
+    // message that tries and waits, which takes it at once.
+    let before = handed_out.load(Ordering::SeqCst);
+    release_at.store(before + 2, Ordering::SeqCst);
+    let mut tx = ns
+        .lock(&1_i64)
+        .timeout(Duration::from_secs(30))
+        .begin(&single)
+        .await
+        .unwrap();
+    assert_eq!(
+        handed_out.load(Ordering::SeqCst),
+        before + 2,
+        "two messages"
+    );
+    assert!(holder.lock().await.is_none(), "freed in between");
+    assert_eq!(backend_pid(&mut tx).await, pid);
+    assert_eq!(holders(&observer, id).await, vec![pid]);
+    assert_eq!(lock_timeout_in(&mut tx).await, "1min");
+    tx.commit().await.unwrap();
+    back_clean(&single, pid, "1min").await;
+}
