@@ -75,7 +75,12 @@ async fn the_transaction_holds_its_lock_until_it_ends() {
         locks_on(&pool, id).await,
         vec![(pid, "ExclusiveLock".to_owned(), true)]
     );
-    // A transaction sqlx knows of: its commit ends the lock.
+    // A transaction sqlx knows of: a nested `begin` is a savepoint, whose
+    // rollback keeps the lock, and the commit ends it.
+    let mut savepoint = tx.begin().await.unwrap();
+    assert_eq!(backend_pid(&mut savepoint).await, pid);
+    savepoint.rollback().await.unwrap();
+    assert_eq!(holders(&pool, id).await, vec![pid]);
     tx.commit().await.unwrap();
     assert!(locks_on(&pool, id).await.is_empty());
 
@@ -213,6 +218,42 @@ async fn an_abandoned_wait_is_cancelled_on_the_server() {
 }
 
 #[tokio::test]
+async fn an_abandoned_wait_granted_before_its_cancel_leaves_no_transaction() {
+    let observer = cancelling_pool().await;
+    let (single, pid) = one_connection_with_lock_timeout("1min").await;
+    let (ns, id) = fresh_key("begin_abandoned_granted", 1);
+    let holder = hold(&observer, ns, 1).await;
+
+    // No timeout: the message waits until the holder's end.
+    let mut waiter = Box::pin(ns.lock(&1_i64).begin(&single));
+    let waiters = tokio::select! {
+        outcome = &mut waiter => panic!("the lock is held, yet: {outcome:?}"),
+        waiters = wait_for_waiters(&observer, id, 1) => waiters,
+    };
+    assert_eq!(waiters, vec![pid]);
+    waits_in_the_begin_message(&observer, pid).await;
+    // The holder's end grants the lock to the message, whose `BEGIN` then
+    // opens the transaction; the future is not polled to see it, and is
+    // dropped: nobody will ever commit or roll back that transaction.
+    holder.release().await.unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the message took the lock",
+        || async { holders(&observer, id).await == waiters },
+    )
+    .await;
+    drop(waiter);
+    until_gone(
+        &observer,
+        id,
+        &waiters,
+        "the abandoned transaction gave its lock back",
+    )
+    .await;
+    back_clean(&single, pid, "1min").await;
+}
+
+#[tokio::test]
 async fn a_set_is_taken_whole_or_not_at_all() {
     let (single, pid) = one_connection_with_lock_timeout("1min").await;
     let observer = pool().await;
@@ -292,4 +333,150 @@ async fn a_hot_standby_is_refused_and_left_clean() {
         );
     }
     back_clean(&pool, pid, "0").await;
+}
+
+#[tokio::test]
+async fn a_set_of_pairs_and_ids_in_two_namespaces_keeps_each_mode() {
+    // A label that would end the marker's comment and inject a statement,
+    // were it written into the message as given (a raw namespace's label is
+    // not refused at compile time: it is sanitised).
+    static PAIRS: pglock::Namespace =
+        pglock::Namespace::raw_pair(0x7465_7374, "begin:pairs */ SELECT 1/0; -- '");
+    let (single, pid) = one_connection_with_lock_timeout("1min").await;
+    let observer = pool().await;
+    let ids = namespace("begin_mixed_set");
+    let set = || {
+        XactLockSet::new()
+            .exclusive(&PAIRS, &5_i64)
+            .shared(&PAIRS, &-3_i64)
+            .shared(ids, &2_i64)
+            .exclusive(ids, &1_i64)
+    };
+    let expected = [
+        (PAIRS.id(&5_i64), "ExclusiveLock"),
+        (PAIRS.id(&-3_i64), "ShareLock"),
+        (ids.id(&2_i64), "ShareLock"),
+        (ids.id(&1_i64), "ExclusiveLock"),
+    ];
+
+    // A shared holder of a shared key does not stand in the way.
+    let sharer = pglock::testing::hold_lock(&observer, &PAIRS, &-3_i64, pglock::Mode::Shared)
+        .await
+        .unwrap();
+    let tx = set().begin(&single).await.unwrap();
+    for (id, mode) in expected {
+        let mine: Vec<_> = locks_on(&observer, id)
+            .await
+            .into_iter()
+            .filter(|(holder, _, _)| *holder == pid)
+            .collect();
+        assert_eq!(mine, vec![(pid, mode.to_owned(), true)], "{id}");
+    }
+    tx.commit().await.unwrap();
+    sharer.release().await.unwrap();
+
+    // A busy pair key is told by its id; nothing of the set is kept.
+    let holder = pglock::testing::hold_lock(&observer, &PAIRS, &5_i64, pglock::Mode::Exclusive)
+        .await
+        .unwrap();
+    match set().no_wait().begin(&single).await {
+        Err(Error::Busy(lock)) => assert_eq!(lock.id(), PAIRS.id(&5_i64)),
+        other => panic!("expected Error::Busy on the pair key 5, got {other:?}"),
+    }
+    back_clean(&single, pid, "1min").await;
+    holder.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_statement_timeout_of_the_session_ends_the_wait_as_a_typed_conflict() {
+    let (single, pid) = one_connection_with_lock_timeout("0").await;
+    let mut conn = single.acquire().await.unwrap();
+    sqlx::raw_sql("SET statement_timeout = '30ms'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    settled(&single).await;
+    let observer = pool().await;
+    let (ns, id) = fresh_key("begin_statement_timeout", 1);
+    let holder = hold(&observer, ns, 1).await;
+
+    // Found free lately (the message that tries, then the one that waits),
+    // then found busy lately (the one message that tries and waits).
+    for attempt in 0..2 {
+        let request = ns.lock(&1_i64).timeout(Duration::from_secs(60));
+        let outcome = tokio::time::timeout(Duration::from_secs(20), request.begin(&single))
+            .await
+            .expect("the session's statement_timeout ended the wait");
+        let conflict = expect_conflict(outcome, ConflictCause::StatementTimeoutOrCancel);
+        assert_eq!(conflict.lock().id(), id, "attempt {attempt}");
+        back_clean(&single, pid, "0").await;
+    }
+    assert_eq!(holders(&observer, id).await, vec![holder.pid()]);
+    holder.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lock_freed_between_the_try_and_the_wait_is_taken_by_the_second_message() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let observer = pool().await;
+    let (ns, id) = fresh_key("begin_freed_between", 1);
+    let holder = Arc::new(tokio::sync::Mutex::new(Some(hold(&observer, ns, 1).await)));
+    // The times the pool hands out its idle connection, and the one at which
+    // the holder gives the lock back first.
+    let (handed_out, release_at) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (freeing, counted, at) = (holder.clone(), handed_out.clone(), release_at.clone());
+    let single = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::raw_sql("SET lock_timeout = '1min'")
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })
+        })
+        .before_acquire(move |_, _| {
+            let (freeing, counted, at) = (freeing.clone(), counted.clone(), at.clone());
+            Box::pin(async move {
+                let time = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                if time == at.load(Ordering::SeqCst) {
+                    let holder = freeing.lock().await.take().expect("still held");
+                    holder.release().await.unwrap();
+                }
+                Ok(true)
+            })
+        })
+        .connect_with((*observer.connect_options()).clone())
+        .await
+        .unwrap();
+    let mut conn = single.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await;
+    drop(conn);
+    settled(&single).await;
+
+    // The first message (the try) finds the lock busy; the holder gives it
+    // back when the pool hands the connection out for the second one, the
+    // message that tries and waits, which takes it at once.
+    let before = handed_out.load(Ordering::SeqCst);
+    release_at.store(before + 2, Ordering::SeqCst);
+    let mut tx = ns
+        .lock(&1_i64)
+        .timeout(Duration::from_secs(30))
+        .begin(&single)
+        .await
+        .unwrap();
+    assert_eq!(
+        handed_out.load(Ordering::SeqCst),
+        before + 2,
+        "two messages"
+    );
+    assert!(holder.lock().await.is_none(), "freed in between");
+    assert_eq!(backend_pid(&mut tx).await, pid);
+    assert_eq!(holders(&observer, id).await, vec![pid]);
+    assert_eq!(lock_timeout_in(&mut tx).await, "1min");
+    tx.commit().await.unwrap();
+    back_clean(&single, pid, "1min").await;
 }

@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use pglock::{Error, Namespace};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use support::proxy::Proxy;
@@ -120,4 +122,52 @@ async fn a_pool_that_checks_its_connections_checks_them_for_both() {
     .await;
     assert_eq!(trips, 3, "the pool's check, BEGIN, acquire");
     tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_begin_dropped_while_its_answer_is_on_the_way_leaves_no_transaction() {
+    let server = private_server(&[]);
+    let proxy = Proxy::to(server.port());
+    let ns = namespace("begin_dropped_answer");
+    let pool = counted_pool(&proxy, ns, false).await;
+    let observer = pool_on(&server, 1).await;
+    let id = ns.id(&1_i64);
+
+    // The cheap message (the try and `BEGIN`) runs on the server, which then
+    // holds the lock in a transaction; its answer is held back on the way.
+    proxy.delay_answers(Duration::from_secs(2));
+    let mut begun = Box::pin(ns.lock(&1_i64).begin(&pool));
+    let pid = tokio::select! {
+        outcome = &mut begun => panic!("answered before the delay: {outcome:?}"),
+        pid = async {
+            loop {
+                if let [pid] = holders(&observer, id).await[..] {
+                    break pid;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } => pid,
+    };
+    // Nobody is left to end that transaction.
+    drop(begun);
+    proxy.delay_answers(Duration::ZERO);
+    until_unlocked(&observer, id).await;
+
+    // The pool's connection is idle again, in no transaction, and serves.
+    eventually(
+        Duration::from_secs(15),
+        "the connection is idle",
+        || async {
+            let state: Option<String> =
+                sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+                    .bind(pid)
+                    .fetch_optional(&observer)
+                    .await
+                    .unwrap();
+            state.as_deref() == Some("idle")
+        },
+    )
+    .await;
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(backend_pid(&mut conn).await, pid);
 }

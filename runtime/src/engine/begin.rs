@@ -16,6 +16,8 @@
 //! behind `begin_with` (public, kept out of sqlx's docs), on the connection
 //! already taken.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
@@ -36,8 +38,45 @@ type Begun = Result<Transaction<'static, Postgres>, sqlx::Error>;
 /// Begins a transaction on `conn` with `sql`, a message of
 /// [`crate::sql::begin`]. On failure the connection goes back to the pool,
 /// in no transaction: the message's implicit block was rolled back.
+///
+/// Dropped before the answer, it lets the message finish on its own (see
+/// [`Unanswered`]): once sent, the message may still take its lock and open
+/// the transaction.
 pub(crate) async fn begin_with(conn: PoolConnection<Postgres>, sql: String) -> Begun {
-    Transaction::begin(conn, Some(AssertSqlSafe(sql).into_sql_str())).await
+    let mut unanswered = Unanswered(None);
+    let message = unanswered.0.insert(Transaction::begin(
+        conn,
+        Some(AssertSqlSafe(sql).into_sql_str()),
+    ));
+    let begun = message.await;
+    unanswered.0 = None;
+    begun
+}
+
+/// A message of [`crate::sql::begin`] whose answer is awaited. Dropped
+/// before the answer, the message is not dropped with it: sqlx counts the
+/// transaction only once the answer says that it began, so a transaction
+/// the server opened after the drop (the lock granted before the cancel of
+/// an abandoned wait arrived, or a try whose answer was on its way) would
+/// go back to the pool open and holding the lock, and the pool's next user
+/// would work inside it. The message is run to its end on the runtime
+/// instead, and a transaction it begins is rolled back.
+struct Unanswered(Option<Pin<Box<dyn Future<Output = Begun> + Send>>>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(message) = self.0.take() else {
+            return;
+        };
+        // Without a runtime the message is dropped, as sqlx would.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Ok(tx) = message.await {
+                    let _ = tx.rollback().await;
+                }
+            });
+        }
+    }
 }
 
 impl Waiter<'_> {

@@ -155,6 +155,10 @@ impl Drop for AbandonGuard<'_> {
     }
 }
 
+/// Cancels the abandoned wait from a connection of its own. Each round of
+/// statements runs in a transaction: through a transaction pooler
+/// (PgBouncer in transaction mode) a statement outside one may be prepared
+/// on one backend and run on another, where it does not exist.
 async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, backend: WaitingBackend, id: LockId) {
     let (encoded, objsubid) = pg_locks::encode(id);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -201,16 +205,19 @@ async fn cancel_by_pid(
 ) -> Result<bool, sqlx::Error> {
     let mut statement: Option<String> = None;
     loop {
+        // In a transaction: see `cancel_wait`.
+        let mut tx = conn.begin().await?;
         sqlx::query_scalar::<_, bool>(pg_locks::CANCEL_IF_WAITING)
             .bind(encoded)
             .bind(objsubid)
             .bind(pid)
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut *tx)
             .await?;
         let running: Option<String> = sqlx::query_scalar(marker::RUNNING_SINCE)
             .bind(pid)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.commit().await?;
         match (&statement, running) {
             // Not (or no longer) running here.
             (None, None) => return Ok(false),
@@ -237,22 +244,26 @@ async fn cancel_by_ticket(
     deadline: Instant,
 ) -> Result<bool, sqlx::Error> {
     loop {
+        // In a transaction: see `cancel_wait`.
+        let mut tx = conn.begin().await?;
         let cancelled: Vec<bool> = backend
             .bind(
                 sqlx::query_scalar(pg_locks::CANCEL_IF_TICKET_WAITING)
                     .bind(encoded)
                     .bind(objsubid),
             )
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut *tx)
             .await?;
+        // The abandoned wait may not have reached the lock yet.
+        let running = cancelled.is_empty()
+            && backend
+                .bind(sqlx::query_scalar(pg_locks::TICKET_STILL_RUNNING))
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
         if !cancelled.is_empty() {
             return Ok(true);
         }
-        // The abandoned wait may not have reached the lock yet.
-        let running: bool = backend
-            .bind(sqlx::query_scalar(pg_locks::TICKET_STILL_RUNNING))
-            .fetch_one(&mut *conn)
-            .await?;
         if !running || Instant::now() >= deadline {
             return Ok(false);
         }
