@@ -1,39 +1,17 @@
-//! Semaphores against a real server: never more than N holders, across
-//! processes; a killed holder's permit free at once; a waiter that finds a
-//! permit it does not queue for; two sizes for one key reported; the
-//! permits in `pg_locks` exactly the documented ids; timeouts, tries and
-//! session guards as for locks.
+//! Transaction-scoped semaphores against a real server: a killed holder's
+//! permit free at once; a waiter that finds a permit it does not queue
+//! for; two sizes for one key reported; the permits in `pg_locks` exactly
+//! the documented ids; timeouts, tries, cancellation, events and the
+//! attribute as for locks. (Across processes: `semaphore_processes.rs`;
+//! session-level: `semaphore_sessions.rs`.)
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use pglock::{ConflictCause, Error, LockId, Namespace, SessionTry};
+use pglock::{ConflictCause, Error, LockId, Namespace};
 use support::capture::capture;
 use support::*;
-
-/// Begins a transaction on `pool` and takes a permit of `ns`'s semaphore on
-/// `key` in it; returns the permit, the transaction and its backend's pid.
-async fn take_permit(
-    pool: &sqlx::PgPool,
-    ns: &Namespace,
-    key: i64,
-    permits: u32,
-) -> (
-    pglock::Permit,
-    sqlx::Transaction<'static, sqlx::Postgres>,
-    i32,
-) {
-    let mut tx = pool.begin().await.unwrap();
-    let permit = ns
-        .semaphore(&key, permits)
-        .no_wait()
-        .acquire(&mut tx)
-        .await
-        .expect("a free permit");
-    let pid = backend_pid(&mut tx).await;
-    (permit, tx, pid)
-}
 
 /// A waiter, in a transaction of its own, for a permit of `ns`'s semaphore
 /// on `key`; answers the permit and the backend's pid, and keeps the
@@ -238,34 +216,61 @@ async fn a_waiter_takes_a_permit_it_does_not_queue_for() {
     let pool = pool().await;
     let ns = namespace("sem_retry");
     let permits = ns.permit_ids(&1_i64, 2).unwrap();
-    let mut delays = Vec::new();
-    for _ in 0..8 {
-        let mut held = vec![
-            take_permit(&pool, ns, 1, 2).await,
-            take_permit(&pool, ns, 1, 2).await,
-        ];
-        let waiter = spawn_permit_waiter(&pool, ns, 1, 2);
-        let (waiter_pid, target) = permit_waiter(&pool, permits).await;
-        let other = held
-            .iter()
-            .position(|(permit, ..)| permit.index() != target)
-            .unwrap();
-        let (permit, tx, _) = held.remove(other);
-        tx.commit().await.unwrap();
-        let freed = Instant::now();
-        let (taken, pid, granted) = waiter.await.unwrap().unwrap();
-        delays.push(granted.duration_since(freed));
-        assert_eq!((taken.index(), pid), (permit.index(), waiter_pid));
-        for (_, tx, _) in held {
-            tx.rollback().await.unwrap();
+    // Freed as soon as the waiter is seen waiting (its first slice), then
+    // once it has waited 400 ms (its slices at their longest, 100 ms).
+    for waited_first in [Duration::ZERO, Duration::from_millis(400)] {
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            let mut held = vec![
+                take_permit(&pool, ns, 1, 2).await,
+                take_permit(&pool, ns, 1, 2).await,
+            ];
+            let waiter = spawn_permit_waiter(&pool, ns, 1, 2);
+            let (waiter_pid, target) = permit_waiter(&pool, permits).await;
+            waiting_for_at_least(&pool, waiter_pid, waited_first).await;
+            let other = held
+                .iter()
+                .position(|(permit, ..)| permit.index() != target)
+                .unwrap();
+            let (permit, tx, _) = held.remove(other);
+            tx.commit().await.unwrap();
+            let freed = Instant::now();
+            let (taken, pid, granted) = waiter.await.unwrap().unwrap();
+            delays.push(granted.duration_since(freed));
+            assert_eq!((taken.index(), pid), (permit.index(), waiter_pid));
+            for (_, tx, _) in held {
+                tx.rollback().await.unwrap();
+            }
         }
+        delays.sort();
+        eprintln!(
+            "wake-up for a permit not queued for, freed after {waited_first:?} of waiting: \
+             median {:?}, max {:?}",
+            delays[delays.len() / 2],
+            delays[delays.len() - 1]
+        );
     }
-    delays.sort();
-    eprintln!(
-        "wake-up for a permit not queued for: median {:?}, max {:?} (slice 20 ms)",
-        delays[delays.len() / 2],
-        delays[delays.len() - 1]
-    );
+}
+
+/// Polls `pg_stat_activity` until backend `pid`'s statement has run for
+/// `at_least`, by the server's clock.
+async fn waiting_for_at_least(pool: &sqlx::PgPool, pid: i32, at_least: Duration) {
+    eventually(
+        Duration::from_secs(30),
+        "the waiter waits long enough",
+        || async {
+            let ran: f64 = sqlx::query_scalar(
+                "SELECT extract(epoch FROM clock_timestamp() - query_start)::float8 \
+             FROM pg_stat_activity WHERE pid = $1",
+            )
+            .bind(pid)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            ran >= at_least.as_secs_f64()
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -297,6 +302,13 @@ async fn two_sizes_on_one_key_are_reported_and_never_exceed_the_larger() {
     assert!(!refused.unwrap_err().is_retryable());
     // The transaction is usable, and holds nothing.
     sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+    // A try and `no_wait` don't wait, so they say only that it is busy.
+    assert_eq!(
+        ns.semaphore(&1_i64, 3).try_acquire(&mut tx).await.unwrap(),
+        None
+    );
+    let busy = ns.semaphore(&1_i64, 3).no_wait().acquire(&mut tx).await;
+    assert!(matches!(busy, Err(Error::Busy(_))), "{busy:?}");
     // A larger size takes the permits beyond: never more than the largest.
     let (seven, seven_tx, _) = take_permit(&pool, ns, 1, 7).await;
     assert!(matches!(seven.index(), 5 | 6), "{seven:?}");
@@ -338,20 +350,31 @@ async fn a_timeout_is_a_conflict_that_keeps_the_transaction_and_restores_lock_ti
     expect_conflict(outcome, ConflictCause::LockTimeout);
     assert_eq!(lock_timeout(&mut tx).await, "60ms");
 
-    // A wait that succeeds restores the setting too.
-    set_local(&mut tx, "lock_timeout", "7s").await;
-    let pid = backend_pid(&mut tx).await;
-    let release = tokio::spawn(async move {
-        holder.commit().await.unwrap();
-    });
-    let acquire = ns
-        .semaphore(&1_i64, 1)
-        .timeout(Duration::from_secs(20))
-        .acquire(&mut tx);
-    let (permit, ()) = tokio::join!(acquire, async { release.await.unwrap() });
-    permit.unwrap();
-    assert_eq!(lock_timeout(&mut tx).await, "7s");
-    assert_eq!(holders(&pool, base).await, vec![pid]);
+    tx.rollback().await.unwrap();
+
+    // A wait granted its permit by the server's queue restores the setting
+    // too (the slice's setting outlives the wait's subtransaction then).
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            set_local(&mut tx, "lock_timeout", "7s").await;
+            let permit = ns
+                .semaphore(&1_i64, 1)
+                .timeout(Duration::from_secs(20))
+                .acquire(&mut tx)
+                .await
+                .unwrap();
+            let setting = lock_timeout(&mut tx).await;
+            tx.rollback().await.unwrap();
+            (permit, setting)
+        })
+    };
+    permit_waiter(&pool, ns.permit_ids(&1_i64, 1).unwrap()).await;
+    holder.commit().await.unwrap();
+    let (permit, setting) = waiter.await.unwrap();
+    assert!(permit.was_contended());
+    assert_eq!(setting, "7s");
 }
 
 #[tokio::test]
@@ -364,86 +387,32 @@ async fn a_wait_whose_future_is_dropped_is_cancelled_and_its_connection_recovers
         take_permit(&observer, ns, 1, 2).await,
         take_permit(&observer, ns, 1, 2).await,
     ];
-    let waiter = {
-        let single = single.clone();
-        tokio::spawn(async move {
-            let mut tx = single.begin().await.unwrap();
-            // No timeout: only a cancel can end this wait.
-            ns.semaphore(&1_i64, 2).acquire(&mut tx).await
-        })
-    };
-    let (pid, target) = permit_waiter(&observer, permits).await;
-    waiter.abort();
-    assert!(waiter.await.unwrap_err().is_cancelled());
-    until_gone(&observer, permits.get(target).unwrap(), &[pid], "cancelled").await;
-    let mut tx = tokio::time::timeout(Duration::from_secs(15), single.begin())
-        .await
-        .expect("the pooled connection came back")
-        .unwrap();
-    assert_eq!(
-        ns.semaphore(&1_i64, 2).try_acquire(&mut tx).await.unwrap(),
-        None
-    );
+    for attempt in 0..5 {
+        let waiter = {
+            let single = single.clone();
+            tokio::spawn(async move {
+                let mut tx = single.begin().await.unwrap();
+                // No timeout: only a cancel can end this wait.
+                ns.semaphore(&1_i64, 2).acquire(&mut tx).await
+            })
+        };
+        let (pid, target) = permit_waiter(&observer, permits).await;
+        waiter.abort();
+        assert!(waiter.await.unwrap_err().is_cancelled());
+        let what = format!("attempt {attempt}: the wait is cancelled");
+        until_gone(&observer, permits.get(target).unwrap(), &[pid], &what).await;
+        // The pool's only connection serves new work.
+        let mut tx = tokio::time::timeout(Duration::from_secs(15), single.begin())
+            .await
+            .expect("the pooled connection came back")
+            .unwrap();
+        assert_eq!(
+            ns.semaphore(&1_i64, 2).try_acquire(&mut tx).await.unwrap(),
+            None
+        );
+        tx.rollback().await.unwrap();
+    }
     drop(held);
-}
-
-#[tokio::test]
-async fn a_session_permit_is_a_guard_and_a_lease_that_reports_its_loss() {
-    let (capture, _guard) = capture();
-    let pool = pool().await;
-    let ns = namespace("sem_session");
-    let permits = ns.permit_ids(&1_i64, 2).unwrap();
-    let conn = pool.acquire().await.unwrap();
-    let mut guard = ns.session_semaphore(&1_i64, 2).acquire(conn).await.unwrap();
-    let index = guard.permit().unwrap().index();
-    let pid = backend_pid(guard.connection()).await;
-    // The permit outlives transactions on its connection.
-    sqlx::raw_sql("BEGIN; COMMIT")
-        .execute(guard.connection())
-        .await
-        .unwrap();
-    assert_eq!(
-        permits_held(&pool, permits).await,
-        vec![(index as i32, pid)]
-    );
-
-    let mut lease = ns
-        .session_semaphore(&1_i64, 2)
-        .acquire_lease(
-            pool.acquire().await.unwrap(),
-            pglock::CheckOptions::default(),
-        )
-        .await
-        .unwrap();
-    let leased = lease.permit().unwrap();
-    assert_ne!(leased.index(), index);
-    let conn = pool.acquire().await.unwrap();
-    let busy = ns
-        .session_semaphore(&1_i64, 2)
-        .try_acquire(conn)
-        .await
-        .unwrap();
-    assert!(matches!(busy, SessionTry::Busy(_)));
-
-    // Released: the connection holds nothing, and the permit is free.
-    let mut conn = guard.release().await.unwrap();
-    let held: i64 = sqlx::query_scalar(pglock::pg_locks::COUNT_HELD_BY_THIS_SESSION)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(held, 0);
-    let lease_pid = permits_held(&pool, permits).await[0].1;
-    terminate_backend(&pool, lease_pid).await;
-    let lost = tokio::time::timeout(Duration::from_secs(30), lease.lost())
-        .await
-        .expect("the loss is reported");
-    assert_eq!(lost.lock().id(), leased.id());
-    assert!(
-        capture
-            .events()
-            .iter()
-            .any(|event| event.fields.get("key") == Some(&leased.id().to_string()))
-    );
 }
 
 #[tokio::test]
@@ -487,4 +456,41 @@ async fn run_holds_a_permit_for_the_work_and_gives_it_back() {
         .unwrap();
     assert_eq!(held, 1);
     assert!(permits_held(&pool, permits).await.is_empty());
+}
+
+/// `#[advisory_lock(permits = 2)]`: at most two calls run the body at once;
+/// a third with `skip` is skipped.
+#[pglock::advisory_lock(ns = "test:semaphores:attribute", key = tenant, permits = 2, timeout = "20s")]
+async fn import(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, tenant: i64) -> Result<i32, Error> {
+    Ok(backend_pid(tx).await)
+}
+
+#[pglock::advisory_lock(ns = "test:semaphores:attribute", key = tenant, permits = 2, skip)]
+async fn import_if_free(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: i64,
+) -> Result<Option<()>, Error> {
+    let _ = (tx, tenant);
+    Ok(Some(()))
+}
+
+#[tokio::test]
+async fn the_attribute_takes_a_permit_of_a_semaphore() {
+    let pool = pool().await;
+    static NS: Namespace = Namespace::named("test:semaphores:attribute");
+    let tenant = i64::from(uuid::Uuid::new_v4().as_u64_pair().0 as u32);
+    let permits = NS.permit_ids(&tenant, 2).unwrap();
+    let mut first = pool.begin().await.unwrap();
+    let mut second = pool.begin().await.unwrap();
+    let pids = [
+        import(&mut first, tenant).await.unwrap(),
+        import(&mut second, tenant).await.unwrap(),
+    ];
+    let held = permits_held(&pool, permits).await;
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(held.iter().all(|(_, pid)| pids.contains(pid)));
+    let mut third = pool.begin().await.unwrap();
+    assert_eq!(import_if_free(&mut third, tenant).await.unwrap(), None);
+    first.commit().await.unwrap();
+    assert_eq!(import_if_free(&mut third, tenant).await.unwrap(), Some(()));
 }

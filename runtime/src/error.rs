@@ -64,9 +64,9 @@ pub enum Error {
     /// A semaphore was asked for with fewer permits than another holder of
     /// the same key uses: `seen` is the highest permit held plus one. The
     /// permits are shared, so holders never exceed the larger number, but
-    /// two sizes for one semaphore are a misuse (reported when none of the
-    /// caller's permits is free, instead of waiting). Not retryable: every
-    /// holder must use one size.
+    /// two sizes for one semaphore are a misuse, reported by a wait before it
+    /// begins (a try, or `no_wait`, reports only a busy semaphore). Not
+    /// retryable: every holder must use one size.
     PermitsMismatch {
         /// The semaphore, named by its permit 0.
         semaphore: LockIdentity,
@@ -459,8 +459,7 @@ impl fmt::Display for Error {
             ),
             Error::InvalidPermits { permits } => write!(
                 f,
-                "a semaphore of {permits} permits is not usable: it must have 1 to {} permits",
-                crate::contract::permit::MAX_PERMITS
+                "a semaphore of {permits} permits is not usable: it must have 1 to 1024 permits"
             ),
             Error::PermitsMismatch {
                 semaphore,

@@ -6,9 +6,10 @@
 //! the process, so holders spread over the permits): when one is free,
 //! that round trip is the whole cost. When none is, one event says so and
 //! one more message waits on the server until a permit is taken or the
-//! deadline passes (`sql::semaphore`): a permit freed is found within
-//! [`SLICE_MS`](crate::sql::semaphore::SLICE_MS), or at once when it is the
-//! one the wait queues for.
+//! deadline passes (`sql::semaphore`): a permit freed is found within one
+//! slice of the wait (20 ms at first, at most
+//! [`MAX_SLICE_MS`](crate::sql::semaphore::MAX_SLICE_MS)), or at once when
+//! it is the one the wait queues for.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::LazyLock;

@@ -122,14 +122,17 @@ impl Permit {
 ///
 /// Never more than N transactions hold a permit at once, whoever they are,
 /// as long as every holder gives the same N; a holder that gives fewer
-/// than another is told so ([`Error::PermitsMismatch`]) when it finds its
-/// permits busy. A permit is held by a session: a transaction that asks
+/// than another is told so ([`Error::PermitsMismatch`]) when it would wait
+/// for its permits (a try, or `no_wait`, says only that they are busy). A permit is held by a session: a transaction that asks
 /// again for a semaphore it holds a permit of gets the same permit again.
 ///
 /// A free permit costs one round trip. When every permit is busy, the wait
 /// is one more statement that loops on the server: it queues for one
 /// permit (which the server grants it the instant it is freed) and tries
-/// every other one each 20 ms, so a permit freed is taken within 20 ms.
+/// every other one between slices of its wait (20 ms, then 40, 80 and
+/// 100 ms), so a permit freed is taken within 100 ms, and within 20 ms of
+/// a wait's start. A waiter that has waited longer keeps its place in its
+/// permit's queue longer, so none is left behind by newer ones.
 /// A timeout ends the wait with [`Error::Conflict`] and leaves the
 /// transaction usable (the wait keeps its deadline itself, and restores
 /// `lock_timeout` exactly); a cancel, `statement_timeout` or a deadlock
@@ -195,11 +198,6 @@ impl XactSemaphore<'_> {
     /// [`Error::InvalidPermits`] unless the number of permits is 1 to 1024.
     pub fn identity(&self) -> Result<LockIdentity, Error> {
         Ok(self.waiter()?.identity())
-    }
-
-    pub(crate) fn with_wait(mut self, wait: Wait) -> Self {
-        self.wait = wait;
-        self
     }
 
     pub(crate) fn silence_busy(mut self) -> Self {

@@ -18,13 +18,15 @@ pub(crate) fn comment(sanitised_label: &str) -> String {
     format!("{PREFIX}{sanitised_label} */")
 }
 
-/// The marker of several namespaces' locks in one statement: their labels,
-/// sorted, de-duplicated and bounded.
-pub(crate) fn comment_for_labels<'a>(labels: impl Iterator<Item = &'a str>) -> String {
-    let mut labels: Vec<&str> = labels.collect();
+/// The marker of several namespaces' locks in one statement: their labels
+/// (each already made safe by [`sanitize`], which never keeps a comma),
+/// sorted, de-duplicated, joined by commas and bounded.
+pub(crate) fn comment_for_labels<'a>(sanitised_labels: impl Iterator<Item = &'a str>) -> String {
+    let mut labels: Vec<&str> = sanitised_labels.collect();
     labels.sort_unstable();
     labels.dedup();
-    comment(&sanitize(&labels.join(",")))
+    let joined: String = labels.join(",").chars().take(MAX_LABEL).collect();
+    comment(&joined)
 }
 
 /// What follows the label in a semaphore's marker.
@@ -80,9 +82,11 @@ pub(crate) fn sanitize(label: &str) -> String {
         .collect()
 }
 
-/// Whether a backend still runs one of pglock's statements (`$1`: its pid).
-pub(crate) const STILL_RUNNING: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity \
-     WHERE pid = $1 AND state = 'active' AND starts_with(query, '/* pglock '))";
+/// When the statement of pglock's that a backend runs began (`$1`: its
+/// pid), as text; no row when it runs none. A statement is told from the
+/// next one on the same backend by this time.
+pub(crate) const RUNNING_SINCE: &str = "SELECT query_start::text FROM pg_catalog.pg_stat_activity \
+     WHERE pid = $1 AND state = 'active' AND starts_with(query, '/* pglock ')";
 
 #[cfg(test)]
 mod tests {
@@ -94,6 +98,20 @@ mod tests {
         assert_eq!(sanitize("a*/ DROP TABLE x; /*"), "a?? DROP TABLE x? ??");
         assert_eq!(sanitize("line\nbreak\0"), "line?break?");
         assert_eq!(sanitize(&"x".repeat(10_000)).len(), MAX_LABEL);
+    }
+
+    #[test]
+    fn a_set_marker_joins_its_labels_with_commas() {
+        let labels = ["jobs", "billing:invoice", "jobs"].map(sanitize);
+        let marker = comment_for_labels(labels.iter().map(String::as_str));
+        assert_eq!(marker, "/* pglock ns=billing:invoice,jobs */");
+        assert_eq!(parse(&marker), Some("billing:invoice,jobs"));
+        let long = [sanitize(&"a".repeat(60)), sanitize(&"b".repeat(60))];
+        let marker = comment_for_labels(long.iter().map(String::as_str));
+        assert_eq!(
+            parse(&marker).map(|label| label.chars().count()),
+            Some(MAX_LABEL)
+        );
     }
 
     #[test]
@@ -124,8 +142,8 @@ mod tests {
     }
 
     #[test]
-    fn the_prefix_of_still_running_is_the_markers() {
-        assert!(STILL_RUNNING.contains(&format!("'{}", &PREFIX[..PREFIX.len() - 3])));
+    fn the_prefix_of_running_since_is_the_markers() {
+        assert!(RUNNING_SINCE.contains(&format!("'{}", &PREFIX[..PREFIX.len() - 3])));
     }
 
     proptest::proptest! {
