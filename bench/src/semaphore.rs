@@ -7,10 +7,11 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use pglock::{LockManager, ManagerOptions, Namespace, SessionGuard};
+use pglock::{CheckOptions, LockManager, ManagerOptions, Namespace, SessionGuard};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
+use crate::proxy::{Proxy, Upstream};
 use crate::stats::{median, paired_ratio_spread, spread_pct};
 use crate::{BoxError, Options, rotated};
 
@@ -112,6 +113,7 @@ pub(crate) async fn run(
 ) -> Result<Vec<String>, BoxError> {
     let connect = PgConnectOptions::from_str(url)?;
     let _taken = take(&connect).await?;
+    let trips = round_trips(url, &connect).await?;
     let mut pairs = Pairs {
         manager: LockManager::new(connect.clone(), ManagerOptions::default()),
         conn: Some(PgConnection::connect_with(&connect).await?),
@@ -153,10 +155,14 @@ pub(crate) async fn run(
                 }
             };
             let own = rate_of(variant);
+            let trips = trips
+                .iter()
+                .find(|(counted, _)| *counted == variant)
+                .map_or(f64::NAN, |(_, trips)| *trips);
             let ratio = paired_ratio_spread(own, rate_of(Variant::Lock(front)));
             let (low, high) = spread_pct(own);
             format!(
-                "{{\"variant\": \"semaphore_{}_{name}@{transport}\", \"ops_per_sec\": {:.1}, \"spread_pct\": [{low:.2}, {high:.2}], \"ratio_to_lock\": {:.4}, \"ratio_spread\": [{:.4}, {:.4}], \"unit\": \"acquire+release/s\", \"rounds\": {}, \"transport\": \"{transport}\"}}",
+                "{{\"variant\": \"semaphore_{}_{name}@{transport}\", \"ops_per_sec\": {:.1}, \"spread_pct\": [{low:.2}, {high:.2}], \"ratio_to_lock\": {:.4}, \"ratio_spread\": [{:.4}, {:.4}], \"unit\": \"acquire+release/s\", \"round_trips\": {trips:.3}, \"rounds\": {}, \"transport\": \"{transport}\"}}",
                 front.name(),
                 median(own),
                 ratio.median,
@@ -185,4 +191,50 @@ async fn take(connect: &PgConnectOptions) -> Result<Vec<SessionGuard>, BoxError>
         }
     }
     Ok(held)
+}
+
+/// Every variant's round trips per acquire + release, counted through the
+/// bench's proxy (`crate::proxy`), with the permits of [`take`] held. A
+/// manager's try goes through the permits one by one from a starting index
+/// that turns with each acquisition, so its count is the mean over whole
+/// turns of that index: the same in every run, since the permits taken
+/// are consecutive from wherever the turn stood.
+async fn round_trips(
+    url: &str,
+    connect: &PgConnectOptions,
+) -> Result<Vec<(Variant, f64)>, BoxError> {
+    let proxy = Proxy::start(Upstream::of(url)?, Duration::ZERO)?;
+    let through = proxy.connect_options(connect)?;
+    // Checks far apart: a check is the manager's background work, not the
+    // acquisition's.
+    let checks = CheckOptions::default().check_every(Duration::from_secs(600));
+    let mut pairs = Pairs {
+        manager: LockManager::new(through.clone(), ManagerOptions::default().checks(checks)),
+        conn: Some(PgConnection::connect_with(&through).await?),
+    };
+    let turns = 2 * PERMITS as usize;
+    let mut counts = Vec::new();
+    for front in [Front::Session, Front::Manager] {
+        for variant in [Variant::Lock(front)]
+            .into_iter()
+            .chain(TAKEN.map(|taken| Variant::Permit(front, taken)))
+        {
+            for _ in 0..turns {
+                pairs.once(variant).await?;
+            }
+            let before = proxy.round_trips();
+            for _ in 0..turns {
+                pairs.once(variant).await?;
+            }
+            counts.push((
+                variant,
+                (proxy.round_trips() - before) as f64 / turns as f64,
+            ));
+        }
+    }
+    pairs.manager.close().await;
+    if let Some(conn) = pairs.conn.take() {
+        conn.close().await?;
+    }
+    Ok(counts)
 }
