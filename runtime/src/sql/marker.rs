@@ -75,7 +75,10 @@ mod tests {
         assert_eq!(parse(&marker), Some("billing:invoice,jobs"));
         let long = [sanitize(&"a".repeat(60)), sanitize(&"b".repeat(60))];
         let marker = comment_for_labels(long.iter().map(String::as_str));
-        assert_eq!(parse(&marker).map(|label| label.chars().count()), Some(MAX_LABEL));
+        assert_eq!(
+            parse(&marker).map(|label| label.chars().count()),
+            Some(MAX_LABEL)
+        );
     }
 
     #[test]
