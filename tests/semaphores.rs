@@ -494,3 +494,63 @@ async fn the_attribute_takes_a_permit_of_a_semaphore() {
     first.commit().await.unwrap();
     assert_eq!(import_if_free(&mut third, tenant).await.unwrap(), Some(()));
 }
+
+/// A transaction that asks again for a semaphore it holds a permit of
+/// takes another permit while one is free (each counts toward N), and its
+/// own again once none is (advisory locks are re-entrant): one session
+/// never holds more permits than it asked for, and never more than N.
+#[tokio::test]
+async fn a_transaction_that_asks_again_takes_a_free_permit_then_its_own() {
+    let pool = pool().await;
+    let ns = namespace("sem_asks_again");
+    let permits = ns.permit_ids(&1_i64, 2).unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let pid = backend_pid(&mut tx).await;
+    let first = ns
+        .semaphore(&1_i64, 2)
+        .no_wait()
+        .acquire(&mut tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        permits_held(&pool, permits).await,
+        vec![(first.index() as i32, pid)]
+    );
+    // Each ask starts at the process's next index (other tests ask too):
+    // one that starts at the free permit takes it.
+    let mut asks = 0;
+    while permits_held(&pool, permits).await.len() < 2 {
+        let again = ns
+            .semaphore(&1_i64, 2)
+            .no_wait()
+            .acquire(&mut tx)
+            .await
+            .unwrap();
+        assert!(again.index() < 2);
+        asks += 1;
+        assert!(asks < 64, "the free permit is never taken");
+    }
+    let both = vec![(0, pid), (1, pid)];
+    assert_eq!(permits_held(&pool, permits).await, both);
+    for _ in 0..3 {
+        let again = ns
+            .semaphore(&1_i64, 2)
+            .no_wait()
+            .acquire(&mut tx)
+            .await
+            .unwrap();
+        assert!(again.index() < 2);
+        assert_eq!(permits_held(&pool, permits).await, both);
+    }
+    // Another session finds the semaphore full.
+    let mut other = pool.begin().await.unwrap();
+    assert!(
+        ns.semaphore(&1_i64, 2)
+            .try_acquire(&mut other)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    other.rollback().await.unwrap();
+    tx.rollback().await.unwrap();
+}
