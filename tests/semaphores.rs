@@ -299,6 +299,11 @@ async fn two_sizes_on_one_key_are_reported_and_never_exceed_the_larger() {
         }
         other => panic!("expected PermitsMismatch, got {other:?}"),
     }
+    let message = refused.as_ref().unwrap_err().to_string();
+    assert!(
+        message.contains("with 3 permits, but another holder uses at least 5:"),
+        "{message}"
+    );
     assert!(!refused.unwrap_err().is_retryable());
     // The transaction is usable, and holds nothing.
     sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();

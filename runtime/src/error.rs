@@ -467,7 +467,8 @@ impl fmt::Display for Error {
                 seen,
             } => write!(
                 f,
-                "semaphore {semaphore} was asked for with {permits} permits, but another holder                  uses at least {seen}: every holder of one semaphore must give the same number"
+                "semaphore {semaphore} was asked for with {permits} permits, but another holder \
+                 uses at least {seen}: every holder of one semaphore must give the same number"
             ),
             Error::InvalidNamespace { reason } => write!(f, "invalid lock namespace: {reason}"),
             Error::ManagerBusy { max_connections } => write!(
