@@ -10,6 +10,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use pglock::{ConflictCause, Error, LockId, Namespace};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use support::capture::capture;
 use support::*;
 
@@ -557,5 +559,64 @@ async fn a_transaction_that_asks_again_takes_a_free_permit_then_its_own() {
             .is_none()
     );
     other.rollback().await.unwrap();
+    tx.rollback().await.unwrap();
+}
+
+/// A semaphore's wait is a PL/pgSQL block: a role that may not use the
+/// language, or a server without it, gets a typed error when it would
+/// wait (a free permit is taken without it).
+#[tokio::test]
+async fn a_wait_without_plpgsql_fails_with_a_typed_error() {
+    let server = private_server(&[]);
+    let admin = pool_on(&server, 2).await;
+    let ns = namespace("sem_no_plpgsql");
+    for statement in [
+        "REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC",
+        "CREATE ROLE no_plpgsql LOGIN",
+    ] {
+        sqlx::query(statement).execute(&admin).await.unwrap();
+    }
+    let options = connect_options_of(&server).username("no_plpgsql");
+    let role = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let (_, holder, _) = take_permit(&admin, ns, 1, 1).await;
+
+    let expect_refused = async |pool: &PgPool, what: &str| {
+        let mut tx = pool.begin().await.unwrap();
+        let refused = ns
+            .semaphore(&1_i64, 1)
+            .timeout(Duration::from_secs(20))
+            .acquire(&mut tx)
+            .await;
+        match &refused {
+            Err(Error::PermitWaitUnavailable { semaphore, .. }) => {
+                assert_eq!(semaphore.id(), ns.permit_ids(&1_i64, 1).unwrap().base())
+            }
+            other => panic!("{what}: expected PermitWaitUnavailable, got {other:?}"),
+        }
+        let error = refused.unwrap_err();
+        assert!(!error.is_retryable(), "{what}");
+        assert!(error.to_string().contains("PL/pgSQL"), "{what}: {error}");
+        tx.rollback().await.unwrap();
+    };
+    expect_refused(&role, "a role without USAGE").await;
+    sqlx::query("DROP EXTENSION plpgsql")
+        .execute(&admin)
+        .await
+        .unwrap();
+    expect_refused(&admin, "a server without the language").await;
+    // A free permit needs no PL/pgSQL.
+    holder.rollback().await.unwrap();
+    let mut tx = role.begin().await.unwrap();
+    assert!(
+        ns.semaphore(&1_i64, 1)
+            .try_acquire(&mut tx)
+            .await
+            .unwrap()
+            .is_some()
+    );
     tx.rollback().await.unwrap();
 }
