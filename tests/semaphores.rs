@@ -10,6 +10,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use pglock::{ConflictCause, Error, LockId, Namespace};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use support::capture::capture;
 use support::*;
 
@@ -299,6 +301,11 @@ async fn two_sizes_on_one_key_are_reported_and_never_exceed_the_larger() {
         }
         other => panic!("expected PermitsMismatch, got {other:?}"),
     }
+    let message = refused.as_ref().unwrap_err().to_string();
+    assert!(
+        message.contains("with 3 permits, but another holder uses at least 5:"),
+        "{message}"
+    );
     assert!(!refused.unwrap_err().is_retryable());
     // The transaction is usable, and holds nothing.
     sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
@@ -493,4 +500,123 @@ async fn the_attribute_takes_a_permit_of_a_semaphore() {
     assert_eq!(import_if_free(&mut third, tenant).await.unwrap(), None);
     first.commit().await.unwrap();
     assert_eq!(import_if_free(&mut third, tenant).await.unwrap(), Some(()));
+}
+
+/// A transaction that asks again for a semaphore it holds a permit of
+/// takes another permit while one is free (each counts toward N), and its
+/// own again once none is (advisory locks are re-entrant): one session
+/// never holds more permits than it asked for, and never more than N.
+#[tokio::test]
+async fn a_transaction_that_asks_again_takes_a_free_permit_then_its_own() {
+    let pool = pool().await;
+    let ns = namespace("sem_asks_again");
+    let permits = ns.permit_ids(&1_i64, 2).unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let pid = backend_pid(&mut tx).await;
+    let first = ns
+        .semaphore(&1_i64, 2)
+        .no_wait()
+        .acquire(&mut tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        permits_held(&pool, permits).await,
+        vec![(first.index() as i32, pid)]
+    );
+    // Each ask starts at the process's next index (other tests ask too):
+    // one that starts at the free permit takes it.
+    let mut asks = 0;
+    while permits_held(&pool, permits).await.len() < 2 {
+        let again = ns
+            .semaphore(&1_i64, 2)
+            .no_wait()
+            .acquire(&mut tx)
+            .await
+            .unwrap();
+        assert!(again.index() < 2);
+        asks += 1;
+        assert!(asks < 64, "the free permit is never taken");
+    }
+    let both = vec![(0, pid), (1, pid)];
+    assert_eq!(permits_held(&pool, permits).await, both);
+    for _ in 0..3 {
+        let again = ns
+            .semaphore(&1_i64, 2)
+            .no_wait()
+            .acquire(&mut tx)
+            .await
+            .unwrap();
+        assert!(again.index() < 2);
+        assert_eq!(permits_held(&pool, permits).await, both);
+    }
+    // Another session finds the semaphore full.
+    let mut other = pool.begin().await.unwrap();
+    assert!(
+        ns.semaphore(&1_i64, 2)
+            .try_acquire(&mut other)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    other.rollback().await.unwrap();
+    tx.rollback().await.unwrap();
+}
+
+/// A semaphore's wait is a PL/pgSQL block: a role that may not use the
+/// language, or a server without it, gets a typed error when it would
+/// wait (a free permit is taken without it).
+#[tokio::test]
+async fn a_wait_without_plpgsql_fails_with_a_typed_error() {
+    let server = private_server(&[]);
+    let admin = pool_on(&server, 2).await;
+    let ns = namespace("sem_no_plpgsql");
+    for statement in [
+        "REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC",
+        "CREATE ROLE no_plpgsql LOGIN",
+    ] {
+        sqlx::query(statement).execute(&admin).await.unwrap();
+    }
+    let options = connect_options_of(&server).username("no_plpgsql");
+    let role = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let (_, holder, _) = take_permit(&admin, ns, 1, 1).await;
+
+    let expect_refused = async |pool: &PgPool, what: &str| {
+        let mut tx = pool.begin().await.unwrap();
+        let refused = ns
+            .semaphore(&1_i64, 1)
+            .timeout(Duration::from_secs(20))
+            .acquire(&mut tx)
+            .await;
+        match &refused {
+            Err(Error::PermitWaitUnavailable { semaphore, .. }) => {
+                assert_eq!(semaphore.id(), ns.permit_ids(&1_i64, 1).unwrap().base())
+            }
+            other => panic!("{what}: expected PermitWaitUnavailable, got {other:?}"),
+        }
+        let error = refused.unwrap_err();
+        assert!(!error.is_retryable(), "{what}");
+        assert!(error.to_string().contains("PL/pgSQL"), "{what}: {error}");
+        tx.rollback().await.unwrap();
+    };
+    expect_refused(&role, "a role without USAGE").await;
+    sqlx::query("DROP EXTENSION plpgsql")
+        .execute(&admin)
+        .await
+        .unwrap();
+    expect_refused(&admin, "a server without the language").await;
+    // A free permit needs no PL/pgSQL.
+    holder.rollback().await.unwrap();
+    let mut tx = role.begin().await.unwrap();
+    assert!(
+        ns.semaphore(&1_i64, 1)
+            .try_acquire(&mut tx)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    tx.rollback().await.unwrap();
 }

@@ -75,6 +75,16 @@ pub enum Error {
         /// The least number of permits another holder uses.
         seen: u32,
     },
+    /// The server would not run a semaphore's wait, a PL/pgSQL `DO` block:
+    /// the role has no `USAGE` on the language, or the database lacks it
+    /// (`CREATE EXTENSION plpgsql`). Only a wait needs it: a free permit is
+    /// taken without it. Not retryable.
+    PermitWaitUnavailable {
+        /// The semaphore, named by its permit 0.
+        semaphore: LockIdentity,
+        /// The server's refusal.
+        source: sqlx::Error,
+    },
     /// A namespace name that can't be used, such as an empty one.
     InvalidNamespace {
         /// Why the name was refused.
@@ -347,6 +357,7 @@ impl Error {
             | Error::InvalidTimeout { .. }
             | Error::InvalidPermits { .. }
             | Error::PermitsMismatch { .. }
+            | Error::PermitWaitUnavailable { .. }
             | Error::InvalidNamespace { .. }
             | Error::ManagerClosed
             | Error::NoHosts => false,
@@ -467,7 +478,14 @@ impl fmt::Display for Error {
                 seen,
             } => write!(
                 f,
-                "semaphore {semaphore} was asked for with {permits} permits, but another holder                  uses at least {seen}: every holder of one semaphore must give the same number"
+                "semaphore {semaphore} was asked for with {permits} permits, but another holder \
+                 uses at least {seen}: every holder of one semaphore must give the same number"
+            ),
+            Error::PermitWaitUnavailable { semaphore, source } => write!(
+                f,
+                "semaphore {semaphore} has no free permit, and its wait, a PL/pgSQL block, \
+                 may not run here ({source}): grant USAGE ON LANGUAGE plpgsql to the role, or \
+                 CREATE EXTENSION plpgsql in the database"
             ),
             Error::InvalidNamespace { reason } => write!(f, "invalid lock namespace: {reason}"),
             Error::ManagerBusy { max_connections } => write!(
@@ -541,7 +559,9 @@ impl std::error::Error for Error {
                 .source
                 .as_ref()
                 .map(|error| error as &(dyn std::error::Error + 'static)),
-            Error::LockTableFull(error) | Error::Database(error) => Some(error),
+            Error::LockTableFull(error)
+            | Error::Database(error)
+            | Error::PermitWaitUnavailable { source: error, .. } => Some(error),
             _ => None,
         }
     }

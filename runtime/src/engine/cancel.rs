@@ -195,7 +195,10 @@ async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, backend: WaitingBacken
 /// of pglock's here. The cancel is repeated while the same statement (told
 /// by its start) runs on: a statement that loops over several waits (a
 /// semaphore's) may see a cancel that arrives as one of its own lock
-/// timeouts fires reported as that timeout, and go on waiting.
+/// timeouts fires reported as that timeout, and go on waiting. Each repeat
+/// is aimed at that statement only (the check of its start and the cancel
+/// are one statement): the backend, given back to its owner, may already
+/// run the next one, waiting for the same lock.
 async fn cancel_by_pid(
     conn: &mut PgConnection,
     pid: i32,
@@ -205,14 +208,20 @@ async fn cancel_by_pid(
 ) -> Result<bool, sqlx::Error> {
     let mut statement: Option<String> = None;
     loop {
-        // In a transaction: see `cancel_wait`.
+        // Once the abandoned statement is known, only it is cancelled: the
+        // backend's next statement may wait for the same lock. In a
+        // transaction: see `cancel_wait`.
         let mut tx = conn.begin().await?;
-        sqlx::query_scalar::<_, bool>(pg_locks::CANCEL_IF_WAITING)
+        let cancelled: Option<(Option<String>, bool)> = sqlx::query_as(pg_locks::CANCEL_IF_WAITING)
             .bind(encoded)
             .bind(objsubid)
             .bind(pid)
-            .fetch_all(&mut *tx)
+            .bind(statement.as_deref())
+            .fetch_optional(&mut *tx)
             .await?;
+        if statement.is_none() {
+            statement = cancelled.and_then(|(started, _)| started);
+        }
         let running: Option<String> = sqlx::query_scalar(marker::RUNNING_SINCE)
             .bind(pid)
             .fetch_optional(&mut *tx)

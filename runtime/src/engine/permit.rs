@@ -26,7 +26,7 @@ use crate::contract::permit::{PermitIds, permit};
 use crate::engine::cancel::{AbandonGuard, WaitingBackend};
 use crate::engine::events;
 use crate::engine::wait::{Wait, reported_wait};
-use crate::error::Error;
+use crate::error::{Error, sqlstate};
 use crate::identity::LockIdentity;
 use crate::sql::marker;
 use crate::sql::semaphore::{PermitAnswer, permit_wait_sql};
@@ -160,6 +160,14 @@ impl PermitWaiter<'_> {
                     PermitAnswer::Mismatch { seen } => Err(self.mismatch(seen)),
                     PermitAnswer::Standby => Err(Error::Standby),
                 },
+                // The block was refused before it ran: no USAGE on
+                // PL/pgSQL (42501), or no such language (42704).
+                Err(error) if matches!(sqlstate(&error).as_deref(), Some("42501" | "42704")) => {
+                    Err(Error::PermitWaitUnavailable {
+                        semaphore: semaphore.clone(),
+                        source: error,
+                    })
+                }
                 Err(error) => Err(Error::from_wait(error, &semaphore, started.elapsed())),
             }
         })

@@ -220,12 +220,17 @@ pub const COUNT_HELD_BY_THIS_SESSION: &str = "SELECT count(*) FROM pg_catalog.pg
      WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted";
 
 /// Cancels backend `$3` if, at this instant, it waits for the lock `$1`,
-/// `$2`: the check and the cancel are one statement, so a backend that got
-/// its lock and went on to other work is never cancelled.
+/// `$2` in the statement that began at `$4` (`query_start` as text; NULL:
+/// whatever statement waits), and answers that statement's start: the
+/// check and the cancel are one statement, so a backend that got its lock
+/// and went on to other work, or a later statement of the same backend
+/// that waits for the same lock, is never cancelled.
 pub(crate) const CANCEL_IF_WAITING: &str = concat!(
-    "SELECT pg_catalog.pg_cancel_backend(l.pid) FROM pg_catalog.pg_locks l WHERE ",
+    "SELECT a.query_start::text, pg_catalog.pg_cancel_backend(l.pid) \
+     FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid WHERE ",
     matches_id!(),
-    " AND l.pid = $3 AND NOT l.granted"
+    " AND l.pid = $3 AND NOT l.granted \
+     AND ($4::text IS NULL OR a.query_start::text = $4::text)"
 );
 
 // The classid of a wait ticket, as a literal for `concat!`; see

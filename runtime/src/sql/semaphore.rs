@@ -27,8 +27,12 @@
 //! session's wait looks in `pg_locks` after a timed-out slice; and a cancel
 //! that arrives as a slice's timeout fires is reported as that timeout and
 //! caught, so the cancel of an abandoned wait repeats while the statement
-//! runs (`engine::cancel`). The wait reads `pg_locks` once more, before its
-//! first slice, for the check of sizes.
+//! runs (`engine::cancel`). A `statement_timeout` that falls due with a
+//! slice's timeout is lost the same way (the server reports the earlier of
+//! the two and clears both), so the loop keeps the statement's deadline
+//! too, and raises its error (`query_canceled`, uncaught) at the first
+//! turn past it. The wait reads `pg_locks` once more, before its first
+//! slice, for the check of sizes.
 
 use crate::contract::id::LockId;
 use crate::contract::permit::permit;
@@ -151,6 +155,8 @@ pub(crate) fn permit_wait_sql(
              started timestamptz := pg_catalog.clock_timestamp(); \
              left_ms int8; \
              slice int8 := {SLICE_MS}; \
+             statement_ms int8 := (extract(epoch FROM \
+                 pg_catalog.current_setting('statement_timeout')::interval) * 1000)::int8; \
              taken int4; \
              seen int4; \
          BEGIN \
@@ -170,6 +176,11 @@ pub(crate) fn permit_wait_sql(
                       FROM pg_catalog.generate_series({target}, {target} + {permits} - 1) AS g) AS p \
                      WHERE {try_function}({try_args}) LIMIT 1; \
                  EXIT WHEN taken IS NOT NULL; \
+                 IF statement_ms > 0 AND pg_catalog.clock_timestamp() \
+                        >= started + statement_ms * interval '1 ms' THEN \
+                     RAISE EXCEPTION 'canceling statement due to statement timeout' \
+                         USING ERRCODE = 'query_canceled'; \
+                 END IF; \
                  left_ms := CASE WHEN limit_ms = 0 THEN slice ELSE limit_ms \
                      - (extract(epoch FROM pg_catalog.clock_timestamp() - started) * 1000)::int8 END; \
                  IF left_ms <= 0 THEN \
