@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use pglock::{Mode, Namespace, advisory_lock, testing};
-use sqlx::{Postgres, Transaction};
+use pglock::{ConflictCause, Mode, Namespace, advisory_lock, testing};
+use sqlx::{Connection, Postgres, Transaction};
 use support::*;
 
 #[tokio::test]
@@ -152,4 +152,61 @@ async fn an_annotated_function_aborted_while_it_waits_gives_its_connection_back_
     );
     drop(conn);
     holder.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_cancel_of_an_abandoned_permit_wait_spares_the_next_wait_on_its_connection() {
+    let observer = cancelling_pool().await;
+    // One connection: the next wait runs on the abandoned wait's backend.
+    let single = pool_of(1).await;
+    let ns = namespace("abandoned_permit_wait_then_another");
+    let permits = ns.permit_ids(&1_i64, 1).unwrap();
+    let (_, holder, holder_pid) = take_permit(&observer, ns, 1, 1).await;
+
+    let mut conn = single.acquire().await.unwrap();
+    for round in 0..5 {
+        // No timeout: only a cancel can end this wait, abandoned once it waits.
+        let abandoned = {
+            let mut tx = conn.begin().await.unwrap();
+            tokio::select! {
+                outcome = ns.semaphore(&1_i64, 1).acquire(&mut tx) => {
+                    panic!("round {round}: the wait ended by {outcome:?}")
+                }
+                (pid, _) = permit_waiter(&observer, permits) => pid,
+            }
+        };
+
+        // sqlx reports how the abandoned statement ended (its cancel) at
+        // the connection's next use.
+        let drained = sqlx::query("SELECT 1").execute(&mut *conn).await;
+        assert!(
+            drained.as_ref().is_err_and(|error| error
+                .as_database_error()
+                .is_some_and(|error| error.code().as_deref() == Some("57014"))),
+            "round {round}: {drained:?}"
+        );
+        // At once, the same backend waits for the same permit, with a
+        // timeout: that timeout, not the abandoned wait's cancel, ends it.
+        let mut tx = conn.begin().await.unwrap();
+        let outcome = ns
+            .semaphore(&1_i64, 1)
+            .timeout(Duration::from_millis(300))
+            .acquire(&mut tx)
+            .await;
+        let what = format!("round {round}: the next wait on backend {abandoned}");
+        match outcome {
+            Err(pglock::Error::Conflict(conflict)) => {
+                assert_eq!(conflict.cause(), ConflictCause::LockTimeout, "{what}")
+            }
+            other => panic!("{what} ended by {other:?}"),
+        }
+        assert_eq!(backend_pid(&mut tx).await, abandoned, "{what}");
+        tx.rollback().await.unwrap();
+    }
+    drop(conn);
+    assert_eq!(
+        permits_held(&observer, permits).await,
+        vec![(0, holder_pid)]
+    );
+    holder.rollback().await.unwrap();
 }

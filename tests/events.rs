@@ -4,6 +4,7 @@ mod support;
 
 use std::time::Duration;
 
+use pglock::ConflictCause;
 use support::capture::capture;
 use support::*;
 
@@ -156,4 +157,62 @@ async fn a_wait_in_one_statement_is_reported_while_it_lasts() {
     let events = capture.events();
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[1].fields["outcome"], "acquired");
+}
+
+#[tokio::test]
+async fn a_wait_says_it_is_busy_while_it_waits_then_how_it_ended() {
+    let (capture, _guard) = capture();
+    let pool = pool().await;
+    let (ns, id) = fresh_key("begin_events", 1);
+
+    let tx = ns.lock(&2_i64).begin(&pool).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(capture.events().is_empty(), "{:?}", capture.events());
+
+    let holder = hold_bare(&pool, id).await;
+    let request = ns.lock(&1_i64).timeout(Duration::from_secs(30));
+    let waiter_pool = warm_pool(1).await;
+    let waiter = tokio::spawn(async move { request.begin(&waiter_pool).await });
+    let pid = wait_for_waiters(&pool, id, 1).await[0];
+    waits_in_the_begin_message(&pool, pid).await;
+    eventually(Duration::from_secs(15), "the wait is reported", || async {
+        !capture.events().is_empty()
+    })
+    .await;
+    holder.rollback().await.unwrap();
+    waiter.await.unwrap().unwrap().commit().await.unwrap();
+
+    // A conflict within 1 ms, most likely answered before the wait would be
+    // said by the timer: the conflict itself says that it waited.
+    let holder = hold_bare(&pool, id).await;
+    let failed = ns
+        .lock(&1_i64)
+        .timeout(Duration::from_millis(1))
+        .begin(&warm_pool(1).await)
+        .await;
+    expect_conflict(failed, ConflictCause::LockTimeout);
+    holder.rollback().await.unwrap();
+
+    let events = capture.events();
+    let said: Vec<(&str, &str)> = events
+        .iter()
+        .map(|event| {
+            (
+                event.fields["message"].as_str(),
+                event.fields.get("outcome").map_or("", String::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        vec![
+            ("advisory lock is busy; waiting", ""),
+            ("advisory lock acquired after waiting", "acquired"),
+            ("advisory lock is busy; waiting", ""),
+            ("advisory lock not acquired", "failed"),
+        ]
+    );
+    assert_eq!(events[0].fields["key"], id.to_string());
+    assert_eq!(events[0].fields["timeout_ms"], "30000");
+    assert_eq!(events[3].level, tracing::Level::WARN);
 }

@@ -4,7 +4,7 @@
 
 mod support;
 
-use pglock::{LockId, LockKey, Namespace, pg_locks};
+use pglock::{LockId, LockKey, MAX_PERMITS, Namespace, PermitIds, pg_locks};
 use support::*;
 use uuid::Uuid;
 
@@ -247,4 +247,187 @@ async fn pg_locks_shows_a_pair_id_with_objsubid_2() {
         error.as_conflict().unwrap().lock().id(),
         LockId::Pair(0x7275_6e6c, key)
     );
+}
+
+/// A semaphore's permits, pinned: computed by `psql` with the SQL of
+/// `docs/KEYS.md` section 4, not by pglock.
+#[test]
+fn permit_golden_vectors() {
+    let bigint = |ns: &Namespace, key: &dyn Fn(&Namespace) -> LockId, expected: [i64; 4]| {
+        let permits = PermitIds::new(key(ns), MAX_PERMITS).unwrap();
+        let ids: Vec<LockId> = [0, 1, 3, 1023]
+            .map(|index| permits.get(index).unwrap())
+            .to_vec();
+        assert_eq!(ids, expected.map(LockId::BigInt).to_vec());
+        assert_eq!(permits.base(), LockId::BigInt(expected[0]));
+    };
+    bigint(
+        &BILLING,
+        &|ns| ns.id(&0_i64),
+        [
+            -8_123_215_699_107_237_888,
+            -8_123_215_699_107_237_887,
+            -8_123_215_699_107_237_885,
+            -8_123_215_699_107_236_865,
+        ],
+    );
+    bigint(
+        &BILLING,
+        &|ns| ns.id(&SAMPLE_UUID),
+        [
+            -453_700_161_575_838_720,
+            -453_700_161_575_838_719,
+            -453_700_161_575_838_717,
+            -453_700_161_575_837_697,
+        ],
+    );
+    bigint(
+        &BILLING,
+        &|ns| ns.id(&"abc"),
+        [
+            -2_722_051_873_036_588_032,
+            -2_722_051_873_036_588_031,
+            -2_722_051_873_036_588_029,
+            -2_722_051_873_036_587_009,
+        ],
+    );
+    let tenants = TENANTS.permit_ids(&7_i64, 1024).unwrap();
+    assert_eq!(
+        [0, 1, 3, 1023].map(|index| tenants.get(index).unwrap()),
+        [
+            LockId::Pair(1_052_899_235, 1_368_715_264),
+            LockId::Pair(1_052_899_235, 1_368_715_265),
+            LockId::Pair(1_052_899_235, 1_368_715_267),
+            LockId::Pair(1_052_899_235, 1_368_716_287),
+        ]
+    );
+    let runledger = RUNLEDGER_PAIR.permit_ids(&0x696e_7465_i32, 4).unwrap();
+    assert_eq!(
+        runledger.iter().collect::<Vec<_>>(),
+        [
+            -1_322_048_512,
+            -1_322_048_511,
+            -1_322_048_510,
+            -1_322_048_509
+        ]
+        .map(|id| LockId::Pair(1_920_298_604, id))
+    );
+    // N does not change a permit's id; the key's own lock is not a permit.
+    assert_eq!(
+        BILLING.permit_ids(&0_i64, 2).unwrap().get(1),
+        BILLING.permit_ids(&0_i64, 900).unwrap().get(1)
+    );
+    assert_eq!(
+        BILLING
+            .permit_ids(&0_i64, 2)
+            .unwrap()
+            .index_of(BILLING.id(&0_i64)),
+        None
+    );
+    for permits in [0, 1025, u32::MAX] {
+        assert!(matches!(
+            BILLING.permit_ids(&0_i64, permits),
+            Err(pglock::Error::InvalidPermits { permits: p }) if p == permits
+        ));
+    }
+}
+
+/// The SQL of `docs/KEYS.md` section 4: permit `$2` of the semaphore on the
+/// bigint key id `$1`, and of the pair key id `($1, $2)` with index `$3`.
+const SQL_PERMIT: &str = "((('x' || left(encode(sha256(int8send($1::int8) \
+     || convert_to('pglock:permit', 'UTF8')), 'hex'), 16))::bit(64)::int8) & -1024) | $2::int8";
+const SQL_PAIR_PERMIT: &str = "(('x' || left(encode(sha256(int4send($1::int4) || int4send($2::int4) \
+     || convert_to('pglock:permit', 'UTF8')), 'hex'), 8))::bit(32)::int4 & -1024) | $3::int4";
+
+#[tokio::test]
+async fn the_server_computes_the_same_permit_ids_in_plain_sql() {
+    let pool = pool().await;
+    let ns = namespace("permit_sql");
+    for round in 0..40_u32 {
+        let key = Uuid::new_v4();
+        let index = (round * 97) % MAX_PERMITS;
+        let permits = ns.permit_ids(&key, MAX_PERMITS).unwrap();
+        let key_id = ns.id(&key).bigint().unwrap();
+        let by_server: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {SQL_PERMIT}")))
+                .bind(key_id)
+                .bind(i64::from(index))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            permits.get(index),
+            Some(LockId::BigInt(by_server)),
+            "{key} {index}"
+        );
+
+        let pair_key = key.as_u64_pair().1 as i64 >> (round % 64);
+        let LockId::Pair(class, object) = TENANTS.id(&pair_key) else {
+            unreachable!()
+        };
+        let by_server: i32 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {SQL_PAIR_PERMIT}")))
+                .bind(class)
+                .bind(object)
+                .bind(index as i32)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            TENANTS
+                .permit_ids(&pair_key, MAX_PERMITS)
+                .unwrap()
+                .get(index),
+            Some(LockId::Pair(class, by_server)),
+            "{pair_key} {index}"
+        );
+    }
+}
+
+/// `pg_locks::PERMITS_OF` finds exactly a semaphore's permits, held as
+/// plain locks on their ids, and `PERMIT_INDEX` reads their index, in both
+/// key spaces.
+#[tokio::test]
+async fn pg_locks_finds_every_permit_of_a_semaphore_by_its_base() {
+    let pool = pool().await;
+    let ns = namespace("permits_of");
+    let bigint = ns.permit_ids(&1_i64, 8).unwrap();
+    let pair = TENANTS.permit_ids(&Uuid::new_v4(), 8).unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    for (permits, indexes) in [(bigint, [0_u32, 5, 7]), (pair, [1, 2, 6])] {
+        for index in indexes {
+            let (encoded, objsubid) = pg_locks::encode(permits.get(index).unwrap());
+            let sql = match objsubid {
+                1 => "SELECT pg_advisory_xact_lock($1::int8)",
+                _ => {
+                    "SELECT pg_advisory_xact_lock(($1::int8 >> 32)::int4, $1::int8::bit(32)::int4)"
+                }
+            };
+            sqlx::query(sql)
+                .bind(encoded)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        // The key's own lock and another semaphore's permit are not found.
+        ns.lock(&1_i64).acquire(&mut tx).await.unwrap();
+        let other = ns.permit_ids(&2_i64, 1).unwrap().base();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(other.bigint().unwrap())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let (encoded, objsubid) = pg_locks::encode(permits.base());
+        let found: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM pg_locks l WHERE {} AND l.granted ORDER BY 1",
+            pg_locks::PERMIT_INDEX,
+            pg_locks::PERMITS_OF
+        )))
+        .bind(encoded)
+        .bind(objsubid)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(found, indexes.map(|index| index as i32).to_vec());
+    }
 }

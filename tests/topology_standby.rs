@@ -180,6 +180,28 @@ async fn every_way_of_locking_is_refused_on_a_hot_standby_and_nothing_is_locked(
             .await,
     );
 
+    // Semaphores: every way of taking a permit.
+    assert_standby(
+        "a semaphore",
+        ns.semaphore(&40_i64, 3).acquire(&mut tx).await,
+    );
+    assert_standby(
+        "a semaphore try_acquire",
+        ns.semaphore(&41_i64, 3).try_acquire(&mut tx).await,
+    );
+    let session = PgConnection::connect(&standby.url()).await.unwrap();
+    assert_standby(
+        "a session semaphore",
+        ns.session_semaphore(&42_i64, 2).acquire(session).await,
+    );
+    let session = PgConnection::connect(&standby.url()).await.unwrap();
+    assert_standby(
+        "a semaphore's lease",
+        ns.session_semaphore(&43_i64, 2)
+            .acquire_lease(session, CheckOptions::default())
+            .await,
+    );
+
     // Nothing is locked on the standby, while the transaction is still open.
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
         .fetch_one(&mut *tx)

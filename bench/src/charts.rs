@@ -1,6 +1,7 @@
 //! The charts of `docs/PERFORMANCE.md`, as SVG files: per transport, the
 //! hand-off's critical sections per second against the number of tasks,
-//! and the many-keys transactions per second against the keys per set.
+//! and the many-keys transactions per second against the keys per set;
+//! and the delayed groups' operations per second against the delay.
 //! Each point is a variant's median over rounds.
 
 use std::path::{Path, PathBuf};
@@ -11,31 +12,45 @@ use plotters::prelude::*;
 
 /// How the x axis places its values: evenly by powers of `base`, so that
 /// 1, 2, 4, 8, 16 tasks (or 1, 10, 100, 1000 keys) are equally apart, and
-/// only those are labelled.
+/// only those are labelled; or, with no base, as they are (a delay in
+/// milliseconds), labelled every quarter.
 #[derive(Clone, Copy)]
 struct PowerAxis {
-    base: f64,
+    base: Option<f64>,
 }
 
 impl PowerAxis {
     fn place(self, value: f64) -> f64 {
-        value.log(self.base)
+        self.base.map_or(value, |base| value.log(base))
     }
 
     fn label(self, place: f64) -> String {
-        format!("{:.0}", self.base.powf(place))
+        match self.base {
+            Some(base) => format!("{:.0}", base.powf(place)),
+            None => format!("{place:.2}"),
+        }
+    }
+
+    /// How many labels a range up to `end` gets.
+    fn labels(self, end: f64) -> usize {
+        match self.base {
+            Some(_) => end.floor() as usize + 1,
+            None => (end * 4.0).floor() as usize + 1,
+        }
     }
 }
 
+use crate::delayed::{self, Group};
 use crate::ops::{HANDOFF_TASKS, Handoff, KeysBy, MANY_KEYS, Op};
 use crate::stats::median;
+use crate::subject::Subject;
 use crate::{BoxError, Lane};
 
 const SIZE: (u32, u32) = (720, 440);
 
 /// One line of a chart: its legend, its colour, its points.
 struct Line {
-    legend: &'static str,
+    legend: String,
     color: RGBColor,
     points: Vec<(f64, f64)>,
 }
@@ -57,8 +72,8 @@ pub(crate) fn write(
                 .map(|lane| median(&lane.rates))
                 .filter(|rate| rate.is_finite() && *rate > 0.0)
         };
-        let handoff = |legend, color, lock| Line {
-            legend,
+        let handoff = |legend: &str, color, lock| Line {
+            legend: legend.to_owned(),
             color,
             points: HANDOFF_TASKS
                 .iter()
@@ -89,16 +104,16 @@ pub(crate) fn write(
         if chart(
             &path,
             &format!("One key handed off between tasks ({transport})"),
-            ("tasks", PowerAxis { base: 2.0 }),
+            ("tasks", PowerAxis { base: Some(2.0) }),
             "critical sections per second",
-            false,
+            (false, SeriesLabelPosition::UpperLeft),
             &handoffs,
         )? {
             written.push(path);
         }
 
-        let many = |legend, color, how| Line {
-            legend,
+        let many = |legend: &str, color, how| Line {
+            legend: legend.to_owned(),
             color,
             points: MANY_KEYS
                 .iter()
@@ -128,9 +143,9 @@ pub(crate) fn write(
         if chart(
             &path,
             &format!("Keys taken in one transaction ({transport})"),
-            ("keys per set", PowerAxis { base: 10.0 }),
+            ("keys per set", PowerAxis { base: Some(10.0) }),
             "transactions per second",
-            true,
+            (true, SeriesLabelPosition::LowerLeft),
             &sets,
         )? {
             written.push(path);
@@ -139,15 +154,70 @@ pub(crate) fn write(
     Ok(written)
 }
 
+/// The delayed groups' chart, `delays.svg`: each variant's operations per
+/// second against the one-way delay; none when fewer than two delays ran.
+pub(crate) fn delays(dir: &Path, groups: &[Group]) -> Result<Option<PathBuf>, BoxError> {
+    std::fs::create_dir_all(dir)?;
+    const COLORS: [RGBColor; 8] = [
+        RGBColor(90, 90, 90),
+        RGBColor(200, 40, 40),
+        RGBColor(240, 150, 120),
+        RGBColor(30, 80, 190),
+        RGBColor(120, 170, 240),
+        RGBColor(150, 110, 40),
+        RGBColor(40, 150, 80),
+        RGBColor(150, 60, 170),
+    ];
+    let lines: Vec<Line> = delayed::VARIANTS
+        .iter()
+        .enumerate()
+        .map(|(index, &subject)| Line {
+            legend: legend(subject),
+            color: COLORS[index % COLORS.len()],
+            points: groups
+                .iter()
+                .filter_map(|group| {
+                    let delay = group.delay.as_secs_f64() * 1e3;
+                    group.median_of(subject).map(|rate| (delay, rate))
+                })
+                .collect(),
+        })
+        .collect();
+    let path = dir.join("delays.svg");
+    let drawn = chart(
+        &path,
+        "Critical sections per second against the network's delay (TCP)",
+        ("one-way delay, ms", PowerAxis { base: None }),
+        "operations per second",
+        (true, SeriesLabelPosition::UpperRight),
+        &lines,
+    )?;
+    Ok(drawn.then_some(path))
+}
+
+fn legend(subject: Subject) -> String {
+    match subject {
+        Subject::Op(Op::Baseline) => "bare SQL: begin, lock, commit".into(),
+        Subject::Op(Op::Runtime) => "pglock runtime call (begin, lock, commit)".into(),
+        Subject::Op(Op::Macro) => "pglock attribute (begin, lock, commit)".into(),
+        Subject::Op(Op::SqlxAdvisoryLock) => "sqlx PgAdvisoryLock".into(),
+        Subject::Op(Op::DistributedLock) => "DistributedLock's sequence".into(),
+        Subject::Op(Op::HandWrittenTx) => "seed 003's three statements".into(),
+        Subject::Manager => "pglock lock manager".into(),
+        Subject::Lease => "pglock lease".into(),
+        other => other.to_string(),
+    }
+}
+
 /// Draws `lines`, their x values placed by `x_axis` (and their y values
-/// on a logarithmic axis, when `log_y`); returns false, writing nothing,
-/// when no line has two points.
+/// on a logarithmic axis, when `log_y`), the legend at `legend`; returns
+/// false, writing nothing, when no line has two points.
 fn chart(
     path: &Path,
     title: &str,
     (x_label, x_axis): (&str, PowerAxis),
     y_label: &str,
-    log_y: bool,
+    (log_y, legend): (bool, SeriesLabelPosition),
     lines: &[Line],
 ) -> Result<bool, BoxError> {
     let points = lines.iter().flat_map(|line| line.points.iter());
@@ -167,11 +237,9 @@ fn chart(
     let x = (x_label, x_axis, x_range);
     if log_y {
         let y_range = (y_min / 2.0..y_max * 2.0).log_scale();
-        let legend = SeriesLabelPosition::LowerLeft;
         draw(&root, title, x, (y_label, y_range), legend, lines)?;
     } else {
         let y_range = 0.0..y_max * 1.15;
-        let legend = SeriesLabelPosition::UpperLeft;
         draw(&root, title, x, (y_label, y_range), legend, lines)?;
     }
     root.present()?;
@@ -190,7 +258,7 @@ where
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: ValueFormatter<f64>,
 {
-    let x_labels = x_range.end.floor() as usize + 1;
+    let x_labels = x_axis.labels(x_range.end);
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
         .margin(14)
@@ -213,7 +281,7 @@ where
                 line.points.iter().map(|&(x, y)| (x_axis.place(x), y)),
                 color.stroke_width(2),
             ))?
-            .label(line.legend)
+            .label(line.legend.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });

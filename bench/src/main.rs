@@ -20,20 +20,34 @@
 //! ratio run milliseconds apart and share the machine's state: on a busy
 //! machine, a burst of someone else's work slows both alike.
 //!
-//! It also writes SVG charts of the hand-off and of the many-keys variants
-//! (`--charts DIR`), the ones `docs/PERFORMANCE.md` shows.
+//! Every variant's round trips per operation are counted through a proxy
+//! of the bench's own (`round_trips`), and the main variants run again
+//! through it at 0, 0.25 and 1 ms of delay each way (`delayed`).
+//!
+//! It also writes SVG charts of the hand-off, of the many-keys variants and
+//! of throughput against delay (`--charts DIR`), the ones
+//! `docs/PERFORMANCE.md` shows.
+//!
+//! `--only begin` (and the full run) measures begin + lock + commit through a
+//! proxy that delays every chunk (see `begin.rs`).
 //!
 //! The server is `DATABASE_URL` when set, else pglock's throwaway test
 //! server, measured over its unix socket and over TCP loopback.
 
 mod alloc;
 mod allocations;
+mod begin;
 mod charts;
 mod checks;
+mod delayed;
 mod manager;
 mod ops;
+mod proxy;
 mod report;
+mod round_trips;
+mod semaphore;
 mod stats;
+mod subject;
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -75,11 +89,15 @@ usage: pglock-bench [--quick] [--rounds N] [--group-ms N] [--slice-ms N]
   --only TEXT       only one group of compared variants: single, statements,
                     handoff_tN, many_keys_N, or all of handoff or many_keys;
                     or the variants whose name contains TEXT (with the
-                    baseline); `--only manager` runs the lock manager's group
+                    baseline); `--only manager` runs the lock manager's group,
+                    `--only delayed` the groups through the delaying proxy,
+                    `--only begin` begin + lock + commit at a network delay,
+                    `--only semaphore` the semaphores' group
   --charts DIR      where to write the SVG charts (default target/pglock-bench)
 
 The server is DATABASE_URL when set, else pglock's throwaway test server.
 Prints a table, then one JSON line per variant and transport.
+Fails if a main variant's round trips per operation changed.
 Exits with 2 if an acquisition allocates more after warm-up than before.";
 
 /// What to run.
@@ -307,9 +325,16 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
     };
     let machine = report::Machine::describe(&url).await?;
     let manager_only = options.only.as_deref() == Some("manager");
+    let delayed_only = options.only.as_deref() == Some("delayed");
+    let begin_only = options.only.as_deref() == Some("begin");
+    let semaphore_only = options.only.as_deref() == Some("semaphore");
+    let tcp = tcp_url()?;
+    checks::learn_capped_sql(&url).await?;
+    let counts = round_trips::count(&tcp, &round_trips::all_subjects()).await?;
+    print!("{}", round_trips::table(&counts));
+    round_trips::check(&counts)?;
     let mut grows = false;
-    if !manager_only {
-        checks::learn_capped_sql(&url).await?;
+    if !manager_only && !delayed_only && !begin_only && !semaphore_only {
         checks::statements_restore(&url).await?;
 
         let steady = allocations::steady_state(&url, options.plan()).await?;
@@ -324,8 +349,7 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
         grows = report::print(
             &options,
             &machine,
-            &names,
-            &lanes,
+            (&names, &lanes, &counts),
             &steady,
             started.elapsed(),
         );
@@ -333,11 +357,39 @@ async fn run(options: Options) -> Result<ExitCode, BoxError> {
             eprintln!("pglock-bench: chart {}", chart.display());
         }
     }
+    if delayed_only || options.only.is_none() {
+        let (url, group) = (tcp.clone(), options.clone());
+        let groups = tokio::spawn(async move { delayed::run(&url, &group).await }).await??;
+        print!("{}", delayed::report(&groups, &counts, &options));
+        if let Some(chart) = charts::delays(&options.charts, &groups)? {
+            eprintln!("pglock-bench: chart {}", chart.display());
+        }
+    }
     if manager_only || options.only.is_none() {
+        manager::count_round_trips(&tcp).await?;
         for transport in &transports {
             let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
             let lines =
                 tokio::spawn(async move { manager::run(&url, name, &group).await }).await??;
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
+    if semaphore_only || options.only.is_none() {
+        for transport in &transports {
+            let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
+            let lines =
+                tokio::spawn(async move { semaphore::run(&url, name, &group).await }).await??;
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
+    if begin_only || options.only.is_none() {
+        for transport in &transports {
+            let (url, name, group) = (transport.url.clone(), transport.name, options.clone());
+            let lines = tokio::spawn(async move { begin::run(&url, name, &group).await }).await??;
             for line in lines {
                 println!("{line}");
             }
@@ -480,6 +532,15 @@ fn transports(options: &Options) -> Result<Vec<Transport>, BoxError> {
             transport("tcp", server.tcp_url()),
         ],
     })
+}
+
+/// The server over TCP, for the proxy: `DATABASE_URL` as given, or the
+/// test server's TCP address.
+fn tcp_url() -> Result<String, BoxError> {
+    if std::env::var_os("DATABASE_URL").is_some_and(|value| !value.is_empty()) {
+        return Ok(testing::database_url()?);
+    }
+    Ok(TestServer::shared()?.tcp_url())
 }
 
 /// `items` in turn `turn`'s order: rotated by one more each turn, and

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pglock::{
@@ -17,6 +17,7 @@ use pglock::{
 use sqlx::Connection;
 use sqlx::postgres::{PgAdvisoryLock, PgAdvisoryLockKey, PgConnectOptions, PgConnection};
 
+use crate::proxy::{Proxy, Upstream};
 use crate::stats::{median, paired_ratio, spread_pct};
 use crate::{BoxError, Options, rotated};
 
@@ -253,10 +254,11 @@ fn json_lines(
         .map(|(variant, rates)| {
             let (low, high) = spread_pct(rates);
             format!(
-                "{{\"variant\": \"{}_{kind}_{locks}@{transport}\", \"locks_held\": {locks}, \"ops_per_sec\": {:.1}, \"ratio_to_sqlx\": {:.4}, \"spread_pct\": [{low:.2}, {high:.2}], \"unit\": \"{unit}\", \"rounds\": {}, \"transport\": \"{transport}\"}}",
+                "{{\"variant\": \"{}_{kind}_{locks}@{transport}\", \"locks_held\": {locks}, \"ops_per_sec\": {:.1}, \"ratio_to_sqlx\": {:.4}, \"spread_pct\": [{low:.2}, {high:.2}], \"unit\": \"{unit}\", \"round_trips\": {}, \"rounds\": {}, \"transport\": \"{transport}\"}}",
                 variant.name(),
                 median(rates),
                 paired_ratio(rates, baseline),
+                round_trips_of(*variant),
                 rates.len()
             )
         })
@@ -317,6 +319,59 @@ async fn fencing(
         locks,
         transport,
     ))
+}
+
+/// Each variant's round trips per acquire + release, once counted.
+static ROUND_TRIPS: OnceLock<Vec<(Variant, u64)>> = OnceLock::new();
+
+/// A JSON line's `round_trips`: the count, or `null` before one.
+fn round_trips_of(variant: Variant) -> String {
+    ROUND_TRIPS
+        .get()
+        .and_then(|counts| counts.iter().find(|(counted, _)| *counted == variant))
+        .map_or_else(|| "null".to_owned(), |(_, count)| count.to_string())
+}
+
+/// Counts each variant's round trips for one lone acquire + release (after
+/// [`LONE_PAUSE`] of quiet), through the bench's proxy, by a manager of its
+/// own that holds no other lock (on a connection that holds 1,000 locks or
+/// more, the manager's pair also opens a transaction); the JSON lines carry
+/// them from then on.
+pub(crate) async fn count_round_trips(url: &str) -> Result<(), BoxError> {
+    let proxy = Proxy::start(Upstream::of(url)?, Duration::ZERO)?;
+    let through = proxy.connect_options(&PgConnectOptions::from_str(url)?)?;
+    let manager = LockManager::new(through.clone(), ManagerOptions::default());
+    let mut pairs = Pairs::new(&manager, &through).await?;
+    let mut counts = Vec::new();
+    for variant in [
+        Variant::Manager,
+        Variant::Session,
+        Variant::Sqlx,
+        Variant::ManagerFenced,
+        Variant::SessionFenced,
+    ] {
+        let mut counted = Vec::new();
+        for run in 0..6 {
+            tokio::time::sleep(LONE_PAUSE).await;
+            let before = proxy.round_trips();
+            pairs.once(variant).await?;
+            if run >= 3 {
+                counted.push(proxy.round_trips() - before);
+            }
+        }
+        if counted.iter().any(|count| *count != counted[0]) {
+            return Err(format!(
+                "the round trips of the manager group's {} differ: {counted:?}",
+                variant.name()
+            )
+            .into());
+        }
+        counts.push((variant, counted[0]));
+    }
+    drop(pairs);
+    manager.close().await;
+    let _ = ROUND_TRIPS.set(counts);
+    Ok(())
 }
 
 /// Quiet time before each lone pair: longer than the time after which a

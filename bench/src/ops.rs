@@ -78,6 +78,22 @@ const HAND_WRITTEN_CAP_MS: i64 = 5_000;
 static SQLX_LOCK: LazyLock<PgAdvisoryLock> =
     LazyLock::new(|| PgAdvisoryLock::with_key(PgAdvisoryLockKey::BigInt(bigint(&RAW, 5))));
 
+/// (8): DistributedLock's PostgreSQL sequence for a timed acquire of a
+/// session lock (its `PostgresAdvisoryLock`, a connection of its own, no
+/// transaction): one command of three statements, sent in one flush (its
+/// driver sends them with one Sync; here a simple query, which the server
+/// also runs as one implicit transaction, so that `SET LOCAL` lasts until
+/// the lock statement ends), then the unlock.
+static DISTRIBUTED_LOCK_ACQUIRE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {}; \
+         SELECT pg_catalog.pg_advisory_lock({}) AS result",
+        TIMEOUT.as_millis(),
+        bigint(&RAW, 10)
+    )
+});
+const DISTRIBUTED_LOCK_RELEASE_SQL: &str = "SELECT pg_catalog.pg_advisory_unlock($1)";
+
 /// (2): an annotated function with a 5 s timeout, on a free key.
 #[pglock::advisory_lock(ns = "pglock-bench:macro", key = key, timeout = "5s")]
 pub(crate) async fn locked_by_macro(
@@ -134,6 +150,7 @@ pub(crate) enum Op {
     HandWrittenTx,
     HandWrittenStatements,
     SqlxAdvisoryLock,
+    DistributedLock,
     Handoff { lock: Handoff, tasks: usize },
     ManyKeys { keys: usize, how: KeysBy },
 }
@@ -150,6 +167,7 @@ impl Op {
             Op::HandWrittenTx,
             Op::HandWrittenStatements,
             Op::SqlxAdvisoryLock,
+            Op::DistributedLock,
         ];
         for lock in [
             Handoff::RawExclusive,
@@ -176,6 +194,7 @@ impl Op {
             Op::CappedTx | Op::CappedStatements => "3",
             Op::HandWrittenTx | Op::HandWrittenStatements => "4",
             Op::SqlxAdvisoryLock => "5",
+            Op::DistributedLock => "8",
             Op::Handoff { .. } => "6",
             Op::ManyKeys { .. } => "7",
         }
@@ -185,7 +204,7 @@ impl Op {
     pub(crate) fn unit(self) -> &'static str {
         match self {
             Op::CappedStatements | Op::HandWrittenStatements => "lock/s",
-            Op::SqlxAdvisoryLock => "lock+unlock/s",
+            Op::SqlxAdvisoryLock | Op::DistributedLock => "lock+unlock/s",
             Op::Handoff { .. } => "crit.sec/s",
             _ => "tx/s",
         }
@@ -206,6 +225,7 @@ impl Op {
                 format!("hand-written cap+lock+restore, {STATEMENTS_PER_TX} per tx")
             }
             Op::SqlxAdvisoryLock => "sqlx PgAdvisoryLock acquire + release_now".into(),
+            Op::DistributedLock => "DistributedLock's timed acquire + release".into(),
             Op::Handoff { lock, tasks } => format!(
                 "{tasks:>2} tasks, one key, {}",
                 match lock {
@@ -220,6 +240,20 @@ impl Op {
                 KeysBy::SingleCalls => format!("1 tx, {keys:>4} keys: one call per key"),
                 KeysBy::Floor => format!("1 tx, {keys:>4} keys: bare SQL, one statement"),
             },
+        }
+    }
+
+    /// The lock id a contended hand-off waits for, when the variant waits
+    /// (an exclusive hand-off between two tasks or more): its round trips
+    /// are those of a waiter, counted while another session holds the lock.
+    pub(crate) fn contended_id(self) -> Option<i64> {
+        match self {
+            Op::Handoff { lock, tasks } if tasks > 1 => match lock {
+                Handoff::Exclusive => Some(bigint(&HANDOFF, 6)),
+                Handoff::RawExclusive => Some(bigint(&RAW, 8)),
+                Handoff::Shared | Handoff::RawShared => None,
+            },
+            _ => None,
         }
     }
 
@@ -282,6 +316,19 @@ impl Op {
             Op::SqlxAdvisoryLock => {
                 let guard = SQLX_LOCK.acquire(&mut *conn).await?;
                 guard.release_now().await?;
+                Ok(1)
+            }
+            Op::DistributedLock => {
+                sqlx::raw_sql(DISTRIBUTED_LOCK_ACQUIRE_SQL.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                let released: bool = sqlx::query_scalar(DISTRIBUTED_LOCK_RELEASE_SQL)
+                    .bind(bigint(&RAW, 10))
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if !released {
+                    return Err("DistributedLock's sequence did not hold its lock".into());
+                }
                 Ok(1)
             }
             Op::Handoff { lock, .. } => {
@@ -359,6 +406,7 @@ impl fmt::Display for Op {
             Op::HandWrittenTx => f.write_str("hand_written_three_statements_tx"),
             Op::HandWrittenStatements => f.write_str("hand_written_three_statements"),
             Op::SqlxAdvisoryLock => f.write_str("sqlx_advisory_lock"),
+            Op::DistributedLock => f.write_str("distributed_lock_timed_acquire"),
             Op::Handoff { lock, tasks } => {
                 let lock = match lock {
                     Handoff::Exclusive => "exclusive",

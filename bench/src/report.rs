@@ -8,6 +8,7 @@ use sqlx::postgres::PgConnection;
 
 use crate::allocations::{LIVE_SLACK, Steady};
 use crate::ops::{HANDOFF_TASKS, Handoff, KeysBy, MANY_KEYS, Op};
+use crate::round_trips::RoundTrips;
 use crate::stats::{Ratio, Verdict, median, paired_ratio_spread, spread_pct};
 use crate::{BoxError, Lane, Options};
 
@@ -20,7 +21,7 @@ pub(crate) struct Machine {
 }
 
 /// The 1-minute load average, from `/proc/loadavg`.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
@@ -65,8 +66,7 @@ fn with_spread(ratio: Ratio) -> String {
 pub(crate) fn print(
     options: &Options,
     machine: &Machine,
-    transports: &[&str],
-    lanes: &[Lane],
+    (transports, lanes, counts): (&[&str], &[Lane], &RoundTrips),
     steady: &[Steady],
     elapsed: Duration,
 ) -> bool {
@@ -264,7 +264,7 @@ pub(crate) fn print(
             "{{\"variant\": \"{}@{}\", \"ops_per_sec\": {:.1}, \"ratio_to_baseline\": {:.4}, \
              \"ratio_spread\": [{:.4}, {:.4}], \
              \"transport\": \"{}\", \"unit\": \"{}\", \"spread_pct\": [{:.2}, {:.2}], \
-             \"baseline_ops_per_sec\": {:.1}, \"rounds\": {}}}",
+             \"baseline_ops_per_sec\": {:.1}, \"round_trips\": {}, \"rounds\": {}}}",
             lane.op,
             transports[lane.transport],
             median(&lane.rates),
@@ -276,6 +276,7 @@ pub(crate) fn print(
             low,
             high,
             median(&baseline.rates),
+            counts.json(&lane.op.to_string()),
             lane.rates.len()
         );
     }

@@ -4,18 +4,47 @@
 
 use std::time::Duration;
 
-use pglock_runtime::LockId;
+use pglock_runtime::{LockId, SemaphoreRow};
 use serde_json::{Value, json};
 
 use crate::listing::{Listing, LockRow};
 
-/// One line per lock, each ending with a newline.
+/// One line per lock, then one per semaphore (its permits are not lock
+/// lines), each ending with a newline.
 pub(crate) fn render(listing: &Listing) -> String {
-    listing
-        .rows
-        .iter()
-        .map(|row| format!("{}\n", object(row)))
+    let locks = listing.locks().map(object);
+    let semaphores = listing.semaphores.iter().map(semaphore);
+    locks
+        .chain(semaphores)
+        .map(|line| format!("{line}\n"))
         .collect()
+}
+
+/// A semaphore's line: `"kind": "semaphore"` tells it from a lock's, which
+/// has no `kind`.
+fn semaphore(row: &SemaphoreRow) -> Value {
+    json!({
+        "kind": "semaphore",
+        "namespace": row.namespace(),
+        "base_id": row.base().to_string(),
+        "key_space": key_space(row.base()),
+        "permits": row.permits(),
+        "held": row.held(),
+        "holders": row
+            .holders()
+            .iter()
+            .map(|(permit, pid)| json!({"permit": permit, "pid": pid}))
+            .collect::<Vec<_>>(),
+        "waiting": row.waiters().len(),
+        "waiters": row.waiters(),
+    })
+}
+
+fn key_space(id: LockId) -> &'static str {
+    match id {
+        LockId::BigInt(_) => "bigint",
+        LockId::Pair(..) => "pair",
+    }
 }
 
 fn object(row: &LockRow) -> Value {
@@ -27,10 +56,7 @@ fn object(row: &LockRow) -> Value {
         // A string: JSON readers that hold numbers as doubles would round
         // a 64-bit id.
         "id": row.id.to_string(),
-        "key_space": match row.id {
-            LockId::BigInt(_) => "bigint",
-            LockId::Pair(..) => "pair",
-        },
+        "key_space": key_space(row.id),
         "mode": row.mode.map(|mode| mode.to_string()),
         "granted": row.granted,
         "waited_secs": row.waited.map(seconds),

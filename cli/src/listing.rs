@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use pglock_runtime::{Inspection, LockId, Mode};
+use pglock_runtime::{Inspection, LockId, Mode, SemaphoreRow};
 
 use crate::attribution::{Attribution, Names, Source};
 
@@ -27,6 +27,9 @@ pub(crate) struct LockRow {
     /// Whether this role can see the backend's activity (state, client,
     /// statement): its own sessions, or all with `pg_read_all_stats`.
     pub(crate) visible: bool,
+    /// The base of the semaphore this row is a permit of: shown in the
+    /// semaphore's one line, not as a lock of its own.
+    pub(crate) semaphore: Option<LockId>,
 }
 
 impl LockRow {
@@ -60,6 +63,8 @@ impl LockRow {
 #[derive(Clone, Debug)]
 pub(crate) struct Listing {
     pub(crate) rows: Vec<LockRow>,
+    /// The semaphores recognised, one line each.
+    pub(crate) semaphores: Vec<SemaphoreRow>,
 }
 
 impl Listing {
@@ -85,6 +90,7 @@ impl Listing {
                     time_in_state: lock.time_in_state(),
                     transaction_age: lock.transaction_age(),
                     visible,
+                    semaphore: lock.semaphore(),
                 }
             })
             .collect();
@@ -102,8 +108,15 @@ impl Listing {
             time_in_state: None,
             transaction_age: None,
             visible: true,
+            semaphore: None,
         }));
-        Self { rows }
+        let semaphores = inspection.semaphores().to_vec();
+        Self { rows, semaphores }
+    }
+
+    /// The rows shown as locks: all but the permits of the semaphores.
+    pub(crate) fn locks(&self) -> impl Iterator<Item = &LockRow> {
+        self.rows.iter().filter(|row| row.semaphore.is_none())
     }
 
     /// The distinct backends whose activity this role can't see.

@@ -12,6 +12,8 @@ use comfy_table::{
 
 use crate::args::Marks;
 use crate::duration;
+use pglock_runtime::SemaphoreRow;
+
 use crate::listing::{Listing, LockRow};
 
 /// How the output may look.
@@ -31,6 +33,56 @@ pub(crate) fn render(listing: &Listing, marks: Marks, style: Style) -> String {
         out.push_str("no advisory locks are held or awaited\n");
         return out;
     }
+    let locks: Vec<&LockRow> = listing.locks().collect();
+    if !locks.is_empty() {
+        render_table(&mut out, &locks, marks, style);
+    }
+    let held = locks.iter().filter(|row| row.granted).count();
+    let _ = write!(
+        out,
+        "{} advisory lock(s): {held} held, {} awaited",
+        locks.len(),
+        locks.len() - held
+    );
+    match listing.semaphores.len() {
+        0 => out.push('\n'),
+        count => {
+            let _ = writeln!(out, "; {count} semaphore(s):");
+        }
+    }
+    for semaphore in &listing.semaphores {
+        let _ = writeln!(out, "{}", semaphore_line(semaphore));
+    }
+    for line in attention(listing, marks) {
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
+/// A semaphore as one line: `semaphore <namespace> (permits of <base>): k
+/// of N held (permit i: pid p, ...), w waiting (pid q, ...)`.
+fn semaphore_line(semaphore: &SemaphoreRow) -> String {
+    let holders = semaphore
+        .holders()
+        .iter()
+        .map(|(index, pid)| format!("permit {index}: pid {pid}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let waiters = semaphore
+        .waiters()
+        .iter()
+        .map(|pid| format!("pid {pid}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut line = format!("semaphore {semaphore}");
+    if !holders.is_empty() || !waiters.is_empty() {
+        line.push_str(&format!(" [held: {holders}; waiting: {waiters}]"));
+    }
+    line
+}
+
+/// The table of the locks that are no permit.
+fn render_table(out: &mut String, locks: &[&LockRow], marks: Marks, style: Style) {
     let mut table = Table::new();
     table
         .load_style(if style.unicode {
@@ -48,7 +100,7 @@ pub(crate) fn render(listing: &Listing, marks: Marks, style: Style) -> String {
             "BLOCKED BY",
             "BACKEND STATE",
         ]);
-    for row in &listing.rows {
+    for row in locks {
         table.add_row(cells(row, marks, style));
     }
     // Numbers are copied into queries: never wrap them. Words are not cut
@@ -65,18 +117,6 @@ pub(crate) fn render(listing: &Listing, marks: Marks, style: Style) -> String {
         }
     }
     let _ = writeln!(out, "{table}");
-
-    let held = listing.rows.iter().filter(|row| row.granted).count();
-    let _ = writeln!(
-        out,
-        "{} advisory lock(s): {held} held, {} awaited",
-        listing.rows.len(),
-        listing.rows.len() - held
-    );
-    for line in attention(listing, marks) {
-        let _ = writeln!(out, "{line}");
-    }
-    out
 }
 
 fn cells(row: &LockRow, marks: Marks, style: Style) -> Vec<Cell> {

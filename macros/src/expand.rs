@@ -67,6 +67,20 @@ fn lock_block(args: &Args, checked: &Checked, function: &syn::Ident) -> TokenStr
     let (namespace_item, namespace) = namespace(args, krate);
 
     let build = match &args.keys {
+        KeyArg::One(key) if args.permits.is_some() => {
+            let anchor = key.span();
+            let private = private_at(anchor);
+            let namespace = respan_ours(&namespace, anchor);
+            let permits = args.permits.map(|permits| {
+                let number = Literal::u32_suffixed(permits.value);
+                quote_spanned!(permits.span=> #number)
+            });
+            let semaphore =
+                quote_spanned!(anchor=> #private::semaphore(&(#key), #namespace, #permits));
+            quote! {
+                let #request = #semaphore;
+            }
+        }
         KeyArg::One(key) => {
             let anchor = key.span();
             let private = private_at(anchor);

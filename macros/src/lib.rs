@@ -18,9 +18,10 @@
 //!   and, on an error, emits the function as written plus every error.
 //! - `attr`: reads the arguments, one table row per argument (`ns`, `key`,
 //!   `mode`, ...), each checked on its own, into `Args`. → `namespace`,
-//!   `timeout`, `forms`, `suggest`, `errors`
+//!   `permits`, `timeout`, `forms`, `suggest`, `errors`
 //! - `namespace`: reads `ns = ...`; a name follows the namespace-name rule
 //!   of `pglock-grammar`, which the runtime follows too. → `forms`
+//! - `permits`: reads `permits = 4`, an integer literal from 1 to 1024.
 //! - `timeout`: reads `timeout = "5s"`, in the duration grammar of
 //!   `pglock-grammar`, into milliseconds that PostgreSQL's `lock_timeout`
 //!   can express.
@@ -45,6 +46,7 @@ mod errors;
 mod expand;
 mod forms;
 mod namespace;
+mod permits;
 mod suggest;
 mod timeout;
 mod valid;
@@ -101,6 +103,7 @@ use crate::valid::Checked;
 /// | `no_wait` | Try once: when the lock is busy the function fails with `pglock::Error::Busy`, converted by `From`. |
 /// | `skip` | Try once: when the lock is busy the function returns `Ok(None)` after an `info` event (target `pglock`, fields `namespace`, `key`, `mode`, `function`). The function must return `Result<Option<T>, E>`. |
 /// | `savepoint` | Wait inside a savepoint, so that a failed wait leaves the transaction usable. |
+/// | `permits = 4` | Take a permit of a semaphore of that many permits on the key instead of a lock: at most 4 transactions run the body at once (`pglock::Namespace::semaphore`). An integer literal from 1 to 1024; one key, exclusive, no `savepoint` (a semaphore's timeout leaves the transaction usable). Every caller of one key must give the same number. |
 /// | `tx = conn` | The transaction parameter, when it isn't the only `&mut` parameter (`tx = self` for a method of a type that implements `pglock::XactConnection`). |
 /// | `crate = "::my_pglock"` | The path of the pglock crate, when the dependency is renamed. |
 ///

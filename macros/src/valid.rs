@@ -15,7 +15,7 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Signature, Type};
 
-use crate::attr::{Args, Given};
+use crate::attr::{Args, Given, KeyArg};
 use crate::errors::Errors;
 use crate::suggest::closest;
 
@@ -108,6 +108,7 @@ pub(crate) struct Checked {
 pub(crate) fn check(sig: &Signature, args: &Args) -> syn::Result<Checked> {
     let mut errors = Errors::new();
     let wait = errors.check(wait(args));
+    errors.check(semaphore(args));
     errors.check(check_kind(sig));
     let output = errors.check(check_output(sig, args));
     let tx = errors.check(transaction_parameter(sig, args));
@@ -183,6 +184,39 @@ fn wait(args: &Args) -> syn::Result<Wait> {
         (None, None, Some(_)) => Wait::Never,
         (None, None, None) => Wait::Unbounded,
     })
+}
+
+/// `permits` takes a permit of a semaphore on one key: not of several
+/// keys, not shared (a permit excludes every other holder of it), and not
+/// in a savepoint (a semaphore's timeout leaves the transaction usable
+/// without one).
+fn semaphore(args: &Args) -> syn::Result<()> {
+    let Some(permits) = args.permits else {
+        return Ok(());
+    };
+    let mut errors = Errors::new();
+    let mut refuse = |why: &str| {
+        errors.push(syn::Error::new(
+            permits.span,
+            format!("`permits` takes a permit of a semaphore on one key, {why}"),
+        ));
+    };
+    if matches!(args.keys, KeyArg::Many(_)) {
+        refuse("not of several: write one key, such as `key = tenant_id`");
+    }
+    if args.shared {
+        refuse(
+            "exclusively: remove `mode = shared` (a semaphore's permits are its shared resource)",
+        );
+    }
+    if let Some(savepoint) = args.savepoint {
+        errors.push(syn::Error::new(
+            savepoint.span,
+            "`savepoint` and `permits` contradict each other: a semaphore's wait that times \
+             out leaves the transaction usable without a savepoint; remove `savepoint`",
+        ));
+    }
+    errors.finish()
 }
 
 /// The function must be an `async fn`, and not a `const fn`.

@@ -15,8 +15,9 @@ use crate::contract::mode::Mode;
 use crate::engine::events;
 use crate::error::Error;
 use crate::front::lock_set::XactLockSet;
+use crate::front::semaphore::XactSemaphore;
 pub use crate::front::xact_lock::XactConnection;
-use crate::front::xact_lock::{Acquired, XactLock};
+use crate::front::xact_lock::XactLock;
 
 /// The connection of the function's transaction parameter.
 pub fn connection<T: XactConnection + ?Sized>(transaction: &mut T) -> &mut PgConnection {
@@ -31,6 +32,17 @@ where
     K: LockKey + ?Sized,
 {
     namespace.namespace().lock(key)
+}
+
+/// A permit of the transaction-scoped semaphore of `permits` permits on
+/// `key` in `namespace` (the attribute's `permits = N`, checked to be 1 to
+/// 1024 at compile time).
+pub fn semaphore<'ns, N, K>(key: &K, namespace: &'ns N, permits: u32) -> XactSemaphore<'ns>
+where
+    N: NamespaceFor<K> + ?Sized,
+    K: LockKey + ?Sized,
+{
+    namespace.namespace().semaphore(key, permits)
 }
 
 /// Adds a lock on `key` in `namespace` to `set`.
@@ -66,10 +78,16 @@ impl Skipping for XactLockSet<'_> {
     }
 }
 
+impl Skipping for XactSemaphore<'_> {
+    fn skipping(self) -> Self {
+        self.silence_busy()
+    }
+}
+
 /// `Ok(true)` when the lock was taken, `Ok(false)` when it was busy (after
 /// the "skipped" event), the error otherwise.
-pub fn acquired_or_skipped(
-    outcome: Result<Acquired, Error>,
+pub fn acquired_or_skipped<T>(
+    outcome: Result<T, Error>,
     function: &'static str,
 ) -> Result<bool, Error> {
     match outcome {

@@ -55,6 +55,36 @@ pub enum Error {
         /// The timeout that was asked for.
         timeout: Duration,
     },
+    /// A semaphore's number of permits outside `1..=1024`
+    /// ([`MAX_PERMITS`](crate::MAX_PERMITS)).
+    InvalidPermits {
+        /// The number that was asked for.
+        permits: u32,
+    },
+    /// A semaphore was asked for with fewer permits than another holder of
+    /// the same key uses: `seen` is the highest permit held plus one. The
+    /// permits are shared, so holders never exceed the larger number, but
+    /// two sizes for one semaphore are a misuse, reported by a wait before it
+    /// begins (a try, or `no_wait`, reports only a busy semaphore). Not
+    /// retryable: every holder must use one size.
+    PermitsMismatch {
+        /// The semaphore, named by its permit 0.
+        semaphore: LockIdentity,
+        /// The permits the caller asked for.
+        permits: u32,
+        /// The least number of permits another holder uses.
+        seen: u32,
+    },
+    /// The server would not run a semaphore's wait, a PL/pgSQL `DO` block:
+    /// the role has no `USAGE` on the language, or the database lacks it
+    /// (`CREATE EXTENSION plpgsql`). Only a wait needs it: a free permit is
+    /// taken without it. Not retryable.
+    PermitWaitUnavailable {
+        /// The semaphore, named by its permit 0.
+        semaphore: LockIdentity,
+        /// The server's refusal.
+        source: sqlx::Error,
+    },
     /// A namespace name that can't be used, such as an empty one.
     InvalidNamespace {
         /// Why the name was refused.
@@ -290,8 +320,10 @@ impl Conflict {
     }
 
     /// The server's error as sqlx reported it; `None` when no statement
-    /// waited: a [`LockManager`](crate::LockManager) request that timed out
-    /// while another guard of the same manager held the lock.
+    /// failed: a [`LockManager`](crate::LockManager) request that timed out
+    /// while another guard of the same manager held the lock, or a
+    /// semaphore whose wait reached its deadline (the wait keeps it on the
+    /// server, and the transaction stays usable).
     pub fn source(&self) -> Option<&sqlx::Error> {
         self.source.as_ref()
     }
@@ -323,6 +355,9 @@ impl Error {
             | Error::InvalidLockBudget { .. }
             | Error::FencingToken { .. }
             | Error::InvalidTimeout { .. }
+            | Error::InvalidPermits { .. }
+            | Error::PermitsMismatch { .. }
+            | Error::PermitWaitUnavailable { .. }
             | Error::InvalidNamespace { .. }
             | Error::ManagerClosed
             | Error::NoHosts => false,
@@ -350,8 +385,9 @@ impl Error {
         }
     }
 
-    /// A timeout spent waiting in-process, for a lock a guard of the same
-    /// lock manager held: a lock timeout that no statement saw.
+    /// A timeout that no statement reported as an error: spent waiting
+    /// in-process, for a lock a guard of the same lock manager held; or a
+    /// semaphore's wait, which keeps its deadline itself on the server.
     pub(crate) fn timed_out_in_process(lock: &LockIdentity, waited: Duration) -> Self {
         Error::Conflict(Conflict {
             lock: lock.clone(),
@@ -432,6 +468,25 @@ impl fmt::Display for Error {
                 "lock timeout {timeout:?} is not usable: it must be between 1ms and {}ms",
                 i32::MAX
             ),
+            Error::InvalidPermits { permits } => write!(
+                f,
+                "a semaphore of {permits} permits is not usable: it must have 1 to 1024 permits"
+            ),
+            Error::PermitsMismatch {
+                semaphore,
+                permits,
+                seen,
+            } => write!(
+                f,
+                "semaphore {semaphore} was asked for with {permits} permits, but another holder \
+                 uses at least {seen}: every holder of one semaphore must give the same number"
+            ),
+            Error::PermitWaitUnavailable { semaphore, source } => write!(
+                f,
+                "semaphore {semaphore} has no free permit, and its wait, a PL/pgSQL block, \
+                 may not run here ({source}): grant USAGE ON LANGUAGE plpgsql to the role, or \
+                 CREATE EXTENSION plpgsql in the database"
+            ),
             Error::InvalidNamespace { reason } => write!(f, "invalid lock namespace: {reason}"),
             Error::ManagerBusy { max_connections } => write!(
                 f,
@@ -504,7 +559,9 @@ impl std::error::Error for Error {
                 .source
                 .as_ref()
                 .map(|error| error as &(dyn std::error::Error + 'static)),
-            Error::LockTableFull(error) | Error::Database(error) => Some(error),
+            Error::LockTableFull(error)
+            | Error::Database(error)
+            | Error::PermitWaitUnavailable { source: error, .. } => Some(error),
             _ => None,
         }
     }

@@ -406,3 +406,122 @@ pub async fn count_rows(pool: &PgPool, table: &str) -> i64 {
         .await
         .expect("count the rows")
 }
+
+/// Waits until every connection of `pool` is back and idle, so that the
+/// next `begin` finds one (and no connection's check on its return runs
+/// in the middle of a count).
+pub async fn settled(pool: &PgPool) {
+    eventually(
+        Duration::from_secs(15),
+        "the pool's connections idle",
+        || async { pool.num_idle() as u32 == pool.size() },
+    )
+    .await;
+}
+
+/// A pool of `connections` on the test server, all open and idle.
+pub async fn warm_pool(connections: u32) -> PgPool {
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .min_connections(connections)
+        .connect(&pglock::testing::database_url().unwrap())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the pool's connections open",
+        || async { pool.size() == connections },
+    )
+    .await;
+    settled(&pool).await;
+    pool
+}
+
+/// That backend `pid` waits in the one message that takes the lock and
+/// begins: the path under test.
+pub async fn waits_in_the_begin_message(observer: &PgPool, pid: i32) {
+    let statement = current_query(observer, pid).await;
+    assert!(statement.ends_with("; BEGIN"), "{statement}");
+}
+
+/// Holds `id` from a transaction of its own with the bare call: no event of
+/// pglock's.
+pub async fn hold_bare(pool: &PgPool, id: LockId) -> Transaction<'static, Postgres> {
+    let LockId::BigInt(id) = id else {
+        panic!("a bigint id")
+    };
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(pglock::bare_sql::XACT_LOCK)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// The held permits of the semaphore `permits`, as `pg_locks` shows them:
+/// (index, pid), by index.
+pub async fn permits_held(pool: &PgPool, permits: pglock::PermitIds) -> Vec<(i32, i32)> {
+    let (encoded, objsubid) = pg_locks::encode(permits.base());
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {}, l.pid FROM pg_locks l WHERE {} AND l.granted \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         ORDER BY 1, 2",
+        pg_locks::PERMIT_INDEX,
+        pg_locks::PERMITS_OF
+    )))
+    .bind(encoded)
+    .bind(objsubid)
+    .fetch_all(pool)
+    .await
+    .expect("read pg_locks")
+}
+
+/// Polls `pg_locks` until a backend waits for a permit of `permits`, and
+/// returns its pid and the index of the permit it queues for; panics
+/// after 30 s.
+pub async fn permit_waiter(pool: &PgPool, permits: pglock::PermitIds) -> (i32, u32) {
+    let (encoded, objsubid) = pg_locks::encode(permits.base());
+    let sql = format!(
+        "SELECT l.pid, {} FROM pg_locks l WHERE {} AND NOT l.granted ORDER BY l.waitstart LIMIT 1",
+        pg_locks::PERMIT_INDEX,
+        pg_locks::PERMITS_OF
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiter: Option<(i32, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(encoded)
+            .bind(objsubid)
+            .fetch_optional(pool)
+            .await
+            .expect("read pg_locks");
+        if let Some((pid, index)) = waiter {
+            return (pid, index as u32);
+        }
+        assert!(Instant::now() < deadline, "no one waits for a permit");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Begins a transaction on `pool` and takes a permit of `ns`'s semaphore on
+/// `key` in it; returns the permit, the transaction and its backend's pid.
+pub async fn take_permit(
+    pool: &sqlx::PgPool,
+    ns: &Namespace,
+    key: i64,
+    permits: u32,
+) -> (
+    pglock::Permit,
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    i32,
+) {
+    let mut tx = pool.begin().await.unwrap();
+    let permit = ns
+        .semaphore(&key, permits)
+        .no_wait()
+        .acquire(&mut tx)
+        .await
+        .expect("a free permit");
+    let pid = backend_pid(&mut tx).await;
+    (permit, tx, pid)
+}

@@ -12,4 +12,5 @@ pub(crate) mod id;
 pub(crate) mod key;
 pub(crate) mod mode;
 pub(crate) mod namespace;
+pub(crate) mod permit;
 pub(crate) mod sha256;

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgArguments, PgConnectOptions};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection};
 use sqlx::query::QueryScalar;
 use sqlx::{ConnectOptions, Connection, PgPool, Postgres};
 
@@ -155,6 +155,10 @@ impl Drop for AbandonGuard<'_> {
     }
 }
 
+/// Cancels the abandoned wait from a connection of its own. Each round of
+/// statements runs in a transaction: through a transaction pooler
+/// (PgBouncer in transaction mode) a statement outside one may be prepared
+/// on one backend and run on another, where it does not exist.
 async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, backend: WaitingBackend, id: LockId) {
     let (encoded, objsubid) = pg_locks::encode(id);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -166,44 +170,112 @@ async fn cancel_wait(servers: Vec<Arc<PgConnectOptions>>, backend: WaitingBacken
                 continue;
             }
         };
-        let (cancel, still_running) = match backend {
-            WaitingBackend::Pid(_) => (pg_locks::CANCEL_IF_WAITING, marker::STILL_RUNNING),
-            WaitingBackend::Ticket(_) => (
-                pg_locks::CANCEL_IF_TICKET_WAITING,
-                pg_locks::TICKET_STILL_RUNNING,
-            ),
-        };
-        loop {
-            let cancelled: Result<Vec<bool>, sqlx::Error> = backend
-                .bind(sqlx::query_scalar(cancel).bind(encoded).bind(objsubid))
-                .fetch_all(&mut conn)
-                .await;
-            let busy = match cancelled {
-                Ok(cancelled) if !cancelled.is_empty() => {
-                    let _ = conn.close().await;
-                    return;
-                }
-                // The abandoned wait may not have reached the lock yet.
-                Ok(_) => {
-                    backend
-                        .bind(sqlx::query_scalar::<_, bool>(still_running))
-                        .fetch_one(&mut conn)
-                        .await
-                }
-                Err(error) => Err(error),
-            };
-            match busy {
-                Ok(true) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                // Not (or no longer) waiting on this server.
-                Ok(_) => break,
-                Err(error) => {
-                    events::cancel_failed(backend.pid(), &error);
-                    break;
-                }
+        let outcome = match backend {
+            WaitingBackend::Pid(pid) => {
+                cancel_by_pid(&mut conn, pid, encoded, objsubid, deadline).await
             }
+            WaitingBackend::Ticket(_) => {
+                cancel_by_ticket(&mut conn, backend, encoded, objsubid, deadline).await
+            }
+        };
+        match outcome {
+            Ok(true) => {
+                let _ = conn.close().await;
+                return;
+            }
+            Ok(false) => {}
+            Err(error) => events::cancel_failed(backend.pid(), &error),
         }
         let _ = conn.close().await;
+    }
+}
+
+/// Cancels the statement backend `pid` runs while it waits for the lock;
+/// `Ok(true)` once that statement is over, `Ok(false)` when it ran nothing
+/// of pglock's here. The cancel is repeated while the same statement (told
+/// by its start) runs on: a statement that loops over several waits (a
+/// semaphore's) may see a cancel that arrives as one of its own lock
+/// timeouts fires reported as that timeout, and go on waiting. Each repeat
+/// is aimed at that statement only (the check of its start and the cancel
+/// are one statement): the backend, given back to its owner, may already
+/// run the next one, waiting for the same lock.
+async fn cancel_by_pid(
+    conn: &mut PgConnection,
+    pid: i32,
+    encoded: i64,
+    objsubid: i16,
+    deadline: Instant,
+) -> Result<bool, sqlx::Error> {
+    let mut statement: Option<String> = None;
+    loop {
+        // Once the abandoned statement is known, only it is cancelled: the
+        // backend's next statement may wait for the same lock. In a
+        // transaction: see `cancel_wait`.
+        let mut tx = conn.begin().await?;
+        let cancelled: Option<(Option<String>, bool)> = sqlx::query_as(pg_locks::CANCEL_IF_WAITING)
+            .bind(encoded)
+            .bind(objsubid)
+            .bind(pid)
+            .bind(statement.as_deref())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if statement.is_none() {
+            statement = cancelled.and_then(|(started, _)| started);
+        }
+        let running: Option<String> = sqlx::query_scalar(marker::RUNNING_SINCE)
+            .bind(pid)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        match (&statement, running) {
+            // Not (or no longer) running here.
+            (None, None) => return Ok(false),
+            (Some(_), None) => return Ok(true),
+            (Some(abandoned), Some(running)) if *abandoned != running => return Ok(true),
+            (Some(_), Some(_)) => {}
+            (None, Some(running)) => statement = Some(running),
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        // The abandoned wait may not have reached the lock yet.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Cancels the backend that holds the ticket while it waits for the lock;
+/// `Ok(true)` once cancelled, `Ok(false)` when it does not run here.
+async fn cancel_by_ticket(
+    conn: &mut PgConnection,
+    backend: WaitingBackend,
+    encoded: i64,
+    objsubid: i16,
+    deadline: Instant,
+) -> Result<bool, sqlx::Error> {
+    loop {
+        // In a transaction: see `cancel_wait`.
+        let mut tx = conn.begin().await?;
+        let cancelled: Vec<bool> = backend
+            .bind(
+                sqlx::query_scalar(pg_locks::CANCEL_IF_TICKET_WAITING)
+                    .bind(encoded)
+                    .bind(objsubid),
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+        // The abandoned wait may not have reached the lock yet.
+        let running = cancelled.is_empty()
+            && backend
+                .bind(sqlx::query_scalar(pg_locks::TICKET_STILL_RUNNING))
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        if !cancelled.is_empty() {
+            return Ok(true);
+        }
+        if !running || Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

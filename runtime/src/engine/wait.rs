@@ -112,7 +112,7 @@ pub(crate) fn ensure_transaction(conn: &PgConnection) -> Result<(), Error> {
 /// Runs `statement`, and `report` if it has not answered after
 /// [`WAIT_REPORTED_AFTER`]; returns its output and whether `report` ran.
 /// Without a tokio runtime there is no timer, and nothing is reported early.
-async fn reported_if_slow<T>(
+pub(crate) async fn reported_if_slow<T>(
     statement: impl Future<Output = T>,
     report: impl FnOnce(),
 ) -> (T, bool) {

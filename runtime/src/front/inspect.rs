@@ -1,12 +1,17 @@
 //! Who holds which advisory lock, and who waits for it.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use sqlx::{Executor, Postgres};
 
+use crate::contract::family::NamespaceFor;
 use crate::contract::id::LockId;
+use crate::contract::key::LockKey;
 use crate::contract::mode::Mode;
+use crate::contract::permit::{PermitIds, base_of, permit_index};
 use crate::error::Error;
 use crate::sql::{marker, pg_locks};
 
@@ -31,6 +36,7 @@ use crate::sql::{marker, pg_locks};
 pub struct Inspection {
     locks: Vec<LockRow>,
     prepared: Vec<PreparedLock>,
+    semaphores: Vec<SemaphoreRow>,
     queries_visible: bool,
 }
 
@@ -67,6 +73,150 @@ impl Inspection {
     pub fn queries_visible(&self) -> bool {
         self.queries_visible
     }
+
+    /// The semaphores the inspection recognised, one row each, with their
+    /// permits' rows out of [`plain_locks`](Self::plain_locks).
+    ///
+    /// A row is known to be a permit when a backend's statement says so:
+    /// a backend waiting for a permit runs a semaphore's wait, whose marker
+    /// names the namespace and N; a backend that holds one advisory lock
+    /// and whose last statement was a semaphore's try or wait holds a
+    /// permit. Then every row that shares its base (its id with the low 10
+    /// bits cleared, see `docs/KEYS.md`) is a permit of the same semaphore,
+    /// whatever its backend ran since. A semaphore whose holders have all
+    /// run other statements since, and that no one waits for, looks like
+    /// separate locks: [`Inspection::semaphore`] finds it by its key.
+    pub fn semaphores(&self) -> &[SemaphoreRow] {
+        &self.semaphores
+    }
+
+    /// The lock rows that are no permit of a recognised semaphore.
+    pub fn plain_locks(&self) -> impl Iterator<Item = &LockRow> {
+        self.locks.iter().filter(|lock| lock.semaphore.is_none())
+    }
+
+    /// The semaphore of `permits` permits on `key`, as one row, for a caller
+    /// who knows it: its held permits and its waiters, recognised or not.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// static IMPORTS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("imports:tenant");
+    /// let inspection = pglock_runtime::inspect(pool).await?;
+    /// let imports = inspection.semaphore(&IMPORTS, &"acme", 3)?;
+    /// println!("{imports}"); // imports:tenant (permits of …): 2 of 3 held, 1 waiting
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPermits`] unless `permits` is within `1..=1024`.
+    pub fn semaphore<K, N>(
+        &self,
+        namespace: &N,
+        key: &K,
+        permits: u32,
+    ) -> Result<SemaphoreRow, Error>
+    where
+        K: LockKey + ?Sized,
+        N: NamespaceFor<K> + ?Sized,
+    {
+        let namespace = namespace.namespace();
+        let ids = PermitIds::new(namespace.id(key), permits)?;
+        let mut row = SemaphoreRow::new(ids.base(), Some(namespace.label().to_owned()));
+        row.permits = Some(permits);
+        for lock in self
+            .locks
+            .iter()
+            .filter(|lock| ids.index_of(lock.id).is_some())
+        {
+            row.add(lock);
+        }
+        Ok(row)
+    }
+}
+
+/// A semaphore, as one row: which of its permits are held, by whom, and
+/// who waits; see [`Inspection::semaphores`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SemaphoreRow {
+    namespace: Option<String>,
+    base: LockId,
+    permits: Option<u32>,
+    holders: Vec<(u32, i32)>,
+    waiters: Vec<i32>,
+}
+
+impl SemaphoreRow {
+    fn new(base: LockId, namespace: Option<String>) -> Self {
+        Self {
+            namespace,
+            base,
+            permits: None,
+            holders: Vec::new(),
+            waiters: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, lock: &LockRow) {
+        let index = permit_index(self.base, lock.id).expect("a permit of this base");
+        if lock.granted {
+            self.holders.push((index, lock.pid));
+            self.holders.sort_unstable();
+        } else if let Err(at) = self.waiters.binary_search(&lock.pid) {
+            self.waiters.insert(at, lock.pid);
+        }
+    }
+
+    /// The namespace, when a marker (or the caller) named it.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// The semaphore's permit 0, whose high bits every permit shares.
+    pub fn base(&self) -> LockId {
+        self.base
+    }
+
+    /// N, when a waiter's marker (or the caller) said it; the largest if
+    /// waiters said several (a misuse, see [`Error::PermitsMismatch`]).
+    pub fn permits(&self) -> Option<u32> {
+        self.permits
+    }
+
+    /// k: how many of its permits are held.
+    pub fn held(&self) -> usize {
+        self.holders.len()
+    }
+
+    /// The permits held, by index: (index, pid of the holder).
+    pub fn holders(&self) -> &[(u32, i32)] {
+        &self.holders
+    }
+
+    /// The backends waiting for a permit, by pid. (Not in the order they
+    /// began: a semaphore's wait queues anew for its permit every slice.)
+    pub fn waiters(&self) -> &[i32] {
+        &self.waiters
+    }
+}
+
+/// `namespace (permits of <base>): k of N held, w waiting`; `?` for what
+/// is unknown.
+impl fmt::Display for SemaphoreRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let namespace = self.namespace.as_deref().unwrap_or("?");
+        write!(
+            f,
+            "{namespace} (permits of {}): {} of ",
+            self.base,
+            self.held()
+        )?;
+        match self.permits {
+            Some(permits) => write!(f, "{permits}")?,
+            None => f.write_str("?")?,
+        }
+        write!(f, " held, {} waiting", self.waiters.len())
+    }
 }
 
 /// One row of `pg_locks` for an advisory lock.
@@ -95,9 +245,16 @@ pub struct LockRow {
     state: Option<String>,
     time_in_state: Option<Duration>,
     transaction_age: Option<Duration>,
+    semaphore: Option<LockId>,
 }
 
 impl LockRow {
+    /// The base of the semaphore this row is a permit of, when the
+    /// inspection recognised one ([`Inspection::semaphores`]).
+    pub fn semaphore(&self) -> Option<LockId> {
+        self.semaphore
+    }
+
     /// The backend's process id.
     pub fn pid(&self) -> i32 {
         self.pid
@@ -220,6 +377,8 @@ where
         .map_err(Error::from_sqlx)?;
     let mut queries_visible = true;
     let mut locks = Vec::new();
+    // What each row's backend's statement says of a semaphore.
+    let mut marks: Vec<Option<SemaphoreMark>> = Vec::new();
     let mut prepared = Vec::new();
     for (
         pid,
@@ -248,6 +407,12 @@ where
         };
         let hidden = query.as_deref() == Some(HIDDEN_QUERY);
         queries_visible &= !hidden;
+        marks.push(query.as_deref().and_then(|query| {
+            Some(SemaphoreMark {
+                permits: marker::parse_permits(query)?,
+                namespace: marker::parse(query).map(str::to_owned),
+            })
+        }));
         locks.push(LockRow {
             pid,
             id,
@@ -267,6 +432,7 @@ where
             state,
             time_in_state: time_in_state.map(seconds),
             transaction_age: transaction_age.map(seconds),
+            semaphore: None,
         });
     }
     for index in 0..locks.len() {
@@ -278,11 +444,65 @@ where
                 .and_then(|other| other.namespace.clone());
         }
     }
+    let semaphores = recognise_semaphores(&mut locks, &marks);
     Ok(Inspection {
         locks,
         prepared,
+        semaphores,
         queries_visible,
     })
+}
+
+/// What a backend's statement says of a semaphore: its marker's number of
+/// permits (`None` for a try, which is prepared for every N) and namespace.
+struct SemaphoreMark {
+    permits: Option<u32>,
+    namespace: Option<String>,
+}
+
+/// Finds the semaphores `marks` (what each row's statement says of one)
+/// make known, marks their rows, and returns them; see
+/// [`Inspection::semaphores`].
+fn recognise_semaphores(
+    locks: &mut [LockRow],
+    marks: &[Option<SemaphoreMark>],
+) -> Vec<SemaphoreRow> {
+    let mut held_by: HashMap<i32, usize> = HashMap::new();
+    for lock in locks.iter().filter(|lock| lock.granted) {
+        *held_by.entry(lock.pid).or_default() += 1;
+    }
+    let mut known: Vec<SemaphoreRow> = Vec::new();
+    for (lock, mark) in locks.iter().zip(marks) {
+        let Some(mark) = mark else { continue };
+        // A waiter waits for one lock: its statement's. A holder's last
+        // statement took one of its locks: the only one, if it holds one.
+        if lock.granted && held_by.get(&lock.pid) != Some(&1) {
+            continue;
+        }
+        let base = base_of(lock.id);
+        let row = match known.iter_mut().position(|row| row.base == base) {
+            Some(index) => &mut known[index],
+            None => {
+                known.push(SemaphoreRow::new(base, None));
+                known.last_mut().expect("just pushed")
+            }
+        };
+        row.permits = row.permits.max(mark.permits);
+        if row.namespace.is_none() {
+            row.namespace = mark.namespace.clone();
+        }
+    }
+    for lock in locks.iter_mut() {
+        let base = base_of(lock.id);
+        if let Some(row) = known.iter_mut().find(|row| row.base == base) {
+            lock.semaphore = Some(base);
+            row.add(lock);
+            if row.namespace.is_none() {
+                row.namespace = lock.namespace.clone();
+            }
+        }
+    }
+    known
 }
 
 /// A span the server measured in seconds, as a `Duration` (never negative).

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::front::fencing::FencingToken;
 use crate::front::keepalive::ServerKeepalive;
 use crate::front::loss::{CheckOptions, HoldState, Loss, until_lost};
+use crate::front::semaphore::Permit;
 use crate::front::session::{HeldLock, IntoOwnedConnection, SessionGuard, SessionLock};
 use crate::identity::LockIdentity;
 use crate::sql::pg_locks;
@@ -46,16 +47,21 @@ impl SessionLock<'_> {
         options: CheckOptions,
     ) -> Result<Lease, Error> {
         let mut conn = connection.into_owned_connection();
-        // Before the lock is asked for, so that the server never holds it
-        // for a silent client longer than the holder takes to notice.
-        let keepalive = ServerKeepalive::for_checks(&options);
-        match tokio::time::timeout(options.timeout(), keepalive.apply(&mut conn)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(Error::from_sqlx(error)),
-            Err(_) => return Err(Error::from_sqlx(unanswered(options))),
-        }
+        prepare(&mut conn, options).await?;
         let guard = self.acquire(conn).await?;
         Ok(Lease::start(guard, options))
+    }
+}
+
+/// Sets the server's keepalives of a lease's session from its `options`:
+/// before the lock is asked for, so that the server never holds it for a
+/// silent client longer than the holder takes to notice.
+pub(crate) async fn prepare(conn: &mut PgConnection, options: CheckOptions) -> Result<(), Error> {
+    let keepalive = ServerKeepalive::for_checks(&options);
+    match tokio::time::timeout(options.timeout(), keepalive.apply(conn)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(Error::from_sqlx(error)),
+        Err(_) => Err(Error::from_sqlx(unanswered(options))),
     }
 }
 
@@ -171,6 +177,12 @@ impl Lease {
     /// asked for with [`SessionLock::with_fencing_token`].
     pub fn fencing_token(&self) -> Option<FencingToken> {
         self.held.token
+    }
+
+    /// Which permit of a semaphore the lease holds; `None` for a lock. See
+    /// [`SessionSemaphore::acquire_lease`](crate::SessionSemaphore::acquire_lease).
+    pub fn permit(&self) -> Option<Permit> {
+        self.held.permit
     }
 }
 

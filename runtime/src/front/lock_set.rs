@@ -4,17 +4,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnection;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
 
 use crate::contract::family::{LockFamily, NamespaceFor};
 use crate::contract::id::LockId;
 use crate::contract::key::LockKey;
 use crate::contract::mode::Mode;
 use crate::contract::namespace::Namespace;
+use crate::engine::begin::begin_with;
+use crate::engine::contention;
 use crate::engine::measure::{self, Outcome};
 use crate::engine::wait::{Wait, Waiter, ensure_transaction};
 use crate::error::Error;
 use crate::front::xact_lock::{Acquired, XactLock};
+use crate::sql::begin::{self, Raised};
 use crate::sql::marker;
 use crate::sql::statements::{self, Scope};
 
@@ -254,6 +257,68 @@ impl<'ns> XactLockSet<'ns> {
                 .await?;
             next += 1;
         }
+    }
+}
+
+impl XactLockSet<'_> {
+    /// Begins a transaction on `pool` that already holds every lock of the
+    /// set; see [`XactLock::begin`]. When every key is free, the tries and
+    /// `BEGIN` go in one message: one round trip in all. A busy key gives
+    /// back the keys taken before it; the set is then acquired as
+    /// [`acquire`](Self::acquire) does, in a transaction begun for it (so a
+    /// wait costs two round trips more), and straight away next time while
+    /// the key is remembered as busy lately. After [`no_wait`](Self::no_wait)
+    /// a busy key is [`Error::Busy`] at once. The connection is taken as
+    /// `pool.begin()` takes it; a failure leaves no transaction behind.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// # static ACCOUNTS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("ledger:account");
+    /// let tx = ACCOUNTS.lock_many([4_i64, 17]).begin(pool).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn begin(self, pool: &PgPool) -> Result<Transaction<'static, Postgres>, Error> {
+        let wait = self.wait.unwrap_or(Wait::Unbounded);
+        wait.cap_ms()?;
+        let entries = ordered(self.entries.clone());
+        match entries.as_slice() {
+            [] => return Ok(pool.begin().await?),
+            [only] => {
+                return XactLock::new(only.namespace, only.id)
+                    .with_mode(only.mode)
+                    .with_wait(wait)
+                    .begin(pool)
+                    .await;
+            }
+            _ => {}
+        }
+        // A set with a key found busy lately would most likely fail the
+        // one-message try: it goes straight to the tries and waits.
+        if !entries.iter().any(|entry| contention::expected(entry.id)) {
+            let ids: Vec<(LockId, Mode)> =
+                entries.iter().map(|entry| (entry.id, entry.mode)).collect();
+            let sql = begin::set_tried_sql(&set_marker(&entries), &ids);
+            match begin_with(pool.acquire().await?, sql).await {
+                Ok(tx) => {
+                    count_acquired(&entries);
+                    return Ok(tx);
+                }
+                Err(error) => match begin::raised(&error) {
+                    Some(Raised::Standby) => return Err(Error::Standby),
+                    Some(Raised::SetBusyAfter(taken)) if taken < entries.len() => {
+                        contention::found_busy(entries[taken].id);
+                        if wait.is_no_wait() {
+                            return Err(entries[taken].busy(wait));
+                        }
+                    }
+                    _ => return Err(Error::from_sqlx(error)),
+                },
+            }
+        }
+        let mut tx = pool.begin().await?;
+        self.acquire(&mut tx).await?;
+        Ok(tx)
     }
 }
 

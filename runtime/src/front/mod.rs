@@ -59,5 +59,7 @@ pub(crate) mod loss;
 pub(crate) mod manager;
 pub(crate) mod primary;
 pub(crate) mod run;
+pub(crate) mod semaphore;
 pub(crate) mod session;
+pub(crate) mod session_semaphore;
 pub(crate) mod xact_lock;

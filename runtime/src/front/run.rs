@@ -10,6 +10,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::engine::events;
 use crate::error::Error;
 use crate::front::lock_set::XactLockSet;
+use crate::front::semaphore::XactSemaphore;
 use crate::front::xact_lock::XactLock;
 
 /// The future a unit of work returns, borrowing the transaction: written
@@ -33,9 +34,17 @@ use crate::front::xact_lock::XactLock;
 /// ```
 pub type WorkFuture<'t, R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send + 't>>;
 
-/// `run` on a request type that has `acquire(self, &mut PgConnection)`.
+/// `run` on a request type that has `begin(self, &PgPool)` (a transaction
+/// begun holding its lock, in one round trip), or, with `acquire` first,
+/// one that has only `acquire(self, &mut PgConnection)`.
 macro_rules! run_in_transaction {
     ($(#[$doc:meta])* $request:ty) => {
+        run_in_transaction!(@impl begin, $(#[$doc])* $request);
+    };
+    (acquire, $(#[$doc:meta])* $request:ty) => {
+        run_in_transaction!(@impl acquire, $(#[$doc])* $request);
+    };
+    (@impl $how:ident, $(#[$doc:meta])* $request:ty) => {
         impl $request {
             $(#[$doc])*
             pub async fn run<R, E, F>(self, pool: &PgPool, work: F) -> Result<R, E>
@@ -43,17 +52,25 @@ macro_rules! run_in_transaction {
                 F: for<'t> FnOnce(&'t mut Transaction<'static, Postgres>) -> WorkFuture<'t, R, E>,
                 E: From<Error>,
             {
-                let mut tx = pool.begin().await.map_err(Error::from)?;
-                self.acquire(&mut tx).await?;
+                let tx = run_in_transaction!(@begin $how, self, pool);
                 finish(tx, work).await
             }
         }
     };
+    (@begin begin, $request:ident, $pool:ident) => {
+        $request.begin($pool).await?
+    };
+    (@begin acquire, $request:ident, $pool:ident) => {{
+        let mut tx = $pool.begin().await.map_err(Error::from)?;
+        $request.acquire(&mut tx).await?;
+        tx
+    }};
 }
 
 run_in_transaction!(
-    /// Begins a transaction on `pool`, takes this lock in it, runs `work`,
-    /// and commits when `work` returns `Ok`; rolls back when it returns
+    /// Begins a transaction on `pool` that holds this lock (one round trip,
+    /// see [`XactLock::begin`]), runs `work`, and commits when `work`
+    /// returns `Ok`; rolls back when it returns
     /// `Err` or panics (the panic then continues). The lock ends with the
     /// transaction.
     ///
@@ -91,6 +108,25 @@ run_in_transaction!(
     /// # Ok(()) }
     /// ```
     XactLockSet<'_>
+);
+
+run_in_transaction!(
+    acquire,
+    /// [`XactLock::run`] for a permit of a semaphore: the work runs while
+    /// the transaction holds a permit, and the permit ends with it. The
+    /// transaction is begun, then the permit taken: one round trip more
+    /// than a lock's `run`.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// static REPORTS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("reports:heavy");
+    /// REPORTS
+    ///     .semaphore(&"monthly", 2)
+    ///     .run(pool, |_tx| Box::pin(async { Ok::<_, pglock_runtime::Error>(()) }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    XactSemaphore<'_>
 );
 
 async fn finish<R, E, F>(mut tx: Transaction<'static, Postgres>, work: F) -> Result<R, E>

@@ -27,6 +27,7 @@ use crate::engine::wait::{Wait, Waiter, try_lock};
 use crate::error::{Error, ends_session};
 use crate::front::fencing::{self, FencingToken};
 use crate::front::loss::CheckOptions;
+use crate::front::semaphore::Permit;
 use crate::identity::LockIdentity;
 use crate::sql::statements::{Scope, TryStatus, bind_id};
 
@@ -288,16 +289,16 @@ impl SessionLock<'_> {
             false => None,
         };
         let lock = self.lock.identity();
-        Ok(SessionGuard {
-            conn: Some(conn),
-            meter: Some(HoldMeter::start(&lock)),
-            held: HeldLock {
+        Ok(SessionGuard::holding(
+            conn,
+            HeldLock {
                 lock,
                 unlock_sql: self.lock.namespace.statements().unlock(self.lock.mode),
                 token,
                 release_timeout: self.release_timeout,
+                permit: None,
             },
-        })
+        ))
     }
 }
 
@@ -311,9 +312,22 @@ pub(crate) struct HeldLock {
     pub(crate) token: Option<FencingToken>,
     /// How long an unlock may take before the lock counts as lost.
     release_timeout: Duration,
+    /// Which permit of a semaphore the lock is, when it is one.
+    pub(crate) permit: Option<Permit>,
 }
 
 impl HeldLock {
+    /// Permit `permit` of a semaphore in `namespace`, held by its session.
+    pub(crate) fn permit(namespace: &Namespace, permit: Permit, release_timeout: Duration) -> Self {
+        Self {
+            lock: namespace.identity(permit.id(), Mode::Exclusive),
+            unlock_sql: namespace.statements().unlock(Mode::Exclusive),
+            token: None,
+            release_timeout,
+            permit: Some(permit),
+        }
+    }
+
     /// Unlocks on `conn`; an unlock that finds nothing to release means the
     /// lock was lost (the session is not the one that took it), and so does
     /// one whose session is over (the connection broke, the server stopped
@@ -378,6 +392,15 @@ pub struct SessionGuard {
 }
 
 impl SessionGuard {
+    /// The guard of `held`, granted on `conn`.
+    pub(crate) fn holding(conn: PgConnection, held: HeldLock) -> Self {
+        SessionGuard {
+            conn: Some(conn),
+            meter: Some(HoldMeter::start(&held.lock)),
+            held,
+        }
+    }
+
     /// Unlocks and returns the connection, now holding nothing. If the
     /// unlock fails or finds the lock gone, the connection is closed and the
     /// error returned: [`Error::LockLost`] when the lock was gone, or its
@@ -423,6 +446,12 @@ impl SessionGuard {
     /// asked for with [`SessionLock::with_fencing_token`].
     pub fn fencing_token(&self) -> Option<FencingToken> {
         self.held.token
+    }
+
+    /// Which permit of a semaphore the guard holds; `None` for a lock
+    /// ([`SessionLock`]). See [`Namespace::session_semaphore`].
+    pub fn permit(&self) -> Option<Permit> {
+        self.held.permit
     }
 
     pub(crate) fn into_parts(mut self) -> (PgConnection, HeldLock, Option<HoldMeter>) {

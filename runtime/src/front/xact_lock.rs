@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::Postgres;
 use sqlx::postgres::PgConnection;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::contract::family::LockFamily;
 use crate::contract::id::LockId;
@@ -201,6 +201,42 @@ impl<'ns> XactLock<'ns> {
             .wait(conn, Scope::Xact, cap_ms, self.savepoint, started, pid)
             .await?;
         Ok(Acquired::after_waiting_since(started))
+    }
+
+    /// Begins a transaction on `pool` that already holds this lock: the lock
+    /// statement and `BEGIN` go in one message, so the transaction and its
+    /// lock cost one round trip where `pool.begin()` and
+    /// [`acquire`](Self::acquire) cost two. Everything else is as with
+    /// `acquire`: the cap and its exact restore, the errors, the events, the
+    /// cancel of an abandoned wait. The lock ends with the transaction
+    /// (commit, rollback, or drop).
+    ///
+    /// The connection is taken from the pool as `pool.begin()` takes it
+    /// (with the pool's checks, if it has any). A failure leaves no
+    /// transaction behind: the connection goes back to the pool as it came.
+    /// [`in_savepoint`](Self::in_savepoint) changes nothing here: the
+    /// transaction holds nothing else to keep.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire), but never [`Error::NotInTransaction`].
+    ///
+    /// ```no_run
+    /// # async fn run(pool: &sqlx::PgPool) -> Result<(), pglock_runtime::Error> {
+    /// # static JOBS: pglock_runtime::Namespace = pglock_runtime::Namespace::named("jobs");
+    /// let mut tx = JOBS
+    ///     .lock(&1_i64)
+    ///     .timeout(std::time::Duration::from_secs(5))
+    ///     .begin(pool)
+    ///     .await?;
+    /// sqlx::query("UPDATE jobs SET state = 'running' WHERE id = 1")
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn begin(self, pool: &PgPool) -> Result<Transaction<'static, Postgres>, Error> {
+        self.lock.begin_locked(pool, self.wait).await
     }
 
     /// Tries the lock once without waiting: `Ok(true)` when it is now held,

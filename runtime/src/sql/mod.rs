@@ -4,6 +4,8 @@
 //! modules write.
 
 pub mod bare_sql;
+pub(crate) mod begin;
 pub(crate) mod marker;
 pub mod pg_locks;
+pub(crate) mod semaphore;
 pub(crate) mod statements;

@@ -61,6 +61,50 @@ pub const ENCODED: &str = encoded!();
 /// them apart.
 pub const MATCHES: &str = matches_id!();
 
+// The condition over a semaphore's permits, as a literal for `concat!`.
+macro_rules! permits_of {
+    () => {
+        concat!(
+            "(l.locktype = 'advisory' AND (",
+            encoded!(),
+            " & -1024) = $1::int8 AND l.objsubid = $2::int2)"
+        )
+    };
+}
+
+/// The SQL condition, over a `pg_locks` row named `l`, that matches every
+/// permit of one semaphore, held or awaited: bind `$1` and `$2` to the two
+/// values of [`encode`] of its [`PermitIds::base`](crate::PermitIds::base).
+/// The permits of a semaphore share every bit but their low 10, whatever
+/// its number of permits (see `docs/KEYS.md`).
+///
+/// ```no_run
+/// use pglock_runtime::{Namespace, pg_locks};
+///
+/// static IMPORTS: Namespace = Namespace::named("imports:tenant");
+///
+/// # async fn run(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+/// // Which permits of tenant 7's semaphore are held, and by whom?
+/// let sql = format!(
+///     "SELECT {}, l.pid FROM pg_catalog.pg_locks l WHERE {} AND l.granted",
+///     pg_locks::PERMIT_INDEX,
+///     pg_locks::PERMITS_OF
+/// );
+/// let base = IMPORTS.permit_ids(&7_i64, 3).unwrap().base();
+/// let (encoded, objsubid) = pg_locks::encode(base);
+/// let held: Vec<(i32, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+///     .bind(encoded)
+///     .bind(objsubid)
+///     .fetch_all(pool)
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub const PERMITS_OF: &str = permits_of!();
+
+/// The SQL expression, over a `pg_locks` row named `l` that
+/// [`PERMITS_OF`] matches, of the permit's index, as an `int4`.
+pub const PERMIT_INDEX: &str = concat!("((", encoded!(), " & 1023)::int4)");
+
 /// The two values by which `pg_locks` knows `id`: `(classid << 32) | objid`
 /// as an `i64`, and `objsubid`.
 ///
@@ -176,12 +220,17 @@ pub const COUNT_HELD_BY_THIS_SESSION: &str = "SELECT count(*) FROM pg_catalog.pg
      WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted";
 
 /// Cancels backend `$3` if, at this instant, it waits for the lock `$1`,
-/// `$2`: the check and the cancel are one statement, so a backend that got
-/// its lock and went on to other work is never cancelled.
+/// `$2` in the statement that began at `$4` (`query_start` as text; NULL:
+/// whatever statement waits), and answers that statement's start: the
+/// check and the cancel are one statement, so a backend that got its lock
+/// and went on to other work, or a later statement of the same backend
+/// that waits for the same lock, is never cancelled.
 pub(crate) const CANCEL_IF_WAITING: &str = concat!(
-    "SELECT pg_catalog.pg_cancel_backend(l.pid) FROM pg_catalog.pg_locks l WHERE ",
+    "SELECT a.query_start::text, pg_catalog.pg_cancel_backend(l.pid) \
+     FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid WHERE ",
     matches_id!(),
-    " AND l.pid = $3 AND NOT l.granted"
+    " AND l.pid = $3 AND NOT l.granted \
+     AND ($4::text IS NULL OR a.query_start::text = $4::text)"
 );
 
 // The classid of a wait ticket, as a literal for `concat!`; see

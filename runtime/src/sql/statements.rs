@@ -41,10 +41,13 @@ impl TryStatus {
 /// The code of a try statement run on a hot standby.
 pub(crate) const STANDBY: i32 = -2;
 
+/// [`STANDBY`] as the statements write it.
+const STANDBY_CODE: &str = "-2";
+
 /// The guard every try statement starts with: a hot standby's advisory locks
 /// exclude no one on the primary, so there the lock is not even tried. It
 /// costs no round trip of its own.
-const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2";
+pub(crate) const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2";
 
 /// Whether a server is the primary, as libpq's
 /// `target_session_attrs=read-write` asks: in recovery (a standby), and
@@ -52,6 +55,9 @@ const GUARD: &str = "CASE WHEN pg_catalog.pg_is_in_recovery() THEN -2";
 /// connection to one of several hosts.
 pub(crate) const PRIMARY_CHECK: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      pg_catalog.current_setting('transaction_read_only') = 'on'";
+
+/// The answer of a semaphore's try or wait when it took no permit.
+pub(crate) const NONE: i32 = -1;
 
 /// Whether a lock ends with its transaction or with its session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +75,7 @@ const fn function_suffix(mode: Mode) -> &'static str {
 }
 
 /// `pg_catalog.pg_[try_]advisory_[xact_]lock[_shared]`.
-fn lock_function(scope: Scope, mode: Mode, try_only: bool) -> String {
+pub(super) fn lock_function(scope: Scope, mode: Mode, try_only: bool) -> String {
     format!(
         "pg_catalog.pg_{}advisory_{}lock{}",
         if try_only { "try_" } else { "" },
@@ -94,6 +100,7 @@ pub(crate) struct Statements {
     unlock: [Arc<str>; 2],
     try_prefix: Arc<str>,
     try_prefix_exclusive: Option<Arc<str>>,
+    permit_try: [Arc<str>; 2],
 }
 
 impl Statements {
@@ -142,13 +149,25 @@ impl Statements {
             xact_take_or_wait: by_mode(&|mode| {
                 format!(
                     "{marker} {}",
-                    take_or_wait_sql(mode, args, &format!("${next_param}::int8"), None)
+                    take_or_wait_sql(
+                        mode,
+                        args,
+                        &format!("${next_param}::int8"),
+                        None,
+                        STANDBY_CODE
+                    )
                 )
             }),
             xact_take_or_capped_wait: by_mode(&|mode| {
                 format!(
                     "{marker} {}",
-                    take_or_wait_sql(mode, args, &format!("${after_cap}::int8"), Some(&cap))
+                    take_or_wait_sql(
+                        mode,
+                        args,
+                        &format!("${after_cap}::int8"),
+                        Some(&cap),
+                        STANDBY_CODE,
+                    )
                 )
             }),
             unlock: by_mode(&|mode| {
@@ -165,6 +184,10 @@ impl Statements {
                 ))),
                 Space::Pair(_) => None,
             },
+            permit_try: [Scope::Xact, Scope::Session].map(|scope| {
+                let marker = marker::with_permits(&marker, None);
+                Arc::from(permit_try_sql(&marker, space, scope))
+            }),
             label,
             marker,
         }
@@ -206,6 +229,11 @@ impl Statements {
         self.try_prefix_exclusive.clone()
     }
 
+    /// The try of a semaphore's permits; see [`permit_try_sql`].
+    pub(crate) fn permit_try(&self, scope: Scope) -> Arc<str> {
+        self.permit_try[scope as usize].clone()
+    }
+
     /// `/* pglock ns=<label> */`, the first thing in every statement.
     pub(crate) fn marker(&self) -> &str {
         &self.marker
@@ -214,6 +242,43 @@ impl Statements {
     /// The sanitised label the marker shows.
     pub(crate) fn label(&self) -> &str {
         &self.label
+    }
+}
+
+/// The try of a semaphore's permits, a prepared statement: the first free
+/// permit from a starting index, taken, in one statement. Parameters: the
+/// base permit (`$1` bigint, or `$1`, `$2` the pair's class and second
+/// int), then the number of permits and the index to start from (`int4`s).
+/// Returns the index taken ([`NONE`] when every permit is busy,
+/// [`STANDBY`] on a hot standby) and the
+/// backend's pid, which the cancel of an abandoned wait needs.
+///
+/// The permits are scanned from the starting index, wrapping around, and
+/// the scan stops at the first try that succeeds (`LIMIT 1` pulls no row
+/// after it), so a free semaphore costs one try; starting where the caller
+/// says spreads the holders over the permits. A scalar subquery's rows are
+/// pulled lazily, inside the `CASE` that checks for a standby first.
+fn permit_try_sql(marker: &str, space: Space, scope: Scope) -> String {
+    let (lock_args, next) = match space {
+        Space::BigInt(_) => ("$1::int8 | p.i::int8".to_owned(), 2),
+        Space::Pair(_) => ("$1::int4, $2::int4 | p.i".to_owned(), 3),
+    };
+    let (permits, start) = (format!("${next}::int4"), format!("${}::int4", next + 1));
+    format!(
+        "{marker} SELECT {GUARD} ELSE coalesce((SELECT p.i FROM \
+             (SELECT (g % {permits})::int4 AS i \
+              FROM pg_catalog.generate_series({start}, {start} + {permits} - 1) AS g) AS p \
+             WHERE {}({lock_args}) LIMIT 1), {NONE}) END, \
+         pg_catalog.pg_backend_pid()",
+        try_function(scope)
+    )
+}
+
+/// The try function of an exclusive advisory lock of `scope`.
+pub(crate) const fn try_function(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Xact => "pg_catalog.pg_try_advisory_xact_lock",
+        Scope::Session => "pg_catalog.pg_try_advisory_lock",
     }
 }
 
@@ -279,19 +344,27 @@ fn capped_wait_sql(lock_call: &str, cap_ms: &str) -> String {
 /// once, by a `MATERIALIZED` CTE that the planner may not inline, before
 /// any step runs: the restore puts back that exact text. A stricter
 /// non-zero setting is kept; `0` (no limit, the default, so checked first:
-/// it needs no conversion to milliseconds) is capped.
+/// it needs no conversion to milliseconds) is capped. `standby`: what the
+/// statement answers on a hot standby ([`STANDBY`], or an expression that
+/// fails).
 ///
 /// When the try takes the lock, the ticket, the cap and the restore never
 /// run: the statement then costs a few microseconds of server time more
 /// than the plain try, which is why it is sent only for a lock found busy
 /// lately (see `engine::contention`).
-fn take_or_wait_sql(mode: Mode, args: &str, ticket: &str, cap: Option<&str>) -> String {
+pub(super) fn take_or_wait_sql(
+    mode: Mode,
+    args: &str,
+    ticket: &str,
+    cap: Option<&str>,
+    standby: &str,
+) -> String {
     let try_call = format!("{}({args})", lock_function(Scope::Xact, mode, true));
     let lock_call = format!("{}({args})", lock_function(Scope::Xact, mode, false));
     let ticket_call = format!("pg_catalog.pg_try_advisory_xact_lock_shared({ticket})");
     match cap {
         None => format!(
-            "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN {STANDBY} \
+            "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN {standby} \
                  WHEN {try_call} THEN 0 \
                  WHEN {ticket_call} IS NULL THEN NULL \
                  WHEN {lock_call}::text IS NULL THEN NULL \
@@ -300,7 +373,7 @@ fn take_or_wait_sql(mode: Mode, args: &str, ticket: &str, cap: Option<&str>) -> 
         Some(cap) => format!(
             "WITH previous AS MATERIALIZED ( \
                  SELECT pg_catalog.current_setting('lock_timeout') AS setting \
-             ) SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN {STANDBY} \
+             ) SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN {standby} \
                  WHEN {try_call} THEN 0 \
                  WHEN {ticket_call} IS NULL THEN NULL \
                  WHEN pg_catalog.set_config('lock_timeout', \
@@ -334,7 +407,7 @@ pub(crate) fn try_prefix_for_marker(marker: &str) -> String {
 /// `CASE` that checks for a standby first. Per key, the server does one
 /// function call and one filter, about what the bare
 /// [`XACT_LOCK_ALL`](super::bare_sql::XACT_LOCK_ALL) over the list does.
-fn try_prefix_sql([bigints, classes, objects, shared]: [&str; 4]) -> String {
+pub(super) fn try_prefix_sql([bigints, classes, objects, shared]: [&str; 4]) -> String {
     let mut sql = String::new();
     let _ = write!(
         sql,
@@ -373,6 +446,16 @@ fn try_prefix_exclusive_sql(bigints: &str) -> String {
 /// simple-protocol message, so the savepoint and the try cost one round
 /// trip; the ids are integers this crate formats.
 pub(crate) fn try_all_or_nothing_sql(marker: &str, ids: &[(LockId, Mode)]) -> String {
+    let [bigints, classes, objects, shared] = literal_arrays(ids);
+    format!(
+        "{marker} SAVEPOINT {TRY_SAVEPOINT}; {}",
+        try_prefix_sql([&bigints, &classes, &objects, &shared])
+    )
+}
+
+/// The four arrays [`try_prefix_sql`] reads, written in as integers and
+/// booleans this crate formats.
+pub(super) fn literal_arrays(ids: &[(LockId, Mode)]) -> [String; 4] {
     let mut bigints = String::from("ARRAY[");
     let mut classes = String::from("ARRAY[");
     let mut objects = String::from("ARRAY[");
@@ -388,16 +471,12 @@ pub(crate) fn try_all_or_nothing_sql(marker: &str, ids: &[(LockId, Mode)]) -> St
         let _ = write!(objects, "{separator}({object})");
         let _ = write!(shared, "{separator}{}", *mode == Mode::Shared);
     }
-    let arrays = [
+    [
         format!("{bigints}]::int8[]"),
         format!("{classes}]::int4[]"),
         format!("{objects}]::int4[]"),
         format!("{shared}]::bool[]"),
-    ];
-    format!(
-        "{marker} SAVEPOINT {TRY_SAVEPOINT}; {}",
-        try_prefix_sql([&arrays[0], &arrays[1], &arrays[2], &arrays[3]])
-    )
+    ]
 }
 
 pub(crate) const TRY_SAVEPOINT: &str = "pglock_try";
@@ -409,16 +488,25 @@ pub(crate) const TRY_SAVEPOINT_RELEASE: &str = "RELEASE SAVEPOINT pglock_try";
 pub(crate) const TRY_SAVEPOINT_ROLLBACK: &str =
     "ROLLBACK TO SAVEPOINT pglock_try; RELEASE SAVEPOINT pglock_try";
 
+/// The arguments of an advisory lock function for `id`, written in as
+/// integers this crate formats.
+pub(super) fn literal_args(id: LockId) -> String {
+    // Parenthesised: `-9223372036854775808::int8` would parse as the
+    // negation of an out-of-range `int8`.
+    match id {
+        LockId::BigInt(id) => format!("({id})::int8"),
+        LockId::Pair(class, id) => format!("({class})::int4, ({id})::int4"),
+    }
+}
+
 /// A wait with its key and cap written in as integers this crate formats,
 /// for the simple-protocol waits below.
 fn literal_wait_sql(scope: Scope, id: LockId, mode: Mode, cap_ms: Option<u32>) -> String {
-    // Parenthesised: `-9223372036854775808::int8` would parse as the
-    // negation of an out-of-range `int8`.
-    let args = match id {
-        LockId::BigInt(id) => format!("({id})::int8"),
-        LockId::Pair(class, id) => format!("({class})::int4, ({id})::int4"),
-    };
-    let lock_call = format!("{}({args})", lock_function(scope, mode, false));
+    let lock_call = format!(
+        "{}({})",
+        lock_function(scope, mode, false),
+        literal_args(id)
+    );
     match cap_ms {
         Some(cap_ms) => capped_wait_sql(&lock_call, &format!("{cap_ms}::int8")),
         None => format!("SELECT {lock_call}::text"),

@@ -31,6 +31,7 @@ use crate::front::keepalive::ServerKeepalive;
 use crate::front::loss::{HoldState, Loss};
 use crate::identity::LockIdentity;
 use crate::sql::pg_locks;
+use crate::sql::semaphore::PermitAnswer;
 use crate::sql::statements::{TryStatus, bind_id};
 
 use super::options::LockTable;
@@ -39,11 +40,14 @@ use super::{ConnectionId, GuardId, Inner};
 
 /// What a connection's task is asked to do.
 pub(super) enum Command {
-    /// Wait for a lock; on success, keep `holding` for the guard.
+    /// Wait for a lock; on success, keep `holding` for the guard. With
+    /// `permit`, the wait is for any permit of the semaphore whose permit 0
+    /// is that id, and its answer says which one it took.
     Wait {
         sql: String,
         holding: Holding,
-        reply: oneshot::Sender<Result<Option<FencingToken>, WaitFailure>>,
+        permit: Option<LockId>,
+        reply: oneshot::Sender<Result<Granted, WaitFailure>>,
     },
     /// Unlock a dropped guard's lock, if it holds one here.
     Unlock { guard: GuardId },
@@ -61,6 +65,16 @@ pub(super) enum WaitFailure {
     Token(Error),
     /// The connection could not be opened (no host is a primary, say).
     Open(Error),
+    /// A semaphore's wait took no permit: its deadline passed, or another
+    /// holder uses more permits.
+    NoPermit(PermitAnswer),
+}
+
+/// What a wait sent to a connection's task was granted.
+pub(super) struct Granted {
+    pub(super) token: Option<FencingToken>,
+    /// The index of the permit taken, for a semaphore's wait.
+    pub(super) permit: Option<u32>,
 }
 
 /// One of the manager's connections, shared by its task and the callers

@@ -9,6 +9,7 @@ use crate::engine::events;
 use crate::error::Error;
 use crate::front::fencing::FencingToken;
 use crate::front::loss::{HoldState, Loss, until_lost};
+use crate::front::semaphore::Permit;
 use crate::identity::LockIdentity;
 
 use super::connection::{Command, Connection};
@@ -30,6 +31,7 @@ pub struct ManagedGuard {
     connection: Arc<Connection>,
     state: watch::Receiver<HoldState>,
     token: Option<FencingToken>,
+    permit: Option<Permit>,
     released: bool,
 }
 
@@ -52,8 +54,21 @@ impl ManagedGuard {
             connection,
             state,
             token,
+            permit: None,
             released: false,
         }
+    }
+
+    /// The guard of a semaphore's permit.
+    pub(super) fn holding_permit(mut self, permit: Permit) -> Self {
+        self.permit = Some(permit);
+        self
+    }
+
+    /// Which permit of a semaphore the guard holds; `None` for a lock. See
+    /// [`LockManager::semaphore`](super::LockManager::semaphore).
+    pub fn permit(&self) -> Option<Permit> {
+        self.permit
     }
 
     /// The lock held.
@@ -125,6 +140,7 @@ impl fmt::Debug for ManagedGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ManagedGuard")
             .field("lock", &self.lock)
+            .field("permit", &self.permit)
             .field("connection", &self.connection_id)
             .field("state", &*self.state.borrow())
             .finish()

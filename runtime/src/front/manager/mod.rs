@@ -31,7 +31,9 @@
 //! - `options.rs`: [`ManagerOptions`], [`LockBudget`], [`LockTable`].
 //! - `request.rs`: [`ManagedLock`], a request: try, in-process wait,
 //!   server wait.
-//! - `guard.rs`: [`ManagedGuard`], a held lock.
+//! - `guard.rs`: [`ManagedGuard`], a held lock (or a semaphore's permit).
+//! - `semaphore.rs`: [`ManagedSemaphore`], a request for a permit: the
+//!   permits tried one by one, then one server-side wait for any of them.
 //! - `table.rs`: what the manager knows under one lock: connections as
 //!   routing sees them, claims, in-process exclusion, routing.
 //! - `connection.rs`: one connection, and the one way to reach it: callers'
@@ -58,6 +60,7 @@ mod connection;
 mod guard;
 mod options;
 mod request;
+mod semaphore;
 mod session;
 mod table;
 mod task;
@@ -65,6 +68,7 @@ mod task;
 pub use guard::ManagedGuard;
 pub use options::{LockBudget, LockTable, ManagerOptions};
 pub use request::ManagedLock;
+pub use semaphore::ManagedSemaphore;
 
 use connection::Command;
 use table::Table;

@@ -12,6 +12,7 @@ use crate::contract::family::NamespaceFor;
 use crate::contract::id::LockId;
 use crate::contract::key::LockKey;
 use crate::contract::mode::Mode;
+use crate::contract::namespace::Namespace;
 use crate::engine::events;
 use crate::engine::measure::{self, Outcome};
 use crate::engine::wait::{Wait, Waiter, reported_wait};
@@ -52,6 +53,22 @@ impl LockManager {
                 mode: Mode::Exclusive,
             },
             wait: Wait::Unbounded,
+            fencing: false,
+        }
+    }
+}
+
+impl<'a> ManagedLock<'a> {
+    /// The exclusive lock `id` of `namespace`: one permit of a semaphore.
+    pub(super) fn permit(manager: &'a LockManager, namespace: &'a Namespace, id: LockId) -> Self {
+        ManagedLock {
+            manager,
+            lock: Waiter {
+                namespace,
+                id,
+                mode: Mode::Exclusive,
+            },
+            wait: Wait::No,
             fencing: false,
         }
     }
@@ -137,7 +154,7 @@ impl ManagedLock<'_> {
     /// to be gone (a server restart, idle connections cut): a connection
     /// that failed holds nothing any more. At most once per connection the
     /// bound allows, and once more on a new one.
-    async fn try_once(&self) -> Result<Option<ManagedGuard>, Error> {
+    pub(super) async fn try_once(&self) -> Result<Option<ManagedGuard>, Error> {
         let mut attempts = self.manager.inner.options.max_connections + 1;
         loop {
             attempts -= 1;
@@ -275,23 +292,25 @@ impl ManagedLock<'_> {
             .send(Command::Wait {
                 sql,
                 holding,
+                permit: None,
                 reply,
             })
             .map_err(|error| (error, true))?;
         match answer.await {
-            Ok(Ok(token)) => Ok(ManagedGuard::new(
+            Ok(Ok(granted)) => Ok(ManagedGuard::new(
                 inner,
                 claim,
                 connection_id,
                 lock,
                 state,
-                token,
+                granted.token,
             )),
             Ok(Err(WaitFailure::Wait(error))) => {
                 let lost = !inner.table().connections.contains_key(&connection_id);
                 Err((Error::from_wait(error, &lock, started.elapsed()), lost))
             }
             Ok(Err(WaitFailure::Token(error))) => Err((error, false)),
+            Ok(Err(WaitFailure::NoPermit(_))) => unreachable!("a lock's wait takes no permit"),
             // The connection is gone: the wait may go to another, once.
             Ok(Err(WaitFailure::Open(error))) => Err((error, true)),
             // The connection's task ended without an answer: the manager

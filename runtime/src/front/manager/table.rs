@@ -342,6 +342,32 @@ impl Table {
         })
     }
 
+    /// Moves a guard's claim to the lock `id`: a semaphore's wait claims
+    /// the permit it queues for, and is granted whichever permit frees
+    /// first. Called under the same lock of the table as
+    /// [`Table::answered`], so no try ever finds the permit granted and
+    /// unclaimed.
+    pub(super) fn reclaim(&mut self, guard: GuardId, id: LockId) {
+        let Some(claimed) = self.guards.get_mut(&guard) else {
+            return;
+        };
+        let previous = std::mem::replace(claimed, id);
+        if previous == id {
+            return;
+        }
+        let Some(claims) = self.claims.get_mut(&previous) else {
+            return;
+        };
+        let Some(index) = claims.iter().position(|claim| claim.guard == guard) else {
+            return;
+        };
+        let claim = claims.swap_remove(index);
+        if claims.is_empty() {
+            self.claims.remove(&previous);
+        }
+        self.claims.entry(id).or_default().push(claim);
+    }
+
     /// Gives back a guard's claim; `false` when it had none.
     pub(super) fn forget(&mut self, guard: GuardId) -> bool {
         let Some(id) = self.guards.remove(&guard) else {

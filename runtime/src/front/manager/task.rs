@@ -8,17 +8,21 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, Connection as _};
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::{AssertSqlSafe, Connection as _, Row};
 use tokio::sync::mpsc;
 
 use crate::contract::id::LockId;
 use crate::contract::mode::Mode;
+use crate::contract::permit::permit;
 use crate::engine::events;
+use crate::identity::LockIdentity;
 use crate::sql::pg_locks;
+use crate::sql::semaphore::PermitAnswer;
 use crate::sql::statements::UNLOCK_ALL;
 
 use super::batch::{Due, QUIET};
-use super::connection::{Command, Connection, WaitFailure, may_follow_a_grant};
+use super::connection::{Command, Connection, Granted, WaitFailure, may_follow_a_grant};
 use super::session::Session;
 use super::{ConnectionId, Inner};
 
@@ -180,7 +184,8 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
     match command {
         Command::Wait {
             sql,
-            holding,
+            mut holding,
+            permit,
             mut reply,
         } => {
             // Listening before the check, so a close between the two is seen.
@@ -216,7 +221,7 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                 return false;
             }
             let outcome = tokio::select! {
-                outcome = sqlx::raw_sql(AssertSqlSafe(sql)).execute(open.pg()) => Some(outcome),
+                outcome = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(open.pg()) => Some(outcome),
                 () = reply.closed() => None,
                 () = &mut closing => None,
             };
@@ -230,8 +235,21 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                     connection.lose(inner, id, &mut session, "the wait was abandoned", false);
                     false
                 }
-                Some(Ok(_)) => {
+                Some(Ok(rows)) => {
                     let bound = inner.options.checks.timeout();
+                    let taken = match permit.map(|base| permit_taken(base, &rows)) {
+                        None => None,
+                        Some(Ok(taken)) => Some(taken),
+                        Some(Err(answer)) => {
+                            inner.table().answered(id, None);
+                            let _ = reply.send(Err(WaitFailure::NoPermit(answer)));
+                            return true;
+                        }
+                    };
+                    if let Some((_, taken)) = taken {
+                        holding.lock =
+                            LockIdentity::new(holding.lock.label().clone(), taken, Mode::Exclusive);
+                    }
                     let mut token = None;
                     if holding.wants_token {
                         match open.fencing_token(bound).await {
@@ -249,13 +267,21 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                             }
                         }
                     }
-                    if inner.table().answered(id, Some(holding.guard)) {
+                    let claimed = {
+                        let mut table = inner.table();
+                        if let Some((_, taken)) = taken {
+                            table.reclaim(holding.guard, taken);
+                        }
+                        table.answered(id, Some(holding.guard))
+                    };
+                    if claimed {
                         connection.hold(holding);
                     } else if let Err(reason) = holding.give_back(open.pg(), bound).await {
                         connection.lose(inner, id, &mut session, &reason, true);
                         return false;
                     }
-                    let _ = reply.send(Ok(token));
+                    let permit = taken.map(|(index, _)| index);
+                    let _ = reply.send(Ok(Granted { token, permit }));
                     true
                 }
                 Some(Err(error)) => {
@@ -264,8 +290,13 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
                     // connection gone and waits on another. A connection
                     // kept in service is first rid of a lock granted at the
                     // edge of the error; this one held nothing else.
+                    // A semaphore's wait tries every permit as it goes, and
+                    // a permit taken by a try stays with the session whatever
+                    // error follows: the connection, which held nothing
+                    // else, gives back whatever it holds.
                     let kept = match open.broken(&error, bound).await {
                         Some(reason) => Err(reason),
+                        None if permit.is_some() => give_back_everything(open.pg(), bound).await,
                         None if !may_follow_a_grant(&error) => Ok(false),
                         None => holding.give_back_if_granted(open.pg(), bound).await,
                     };
@@ -317,6 +348,38 @@ async fn serve(inner: &Inner, id: ConnectionId, connection: &Connection, command
             let _ = reply.send(released);
             false
         }
+    }
+}
+
+/// The permit a semaphore's wait took, by index and id, from the rows of
+/// its message (the last one answers); else what the wait answered.
+fn permit_taken(base: LockId, rows: &[PgRow]) -> Result<(u32, LockId), PermitAnswer> {
+    let code = rows
+        .last()
+        .and_then(|row| row.try_get::<i32, _>(0).ok())
+        .unwrap_or(-1);
+    match PermitAnswer::from_code(code) {
+        PermitAnswer::Taken(index) => Ok((index, permit(base, index))),
+        answer => Err(answer),
+    }
+}
+
+/// Unlocks every advisory lock of a session that held none but those a
+/// failed wait may have taken; says whether there was one.
+async fn give_back_everything(pg: &mut PgConnection, bound: Duration) -> Result<bool, String> {
+    let given_back = async {
+        let held: i64 = sqlx::query_scalar(pg_locks::COUNT_HELD_BY_THIS_SESSION)
+            .fetch_one(&mut *pg)
+            .await?;
+        if held > 0 {
+            sqlx::raw_sql(UNLOCK_ALL).execute(&mut *pg).await?;
+        }
+        Ok::<_, sqlx::Error>(held > 0)
+    };
+    match tokio::time::timeout(bound, given_back).await {
+        Ok(Ok(held)) => Ok(held),
+        Ok(Err(error)) => Err(format!("the connection failed: {error}")),
+        Err(_) => Err(format!("a check did not answer within {bound:?}")),
     }
 }
 

@@ -1,0 +1,143 @@
+//! `pglock locks`: a semaphore is one line (namespace, k of N held,
+//! waiters), in the table's output and in the JSON lines, and its permits
+//! are not listed as locks of their own.
+
+mod support;
+
+use std::time::Duration;
+
+use pglock::{Namespace, SessionGuard};
+use support::{TestDatabase, backend_pid, json_lines, pglock_on, table_rows, wait_until_waiting};
+
+static IMPORTS: Namespace = Namespace::named("cli:imports");
+
+/// Every permit of a semaphore of three held, each by a session that has
+/// run another statement since; a plain lock on the same key; two
+/// sessions waiting for a permit.
+struct Staged {
+    holders: Vec<i32>,
+    waiters: Vec<i32>,
+    plain_holder: i32,
+    _guards: Vec<SessionGuard>,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn stage(database: &TestDatabase) -> Staged {
+    let mut observer = database.connect("cli-observer").await;
+    let mut guards = Vec::new();
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let mut conn = database.connect("cli-permit").await;
+        holders.push(backend_pid(&mut conn).await);
+        let mut guard = IMPORTS
+            .session_semaphore(&"acme", 3)
+            .no_wait()
+            .acquire(conn)
+            .await
+            .unwrap();
+        // Its marker is gone: only the waiters' say what the rows are.
+        sqlx::query("SELECT 1")
+            .execute(guard.connection())
+            .await
+            .unwrap();
+        guards.push(guard);
+    }
+    let mut conn = database.connect("cli-plain").await;
+    let plain_holder = backend_pid(&mut conn).await;
+    guards.push(IMPORTS.session_lock(&"acme").acquire(conn).await.unwrap());
+
+    let mut tasks = Vec::new();
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let mut conn = database.connect("cli-permit-waiter").await;
+        let pid = backend_pid(&mut conn).await;
+        tasks.push(tokio::spawn(async move {
+            // Ends when the test drops the task, or after a minute.
+            let _ = IMPORTS
+                .session_semaphore(&"acme", 3)
+                .timeout(Duration::from_secs(60))
+                .acquire(conn)
+                .await;
+        }));
+        wait_until_waiting(&mut observer, pid).await;
+        waiters.push(pid);
+    }
+    Staged {
+        holders,
+        waiters,
+        plain_holder,
+        _guards: guards,
+        _tasks: tasks,
+    }
+}
+
+#[tokio::test]
+async fn a_semaphore_is_one_line_of_k_of_n_held_and_its_waiters() {
+    let database = TestDatabase::create().await;
+    let staged = stage(&database).await;
+    let base = IMPORTS.permit_ids(&"acme", 3).unwrap().base();
+
+    let run = pglock_on(&database.url, &["locks"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // The table lists the plain lock alone.
+    let rows = table_rows(&run.stdout);
+    assert_eq!(rows.len(), 1, "{}", run.stdout);
+    assert_eq!(rows[0]["PID"], staged.plain_holder.to_string());
+    assert_eq!(rows[0]["LOCK ID"], IMPORTS.id(&"acme").to_string());
+    let line = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("semaphore "))
+        .unwrap_or_else(|| panic!("a semaphore line in {}", run.stdout));
+    let expected =
+        format!("semaphore cli:imports (permits of {base}): 3 of 3 held, 2 waiting [held: ");
+    assert!(line.starts_with(&expected), "{line}");
+    for pid in &staged.holders {
+        assert!(line.contains(&format!(": pid {pid}")), "{line}");
+    }
+    let mut waiters = staged.waiters.clone();
+    waiters.sort_unstable();
+    let waiting = waiters
+        .iter()
+        .map(|pid| format!("pid {pid}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert!(line.ends_with(&format!("; waiting: {waiting}]")), "{line}");
+    assert_eq!(
+        run.stdout
+            .lines()
+            .filter(|l| l.starts_with("semaphore "))
+            .count(),
+        1
+    );
+    assert!(
+        run.stdout
+            .contains("1 advisory lock(s): 1 held, 0 awaited; 1 semaphore(s):")
+    );
+
+    let run = pglock_on(&database.url, &["locks", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let objects = json_lines(&run.stdout);
+    assert_eq!(objects.len(), 2, "{}", run.stdout);
+    assert_eq!(objects[0]["pid"], staged.plain_holder);
+    let semaphore = &objects[1];
+    assert_eq!(semaphore["kind"], "semaphore");
+    assert_eq!(semaphore["namespace"], "cli:imports");
+    assert_eq!(semaphore["base_id"], base.to_string());
+    assert_eq!(semaphore["permits"], 3);
+    assert_eq!(semaphore["held"], 3);
+    assert_eq!(semaphore["waiting"], 2);
+    let mut holder_pids: Vec<i64> = semaphore["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|holder| holder["pid"].as_i64().unwrap())
+        .collect();
+    holder_pids.sort_unstable();
+    let mut expected: Vec<i64> = staged.holders.iter().map(|pid| i64::from(*pid)).collect();
+    expected.sort_unstable();
+    assert_eq!(holder_pids, expected);
+    assert_eq!(semaphore["waiters"], serde_json::json!(waiters));
+    drop(staged);
+    database.drop_now().await;
+}

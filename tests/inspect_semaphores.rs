@@ -1,0 +1,182 @@
+//! Inspection shows a semaphore as one row (namespace, base, k of N held,
+//! waiters), not as N unrelated locks: recognised from its waiters'
+//! markers, or from a lone holder's last statement, or asked for by key.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use pglock::{Inspection, LockManager, ManagerOptions, Namespace, SessionGuard, inspect};
+use sqlx::{Connection, PgConnection, PgPool};
+use support::*;
+
+/// `count` session permits of `ns`'s semaphore of `permits` on `key`, each
+/// on a connection of its own, as other processes would hold them.
+async fn hold(ns: &Namespace, key: i64, permits: u32, count: u32) -> Vec<SessionGuard> {
+    let url = pglock::testing::database_url().expect("a test database");
+    let mut guards = Vec::new();
+    for _ in 0..count {
+        let conn = PgConnection::connect(&url).await.unwrap();
+        let guard = ns
+            .session_semaphore(&key, permits)
+            .no_wait()
+            .acquire(conn)
+            .await
+            .expect("a free permit");
+        guards.push(guard);
+    }
+    guards
+}
+
+/// Inspects until `done` says the inspection shows what the test waits for
+/// (waiters that began waiting); panics after 30 s.
+async fn inspect_until(pool: &PgPool, done: impl Fn(&Inspection) -> bool) -> Inspection {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let inspection = inspect(pool).await.unwrap();
+        if done(&inspection) {
+            return inspection;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not seen within 30 s: {inspection:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_semaphore_with_waiters_is_one_row_of_k_of_n_held() {
+    let pool = pool().await;
+    let ns = namespace("isem:waiters");
+    let ids = ns.permit_ids(&1_i64, 3).unwrap();
+    let mut holders = hold(ns, 1, 3, 3).await;
+    // The holders run other statements: their markers are gone.
+    for guard in &mut holders {
+        sqlx::query("SELECT 1")
+            .execute(guard.connection())
+            .await
+            .unwrap();
+    }
+    // Two waiters: a transaction's and a manager's.
+    // It keeps its permit until told, so that what inspection sees after a
+    // holder leaves is settled: 3 held, 1 waiting.
+    let (done, finish) = tokio::sync::oneshot::channel::<()>();
+    let xact_waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            let permit = ns.semaphore(&1_i64, 3).acquire(&mut tx).await.unwrap();
+            let _ = finish.await;
+            tx.commit().await.unwrap();
+            permit
+        })
+    };
+    let manager = LockManager::new(
+        pglock::testing::database_url().unwrap().parse().unwrap(),
+        ManagerOptions::default(),
+    );
+    let managed = manager.semaphore(ns, &1_i64, 3).acquire();
+    tokio::pin!(managed);
+    let seen = tokio::select! {
+        seen = inspect_until(&pool, |inspection| {
+            inspection
+                .semaphores()
+                .iter()
+                .any(|row| row.base() == ids.base() && row.waiters().len() == 2)
+        }) => seen,
+        guard = &mut managed => panic!("granted while every permit is held: {guard:?}"),
+    };
+    let row = seen
+        .semaphores()
+        .iter()
+        .find(|row| row.base() == ids.base())
+        .unwrap();
+    assert_eq!(row.namespace(), Some(ns.label()));
+    assert_eq!(row.permits(), Some(3));
+    assert_eq!(row.held(), 3);
+    let held = permits_held(&pool, ids).await;
+    let shown: Vec<(i32, i32)> = row
+        .holders()
+        .iter()
+        .map(|(i, pid)| (*i as i32, *pid))
+        .collect();
+    assert_eq!(shown, held);
+    assert_eq!(
+        row.to_string(),
+        format!(
+            "{} (permits of {}): 3 of 3 held, 2 waiting",
+            ns.label(),
+            ids.base()
+        )
+    );
+    // Not as locks of their own.
+    assert!(
+        seen.plain_locks()
+            .all(|lock| ids.index_of(lock.id()).is_none())
+    );
+    assert_eq!(
+        seen.locks()
+            .iter()
+            .filter(|lock| lock.semaphore() == Some(ids.base()))
+            .count(),
+        5
+    );
+    // The caller who knows the semaphore gets the same row.
+    assert_eq!(&seen.semaphore(ns, &1_i64, 3).unwrap(), row);
+
+    // A holder leaves: a waiter takes its permit.
+    holders.pop().unwrap().release().await.unwrap();
+    let seen = inspect_until(&pool, |inspection| {
+        inspection
+            .semaphores()
+            .iter()
+            .any(|row| row.base() == ids.base() && row.waiters().len() == 1 && row.held() == 3)
+    })
+    .await;
+    assert_eq!(seen.semaphore(ns, &1_i64, 3).unwrap().waiters().len(), 1);
+    drop(holders);
+    drop(done);
+    let managed = managed.await.unwrap();
+    let taken = xact_waiter.await.unwrap();
+    assert!(managed.permit().unwrap().index() < 3 && taken.index() < 3);
+}
+
+#[tokio::test]
+async fn a_lone_holder_is_recognised_by_its_last_statement_until_it_runs_another() {
+    let pool = pool().await;
+    let ns = namespace("isem:holder");
+    let ids = ns.permit_ids(&2_i64, 2).unwrap();
+    let mut holders = hold(ns, 2, 2, 1).await;
+    let seen = inspect(&pool).await.unwrap();
+    let row = seen
+        .semaphores()
+        .iter()
+        .find(|row| row.base() == ids.base())
+        .expect("recognised by the holder's try");
+    assert_eq!(row.namespace(), Some(ns.label()));
+    assert_eq!(
+        (row.held(), row.permits()),
+        (1, None),
+        "a try does not say N"
+    );
+    assert_eq!(
+        row.to_string(),
+        format!(
+            "{} (permits of {}): 1 of ? held, 0 waiting",
+            ns.label(),
+            ids.base()
+        )
+    );
+
+    sqlx::query("SELECT 1")
+        .execute(holders[0].connection())
+        .await
+        .unwrap();
+    let seen = inspect(&pool).await.unwrap();
+    assert!(seen.semaphores().iter().all(|row| row.base() != ids.base()));
+    let known = seen.semaphore(ns, &2_i64, 2).unwrap();
+    assert_eq!((known.held(), known.permits()), (1, Some(2)));
+    assert_eq!(known.holders()[0].1, permits_held(&pool, ids).await[0].1);
+    assert!(known.waiters().is_empty());
+}
