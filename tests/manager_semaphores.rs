@@ -497,3 +497,56 @@ async fn a_failed_permit_wait_gives_back_nothing_of_another_guard() {
     }
     assert!(permits_held(&pool, permits).await.is_empty());
 }
+
+/// A permit a wait took (not the one it queued for), its guard dropped
+/// without release: the connection unlocks that very permit, stays in
+/// service, and the manager takes the permit again.
+#[tokio::test]
+async fn a_dropped_guard_of_a_waited_permit_frees_the_permit_it_took() {
+    let pool = pool().await;
+    let ns = namespace("msem:dropped");
+    let permits = ns.permit_ids(&9_i64, 2).unwrap();
+    let mut outside = hold_every_permit(&pool, ns, 9, 2).await;
+    let manager = manager(ManagerOptions::default());
+    let waiter = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move {
+            manager
+                .semaphore(ns, &9_i64, 2)
+                .timeout(Duration::from_secs(30))
+                .acquire()
+                .await
+        })
+    };
+    let (pid, queued_for) = permit_waiter(&pool, permits).await;
+    let other = outside
+        .iter()
+        .position(|guard| guard.permit().unwrap().index() != queued_for)
+        .unwrap();
+    let other_index = outside.remove(other).permit().unwrap().index();
+    let taken = waiter.await.unwrap().unwrap();
+    assert_eq!(taken.permit().unwrap().index(), other_index);
+    assert_eq!(permits_held(&pool, permits).await.len(), 2);
+    let connections = manager.connections();
+    drop(taken);
+    eventually(Duration::from_secs(10), "the dropped permit freed", || {
+        let pool = pool.clone();
+        async move {
+            !permits_held(&pool, permits)
+                .await
+                .iter()
+                .any(|(_, p)| *p == pid)
+        }
+    })
+    .await;
+    assert_eq!(manager.connections(), connections, "the connection stays");
+    let again = manager
+        .semaphore(ns, &9_i64, 2)
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap();
+    assert_eq!(again.permit().unwrap().index(), other_index);
+    again.release().await.unwrap();
+    drop(outside);
+}
