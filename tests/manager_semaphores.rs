@@ -550,3 +550,49 @@ async fn a_dropped_guard_of_a_waited_permit_frees_the_permit_it_took() {
     again.release().await.unwrap();
     drop(outside);
 }
+
+/// `close()` with every permit held by the manager's guards and one more
+/// request waiting in-process for them: the permits are given back on the
+/// server, counted in what `close()` returns, the waiter ends with
+/// `ManagerClosed` at once, and a later release succeeds.
+#[tokio::test]
+async fn close_gives_back_the_permits_and_ends_an_in_process_wait() {
+    let pool = pool().await;
+    let ns = namespace("msem:close");
+    let permits = ns.permit_ids(&10_i64, 2).unwrap();
+    let manager = manager(ManagerOptions::default());
+    let first = manager.semaphore(ns, &10_i64, 2).acquire().await.unwrap();
+    let second = manager.semaphore(ns, &10_i64, 2).acquire().await.unwrap();
+    assert_eq!(permits_held(&pool, permits).await.len(), 2);
+    // Every permit is this manager's: the waiter takes no connection and
+    // sends nothing. It has begun its wait once it says so.
+    let (events, _capture) = support::capture::capture();
+    let waiter = manager
+        .semaphore(ns, &10_i64, 2)
+        .timeout(Duration::from_secs(60))
+        .acquire();
+    tokio::pin!(waiter);
+    while !events.events().iter().any(|event| {
+        event
+            .fields
+            .get("message")
+            .is_some_and(|message| message.contains("waiting"))
+    }) {
+        tokio::select! {
+            biased;
+            outcome = &mut waiter => panic!("ended before close: {outcome:?}"),
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+    let (released, ended) = tokio::join!(
+        manager.close(),
+        tokio::time::timeout(Duration::from_secs(10), &mut waiter)
+    );
+    assert_eq!(released, 2);
+    let ended = ended.expect("the in-process wait ends with the close");
+    assert!(matches!(ended, Err(Error::ManagerClosed)), "{ended:?}");
+    assert!(permits_held(&pool, permits).await.is_empty());
+    assert!(!first.is_held());
+    first.release().await.unwrap();
+    second.release().await.unwrap();
+}
