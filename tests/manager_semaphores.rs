@@ -413,3 +413,186 @@ async fn a_lost_connection_reports_the_loss_of_its_permit() {
     assert_eq!(permits_held(&pool, permits).await.len(), 2);
     drop((a, b));
 }
+
+/// A permit's wait ended by an error (here a cancel from outside) gives
+/// back whatever its connection took, with one statement that frees every
+/// advisory lock of that session: the locks and permits the manager's other
+/// guards hold, on their own connection, are untouched, and the manager
+/// serves the next request.
+#[tokio::test]
+async fn a_failed_permit_wait_gives_back_nothing_of_another_guard() {
+    let pool = pool().await;
+    let ns = namespace("msem:failed-wait");
+    let permits = ns.permit_ids(&8_i64, 2).unwrap();
+    let manager = manager(quick_checks());
+    // A lock and a permit held by the manager's guards, on one connection.
+    let lock = manager.lock(ns, &-8_i64).acquire().await.unwrap();
+    let permit = manager.semaphore(ns, &8_i64, 2).acquire().await.unwrap();
+    let holder_pid = holders(&pool, ns.id(&-8_i64)).await[0];
+    assert_eq!(
+        permits_held(&pool, permits).await,
+        vec![(permit.permit().unwrap().index() as i32, holder_pid)]
+    );
+    // The other permit is another process's: the manager's next request
+    // waits on the server.
+    let outside = {
+        let conn = pool.acquire().await.unwrap();
+        ns.session_semaphore(&8_i64, 2)
+            .no_wait()
+            .acquire(conn)
+            .await
+            .expect("the other permit")
+    };
+    let waiter = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move {
+            manager
+                .semaphore(ns, &8_i64, 2)
+                .timeout(Duration::from_secs(30))
+                .acquire()
+                .await
+        })
+    };
+    let (wait_pid, _) = permit_waiter(&pool, permits).await;
+    assert_ne!(
+        wait_pid, holder_pid,
+        "a wait runs on a connection of its own"
+    );
+    // Cancel it until it ends: a cancel that lands as one of its slices
+    // times out is taken for that timeout.
+    while !waiter.is_finished() {
+        sqlx::query("SELECT pg_cancel_backend($1)")
+            .bind(wait_pid)
+            .execute(&pool)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failed = waiter.await.unwrap();
+    assert!(failed.is_err(), "{failed:?}");
+    // The guards' lock and permit are still held, by their backend; the
+    // wait's backend holds nothing.
+    assert_eq!(holders(&pool, ns.id(&-8_i64)).await, vec![holder_pid]);
+    let held = permits_held(&pool, permits).await;
+    assert!(
+        held.contains(&(permit.permit().unwrap().index() as i32, holder_pid)),
+        "{held:?}"
+    );
+    assert!(held.iter().all(|(_, pid)| *pid != wait_pid), "{held:?}");
+    assert!(lock.is_held() && permit.is_held());
+    // The other process leaves: the manager takes the permit it held.
+    outside.release().await.unwrap();
+    let again = manager
+        .semaphore(ns, &8_i64, 2)
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap();
+    assert_ne!(
+        again.permit().unwrap().index(),
+        permit.permit().unwrap().index()
+    );
+    for guard in [lock, permit, again] {
+        guard.release().await.unwrap();
+    }
+    assert!(permits_held(&pool, permits).await.is_empty());
+}
+
+/// A permit a wait took (not the one it queued for), its guard dropped
+/// without release: the connection unlocks that very permit, stays in
+/// service, and the manager takes the permit again.
+#[tokio::test]
+async fn a_dropped_guard_of_a_waited_permit_frees_the_permit_it_took() {
+    let pool = pool().await;
+    let ns = namespace("msem:dropped");
+    let permits = ns.permit_ids(&9_i64, 2).unwrap();
+    let mut outside = hold_every_permit(&pool, ns, 9, 2).await;
+    let manager = manager(ManagerOptions::default());
+    let waiter = {
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move {
+            manager
+                .semaphore(ns, &9_i64, 2)
+                .timeout(Duration::from_secs(30))
+                .acquire()
+                .await
+        })
+    };
+    let (pid, queued_for) = permit_waiter(&pool, permits).await;
+    let other = outside
+        .iter()
+        .position(|guard| guard.permit().unwrap().index() != queued_for)
+        .unwrap();
+    let other_index = outside.remove(other).permit().unwrap().index();
+    let taken = waiter.await.unwrap().unwrap();
+    assert_eq!(taken.permit().unwrap().index(), other_index);
+    assert_eq!(permits_held(&pool, permits).await.len(), 2);
+    let connections = manager.connections();
+    drop(taken);
+    eventually(Duration::from_secs(10), "the dropped permit freed", || {
+        let pool = pool.clone();
+        async move {
+            !permits_held(&pool, permits)
+                .await
+                .iter()
+                .any(|(_, p)| *p == pid)
+        }
+    })
+    .await;
+    assert_eq!(manager.connections(), connections, "the connection stays");
+    let again = manager
+        .semaphore(ns, &9_i64, 2)
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap();
+    assert_eq!(again.permit().unwrap().index(), other_index);
+    again.release().await.unwrap();
+    drop(outside);
+}
+
+/// `close()` with every permit held by the manager's guards and one more
+/// request waiting in-process for them: the permits are given back on the
+/// server, counted in what `close()` returns, the waiter ends with
+/// `ManagerClosed` at once, and a later release succeeds.
+#[tokio::test]
+async fn close_gives_back_the_permits_and_ends_an_in_process_wait() {
+    let pool = pool().await;
+    let ns = namespace("msem:close");
+    let permits = ns.permit_ids(&10_i64, 2).unwrap();
+    let manager = manager(ManagerOptions::default());
+    let first = manager.semaphore(ns, &10_i64, 2).acquire().await.unwrap();
+    let second = manager.semaphore(ns, &10_i64, 2).acquire().await.unwrap();
+    assert_eq!(permits_held(&pool, permits).await.len(), 2);
+    // Every permit is this manager's: the waiter takes no connection and
+    // sends nothing. It has begun its wait once it says so.
+    let (events, _capture) = support::capture::capture();
+    let waiter = manager
+        .semaphore(ns, &10_i64, 2)
+        .timeout(Duration::from_secs(60))
+        .acquire();
+    tokio::pin!(waiter);
+    while !events.events().iter().any(|event| {
+        event
+            .fields
+            .get("message")
+            .is_some_and(|message| message.contains("waiting"))
+    }) {
+        tokio::select! {
+            biased;
+            outcome = &mut waiter => panic!("ended before close: {outcome:?}"),
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+    let (released, ended) = tokio::join!(
+        manager.close(),
+        tokio::time::timeout(Duration::from_secs(10), &mut waiter)
+    );
+    assert_eq!(released, 2);
+    let ended = ended.expect("the in-process wait ends with the close");
+    assert!(matches!(ended, Err(Error::ManagerClosed)), "{ended:?}");
+    assert!(permits_held(&pool, permits).await.is_empty());
+    assert!(!first.is_held());
+    first.release().await.unwrap();
+    second.release().await.unwrap();
+}

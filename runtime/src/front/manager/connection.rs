@@ -346,7 +346,7 @@ impl Connection {
             }
             Err(reason) => Err(reason),
         };
-        inner.table().unheld(id);
+        inner.unheld(id);
         let reason = match unlocked {
             Ok(Ok(true)) => return Ok(()),
             // The session does not hold what it took: it is not the session

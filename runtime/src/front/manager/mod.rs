@@ -121,8 +121,9 @@ struct Inner {
     hosts: Hosts,
     options: ManagerOptions,
     table: Mutex<Table>,
-    /// Told whenever a claim is given back, for requests that wait for a
-    /// lock a guard of this manager holds.
+    /// Told whenever a claim is given back (a granted lock's once its
+    /// connection has unlocked it), for requests that wait for a lock a
+    /// guard of this manager holds.
     released: Notify,
     /// Told when the manager closes, for the waits on its connections.
     closing: Notify,
@@ -173,10 +174,21 @@ impl Inner {
     /// connection was lost or closed).
     fn forget(&self, guard: GuardId) -> bool {
         let forgotten = self.table().forget(guard);
-        if forgotten {
+        // A granted lock is still on the server, and in the budget, until
+        // its connection has unlocked it: its waiters are told then
+        // ([`Inner::unheld`]), so that their try finds it free and within
+        // the budget.
+        if forgotten == Some(false) {
             self.released.notify_waiters();
         }
-        forgotten
+        forgotten.is_some()
+    }
+
+    /// A lock granted on `connection` was unlocked (or found gone) there:
+    /// it leaves the budget, and requests that wait for it try again.
+    fn unheld(&self, connection: ConnectionId) {
+        self.table().unheld(connection);
+        self.released.notify_waiters();
     }
 
     /// Removes a connection and every claim on it.

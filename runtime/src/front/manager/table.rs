@@ -368,24 +368,19 @@ impl Table {
         self.claims.entry(id).or_default().push(claim);
     }
 
-    /// Gives back a guard's claim; `false` when it had none.
-    pub(super) fn forget(&mut self, guard: GuardId) -> bool {
-        let Some(id) = self.guards.remove(&guard) else {
-            return false;
-        };
-        let Some(claims) = self.claims.get_mut(&id) else {
-            return false;
-        };
-        let Some(index) = claims.iter().position(|claim| claim.guard == guard) else {
-            return false;
-        };
-        claims.swap_remove(index);
+    /// Gives back a guard's claim: whether its lock was granted, `None`
+    /// when it had no claim.
+    pub(super) fn forget(&mut self, guard: GuardId) -> Option<bool> {
+        let id = self.guards.remove(&guard)?;
+        let claims = self.claims.get_mut(&id)?;
+        let index = claims.iter().position(|claim| claim.guard == guard)?;
+        let claim = claims.swap_remove(index);
         if claims.is_empty() {
             self.claims.remove(&id);
         }
         // A granted lock stays counted on its connection until the
         // connection has unlocked it: no wait may be routed there before.
-        true
+        Some(claim.granted)
     }
 
     /// Removes a connection and every claim on it.
