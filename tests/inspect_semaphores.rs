@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pglock::{Inspection, LockManager, ManagerOptions, Namespace, SessionGuard, inspect};
+use pglock::{Inspection, LockId, LockManager, ManagerOptions, Namespace, SessionGuard, inspect};
 use sqlx::{Connection, PgConnection, PgPool};
 use support::*;
 
@@ -179,4 +179,78 @@ async fn a_lone_holder_is_recognised_by_its_last_statement_until_it_runs_another
     assert_eq!((known.held(), known.permits()), (1, Some(2)));
     assert_eq!(known.holders()[0].1, permits_held(&pool, ids).await[0].1);
     assert!(known.waiters().is_empty());
+}
+
+/// A transaction that holds `count` plain locks of `ns`, keys `first..`:
+/// neighbouring keys, whose ids share all but their low bits.
+async fn hold_plain(
+    pool: &PgPool,
+    ns: &Namespace,
+    keys: std::ops::Range<i64>,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    for key in keys {
+        assert!(ns.lock(&key).try_acquire(&mut tx).await.unwrap());
+    }
+    tx
+}
+
+/// Asserts that `seen` shows the plain locks of `ns` on `keys` as plain
+/// locks, and no semaphore of their ids' high bits.
+fn assert_plain(seen: &Inspection, ns: &Namespace, keys: std::ops::Range<i64>) {
+    for key in keys {
+        let id = ns.id(&key);
+        let LockId::BigInt(bits) = id else {
+            panic!("a bigint namespace")
+        };
+        assert!(
+            seen.locks().iter().any(|lock| lock.id() == id),
+            "key {key} is held: {seen:#?}"
+        );
+        assert!(
+            seen.locks()
+                .iter()
+                .filter(|lock| lock.id() == id)
+                .all(|lock| lock.semaphore().is_none()),
+            "plain lock {key} shown as a permit: {seen:#?}"
+        );
+        assert!(seen.plain_locks().any(|lock| lock.id() == id));
+        assert!(
+            seen.semaphores()
+                .iter()
+                .all(|row| row.base() != LockId::BigInt(bits & -1024)),
+            "a semaphore made of plain locks: {seen:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_waiter_for_a_permit_keeps_its_own_plain_lock_a_plain_lock() {
+    let pool = pool().await;
+    let (plain, sem) = (namespace("isem:own-plain"), namespace("isem:own-sem"));
+    let ids = sem.permit_ids(&3_i64, 1).unwrap();
+    let _holder = hold(sem, 3, 1, 1).await;
+    // Other backends hold neighbours of the waiter's plain lock.
+    let _neighbours = hold_plain(&pool, plain, 40..42).await;
+    // The waiter holds one plain lock, then waits for the busy permit.
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            assert!(plain.lock(&42_i64).try_acquire(&mut tx).await.unwrap());
+            sem.semaphore(&3_i64, 1).acquire(&mut tx).await.unwrap();
+            tx
+        })
+    };
+    let seen = inspect_until(&pool, |inspection| {
+        inspection
+            .semaphores()
+            .iter()
+            .any(|row| row.base() == ids.base() && row.waiters().len() == 1)
+    })
+    .await;
+    assert_plain(&seen, plain, 40..43);
+    let row = seen.semaphore(sem, &3_i64, 1).unwrap();
+    assert_eq!((row.held(), row.waiters().len()), (1, 1));
+    waiter.abort();
 }

@@ -1,6 +1,6 @@
 //! Who holds which advisory lock, and who waits for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -471,12 +471,19 @@ fn recognise_semaphores(
     for lock in locks.iter().filter(|lock| lock.granted) {
         *held_by.entry(lock.pid).or_default() += 1;
     }
+    let waiting: HashSet<i32> = locks
+        .iter()
+        .filter(|lock| !lock.granted)
+        .map(|lock| lock.pid)
+        .collect();
     let mut known: Vec<SemaphoreRow> = Vec::new();
     for (lock, mark) in locks.iter().zip(marks) {
         let Some(mark) = mark else { continue };
-        // A waiter waits for one lock: its statement's. A holder's last
-        // statement took one of its locks: the only one, if it holds one.
-        if lock.granted && held_by.get(&lock.pid) != Some(&1) {
+        // A waiter waits for one lock: its statement's; what it holds was
+        // taken before (a plain lock its transaction holds, say). A
+        // holder's last statement took one of its locks: the only one, if
+        // it holds one.
+        if lock.granted && (waiting.contains(&lock.pid) || held_by.get(&lock.pid) != Some(&1)) {
             continue;
         }
         let base = base_of(lock.id);
