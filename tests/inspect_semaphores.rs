@@ -254,3 +254,22 @@ async fn a_waiter_for_a_permit_keeps_its_own_plain_lock_a_plain_lock() {
     assert_eq!((row.held(), row.waiters().len()), (1, 1));
     waiter.abort();
 }
+
+#[tokio::test]
+async fn a_failed_try_leaves_the_plain_lock_it_holds_a_plain_lock() {
+    let pool = pool().await;
+    let (plain, sem) = (namespace("isem:try-plain"), namespace("isem:try-sem"));
+    let _holder = hold(sem, 4, 1, 1).await;
+    let _neighbours = hold_plain(&pool, plain, 50..52).await;
+    let mut tx = hold_plain(&pool, plain, 52..53).await;
+    assert!(
+        sem.semaphore(&4_i64, 1)
+            .try_acquire(&mut tx)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let seen = inspect(&pool).await.unwrap();
+    assert_plain(&seen, plain, 50..53);
+    tx.rollback().await.unwrap();
+}

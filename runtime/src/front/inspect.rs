@@ -79,9 +79,12 @@ impl Inspection {
     ///
     /// A row is known to be a permit when a backend's statement says so:
     /// a backend waiting for a permit runs a semaphore's wait, whose marker
-    /// names the namespace and N; a backend that holds one advisory lock
-    /// and whose last statement was a semaphore's try or wait holds a
-    /// permit. Then every row that shares its base (its id with the low 10
+    /// names the namespace and N (what it holds besides was taken before:
+    /// plain locks, unless shown otherwise); a backend outside a
+    /// transaction that holds one advisory lock and whose last statement
+    /// was a semaphore's try or wait holds a permit. (In a transaction, the
+    /// one lock held may be a plain lock taken before a try that found no
+    /// permit free, so it is not taken for a permit.) Then every row that shares its base (its id with the low 10
     /// bits cleared, see `docs/KEYS.md`) is a permit of the same semaphore,
     /// whatever its backend ran since. A semaphore whose holders have all
     /// run other statements since, and that no one waits for, looks like
@@ -481,9 +484,17 @@ fn recognise_semaphores(
         let Some(mark) = mark else { continue };
         // A waiter waits for one lock: its statement's; what it holds was
         // taken before (a plain lock its transaction holds, say). A
-        // holder's last statement took one of its locks: the only one, if
-        // it holds one.
-        if lock.granted && (waiting.contains(&lock.pid) || held_by.get(&lock.pid) != Some(&1)) {
+        // holder's last statement took one of its locks, the only one, if
+        // it holds one and that statement took anything: a try that found
+        // no permit free (or a wait that timed out) leaves the lock taken
+        // before it. Outside a transaction that lock is a session's, on a
+        // connection a session permit's guard owns; in a transaction it is
+        // as likely a plain lock taken before a failed try.
+        if lock.granted
+            && (waiting.contains(&lock.pid)
+                || held_by.get(&lock.pid) != Some(&1)
+                || lock.transaction_age.is_some())
+        {
             continue;
         }
         let base = base_of(lock.id);
