@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use pglock::{Namespace, SessionGuard};
-use support::{TestDatabase, backend_pid, json_lines, pglock_on, table_rows, wait_until_waiting};
+use support::{
+    TestDatabase, backend_pid, json_lines, pglock, pglock_on, table_rows, wait_until_waiting,
+};
 
 static IMPORTS: Namespace = Namespace::named("cli:imports");
 
@@ -140,4 +142,106 @@ async fn a_semaphore_is_one_line_of_k_of_n_held_and_its_waiters() {
     assert_eq!(semaphore["waiters"], serde_json::json!(waiters));
     drop(staged);
     database.drop_now().await;
+}
+
+/// `pglock id NS KEY --permits N` prints the semaphore's permit 0, which a
+/// `pglock locks` line shows (the key can't be read back from the ids), and
+/// a statement that lists exactly its held permits.
+#[tokio::test]
+async fn pglock_id_finds_a_semaphores_line_and_its_held_permits() {
+    let database = TestDatabase::create().await;
+    let staged = stage(&database).await;
+    let run = pglock_on(&database.url, &["locks"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let line = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("semaphore "))
+        .unwrap_or_else(|| panic!("a semaphore line in {}", run.stdout))
+        .to_owned();
+
+    let run = pglock(
+        &[
+            "id",
+            "cli:imports",
+            "acme",
+            "--type",
+            "str",
+            "--permits",
+            "3",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let base = run
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("semaphore  3 permit(s): permit 0 "))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("a semaphore line in {}", run.stdout));
+    assert!(line.contains(&format!("(permits of {base})")), "{line}");
+    let heading = "-- its held permits (docs/KEYS.md, section 4)\n";
+    let start = run.stdout.find(heading).expect(heading) + heading.len();
+    let query = run.stdout[start..].trim();
+    let mut conn = database.connect("cli-id-permits").await;
+    let held: Vec<(i32, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(query.to_owned()))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {query}"));
+    let mut pids: Vec<i32> = held.iter().map(|(_, pid)| *pid).collect();
+    pids.sort_unstable();
+    let mut expected = staged.holders.clone();
+    expected.sort_unstable();
+    assert_eq!(pids, expected);
+    let indexes: Vec<i32> = held.iter().map(|(index, _)| *index).collect();
+    assert_eq!(indexes, [0, 1, 2]);
+    // Which is what the library computes.
+    let ids = IMPORTS.permit_ids(&"acme", 3).unwrap();
+    assert_eq!(base, ids.base().to_string());
+
+    let run = pglock(
+        &[
+            "id",
+            "cli:imports",
+            "acme",
+            "--type",
+            "str",
+            "--permits",
+            "0",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    drop(staged);
+    database.drop_now().await;
+}
+
+#[test]
+fn pglock_id_permits_match_the_vectors_of_docs_keys_md() {
+    for (args, first, last) in [
+        (
+            &["billing:invoice", "0", "--permits", "1024"][..],
+            "-8123215699107237888",
+            "permit 1023 -8123215699107236865",
+        ),
+        (
+            &["tenant:migrate", "7", "--pair", "--permits", "4"][..],
+            "(1052899235, 1368715264)",
+            "permit 3 (1052899235, 1368715267)",
+        ),
+    ] {
+        let mut all = vec!["id"];
+        all.extend(args);
+        let run = pglock(&all, &[]);
+        assert_eq!(run.code, 0, "{run:?}");
+        let line = run
+            .stdout
+            .lines()
+            .find(|line| line.starts_with("semaphore  "))
+            .unwrap_or_else(|| panic!("{}", run.stdout));
+        assert!(
+            line.contains(&format!("permit 0 {first}, {last}")),
+            "{line}"
+        );
+    }
 }
