@@ -71,8 +71,7 @@ fn find_permits_in_pg_locks(ids: PermitIds) -> String {
         .replace("$2", &objsubid.to_string());
     format!(
         "SELECT {} AS permit, l.pid FROM pg_catalog.pg_locks l\nWHERE {condition} AND l.granted\n  \
-         AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d \
-         WHERE d.datname = pg_catalog.current_database())\nORDER BY 1;",
+         AND {THIS_DATABASE}\nORDER BY 1;",
         pg_locks::PERMIT_INDEX,
     )
 }
@@ -85,8 +84,15 @@ fn find_in_pg_locks(id: LockId) -> String {
     let condition = pg_locks::MATCHES
         .replace("$1", &format!("({encoded})"))
         .replace("$2", &objsubid.to_string());
-    format!("SELECT l.pid, l.mode, l.granted FROM pg_catalog.pg_locks l\nWHERE {condition};")
+    format!(
+        "SELECT l.pid, l.mode, l.granted FROM pg_catalog.pg_locks l\nWHERE {condition}\n  AND {THIS_DATABASE};"
+    )
 }
+
+/// An advisory lock is its database's: the same id in another database is
+/// another lock.
+const THIS_DATABASE: &str = "l.database = (SELECT d.oid FROM pg_catalog.pg_database d \
+     WHERE d.datname = pg_catalog.current_database())";
 
 /// Which key space, and which namespace value in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
