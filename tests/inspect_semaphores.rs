@@ -273,3 +273,51 @@ async fn a_failed_try_leaves_the_plain_lock_it_holds_a_plain_lock() {
     assert_plain(&seen, plain, 50..53);
     tx.rollback().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_permit_waiter_has_waited_since_its_wait_began_not_since_its_last_slice() {
+    let pool = pool().await;
+    let ns = namespace("isem:waited");
+    let ids = ns.permit_ids(&5_i64, 1).unwrap();
+    let _holder = hold(ns, 5, 1, 1).await;
+    let url = pglock::testing::database_url().unwrap();
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let waiter = tokio::spawn(async move {
+        let _ = ns
+            .session_semaphore(&5_i64, 1)
+            .timeout(Duration::from_secs(60))
+            .acquire(conn)
+            .await;
+    });
+    // Waiting for over a second by the server's clock: ten slices at least.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let long: Option<bool> = sqlx::query_scalar(
+            "SELECT clock_timestamp() - query_start > interval '1 s' \
+               AND starts_with(query, '/* pglock ') \
+             FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+        )
+        .bind(pid)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if long == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the waiter waits");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = inspect_until(&pool, |inspection| {
+        inspection.waiting().any(|lock| lock.pid() == pid)
+    })
+    .await;
+    let row = seen.waiting().find(|lock| lock.pid() == pid).unwrap();
+    assert_eq!(ids.index_of(row.id()), Some(0));
+    let waited = row.waited().expect("a waiter's wait");
+    assert!(waited >= Duration::from_secs(1), "{waited:?}: {row:#?}");
+    waiter.abort();
+}

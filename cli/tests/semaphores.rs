@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use pglock::{Namespace, SessionGuard};
 use support::{
-    TestDatabase, backend_pid, json_lines, pglock, pglock_on, table_rows, wait_until_waiting,
+    TestDatabase, backend_pid, json_lines, pglock, pglock_on, table_rows, wait_until,
+    wait_until_waiting,
 };
 
 static IMPORTS: Namespace = Namespace::named("cli:imports");
@@ -244,4 +245,41 @@ fn pglock_id_permits_match_the_vectors_of_docs_keys_md() {
             "{line}"
         );
     }
+}
+
+/// A semaphore's waiter queues anew every slice (100 ms at the most), so
+/// `pg_locks` says it began waiting a moment ago: its wait is the wait
+/// statement's, and `pglock check` fails on one too long.
+#[tokio::test]
+async fn check_fails_on_a_permit_wait_too_long() {
+    let database = TestDatabase::create().await;
+    let staged = stage(&database).await;
+    let mut observer = database.connect("cli-observer").await;
+    for pid in &staged.waiters {
+        wait_until(
+            &mut observer,
+            *pid,
+            "(SELECT pg_catalog.clock_timestamp() - query_start > interval '1 s' \
+              FROM pg_catalog.pg_stat_activity WHERE pid = $1)",
+        )
+        .await;
+    }
+    let run = pglock_on(
+        &database.url,
+        &["check", "--idle-in-transaction", "1h", "--wait", "500ms"],
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    let mut waiters = staged.waiters.clone();
+    waiters.sort_unstable();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "both waiters: {run:?}");
+    for (line, pid) in lines.iter().zip(&waiters) {
+        assert!(
+            line.starts_with(&format!("pid {pid} (cli-permit-waiter) has waited ")),
+            "{line}"
+        );
+        assert!(line.contains("(limit 500ms)"), "{line}");
+    }
+    drop(staged);
+    database.drop_now().await;
 }

@@ -279,7 +279,9 @@ impl LockRow {
         self.granted
     }
 
-    /// How long the backend has waited, for a waiter.
+    /// How long the backend has waited, for a waiter. (A semaphore's
+    /// waiter has waited since its wait's statement began: it queues anew
+    /// for its permit every slice, and `pg_locks` dates it from the last.)
     pub fn waited(&self) -> Option<Duration> {
         self.waited
     }
@@ -355,6 +357,7 @@ type Row = (
     Option<String>,
     Option<f64>,
     Option<f64>,
+    Option<f64>,
 );
 
 /// What PostgreSQL shows instead of another role's query.
@@ -397,6 +400,7 @@ where
         state,
         time_in_state,
         transaction_age,
+        statement_age,
     ) in rows
     {
         let Some(id) = pg_locks::decode(encoded, objsubid) else {
@@ -410,12 +414,22 @@ where
         };
         let hidden = query.as_deref() == Some(HIDDEN_QUERY);
         queries_visible &= !hidden;
-        marks.push(query.as_deref().and_then(|query| {
+        let mark = query.as_deref().and_then(|query| {
             Some(SemaphoreMark {
                 permits: marker::parse_permits(query)?,
                 namespace: marker::parse(query).map(str::to_owned),
             })
-        }));
+        });
+        // A semaphore's wait queues anew for its permit every slice, so
+        // `pg_locks` dates its wait from its last slice: it has waited
+        // since its statement began.
+        let waited = match &mark {
+            Some(SemaphoreMark {
+                permits: Some(_), ..
+            }) if !granted => statement_age.or(waited),
+            _ => waited,
+        };
+        marks.push(mark);
         locks.push(LockRow {
             pid,
             id,
