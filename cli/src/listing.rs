@@ -114,6 +114,15 @@ impl Listing {
         Self { rows, semaphores }
     }
 
+    /// How long `pid` has waited for a permit of the semaphore whose permit
+    /// 0 is `base`, when the inspection says.
+    pub(crate) fn permit_wait(&self, base: LockId, pid: i32) -> Option<Duration> {
+        self.rows
+            .iter()
+            .find(|row| !row.granted && row.pid == Some(pid) && row.semaphore == Some(base))
+            .and_then(|row| row.waited)
+    }
+
     /// The rows shown as locks: all but the permits of the semaphores.
     pub(crate) fn locks(&self) -> impl Iterator<Item = &LockRow> {
         self.rows.iter().filter(|row| row.semaphore.is_none())

@@ -100,12 +100,20 @@ async fn a_semaphore_is_one_line_of_k_of_n_held_and_its_waiters() {
     }
     let mut waiters = staged.waiters.clone();
     waiters.sort_unstable();
-    let waiting = waiters
-        .iter()
-        .map(|pid| format!("pid {pid}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    assert!(line.ends_with(&format!("; waiting: {waiting}]")), "{line}");
+    // `pid 5110 for 12ms, pid 5111 for 9ms`, by pid.
+    let waiting: Vec<i32> = line[line.find("; waiting: ").expect(line) + "; waiting: ".len()..]
+        .trim_end_matches(']')
+        .split(", ")
+        .map(|waiter| {
+            let (pid, waited) = waiter
+                .strip_prefix("pid ")
+                .and_then(|rest| rest.split_once(" for "))
+                .unwrap_or_else(|| panic!("`pid P for T` in {line}"));
+            assert!(!waited.is_empty(), "{line}");
+            pid.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(waiting, waiters, "{line}");
     assert_eq!(
         run.stdout
             .lines()
@@ -141,6 +149,10 @@ async fn a_semaphore_is_one_line_of_k_of_n_held_and_its_waiters() {
     expected.sort_unstable();
     assert_eq!(holder_pids, expected);
     assert_eq!(semaphore["waiters"], serde_json::json!(waiters));
+    assert!(
+        semaphore["longest_wait_secs"].as_f64().is_some(),
+        "{semaphore}"
+    );
     drop(staged);
     database.drop_now().await;
 }
@@ -249,7 +261,8 @@ fn pglock_id_permits_match_the_vectors_of_docs_keys_md() {
 
 /// A semaphore's waiter queues anew every slice (100 ms at the most), so
 /// `pg_locks` says it began waiting a moment ago: its wait is the wait
-/// statement's, and `pglock check` fails on one too long.
+/// statement's, `pglock check` fails on one too long, and `pglock locks`
+/// marks it slow on the semaphore's line.
 #[tokio::test]
 async fn check_fails_on_a_permit_wait_too_long() {
     let database = TestDatabase::create().await;
@@ -280,6 +293,35 @@ async fn check_fails_on_a_permit_wait_too_long() {
         );
         assert!(line.contains("(limit 500ms)"), "{line}");
     }
+
+    // `pglock locks` marks each of them slow on the semaphore's line.
+    let run = pglock_on(&database.url, &["locks", "--slow", "500ms"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let line = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("semaphore "))
+        .unwrap_or_else(|| panic!("a semaphore line in {}", run.stdout));
+    let waiting = &line[line.find("; waiting: ").expect(line)..];
+    for pid in &waiters {
+        let at = waiting.find(&format!("pid {pid} for ")).expect(line);
+        let this = waiting[at..]
+            .split(',')
+            .next()
+            .unwrap()
+            .trim_end_matches(']');
+        assert!(this.ends_with(" !"), "{pid} marked slow: {line}");
+    }
+    let run = pglock_on(&database.url, &["locks", "--json"]);
+    let objects = json_lines(&run.stdout);
+    let semaphore = objects
+        .iter()
+        .find(|object| object["kind"] == "semaphore")
+        .expect("a semaphore object");
+    assert!(
+        semaphore["longest_wait_secs"].as_f64().unwrap() > 1.0,
+        "{semaphore}"
+    );
     drop(staged);
     database.drop_now().await;
 }
