@@ -321,3 +321,58 @@ async fn a_permit_waiter_has_waited_since_its_wait_began_not_since_its_last_slic
     assert!(waited >= Duration::from_secs(1), "{waited:?}: {row:#?}");
     waiter.abort();
 }
+
+#[tokio::test]
+async fn a_pair_space_semaphore_is_one_row_in_its_class() {
+    static TENANTS: Namespace = Namespace::named_pair("test:isem:pair");
+    let pool = pool().await;
+    // A key of its own per run: the namespace is shared by every run.
+    let key = i64::from(std::process::id()) * 1000 + 7;
+    let ids = TENANTS.permit_ids(&key, 2).unwrap();
+    let _holders = hold(&TENANTS, key, 2, 2).await;
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            let _ = TENANTS.semaphore(&key, 2).acquire(&mut tx).await;
+            tx
+        })
+    };
+    let seen = inspect_until(&pool, |inspection| {
+        inspection
+            .semaphores()
+            .iter()
+            .any(|row| row.base() == ids.base() && row.waiters().len() == 1)
+    })
+    .await;
+    let row = seen
+        .semaphores()
+        .iter()
+        .find(|row| row.base() == ids.base())
+        .unwrap();
+    let LockId::Pair(class, _) = ids.base() else {
+        panic!("a pair")
+    };
+    assert!(matches!(TENANTS.id(&key), LockId::Pair(c, _) if c == class));
+    assert_eq!((row.held(), row.permits()), (2, Some(2)));
+    let held = permits_held(&pool, ids).await;
+    let shown: Vec<(i32, i32)> = row
+        .holders()
+        .iter()
+        .map(|(i, pid)| (*i as i32, *pid))
+        .collect();
+    assert_eq!(shown, held);
+    assert_eq!(
+        row.to_string(),
+        format!(
+            "test:isem:pair (permits of {}): 2 of 2 held, 1 waiting",
+            ids.base()
+        )
+    );
+    assert!(row.to_string().contains(&format!("(permits of ({class}, ")));
+    assert!(
+        seen.plain_locks()
+            .all(|lock| ids.index_of(lock.id()).is_none())
+    );
+    waiter.abort();
+}
