@@ -42,7 +42,8 @@ pub struct Inspection {
 
 impl Inspection {
     /// Every lock row: holders first, then waiters in the order they began
-    /// waiting, grouped by lock id.
+    /// waiting, grouped by lock id. (A semaphore's waiters in the order
+    /// their current turn began: each turn queues anew.)
     pub fn locks(&self) -> &[LockRow] {
         &self.locks
     }
