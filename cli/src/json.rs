@@ -35,6 +35,7 @@ fn semaphore(row: &SemaphoreRow, listing: &Listing) -> Value {
             .iter()
             .map(|(permit, pid)| json!({"permit": permit, "pid": pid}))
             .collect::<Vec<_>>(),
+        "prepared_permits": row.prepared(),
         "waiting": row.waiters().len(),
         "waiters": row.waiters(),
         "longest_wait_secs": row

@@ -63,10 +63,21 @@ pub(crate) fn render(listing: &Listing, marks: Marks, style: Style) -> String {
 /// of N held, w waiting [held: permit i: pid p, ...; waiting: pid q for
 /// <time>, ...]`; a wait longer than `--slow` is marked with `!`.
 fn semaphore_line(semaphore: &SemaphoreRow, listing: &Listing, marks: Marks) -> String {
-    let holders = semaphore
+    let mut holders: Vec<(u32, String)> = semaphore
         .holders()
         .iter()
-        .map(|(index, pid)| format!("permit {index}: pid {pid}"))
+        .map(|(index, pid)| (*index, format!("permit {index}: pid {pid}")))
+        .chain(
+            semaphore
+                .prepared()
+                .iter()
+                .map(|index| (*index, format!("permit {index}: prepared"))),
+        )
+        .collect();
+    holders.sort();
+    let holders = holders
+        .into_iter()
+        .map(|(_, holder)| holder)
         .collect::<Vec<_>>()
         .join(", ");
     let waiters = semaphore

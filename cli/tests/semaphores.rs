@@ -325,3 +325,85 @@ async fn check_fails_on_a_permit_wait_too_long() {
     drop(staged);
     database.drop_now().await;
 }
+
+/// A permit a prepared transaction holds is on the semaphore's line
+/// (`permit i: prepared`), counted as held, and not a row of the table;
+/// the line under the table still warns of it.
+#[tokio::test]
+async fn a_permit_of_a_prepared_transaction_is_on_its_semaphores_line() {
+    use pglock::testing::{ServerOptions, TestServer};
+    use sqlx::Connection;
+    let server = TestServer::start(ServerOptions::new().setting("max_prepared_transactions", "2"))
+        .expect("a private server");
+    let url = server.url();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let prepared = IMPORTS
+        .semaphore(&"prepared", 2)
+        .no_wait()
+        .acquire(&mut tx)
+        .await
+        .unwrap();
+    sqlx::query("PREPARE TRANSACTION 'pglock-cli-permit'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+    let holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    let _held = IMPORTS
+        .session_semaphore(&"prepared", 2)
+        .no_wait()
+        .acquire(holder)
+        .await
+        .unwrap();
+    let mut waiter = sqlx::PgConnection::connect(&url).await.unwrap();
+    let waiter_pid = backend_pid(&mut waiter).await;
+    let task = tokio::spawn(async move {
+        let _ = IMPORTS
+            .session_semaphore(&"prepared", 2)
+            .timeout(Duration::from_secs(60))
+            .acquire(waiter)
+            .await;
+    });
+    let mut observer = sqlx::PgConnection::connect(&url).await.unwrap();
+    wait_until_waiting(&mut observer, waiter_pid).await;
+
+    let run = pglock_on(&url, &["locks"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // No table: every lock is a permit.
+    assert!(
+        run.stdout
+            .starts_with("0 advisory lock(s): 0 held, 0 awaited; 1 semaphore(s):\n"),
+        "{}",
+        run.stdout
+    );
+    let line = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("semaphore "))
+        .unwrap_or_else(|| panic!("a semaphore line in {}", run.stdout));
+    assert!(line.contains(": 2 of 2 held, 1 waiting"), "{line}");
+    assert!(
+        line.contains(&format!("permit {}: prepared", prepared.index())),
+        "{line}"
+    );
+    assert!(
+        run.stdout
+            .contains("! 1 lock(s) held by prepared transactions"),
+        "{}",
+        run.stdout
+    );
+    let objects = json_lines(&pglock_on(&url, &["locks", "--json"]).stdout);
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0]["held"], 2);
+    assert_eq!(
+        objects[0]["prepared_permits"],
+        serde_json::json!([prepared.index()])
+    );
+
+    task.abort();
+    sqlx::query("ROLLBACK PREPARED 'pglock-cli-permit'")
+        .execute(&mut observer)
+        .await
+        .unwrap();
+}

@@ -135,6 +135,11 @@ impl Inspection {
         {
             row.add(lock);
         }
+        for lock in &self.prepared {
+            if let Some(index) = ids.index_of(lock.id) {
+                row.add_prepared(index);
+            }
+        }
         Ok(row)
     }
 }
@@ -147,6 +152,7 @@ pub struct SemaphoreRow {
     base: LockId,
     permits: Option<u32>,
     holders: Vec<(u32, i32)>,
+    prepared: Vec<u32>,
     waiters: Vec<i32>,
 }
 
@@ -157,7 +163,14 @@ impl SemaphoreRow {
             base,
             permits: None,
             holders: Vec::new(),
+            prepared: Vec::new(),
             waiters: Vec::new(),
+        }
+    }
+
+    fn add_prepared(&mut self, index: u32) {
+        if let Err(at) = self.prepared.binary_search(&index) {
+            self.prepared.insert(at, index);
         }
     }
 
@@ -187,14 +200,21 @@ impl SemaphoreRow {
         self.permits
     }
 
-    /// k: how many of its permits are held.
+    /// k: how many of its permits are held, by backends or by prepared
+    /// transactions.
     pub fn held(&self) -> usize {
-        self.holders.len()
+        self.holders.len() + self.prepared.len()
     }
 
-    /// The permits held, by index: (index, pid of the holder).
+    /// The permits held by backends, by index: (index, pid of the holder).
     pub fn holders(&self) -> &[(u32, i32)] {
         &self.holders
+    }
+
+    /// The permits held by prepared (two-phase) transactions, which no
+    /// backend owns (see [`Inspection::prepared`]), by index.
+    pub fn prepared(&self) -> &[u32] {
+        &self.prepared
     }
 
     /// The backends waiting for a permit, by pid. (Not in the order they
@@ -462,7 +482,7 @@ where
                 .and_then(|other| other.namespace.clone());
         }
     }
-    let semaphores = recognise_semaphores(&mut locks, &marks);
+    let semaphores = recognise_semaphores(&mut locks, &marks, &prepared);
     Ok(Inspection {
         locks,
         prepared,
@@ -484,6 +504,7 @@ struct SemaphoreMark {
 fn recognise_semaphores(
     locks: &mut [LockRow],
     marks: &[Option<SemaphoreMark>],
+    prepared: &[PreparedLock],
 ) -> Vec<SemaphoreRow> {
     let mut held_by: HashMap<i32, usize> = HashMap::new();
     for lock in locks.iter().filter(|lock| lock.granted) {
@@ -533,6 +554,13 @@ fn recognise_semaphores(
             if row.namespace.is_none() {
                 row.namespace = lock.namespace.clone();
             }
+        }
+    }
+    for lock in prepared {
+        let base = base_of(lock.id);
+        if let Some(row) = known.iter_mut().find(|row| row.base == base) {
+            let index = permit_index(base, lock.id).expect("a permit of this base");
+            row.add_prepared(index);
         }
     }
     known
