@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pglock::{Inspection, LockManager, ManagerOptions, Namespace, SessionGuard, inspect};
+use pglock::{Inspection, LockId, LockManager, ManagerOptions, Namespace, SessionGuard, inspect};
 use sqlx::{Connection, PgConnection, PgPool};
 use support::*;
 
@@ -179,4 +179,200 @@ async fn a_lone_holder_is_recognised_by_its_last_statement_until_it_runs_another
     assert_eq!((known.held(), known.permits()), (1, Some(2)));
     assert_eq!(known.holders()[0].1, permits_held(&pool, ids).await[0].1);
     assert!(known.waiters().is_empty());
+}
+
+/// A transaction that holds `count` plain locks of `ns`, keys `first..`:
+/// neighbouring keys, whose ids share all but their low bits.
+async fn hold_plain(
+    pool: &PgPool,
+    ns: &Namespace,
+    keys: std::ops::Range<i64>,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    for key in keys {
+        assert!(ns.lock(&key).try_acquire(&mut tx).await.unwrap());
+    }
+    tx
+}
+
+/// Asserts that `seen` shows the plain locks of `ns` on `keys` as plain
+/// locks, and no semaphore of their ids' high bits.
+fn assert_plain(seen: &Inspection, ns: &Namespace, keys: std::ops::Range<i64>) {
+    for key in keys {
+        let id = ns.id(&key);
+        let LockId::BigInt(bits) = id else {
+            panic!("a bigint namespace")
+        };
+        assert!(
+            seen.locks().iter().any(|lock| lock.id() == id),
+            "key {key} is held: {seen:#?}"
+        );
+        assert!(
+            seen.locks()
+                .iter()
+                .filter(|lock| lock.id() == id)
+                .all(|lock| lock.semaphore().is_none()),
+            "plain lock {key} shown as a permit: {seen:#?}"
+        );
+        assert!(seen.plain_locks().any(|lock| lock.id() == id));
+        assert!(
+            seen.semaphores()
+                .iter()
+                .all(|row| row.base() != LockId::BigInt(bits & -1024)),
+            "a semaphore made of plain locks: {seen:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_waiter_for_a_permit_keeps_its_own_plain_lock_a_plain_lock() {
+    let pool = pool().await;
+    let (plain, sem) = (namespace("isem:own-plain"), namespace("isem:own-sem"));
+    let ids = sem.permit_ids(&3_i64, 1).unwrap();
+    let _holder = hold(sem, 3, 1, 1).await;
+    // Other backends hold neighbours of the waiter's plain lock.
+    let _neighbours = hold_plain(&pool, plain, 40..42).await;
+    // The waiter holds one plain lock, then waits for the busy permit.
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            assert!(plain.lock(&42_i64).try_acquire(&mut tx).await.unwrap());
+            sem.semaphore(&3_i64, 1).acquire(&mut tx).await.unwrap();
+            tx
+        })
+    };
+    let seen = inspect_until(&pool, |inspection| {
+        inspection
+            .semaphores()
+            .iter()
+            .any(|row| row.base() == ids.base() && row.waiters().len() == 1)
+    })
+    .await;
+    assert_plain(&seen, plain, 40..43);
+    let row = seen.semaphore(sem, &3_i64, 1).unwrap();
+    assert_eq!((row.held(), row.waiters().len()), (1, 1));
+    waiter.abort();
+}
+
+#[tokio::test]
+async fn a_failed_try_leaves_the_plain_lock_it_holds_a_plain_lock() {
+    let pool = pool().await;
+    let (plain, sem) = (namespace("isem:try-plain"), namespace("isem:try-sem"));
+    let _holder = hold(sem, 4, 1, 1).await;
+    let _neighbours = hold_plain(&pool, plain, 50..52).await;
+    let mut tx = hold_plain(&pool, plain, 52..53).await;
+    assert!(
+        sem.semaphore(&4_i64, 1)
+            .try_acquire(&mut tx)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let seen = inspect(&pool).await.unwrap();
+    assert_plain(&seen, plain, 50..53);
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_permit_waiter_has_waited_since_its_wait_began_not_since_its_last_slice() {
+    let pool = pool().await;
+    let ns = namespace("isem:waited");
+    let ids = ns.permit_ids(&5_i64, 1).unwrap();
+    let _holder = hold(ns, 5, 1, 1).await;
+    let url = pglock::testing::database_url().unwrap();
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let waiter = tokio::spawn(async move {
+        let _ = ns
+            .session_semaphore(&5_i64, 1)
+            .timeout(Duration::from_secs(60))
+            .acquire(conn)
+            .await;
+    });
+    // Waiting for over a second by the server's clock: ten slices at least.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let long: Option<bool> = sqlx::query_scalar(
+            "SELECT clock_timestamp() - query_start > interval '1 s' \
+               AND starts_with(query, '/* pglock ') \
+             FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+        )
+        .bind(pid)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if long == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the waiter waits");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = inspect_until(&pool, |inspection| {
+        inspection.waiting().any(|lock| lock.pid() == pid)
+    })
+    .await;
+    let row = seen.waiting().find(|lock| lock.pid() == pid).unwrap();
+    assert_eq!(ids.index_of(row.id()), Some(0));
+    let waited = row.waited().expect("a waiter's wait");
+    assert!(waited >= Duration::from_secs(1), "{waited:?}: {row:#?}");
+    waiter.abort();
+}
+
+#[tokio::test]
+async fn a_pair_space_semaphore_is_one_row_in_its_class() {
+    static TENANTS: Namespace = Namespace::named_pair("test:isem:pair");
+    let pool = pool().await;
+    // A key of its own per run: the namespace is shared by every run.
+    let key = i64::from(std::process::id()) * 1000 + 7;
+    let ids = TENANTS.permit_ids(&key, 2).unwrap();
+    let _holders = hold(&TENANTS, key, 2, 2).await;
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            let _ = TENANTS.semaphore(&key, 2).acquire(&mut tx).await;
+            tx
+        })
+    };
+    let seen = inspect_until(&pool, |inspection| {
+        inspection
+            .semaphores()
+            .iter()
+            .any(|row| row.base() == ids.base() && row.waiters().len() == 1)
+    })
+    .await;
+    let row = seen
+        .semaphores()
+        .iter()
+        .find(|row| row.base() == ids.base())
+        .unwrap();
+    let LockId::Pair(class, _) = ids.base() else {
+        panic!("a pair")
+    };
+    assert!(matches!(TENANTS.id(&key), LockId::Pair(c, _) if c == class));
+    assert_eq!((row.held(), row.permits()), (2, Some(2)));
+    let held = permits_held(&pool, ids).await;
+    let shown: Vec<(i32, i32)> = row
+        .holders()
+        .iter()
+        .map(|(i, pid)| (*i as i32, *pid))
+        .collect();
+    assert_eq!(shown, held);
+    assert_eq!(
+        row.to_string(),
+        format!(
+            "test:isem:pair (permits of {}): 2 of 2 held, 1 waiting",
+            ids.base()
+        )
+    );
+    assert!(row.to_string().contains(&format!("(permits of ({class}, ")));
+    assert!(
+        seen.plain_locks()
+            .all(|lock| ids.index_of(lock.id()).is_none())
+    );
+    waiter.abort();
 }

@@ -119,6 +119,11 @@ pub(crate) struct IdArgs {
     /// in hex, such as 0x7275_6e6c_9e37_79b9.
     #[arg(long, value_name = "MASK")]
     pub(crate) raw: Option<String>,
+    /// The key's semaphore of N permits (NS.semaphore(&key, N)): also print
+    /// its permit 0, which `pglock locks` shows on the semaphore's line,
+    /// and the statement that lists its held permits.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) permits: Option<u32>,
 }
 
 /// How a key value on the command line is read.

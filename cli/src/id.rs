@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::num::IntErrorKind;
 
-use pglock_runtime::{LockId, LockKey, Namespace, pg_locks};
+use pglock_runtime::{LockId, LockKey, Namespace, PermitIds, pg_locks};
 use uuid::Uuid;
 
 use crate::args::{IdArgs, KeyType};
@@ -43,7 +43,37 @@ pub(crate) fn run(args: &IdArgs) -> Result<String, Failure> {
     let _ = writeln!(out);
     let _ = writeln!(out, "-- the id, computed by the server (docs/KEYS.md)");
     let _ = writeln!(out, "{}", space.compute_sql(&args.namespace, &values));
+    if let Some(permits) = args.permits {
+        let ids = PermitIds::new(id, permits)
+            .map_err(|error| Failure::usage(format!("--permits: {error}")))?;
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "semaphore  {permits} permit(s): permit 0 {}, permit {} {}",
+            ids.base(),
+            permits - 1,
+            ids.get(permits - 1).unwrap_or(ids.base())
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(out, "-- its held permits (docs/KEYS.md, section 4)");
+        let _ = writeln!(out, "{}", find_permits_in_pg_locks(ids));
+    }
     Ok(out)
+}
+
+/// The statement that lists the held permits of a semaphore, by index and
+/// holder: the library's own condition, with its parameters filled in. (A
+/// holder that gives a larger N holds permits past N: they are listed.)
+fn find_permits_in_pg_locks(ids: PermitIds) -> String {
+    let (encoded, objsubid) = pg_locks::encode(ids.base());
+    let condition = pg_locks::PERMITS_OF
+        .replace("$1", &format!("({encoded})"))
+        .replace("$2", &objsubid.to_string());
+    format!(
+        "SELECT {} AS permit, l.pid FROM pg_catalog.pg_locks l\nWHERE {condition} AND l.granted\n  \
+         AND {THIS_DATABASE}\nORDER BY 1;",
+        pg_locks::PERMIT_INDEX,
+    )
 }
 
 /// The statement that lists the backends holding or awaiting `id`: the
@@ -54,8 +84,15 @@ fn find_in_pg_locks(id: LockId) -> String {
     let condition = pg_locks::MATCHES
         .replace("$1", &format!("({encoded})"))
         .replace("$2", &objsubid.to_string());
-    format!("SELECT l.pid, l.mode, l.granted FROM pg_catalog.pg_locks l\nWHERE {condition};")
+    format!(
+        "SELECT l.pid, l.mode, l.granted FROM pg_catalog.pg_locks l\nWHERE {condition}\n  AND {THIS_DATABASE};"
+    )
 }
+
+/// An advisory lock is its database's: the same id in another database is
+/// another lock.
+const THIS_DATABASE: &str = "l.database = (SELECT d.oid FROM pg_catalog.pg_database d \
+     WHERE d.datname = pg_catalog.current_database())";
 
 /// Which key space, and which namespace value in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

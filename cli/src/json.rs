@@ -13,7 +13,7 @@ use crate::listing::{Listing, LockRow};
 /// lines), each ending with a newline.
 pub(crate) fn render(listing: &Listing) -> String {
     let locks = listing.locks().map(object);
-    let semaphores = listing.semaphores.iter().map(semaphore);
+    let semaphores = listing.semaphores.iter().map(|row| semaphore(row, listing));
     locks
         .chain(semaphores)
         .map(|line| format!("{line}\n"))
@@ -22,7 +22,7 @@ pub(crate) fn render(listing: &Listing) -> String {
 
 /// A semaphore's line: `"kind": "semaphore"` tells it from a lock's, which
 /// has no `kind`.
-fn semaphore(row: &SemaphoreRow) -> Value {
+fn semaphore(row: &SemaphoreRow, listing: &Listing) -> Value {
     json!({
         "kind": "semaphore",
         "namespace": row.namespace(),
@@ -35,8 +35,15 @@ fn semaphore(row: &SemaphoreRow) -> Value {
             .iter()
             .map(|(permit, pid)| json!({"permit": permit, "pid": pid}))
             .collect::<Vec<_>>(),
+        "prepared_permits": row.prepared(),
         "waiting": row.waiters().len(),
         "waiters": row.waiters(),
+        "longest_wait_secs": row
+            .waiters()
+            .iter()
+            .filter_map(|pid| listing.permit_wait(row.base(), *pid))
+            .max()
+            .map(seconds),
     })
 }
 

@@ -94,24 +94,40 @@ impl Listing {
                 }
             })
             .collect();
-        rows.extend(inspection.prepared().iter().map(|lock| LockRow {
-            pid: None,
-            application_name: None,
-            client_addr: None,
-            id: lock.id(),
-            mode: lock.mode(),
-            granted: true,
-            waited: None,
-            blocked_by: Vec::new(),
-            attribution: names.attribute(lock.id(), None),
-            state: None,
-            time_in_state: None,
-            transaction_age: None,
-            visible: true,
-            semaphore: None,
+        rows.extend(inspection.prepared().iter().map(|lock| {
+            LockRow {
+                pid: None,
+                application_name: None,
+                client_addr: None,
+                id: lock.id(),
+                mode: lock.mode(),
+                granted: true,
+                waited: None,
+                blocked_by: Vec::new(),
+                attribution: names.attribute(lock.id(), None),
+                state: None,
+                time_in_state: None,
+                transaction_age: None,
+                visible: true,
+                // A permit is shown on its semaphore's line, which counts it.
+                semaphore: inspection
+                    .semaphores()
+                    .iter()
+                    .map(SemaphoreRow::base)
+                    .find(|base| permit_of(*base, lock.id())),
+            }
         }));
         let semaphores = inspection.semaphores().to_vec();
         Self { rows, semaphores }
+    }
+
+    /// How long `pid` has waited for a permit of the semaphore whose permit
+    /// 0 is `base`, when the inspection says.
+    pub(crate) fn permit_wait(&self, base: LockId, pid: i32) -> Option<Duration> {
+        self.rows
+            .iter()
+            .find(|row| !row.granted && row.pid == Some(pid) && row.semaphore == Some(base))
+            .and_then(|row| row.waited)
     }
 
     /// The rows shown as locks: all but the permits of the semaphores.
@@ -142,5 +158,17 @@ impl Listing {
                  GRANT pg_read_all_stats TO {user} shows them"
             )),
         }
+    }
+}
+
+/// Whether `id` is a permit of the semaphore whose permit 0 is `base`: all
+/// but its low 10 bits are the base's (docs/KEYS.md, section 4).
+fn permit_of(base: LockId, id: LockId) -> bool {
+    match (base, id) {
+        (LockId::BigInt(base), LockId::BigInt(id)) => id & -1024 == base,
+        (LockId::Pair(class, base), LockId::Pair(id_class, id)) => {
+            class == id_class && id & -1024 == base
+        }
+        _ => false,
     }
 }

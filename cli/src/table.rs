@@ -51,7 +51,7 @@ pub(crate) fn render(listing: &Listing, marks: Marks, style: Style) -> String {
         }
     }
     for semaphore in &listing.semaphores {
-        let _ = writeln!(out, "{}", semaphore_line(semaphore));
+        let _ = writeln!(out, "{}", semaphore_line(semaphore, listing, marks));
     }
     for line in attention(listing, marks) {
         let _ = writeln!(out, "{line}");
@@ -60,18 +60,36 @@ pub(crate) fn render(listing: &Listing, marks: Marks, style: Style) -> String {
 }
 
 /// A semaphore as one line: `semaphore <namespace> (permits of <base>): k
-/// of N held (permit i: pid p, ...), w waiting (pid q, ...)`.
-fn semaphore_line(semaphore: &SemaphoreRow) -> String {
-    let holders = semaphore
+/// of N held, w waiting [held: permit i: pid p, ...; waiting: pid q for
+/// <time>, ...]`; a wait longer than `--slow` is marked with `!`.
+fn semaphore_line(semaphore: &SemaphoreRow, listing: &Listing, marks: Marks) -> String {
+    let mut holders: Vec<(u32, String)> = semaphore
         .holders()
         .iter()
-        .map(|(index, pid)| format!("permit {index}: pid {pid}"))
+        .map(|(index, pid)| (*index, format!("permit {index}: pid {pid}")))
+        .chain(
+            semaphore
+                .prepared()
+                .iter()
+                .map(|index| (*index, format!("permit {index}: prepared"))),
+        )
+        .collect();
+    holders.sort();
+    let holders = holders
+        .into_iter()
+        .map(|(_, holder)| holder)
         .collect::<Vec<_>>()
         .join(", ");
     let waiters = semaphore
         .waiters()
         .iter()
-        .map(|pid| format!("pid {pid}"))
+        .map(|pid| match listing.permit_wait(semaphore.base(), *pid) {
+            Some(waited) if waited > marks.slow => {
+                format!("pid {pid} for {} !", duration::format(waited))
+            }
+            Some(waited) => format!("pid {pid} for {}", duration::format(waited)),
+            None => format!("pid {pid}"),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let mut line = format!("semaphore {semaphore}");

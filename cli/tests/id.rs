@@ -193,6 +193,41 @@ async fn the_printed_pg_locks_query_finds_the_holder() {
     database.drop_now().await;
 }
 
+/// An advisory lock is a database's: the same id held in another database
+/// is another lock, which the printed query does not list.
+#[tokio::test]
+async fn the_printed_pg_locks_query_lists_this_databases_holders_only() {
+    static ORDERS: Namespace = Namespace::named("cli:id:databases");
+    let (here, elsewhere) = (TestDatabase::create().await, TestDatabase::create().await);
+    let (mut tx_here, pid_here) = here.begin("cli-id-here").await;
+    let (mut tx_elsewhere, _) = elsewhere.begin("cli-id-elsewhere").await;
+    ORDERS.lock(&5_i64).acquire(&mut tx_here).await.unwrap();
+    ORDERS
+        .lock(&5_i64)
+        .acquire(&mut tx_elsewhere)
+        .await
+        .unwrap();
+
+    let printed = id(&["cli:id:databases", "5"]);
+    let mut observer = here.connect("cli-observer").await;
+    let rows: Vec<(i32, String, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(printed.find.clone()))
+        .fetch_all(&mut observer)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", printed.find));
+    assert_eq!(
+        rows,
+        [(pid_here, "ExclusiveLock".to_owned(), true)],
+        "{}",
+        printed.find
+    );
+
+    tx_here.rollback().await.unwrap();
+    tx_elsewhere.rollback().await.unwrap();
+    drop(observer);
+    here.drop_now().await;
+    elsewhere.drop_now().await;
+}
+
 #[test]
 fn a_bad_uuid_is_refused_in_one_line() {
     let run = pglock(

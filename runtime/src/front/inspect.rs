@@ -1,6 +1,6 @@
 //! Who holds which advisory lock, and who waits for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -42,7 +42,8 @@ pub struct Inspection {
 
 impl Inspection {
     /// Every lock row: holders first, then waiters in the order they began
-    /// waiting, grouped by lock id.
+    /// waiting, grouped by lock id. (A semaphore's waiters in the order
+    /// their current turn began: each turn queues anew.)
     pub fn locks(&self) -> &[LockRow] {
         &self.locks
     }
@@ -79,9 +80,12 @@ impl Inspection {
     ///
     /// A row is known to be a permit when a backend's statement says so:
     /// a backend waiting for a permit runs a semaphore's wait, whose marker
-    /// names the namespace and N; a backend that holds one advisory lock
-    /// and whose last statement was a semaphore's try or wait holds a
-    /// permit. Then every row that shares its base (its id with the low 10
+    /// names the namespace and N (what it holds besides was taken before:
+    /// plain locks, unless shown otherwise); a backend outside a
+    /// transaction that holds one advisory lock and whose last statement
+    /// was a semaphore's try or wait holds a permit. (In a transaction, the
+    /// one lock held may be a plain lock taken before a try that found no
+    /// permit free, so it is not taken for a permit.) Then every row that shares its base (its id with the low 10
     /// bits cleared, see `docs/KEYS.md`) is a permit of the same semaphore,
     /// whatever its backend ran since. A semaphore whose holders have all
     /// run other statements since, and that no one waits for, looks like
@@ -131,6 +135,11 @@ impl Inspection {
         {
             row.add(lock);
         }
+        for lock in &self.prepared {
+            if let Some(index) = ids.index_of(lock.id) {
+                row.add_prepared(index);
+            }
+        }
         Ok(row)
     }
 }
@@ -143,6 +152,7 @@ pub struct SemaphoreRow {
     base: LockId,
     permits: Option<u32>,
     holders: Vec<(u32, i32)>,
+    prepared: Vec<u32>,
     waiters: Vec<i32>,
 }
 
@@ -153,7 +163,14 @@ impl SemaphoreRow {
             base,
             permits: None,
             holders: Vec::new(),
+            prepared: Vec::new(),
             waiters: Vec::new(),
+        }
+    }
+
+    fn add_prepared(&mut self, index: u32) {
+        if let Err(at) = self.prepared.binary_search(&index) {
+            self.prepared.insert(at, index);
         }
     }
 
@@ -183,14 +200,21 @@ impl SemaphoreRow {
         self.permits
     }
 
-    /// k: how many of its permits are held.
+    /// k: how many of its permits are held, by backends or by prepared
+    /// transactions.
     pub fn held(&self) -> usize {
-        self.holders.len()
+        self.holders.len() + self.prepared.len()
     }
 
-    /// The permits held, by index: (index, pid of the holder).
+    /// The permits held by backends, by index: (index, pid of the holder).
     pub fn holders(&self) -> &[(u32, i32)] {
         &self.holders
+    }
+
+    /// The permits held by prepared (two-phase) transactions, which no
+    /// backend owns (see [`Inspection::prepared`]), by index.
+    pub fn prepared(&self) -> &[u32] {
+        &self.prepared
     }
 
     /// The backends waiting for a permit, by pid. (Not in the order they
@@ -276,7 +300,9 @@ impl LockRow {
         self.granted
     }
 
-    /// How long the backend has waited, for a waiter.
+    /// How long the backend has waited, for a waiter. (A semaphore's
+    /// waiter has waited since its wait's statement began: it queues anew
+    /// for its permit every slice, and `pg_locks` dates it from the last.)
     pub fn waited(&self) -> Option<Duration> {
         self.waited
     }
@@ -352,6 +378,7 @@ type Row = (
     Option<String>,
     Option<f64>,
     Option<f64>,
+    Option<f64>,
 );
 
 /// What PostgreSQL shows instead of another role's query.
@@ -394,6 +421,7 @@ where
         state,
         time_in_state,
         transaction_age,
+        statement_age,
     ) in rows
     {
         let Some(id) = pg_locks::decode(encoded, objsubid) else {
@@ -407,12 +435,22 @@ where
         };
         let hidden = query.as_deref() == Some(HIDDEN_QUERY);
         queries_visible &= !hidden;
-        marks.push(query.as_deref().and_then(|query| {
+        let mark = query.as_deref().and_then(|query| {
             Some(SemaphoreMark {
                 permits: marker::parse_permits(query)?,
                 namespace: marker::parse(query).map(str::to_owned),
             })
-        }));
+        });
+        // A semaphore's wait queues anew for its permit every slice, so
+        // `pg_locks` dates its wait from its last slice: it has waited
+        // since its statement began.
+        let waited = match &mark {
+            Some(SemaphoreMark {
+                permits: Some(_), ..
+            }) if !granted => statement_age.or(waited),
+            _ => waited,
+        };
+        marks.push(mark);
         locks.push(LockRow {
             pid,
             id,
@@ -444,7 +482,7 @@ where
                 .and_then(|other| other.namespace.clone());
         }
     }
-    let semaphores = recognise_semaphores(&mut locks, &marks);
+    let semaphores = recognise_semaphores(&mut locks, &marks, &prepared);
     Ok(Inspection {
         locks,
         prepared,
@@ -466,17 +504,33 @@ struct SemaphoreMark {
 fn recognise_semaphores(
     locks: &mut [LockRow],
     marks: &[Option<SemaphoreMark>],
+    prepared: &[PreparedLock],
 ) -> Vec<SemaphoreRow> {
     let mut held_by: HashMap<i32, usize> = HashMap::new();
     for lock in locks.iter().filter(|lock| lock.granted) {
         *held_by.entry(lock.pid).or_default() += 1;
     }
+    let waiting: HashSet<i32> = locks
+        .iter()
+        .filter(|lock| !lock.granted)
+        .map(|lock| lock.pid)
+        .collect();
     let mut known: Vec<SemaphoreRow> = Vec::new();
     for (lock, mark) in locks.iter().zip(marks) {
         let Some(mark) = mark else { continue };
-        // A waiter waits for one lock: its statement's. A holder's last
-        // statement took one of its locks: the only one, if it holds one.
-        if lock.granted && held_by.get(&lock.pid) != Some(&1) {
+        // A waiter waits for one lock: its statement's; what it holds was
+        // taken before (a plain lock its transaction holds, say). A
+        // holder's last statement took one of its locks, the only one, if
+        // it holds one and that statement took anything: a try that found
+        // no permit free (or a wait that timed out) leaves the lock taken
+        // before it. Outside a transaction that lock is a session's, on a
+        // connection a session permit's guard owns; in a transaction it is
+        // as likely a plain lock taken before a failed try.
+        if lock.granted
+            && (waiting.contains(&lock.pid)
+                || held_by.get(&lock.pid) != Some(&1)
+                || lock.transaction_age.is_some())
+        {
             continue;
         }
         let base = base_of(lock.id);
@@ -500,6 +554,13 @@ fn recognise_semaphores(
             if row.namespace.is_none() {
                 row.namespace = lock.namespace.clone();
             }
+        }
+    }
+    for lock in prepared {
+        let base = base_of(lock.id);
+        if let Some(row) = known.iter_mut().find(|row| row.base == base) {
+            let index = permit_index(base, lock.id).expect("a permit of this base");
+            row.add_prepared(index);
         }
     }
     known

@@ -299,7 +299,8 @@ pub(crate) const INSPECT: &str = concat!(
         CASE WHEN l.granted THEN '{}'::int4[] ELSE pg_catalog.pg_blocking_pids(l.pid) END, \
         a.query, a.application_name, pg_catalog.host(a.client_addr), a.state, \
         extract(epoch FROM pg_catalog.clock_timestamp() - a.state_change)::float8, \
-        extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)::float8 \
+        extract(epoch FROM pg_catalog.clock_timestamp() - a.xact_start)::float8, \
+        extract(epoch FROM pg_catalog.clock_timestamp() - a.query_start)::float8 \
      FROM pg_catalog.pg_locks l \
      LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
      WHERE l.locktype = 'advisory' \
