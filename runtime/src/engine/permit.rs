@@ -25,6 +25,7 @@ use crate::contract::namespace::Namespace;
 use crate::contract::permit::{PermitIds, permit};
 use crate::engine::cancel::{AbandonGuard, WaitingBackend};
 use crate::engine::events;
+use crate::engine::measure::{self, Outcome};
 use crate::engine::wait::{Wait, reported_wait};
 use crate::error::{Error, sqlstate};
 use crate::identity::LockIdentity;
@@ -46,6 +47,26 @@ fn next_start() -> u32 {
         LazyLock::new(|| RandomState::new().hash_one(std::process::id()) as u32);
     static NEXT: AtomicU32 = AtomicU32::new(0);
     FIRST.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl<'ns> PermitWaiter<'ns> {
+    /// The permits of the semaphore of `permits` permits on the key whose
+    /// id is `key_id`: [`Error::InvalidPermits`] unless there are 1 to 1024.
+    pub(crate) fn new(
+        namespace: &'ns Namespace,
+        key_id: LockId,
+        permits: u32,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            namespace,
+            permits: PermitIds::new(key_id, permits)?,
+        })
+    }
+
+    /// Counts an acquisition's outcome, as the namespace's locks count.
+    pub(crate) fn count(&self, outcome: Outcome) {
+        measure::acquisition(self.namespace.shared_label(), Mode::Exclusive, outcome);
+    }
 }
 
 impl PermitWaiter<'_> {

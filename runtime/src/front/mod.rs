@@ -50,6 +50,40 @@ macro_rules! request_options {
     };
 }
 
+/// The options every semaphore request has, for a request type with fields
+/// `namespace: &Namespace`, `key_id: LockId`, `permits: u32` and
+/// `wait: Wait`; the doc of `timeout`, which says how each waits, is the
+/// caller's.
+macro_rules! semaphore_options {
+    ($(#[$timeout_doc:meta])*) => {
+        $(#[$timeout_doc])*
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.wait = Wait::AtMost(timeout);
+            self
+        }
+
+        /// Don't wait: `acquire` fails with [`Error::Busy`] when every permit
+        /// is held.
+        pub fn no_wait(mut self) -> Self {
+            self.wait = Wait::No;
+            self
+        }
+
+        /// The ids of the semaphore's permits.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidPermits`] unless the number of permits is 1 to 1024.
+        pub fn permit_ids(&self) -> Result<PermitIds, Error> {
+            PermitIds::new(self.key_id, self.permits)
+        }
+
+        fn waiter(&self) -> Result<PermitWaiter<'_>, Error> {
+            PermitWaiter::new(self.namespace, self.key_id, self.permits)
+        }
+    };
+}
+
 pub(crate) mod fencing;
 pub(crate) mod inspect;
 pub(crate) mod keepalive;

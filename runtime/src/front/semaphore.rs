@@ -13,8 +13,8 @@ use crate::contract::family::LockFamily;
 use crate::contract::id::LockId;
 use crate::contract::key::LockKey;
 use crate::contract::namespace::Namespace;
-use crate::contract::permit::{PermitIds, check_permits, permit};
-use crate::engine::measure::{self, Outcome};
+use crate::contract::permit::{PermitIds, permit};
+use crate::engine::measure::Outcome;
 use crate::engine::permit::PermitWaiter;
 use crate::engine::wait::{Wait, ensure_transaction};
 use crate::error::Error;
@@ -166,30 +166,12 @@ pub struct XactSemaphore<'ns> {
 }
 
 impl XactSemaphore<'_> {
-    /// Wait at most `timeout` for a permit: the deadline of the wait, which
-    /// keeps a stricter `lock_timeout` of the caller's. Sub-millisecond
-    /// parts round up; zero and more than `i32::MAX` milliseconds are
-    /// refused with [`Error::InvalidTimeout`].
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.wait = Wait::AtMost(timeout);
-        self
-    }
-
-    /// Don't wait: `acquire` fails with [`Error::Busy`] when every permit
-    /// is held.
-    pub fn no_wait(mut self) -> Self {
-        self.wait = Wait::No;
-        self
-    }
-
-    /// The ids of the semaphore's permits.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidPermits`] unless the number of permits is 1 to 1024.
-    pub fn permit_ids(&self) -> Result<PermitIds, Error> {
-        PermitIds::new(self.key_id, self.permits)
-    }
+    semaphore_options!(
+        /// Wait at most `timeout` for a permit: the deadline of the wait, which
+        /// keeps a stricter `lock_timeout` of the caller's. Sub-millisecond
+        /// parts round up; zero and more than `i32::MAX` milliseconds are
+        /// refused with [`Error::InvalidTimeout`].
+    );
 
     /// The semaphore, named by its permit 0, as errors and events name it.
     ///
@@ -203,14 +185,6 @@ impl XactSemaphore<'_> {
     pub(crate) fn silence_busy(mut self) -> Self {
         self.wait = self.wait.silenced();
         self
-    }
-
-    fn waiter(&self) -> Result<PermitWaiter<'_>, Error> {
-        check_permits(self.permits)?;
-        Ok(PermitWaiter {
-            namespace: self.namespace,
-            permits: self.permit_ids()?,
-        })
     }
 
     /// Takes a permit, waiting as configured. `conn` must be inside a
@@ -231,7 +205,7 @@ impl XactSemaphore<'_> {
         let start = waiter.start();
         let pid = match waiter.try_take(conn, Scope::Xact, start).await? {
             (PermitAnswer::Taken(index), _) => {
-                self.count(Outcome::Acquired);
+                waiter.count(Outcome::Acquired);
                 return Ok(Permit::new(waiter.permits, index, None));
             }
             (PermitAnswer::None, pid) => pid,
@@ -263,23 +237,15 @@ impl XactSemaphore<'_> {
         ensure_transaction(conn)?;
         match waiter.try_take(conn, Scope::Xact, waiter.start()).await? {
             (PermitAnswer::Taken(index), _) => {
-                self.count(Outcome::Acquired);
+                waiter.count(Outcome::Acquired);
                 Ok(Some(Permit::new(waiter.permits, index, None)))
             }
             (PermitAnswer::None, _) => {
-                self.count(Outcome::Busy);
+                waiter.count(Outcome::Busy);
                 Ok(None)
             }
             (PermitAnswer::Standby, _) => Err(Error::Standby),
             (PermitAnswer::Mismatch { seen }, _) => Err(waiter.mismatch(seen)),
         }
-    }
-
-    fn count(&self, outcome: Outcome) {
-        measure::acquisition(
-            self.namespace.shared_label(),
-            crate::Mode::Exclusive,
-            outcome,
-        );
     }
 }

@@ -13,11 +13,10 @@ use sqlx::postgres::PgConnection;
 use crate::contract::family::LockFamily;
 use crate::contract::id::LockId;
 use crate::contract::key::LockKey;
-use crate::contract::mode::Mode;
 use crate::contract::namespace::Namespace;
-use crate::contract::permit::{PermitIds, check_permits};
+use crate::contract::permit::PermitIds;
 use crate::engine::events;
-use crate::engine::measure::{self, Outcome};
+use crate::engine::measure::Outcome;
 use crate::engine::permit::PermitWaiter;
 use crate::engine::wait::Wait;
 use crate::error::Error;
@@ -97,42 +96,16 @@ pub struct SessionSemaphore<'ns> {
 }
 
 impl SessionSemaphore<'_> {
-    /// Wait at most `timeout` for a permit; see
-    /// [`XactSemaphore::timeout`](crate::XactSemaphore::timeout).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.wait = Wait::AtMost(timeout);
-        self
-    }
-
-    /// Don't wait: `acquire` fails with [`Error::Busy`] when every permit
-    /// is held.
-    pub fn no_wait(mut self) -> Self {
-        self.wait = Wait::No;
-        self
-    }
+    semaphore_options!(
+        /// Wait at most `timeout` for a permit; see
+        /// [`XactSemaphore::timeout`](crate::XactSemaphore::timeout).
+    );
 
     /// How long a guard's release waits for the server's answer; see
     /// [`SessionLock::release_timeout`](crate::SessionLock::release_timeout).
     pub fn release_timeout(mut self, timeout: Duration) -> Self {
         self.release_timeout = timeout;
         self
-    }
-
-    /// The ids of the semaphore's permits.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidPermits`] unless the number of permits is 1 to 1024.
-    pub fn permit_ids(&self) -> Result<PermitIds, Error> {
-        PermitIds::new(self.key_id, self.permits)
-    }
-
-    fn waiter(&self) -> Result<PermitWaiter<'_>, Error> {
-        check_permits(self.permits)?;
-        Ok(PermitWaiter {
-            namespace: self.namespace,
-            permits: self.permit_ids()?,
-        })
     }
 
     /// Takes a permit on `connection`, waiting as configured, and returns
@@ -155,7 +128,7 @@ impl SessionSemaphore<'_> {
         let start = waiter.start();
         match waiter.try_take(&mut conn, Scope::Session, start).await? {
             (PermitAnswer::Taken(index), _) => {
-                self.count(Outcome::Acquired);
+                waiter.count(Outcome::Acquired);
                 return Ok(self.guard(&waiter, conn, index, None));
             }
             (PermitAnswer::None, _) if self.wait.is_no_wait() => {
@@ -187,7 +160,7 @@ impl SessionSemaphore<'_> {
             .await?
         {
             (PermitAnswer::Taken(index), _) => {
-                self.count(Outcome::Acquired);
+                waiter.count(Outcome::Acquired);
                 Ok(SessionTry::Acquired(self.guard(&waiter, conn, index, None)))
             }
             (PermitAnswer::None, _) => {
@@ -241,9 +214,5 @@ impl SessionSemaphore<'_> {
         let permit = Permit::new(waiter.permits, index, waited);
         let held = HeldLock::permit(self.namespace, permit, self.release_timeout);
         SessionGuard::holding(conn, held)
-    }
-
-    fn count(&self, outcome: Outcome) {
-        measure::acquisition(self.namespace.shared_label(), Mode::Exclusive, outcome);
     }
 }

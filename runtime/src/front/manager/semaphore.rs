@@ -29,9 +29,9 @@ use crate::contract::id::LockId;
 use crate::contract::key::LockKey;
 use crate::contract::mode::Mode;
 use crate::contract::namespace::Namespace;
-use crate::contract::permit::{PermitIds, check_permits};
+use crate::contract::permit::PermitIds;
 use crate::engine::events;
-use crate::engine::measure::{self, Outcome};
+use crate::engine::measure::Outcome;
 use crate::engine::permit::PermitWaiter;
 use crate::engine::wait::{Wait, reported_wait};
 use crate::error::Error;
@@ -111,37 +111,11 @@ pub struct ManagedSemaphore<'a> {
 }
 
 impl ManagedSemaphore<'_> {
-    /// Wait at most `timeout` for a permit, in-process and on the server
-    /// together. Zero and more than `i32::MAX` milliseconds are refused
-    /// with [`Error::InvalidTimeout`].
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.wait = Wait::AtMost(timeout);
-        self
-    }
-
-    /// Don't wait: `acquire` fails with [`Error::Busy`] when every permit
-    /// is held.
-    pub fn no_wait(mut self) -> Self {
-        self.wait = Wait::No;
-        self
-    }
-
-    /// The ids of the semaphore's permits.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidPermits`] unless the number of permits is 1 to 1024.
-    pub fn permit_ids(&self) -> Result<PermitIds, Error> {
-        PermitIds::new(self.key_id, self.permits)
-    }
-
-    fn waiter(&self) -> Result<PermitWaiter<'_>, Error> {
-        check_permits(self.permits)?;
-        Ok(PermitWaiter {
-            namespace: self.namespace,
-            permits: self.permit_ids()?,
-        })
-    }
+    semaphore_options!(
+        /// Wait at most `timeout` for a permit, in-process and on the server
+        /// together. Zero and more than `i32::MAX` milliseconds are refused
+        /// with [`Error::InvalidTimeout`].
+    );
 
     /// Takes a permit, waiting as configured.
     ///
@@ -156,7 +130,7 @@ impl ManagedSemaphore<'_> {
         let waiter = self.waiter()?;
         let start = waiter.start();
         if let Some(guard) = self.try_permits(&waiter, start, None).await? {
-            self.count(Outcome::Acquired);
+            waiter.count(Outcome::Acquired);
             return Ok(guard);
         }
         if self.wait.is_no_wait() {
@@ -172,14 +146,10 @@ impl ManagedSemaphore<'_> {
         let waiter = self.waiter()?;
         let guard = self.try_permits(&waiter, waiter.start(), None).await?;
         match guard {
-            Some(_) => self.count(Outcome::Acquired),
+            Some(_) => waiter.count(Outcome::Acquired),
             None => events::not_waiting(&waiter.identity()),
         }
         Ok(guard)
-    }
-
-    fn count(&self, outcome: Outcome) {
-        measure::acquisition(self.namespace.shared_label(), Mode::Exclusive, outcome);
     }
 
     /// The permits from `start`, wrapping around.
