@@ -6,7 +6,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pglock::{Inspection, LockId, LockManager, ManagerOptions, Namespace, SessionGuard, inspect};
+use pglock::{
+    Inspection, LockId, LockManager, ManagerOptions, Namespace, PermitIds, SemaphoreRow,
+    SessionGuard, inspect,
+};
 use sqlx::{Connection, PgConnection, PgPool};
 use support::*;
 
@@ -45,6 +48,33 @@ async fn inspect_until(pool: &PgPool, done: impl Fn(&Inspection) -> bool) -> Ins
     }
 }
 
+/// The row of the semaphore whose permits are `ids`, as `seen` shows it.
+fn row_of(seen: &Inspection, ids: PermitIds) -> Option<&SemaphoreRow> {
+    seen.semaphores()
+        .iter()
+        .find(|row| row.base() == ids.base())
+}
+
+/// `row`'s holders as [`permits_held`] lists them: (index, pid).
+fn shown_holders(row: &SemaphoreRow) -> Vec<(i32, i32)> {
+    row.holders()
+        .iter()
+        .map(|(i, pid)| (*i as i32, *pid))
+        .collect()
+}
+
+/// Inspects until the row of the semaphore whose permits are `ids` shows
+/// `waiters` waiters.
+async fn inspect_until_waiting(pool: &PgPool, ids: PermitIds, waiters: usize) -> Inspection {
+    inspect_until(pool, |inspection| {
+        inspection
+            .semaphores()
+            .iter()
+            .any(|row| row.base() == ids.base() && row.waiters().len() == waiters)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_semaphore_with_waiters_is_one_row_of_k_of_n_held() {
     let pool = pool().await;
@@ -79,29 +109,15 @@ async fn a_semaphore_with_waiters_is_one_row_of_k_of_n_held() {
     let managed = manager.semaphore(ns, &1_i64, 3).acquire();
     tokio::pin!(managed);
     let seen = tokio::select! {
-        seen = inspect_until(&pool, |inspection| {
-            inspection
-                .semaphores()
-                .iter()
-                .any(|row| row.base() == ids.base() && row.waiters().len() == 2)
-        }) => seen,
+        seen = inspect_until_waiting(&pool, ids, 2) => seen,
         guard = &mut managed => panic!("granted while every permit is held: {guard:?}"),
     };
-    let row = seen
-        .semaphores()
-        .iter()
-        .find(|row| row.base() == ids.base())
-        .unwrap();
+    let row = row_of(&seen, ids).unwrap();
     assert_eq!(row.namespace(), Some(ns.label()));
     assert_eq!(row.permits(), Some(3));
     assert_eq!(row.held(), 3);
     let held = permits_held(&pool, ids).await;
-    let shown: Vec<(i32, i32)> = row
-        .holders()
-        .iter()
-        .map(|(i, pid)| (*i as i32, *pid))
-        .collect();
-    assert_eq!(shown, held);
+    assert_eq!(shown_holders(row), held);
     assert_eq!(
         row.to_string(),
         format!(
@@ -149,11 +165,7 @@ async fn a_lone_holder_is_recognised_by_its_last_statement_until_it_runs_another
     let ids = ns.permit_ids(&2_i64, 2).unwrap();
     let mut holders = hold(ns, 2, 2, 1).await;
     let seen = inspect(&pool).await.unwrap();
-    let row = seen
-        .semaphores()
-        .iter()
-        .find(|row| row.base() == ids.base())
-        .expect("recognised by the holder's try");
+    let row = row_of(&seen, ids).expect("recognised by the holder's try");
     assert_eq!(row.namespace(), Some(ns.label()));
     assert_eq!(
         (row.held(), row.permits()),
@@ -242,13 +254,7 @@ async fn a_waiter_for_a_permit_keeps_its_own_plain_lock_a_plain_lock() {
             tx
         })
     };
-    let seen = inspect_until(&pool, |inspection| {
-        inspection
-            .semaphores()
-            .iter()
-            .any(|row| row.base() == ids.base() && row.waiters().len() == 1)
-    })
-    .await;
+    let seen = inspect_until_waiting(&pool, ids, 1).await;
     assert_plain(&seen, plain, 40..43);
     let row = seen.semaphore(sem, &3_i64, 1).unwrap();
     assert_eq!((row.held(), row.waiters().len()), (1, 1));
@@ -338,30 +344,15 @@ async fn a_pair_space_semaphore_is_one_row_in_its_class() {
             tx
         })
     };
-    let seen = inspect_until(&pool, |inspection| {
-        inspection
-            .semaphores()
-            .iter()
-            .any(|row| row.base() == ids.base() && row.waiters().len() == 1)
-    })
-    .await;
-    let row = seen
-        .semaphores()
-        .iter()
-        .find(|row| row.base() == ids.base())
-        .unwrap();
+    let seen = inspect_until_waiting(&pool, ids, 1).await;
+    let row = row_of(&seen, ids).unwrap();
     let LockId::Pair(class, _) = ids.base() else {
         panic!("a pair")
     };
     assert!(matches!(TENANTS.id(&key), LockId::Pair(c, _) if c == class));
     assert_eq!((row.held(), row.permits()), (2, Some(2)));
     let held = permits_held(&pool, ids).await;
-    let shown: Vec<(i32, i32)> = row
-        .holders()
-        .iter()
-        .map(|(i, pid)| (*i as i32, *pid))
-        .collect();
-    assert_eq!(shown, held);
+    assert_eq!(shown_holders(row), held);
     assert_eq!(
         row.to_string(),
         format!(

@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pglock::{
-    CheckOptions, Error, LockBudget, LockManager, ManagerOptions, Namespace, SessionGuard, pg_locks,
+    CheckOptions, Error, LockBudget, LockManager, ManagedGuard, ManagerOptions, Namespace,
+    SessionGuard, pg_locks,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use support::*;
+use tokio::task::JoinHandle;
 
 fn connect_options() -> PgConnectOptions {
     pglock::testing::database_url()
@@ -59,6 +61,34 @@ async fn hold_every_permit(
         guards.push(guard);
     }
     guards
+}
+
+/// `manager`'s request for a permit of `ns`'s semaphore of `permits` on
+/// `key`, waiting at most 30 s, in a task of its own.
+fn spawn_wait(
+    manager: &Arc<LockManager>,
+    ns: &'static Namespace,
+    key: i64,
+    permits: u32,
+) -> JoinHandle<Result<ManagedGuard, Error>> {
+    let manager = Arc::clone(manager);
+    tokio::spawn(async move {
+        manager
+            .semaphore(ns, &key, permits)
+            .timeout(Duration::from_secs(30))
+            .acquire()
+            .await
+    })
+}
+
+/// Takes out of `outside` a guard of a permit other than `queued_for`, the
+/// one a waiter queues for.
+fn not_queued_for(outside: &mut Vec<SessionGuard>, queued_for: u32) -> SessionGuard {
+    let other = outside
+        .iter()
+        .position(|guard| guard.permit().unwrap().index() != queued_for)
+        .unwrap();
+    outside.remove(other)
 }
 
 /// One manager on one connection: every permit it takes is on the same
@@ -116,16 +146,7 @@ async fn one_connection_holds_each_permit_for_one_guard_only() {
 
     // A wait while every permit is this manager's waits in-process (the
     // one connection is busy holding): it gets the permit given back.
-    let waiter = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move {
-            manager
-                .semaphore(ns, &1_i64, 3)
-                .timeout(Duration::from_secs(30))
-                .acquire()
-                .await
-        })
-    };
+    let waiter = spawn_wait(&manager, ns, 1, 3);
     let freed = guards.remove(1);
     let freed_index = freed.permit().unwrap().index();
     freed.release().await.unwrap();
@@ -190,25 +211,13 @@ async fn a_waiter_takes_a_freed_permit_and_claims_the_one_it_took() {
     let permits = ns.permit_ids(&2_i64, 2).unwrap();
     let mut outside = hold_every_permit(&pool, ns, 2, 2).await;
     let manager = manager(ManagerOptions::default().max_connections(1));
-    let waiter = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move {
-            manager
-                .semaphore(ns, &2_i64, 2)
-                .timeout(Duration::from_secs(30))
-                .acquire()
-                .await
-        })
-    };
+    let waiter = spawn_wait(&manager, ns, 2, 2);
     let (pid, queued_for) = permit_waiter(&pool, permits).await;
     // Free the permit the waiter does not queue for: its loop's next try
     // finds it.
-    let other = outside
-        .iter()
-        .position(|guard| guard.permit().unwrap().index() != queued_for)
-        .unwrap();
-    let other_index = outside[other].permit().unwrap().index();
-    outside.remove(other).release().await.unwrap();
+    let other = not_queued_for(&mut outside, queued_for);
+    let other_index = other.permit().unwrap().index();
+    other.release().await.unwrap();
     let taken = waiter.await.unwrap().unwrap();
     let permit = taken.permit().unwrap();
     assert_eq!(permit.index(), other_index);
@@ -443,16 +452,7 @@ async fn a_failed_permit_wait_gives_back_nothing_of_another_guard() {
             .await
             .expect("the other permit")
     };
-    let waiter = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move {
-            manager
-                .semaphore(ns, &8_i64, 2)
-                .timeout(Duration::from_secs(30))
-                .acquire()
-                .await
-        })
-    };
+    let waiter = spawn_wait(&manager, ns, 8, 2);
     let (wait_pid, _) = permit_waiter(&pool, permits).await;
     assert_ne!(
         wait_pid, holder_pid,
@@ -508,22 +508,12 @@ async fn a_dropped_guard_of_a_waited_permit_frees_the_permit_it_took() {
     let permits = ns.permit_ids(&9_i64, 2).unwrap();
     let mut outside = hold_every_permit(&pool, ns, 9, 2).await;
     let manager = manager(ManagerOptions::default());
-    let waiter = {
-        let manager = Arc::clone(&manager);
-        tokio::spawn(async move {
-            manager
-                .semaphore(ns, &9_i64, 2)
-                .timeout(Duration::from_secs(30))
-                .acquire()
-                .await
-        })
-    };
+    let waiter = spawn_wait(&manager, ns, 9, 2);
     let (pid, queued_for) = permit_waiter(&pool, permits).await;
-    let other = outside
-        .iter()
-        .position(|guard| guard.permit().unwrap().index() != queued_for)
-        .unwrap();
-    let other_index = outside.remove(other).permit().unwrap().index();
+    let other_index = not_queued_for(&mut outside, queued_for)
+        .permit()
+        .unwrap()
+        .index();
     let taken = waiter.await.unwrap().unwrap();
     assert_eq!(taken.permit().unwrap().index(), other_index);
     assert_eq!(permits_held(&pool, permits).await.len(), 2);

@@ -7,8 +7,10 @@ mod support;
 
 use std::time::Duration;
 
+use pglock::testing::TestServer;
 use pglock::{Error, Namespace};
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
 use support::proxy::Proxy;
 use support::*;
 
@@ -32,6 +34,31 @@ async fn counted_pool(proxy: &Proxy, ns: &Namespace, test_before_acquire: bool) 
     pool
 }
 
+/// A private server, the proxy that counts round trips to it, a fresh
+/// namespace for `test` and a [`counted_pool`] through the proxy.
+async fn counted(
+    test: &str,
+    test_before_acquire: bool,
+) -> (TestServer, Proxy, &'static Namespace, PgPool) {
+    let server = private_server(&[]);
+    let proxy = Proxy::to(server.port());
+    let ns = namespace(test);
+    let pool = counted_pool(&proxy, ns, test_before_acquire).await;
+    (server, proxy, ns, pool)
+}
+
+/// The bare pattern: `pool.begin()`, then the lock on `key` acquired in
+/// the transaction.
+async fn begin_then_lock(
+    pool: &PgPool,
+    ns: &Namespace,
+    key: i64,
+) -> Transaction<'static, Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    ns.lock(&key).acquire(&mut tx).await.unwrap();
+    tx
+}
+
 /// The round trips `f` costs through `proxy`.
 async fn round_trips<F: std::future::Future>(proxy: &Proxy, f: F) -> (usize, F::Output) {
     let before = proxy.round_trips();
@@ -41,22 +68,14 @@ async fn round_trips<F: std::future::Future>(proxy: &Proxy, f: F) -> (usize, F::
 
 #[tokio::test]
 async fn begin_and_lock_cost_one_round_trip_where_the_bare_pattern_costs_two() {
-    let server = private_server(&[]);
-    let proxy = Proxy::to(server.port());
-    let ns = namespace("begin_round_trips");
-    let pool = counted_pool(&proxy, ns, false).await;
+    let (server, proxy, ns, pool) = counted("begin_round_trips", false).await;
 
     let (trips, tx) = round_trips(&proxy, ns.lock(&1_i64).begin(&pool)).await;
     assert_eq!(trips, 1, "begin with the lock");
     tx.unwrap().commit().await.unwrap();
 
     settled(&pool).await;
-    let (trips, tx) = round_trips(&proxy, async {
-        let mut tx = pool.begin().await.unwrap();
-        ns.lock(&2_i64).acquire(&mut tx).await.unwrap();
-        tx
-    })
-    .await;
+    let (trips, tx) = round_trips(&proxy, begin_then_lock(&pool, ns, 2)).await;
     assert_eq!(trips, 2, "pool.begin() and acquire");
     tx.commit().await.unwrap();
 
@@ -104,32 +123,21 @@ async fn begin_and_lock_cost_one_round_trip_where_the_bare_pattern_costs_two() {
 
 #[tokio::test]
 async fn a_pool_that_checks_its_connections_checks_them_for_both() {
-    let server = private_server(&[]);
-    let proxy = Proxy::to(server.port());
-    let ns = namespace("begin_round_trips_checked");
-    let pool = counted_pool(&proxy, ns, true).await;
+    let (_server, proxy, ns, pool) = counted("begin_round_trips_checked", true).await;
 
     let (trips, tx) = round_trips(&proxy, ns.lock(&1_i64).begin(&pool)).await;
     assert_eq!(trips, 2, "the pool's check, then begin with the lock");
     tx.unwrap().commit().await.unwrap();
 
     settled(&pool).await;
-    let (trips, tx) = round_trips(&proxy, async {
-        let mut tx = pool.begin().await.unwrap();
-        ns.lock(&2_i64).acquire(&mut tx).await.unwrap();
-        tx
-    })
-    .await;
+    let (trips, tx) = round_trips(&proxy, begin_then_lock(&pool, ns, 2)).await;
     assert_eq!(trips, 3, "the pool's check, BEGIN, acquire");
     tx.commit().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_begin_dropped_while_its_answer_is_on_the_way_leaves_no_transaction() {
-    let server = private_server(&[]);
-    let proxy = Proxy::to(server.port());
-    let ns = namespace("begin_dropped_answer");
-    let pool = counted_pool(&proxy, ns, false).await;
+    let (server, proxy, ns, pool) = counted("begin_dropped_answer", false).await;
     let observer = pool_on(&server, 1).await;
     let id = ns.id(&1_i64);
 
