@@ -8,11 +8,9 @@
 mod support;
 
 use std::num::NonZeroUsize;
-use std::pin::Pin;
 use std::time::Duration;
 
-use pglock::{Error, LockBudget, LockManager, ManagedGuard, ManagerOptions};
-use support::capture::Capture;
+use pglock::{LockBudget, LockManager, ManagerOptions};
 use support::*;
 
 fn manager(budget: usize) -> LockManager {
@@ -25,26 +23,6 @@ fn manager(budget: usize) -> LockManager {
         ManagerOptions::default()
             .lock_budget(LockBudget::locks(NonZeroUsize::new(budget).unwrap())),
     )
-}
-
-/// Polls `waiter` until it says it waits (an event: an in-process wait
-/// sends nothing the server could show).
-async fn until_it_waits(
-    events: &Capture,
-    waiter: &mut Pin<&mut impl Future<Output = Result<ManagedGuard, Error>>>,
-) {
-    while !events.events().iter().any(|event| {
-        event
-            .fields
-            .get("message")
-            .is_some_and(|message| message.contains("waiting"))
-    }) {
-        tokio::select! {
-            biased;
-            outcome = waiter.as_mut() => panic!("ended before a release: {outcome:?}"),
-            () = tokio::time::sleep(Duration::from_millis(5)) => {}
-        }
-    }
 }
 
 #[tokio::test]
@@ -62,7 +40,7 @@ async fn a_permit_waiter_at_the_budget_takes_the_permit_a_release_frees() {
         .timeout(Duration::from_secs(30))
         .acquire();
     tokio::pin!(waiter);
-    until_it_waits(&events, &mut waiter).await;
+    events.until_it_waits(&mut waiter, "a release").await;
     let (released, taken) = tokio::join!(first.release(), &mut waiter);
     released.unwrap();
     let taken = taken.expect("the freed permit, within the budget");
@@ -86,7 +64,7 @@ async fn a_lock_waiter_at_the_budget_takes_the_lock_a_dropped_guard_frees() {
         .timeout(Duration::from_secs(30))
         .acquire();
     tokio::pin!(waiter);
-    until_it_waits(&events, &mut waiter).await;
+    events.until_it_waits(&mut waiter, "a release").await;
     drop(holder);
     let taken = waiter.await.expect("the freed lock, within the budget");
     assert_eq!(holders(&pool, ns.id(&1_i64)).await, vec![pid]);

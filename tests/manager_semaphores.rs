@@ -562,18 +562,7 @@ async fn close_gives_back_the_permits_and_ends_an_in_process_wait() {
         .timeout(Duration::from_secs(60))
         .acquire();
     tokio::pin!(waiter);
-    while !events.events().iter().any(|event| {
-        event
-            .fields
-            .get("message")
-            .is_some_and(|message| message.contains("waiting"))
-    }) {
-        tokio::select! {
-            biased;
-            outcome = &mut waiter => panic!("ended before close: {outcome:?}"),
-            () = tokio::time::sleep(Duration::from_millis(5)) => {}
-        }
-    }
+    events.until_it_waits(&mut waiter, "close").await;
     let (released, ended) = tokio::join!(
         manager.close(),
         tokio::time::timeout(Duration::from_secs(10), &mut waiter)

@@ -1,7 +1,9 @@
 //! Captures the `pglock` events a test emits.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -19,6 +21,27 @@ pub struct Capture(Arc<Mutex<Vec<Captured>>>);
 impl Capture {
     pub fn events(&self) -> Vec<Captured> {
         self.0.lock().unwrap().clone()
+    }
+
+    /// Polls `waiter` until an event says it waits (an in-process wait
+    /// sends nothing the server could show); a waiter that ends first
+    /// fails the test, which expected it to wait until `until`.
+    pub async fn until_it_waits<F>(&self, waiter: &mut Pin<&mut F>, until: &str)
+    where
+        F: Future<Output: std::fmt::Debug>,
+    {
+        while !self.events().iter().any(|event| {
+            event
+                .fields
+                .get("message")
+                .is_some_and(|message| message.contains("waiting"))
+        }) {
+            tokio::select! {
+                biased;
+                outcome = waiter.as_mut() => panic!("ended before {until}: {outcome:?}"),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
     }
 }
 
