@@ -20,13 +20,7 @@ async fn hold(ns: &Namespace, key: i64, permits: u32, count: u32) -> Vec<Session
     let mut guards = Vec::new();
     for _ in 0..count {
         let conn = PgConnection::connect(&url).await.unwrap();
-        let guard = ns
-            .session_semaphore(&key, permits)
-            .no_wait()
-            .acquire(conn)
-            .await
-            .expect("a free permit");
-        guards.push(guard);
+        guards.push(session_permit(ns, key, permits, conn).await);
     }
     guards
 }

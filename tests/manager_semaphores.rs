@@ -52,13 +52,7 @@ async fn hold_every_permit(
     let mut guards = Vec::new();
     for _ in 0..permits {
         let conn = pool.acquire().await.unwrap();
-        let guard = ns
-            .session_semaphore(&key, permits)
-            .no_wait()
-            .acquire(conn)
-            .await
-            .expect("a free permit");
-        guards.push(guard);
+        guards.push(session_permit(ns, key, permits, conn).await);
     }
     guards
 }

@@ -503,6 +503,21 @@ pub async fn permit_waiter(pool: &PgPool, permits: pglock::PermitIds) -> (i32, u
     }
 }
 
+/// A session's permit of `ns`'s semaphore of `permits` on `key`, taken
+/// without waiting on `conn` and held by the guard until it is released.
+pub async fn session_permit(
+    ns: &Namespace,
+    key: i64,
+    permits: u32,
+    conn: impl pglock::IntoOwnedConnection,
+) -> pglock::SessionGuard {
+    ns.session_semaphore(&key, permits)
+        .no_wait()
+        .acquire(conn)
+        .await
+        .expect("a free permit")
+}
+
 /// Begins a transaction on `pool` and takes a permit of `ns`'s semaphore on
 /// `key` in it; returns the permit, the transaction and its backend's pid.
 pub async fn take_permit(
