@@ -8,11 +8,28 @@ use std::time::Duration;
 
 use pglock::{Namespace, SessionGuard};
 use support::{
-    TestDatabase, backend_pid, json_lines, pglock, pglock_on, table_rows, wait_until,
+    Run, TestDatabase, backend_pid, json_lines, pglock, pglock_on, table_rows, wait_until,
     wait_until_waiting,
 };
 
 static IMPORTS: Namespace = Namespace::named("cli:imports");
+
+/// `pglock id` of the semaphore of `permits` permits on the key `"acme"`
+/// of [`IMPORTS`].
+fn id_of_imports(permits: &str) -> Run {
+    pglock(
+        &[
+            "id",
+            "cli:imports",
+            "acme",
+            "--type",
+            "str",
+            "--permits",
+            permits,
+        ],
+        &[],
+    )
+}
 
 /// Every permit of a semaphore of three held, each by a session that has
 /// run another statement since; a plain lock on the same key; two
@@ -173,18 +190,7 @@ async fn pglock_id_finds_a_semaphores_line_and_its_held_permits() {
         .unwrap_or_else(|| panic!("a semaphore line in {}", run.stdout))
         .to_owned();
 
-    let run = pglock(
-        &[
-            "id",
-            "cli:imports",
-            "acme",
-            "--type",
-            "str",
-            "--permits",
-            "3",
-        ],
-        &[],
-    );
+    let run = id_of_imports("3");
     assert_eq!(run.code, 0, "{run:?}");
     let base = run
         .stdout
@@ -212,18 +218,7 @@ async fn pglock_id_finds_a_semaphores_line_and_its_held_permits() {
     let ids = IMPORTS.permit_ids(&"acme", 3).unwrap();
     assert_eq!(base, ids.base().to_string());
 
-    let run = pglock(
-        &[
-            "id",
-            "cli:imports",
-            "acme",
-            "--type",
-            "str",
-            "--permits",
-            "0",
-        ],
-        &[],
-    );
+    let run = id_of_imports("0");
     assert_eq!(run.code, 2, "{run:?}");
     drop(staged);
     database.drop_now().await;
