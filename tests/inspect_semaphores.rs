@@ -96,10 +96,7 @@ async fn a_semaphore_with_waiters_is_one_row_of_k_of_n_held() {
             permit
         })
     };
-    let manager = LockManager::new(
-        pglock::testing::database_url().unwrap().parse().unwrap(),
-        ManagerOptions::default(),
-    );
+    let manager = LockManager::new(connect_options(), ManagerOptions::default());
     let managed = manager.semaphore(ns, &1_i64, 3).acquire();
     tokio::pin!(managed);
     let seen = tokio::select! {

@@ -7,16 +7,12 @@ mod support;
 use std::sync::Arc;
 
 use pglock::{LockManager, ManagedGuard, ManagerOptions, Namespace, pg_locks};
-use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::postgres::PgPool;
 use support::*;
 
 fn manager(max_connections: usize) -> Arc<LockManager> {
-    let connect: PgConnectOptions = pglock::testing::database_url()
-        .expect("a test database")
-        .parse()
-        .expect("a valid URL");
     Arc::new(LockManager::new(
-        connect,
+        connect_options(),
         ManagerOptions::default().max_connections(max_connections),
     ))
 }

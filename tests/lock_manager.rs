@@ -20,13 +20,6 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
 use support::proxy::Proxy;
 use support::*;
 
-fn connect_options() -> PgConnectOptions {
-    pglock::testing::database_url()
-        .expect("a test database")
-        .parse()
-        .expect("a valid URL")
-}
-
 fn manager(options: ManagerOptions) -> Arc<LockManager> {
     manager_for(connect_options(), options)
 }

@@ -14,12 +14,8 @@ use pglock::{LockBudget, LockManager, ManagerOptions};
 use support::*;
 
 fn manager(budget: usize) -> LockManager {
-    let connect = pglock::testing::database_url()
-        .expect("a test database")
-        .parse()
-        .expect("a valid URL");
     LockManager::new(
-        connect,
+        connect_options(),
         ManagerOptions::default()
             .lock_budget(LockBudget::locks(NonZeroUsize::new(budget).unwrap())),
     )

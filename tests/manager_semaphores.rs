@@ -16,16 +16,9 @@ use pglock::{
     CheckOptions, Error, LockBudget, LockManager, ManagedGuard, ManagerOptions, Namespace,
     SessionGuard, pg_locks,
 };
-use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::postgres::PgPool;
 use support::*;
 use tokio::task::JoinHandle;
-
-fn connect_options() -> PgConnectOptions {
-    pglock::testing::database_url()
-        .expect("a test database")
-        .parse()
-        .expect("a valid URL")
-}
 
 fn manager(options: ManagerOptions) -> Arc<LockManager> {
     Arc::new(LockManager::new(connect_options(), options))

@@ -78,10 +78,7 @@ async fn a_managed_semaphore_counts_each_acquisition_once_under_its_namespace() 
     let pool = pool().await;
     let key = i64::from(uuid::Uuid::new_v4().as_u128() as u32);
     let ids = NS.permit_ids(&key, 2).unwrap();
-    let manager = LockManager::new(
-        pglock::testing::database_url().unwrap().parse().unwrap(),
-        ManagerOptions::default(),
-    );
+    let manager = LockManager::new(connect_options(), ManagerOptions::default());
     let mut seen = Series::new();
 
     // Both permits, free; then a try and a no-wait that find none.

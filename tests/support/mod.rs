@@ -378,6 +378,14 @@ pub fn primary_and_standby() -> (pglock::testing::TestServer, pglock::testing::T
     (primary, standby)
 }
 
+/// The connect options of the test run's server.
+pub fn connect_options() -> sqlx::postgres::PgConnectOptions {
+    pglock::testing::database_url()
+        .expect("a test database")
+        .parse()
+        .expect("a valid URL")
+}
+
 /// The connect options of `server`, over its unix socket.
 pub fn connect_options_of(
     server: &pglock::testing::TestServer,
