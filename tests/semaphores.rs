@@ -44,10 +44,7 @@ async fn permits_are_taken_one_by_one_and_then_the_semaphore_is_busy() {
     let pool = pool().await;
     let ns = namespace("sem_fill");
     let permits = ns.permit_ids(&1_i64, 3).unwrap();
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(take_permit(&pool, ns, 1, 3).await);
-    }
+    let mut held = take_every_permit(&pool, ns, 1, 3).await;
     let mut indexes: Vec<u32> = held.iter().map(|(permit, ..)| permit.index()).collect();
     indexes.sort();
     assert_eq!(indexes, [0, 1, 2]);
@@ -280,10 +277,7 @@ async fn two_sizes_on_one_key_are_reported_and_never_exceed_the_larger() {
     let pool = pool().await;
     let ns = namespace("sem_sizes");
     let five = ns.permit_ids(&1_i64, 5).unwrap();
-    let mut held = Vec::new();
-    for _ in 0..5 {
-        held.push(take_permit(&pool, ns, 1, 5).await);
-    }
+    let held = take_every_permit(&pool, ns, 1, 5).await;
     let mut tx = pool.begin().await.unwrap();
     let refused = ns
         .semaphore(&1_i64, 3)

@@ -548,3 +548,22 @@ pub async fn take_permit(
     let pid = backend_pid(&mut tx).await;
     (permit, tx, pid)
 }
+
+/// Every permit of `ns`'s semaphore of `permits` on `key`, each taken by
+/// [`take_permit`] in a transaction of its own.
+pub async fn take_every_permit(
+    pool: &sqlx::PgPool,
+    ns: &Namespace,
+    key: i64,
+    permits: u32,
+) -> Vec<(
+    pglock::Permit,
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    i32,
+)> {
+    let mut held = Vec::new();
+    for _ in 0..permits {
+        held.push(take_permit(pool, ns, key, permits).await);
+    }
+    held
+}
