@@ -46,11 +46,24 @@ impl SessionLock<'_> {
         connection: impl IntoOwnedConnection,
         options: CheckOptions,
     ) -> Result<Lease, Error> {
-        let mut conn = connection.into_owned_connection();
-        prepare(&mut conn, options).await?;
-        let guard = self.acquire(conn).await?;
-        Ok(Lease::start(guard, options))
+        lease_on(connection, options, |conn| self.acquire(conn)).await
     }
+}
+
+/// A lease on the guard `acquire` takes on `connection`, once the server's
+/// keepalives are set ([`prepare`]).
+pub(crate) async fn lease_on<F>(
+    connection: impl IntoOwnedConnection,
+    options: CheckOptions,
+    acquire: impl FnOnce(PgConnection) -> F,
+) -> Result<Lease, Error>
+where
+    F: Future<Output = Result<SessionGuard, Error>>,
+{
+    let mut conn = connection.into_owned_connection();
+    prepare(&mut conn, options).await?;
+    let guard = acquire(conn).await?;
+    Ok(Lease::start(guard, options))
 }
 
 /// Sets the server's keepalives of a lease's session from its `options`:

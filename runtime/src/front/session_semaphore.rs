@@ -198,10 +198,7 @@ impl SessionSemaphore<'_> {
         connection: impl IntoOwnedConnection,
         options: CheckOptions,
     ) -> Result<Lease, Error> {
-        let mut conn = connection.into_owned_connection();
-        lease::prepare(&mut conn, options).await?;
-        let guard = self.acquire(conn).await?;
-        Ok(Lease::start(guard, options))
+        lease::lease_on(connection, options, |conn| self.acquire(conn)).await
     }
 
     fn guard(
