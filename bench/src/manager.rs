@@ -18,7 +18,7 @@ use sqlx::Connection;
 use sqlx::postgres::{PgAdvisoryLock, PgAdvisoryLockKey, PgConnectOptions, PgConnection};
 
 use crate::proxy::{Proxy, Upstream};
-use crate::stats::{median, paired_ratio, spread_pct};
+use crate::stats::{Stream, median, paired_ratio, spread_pct};
 use crate::{BoxError, Options, rotated};
 
 static HELD: Namespace = Namespace::named("pglock-bench:manager:held");
@@ -184,13 +184,11 @@ impl Pairs<'_> {
     async fn rate(&mut self, variant: Variant, measure: Measure) -> Result<f64, BoxError> {
         match measure {
             Measure::Stream(slice) => {
-                let started = Instant::now();
-                let mut done = 0_u64;
-                while started.elapsed() < slice {
+                let mut stream = Stream::for_slice(slice);
+                while stream.more() {
                     self.once(variant).await?;
-                    done += 1;
                 }
-                Ok(done as f64 / started.elapsed().as_secs_f64())
+                Ok(stream.per_second())
             }
             Measure::Lone(count) => {
                 // The median pair: on a shared machine a pair now and then

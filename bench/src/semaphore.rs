@@ -5,14 +5,14 @@
 //! Prints its own JSON lines.
 
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pglock::{CheckOptions, LockManager, ManagerOptions, Namespace, SessionGuard};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use crate::proxy::{Proxy, Upstream};
-use crate::stats::{median, paired_ratio_spread, spread_pct};
+use crate::stats::{Stream, median, paired_ratio_spread, spread_pct};
 use crate::{BoxError, Options, rotated};
 
 static SEMAPHORES: Namespace = Namespace::named("pglock-bench:semaphore");
@@ -95,13 +95,11 @@ impl Pairs {
 
     /// Pairs per second of `variant`, back to back for `slice`.
     async fn rate(&mut self, variant: Variant, slice: Duration) -> Result<f64, BoxError> {
-        let started = Instant::now();
-        let mut done = 0_u64;
-        while started.elapsed() < slice {
+        let mut stream = Stream::for_slice(slice);
+        while stream.more() {
             self.once(variant).await?;
-            done += 1;
         }
-        Ok(done as f64 / started.elapsed().as_secs_f64())
+        Ok(stream.per_second())
     }
 }
 

@@ -1,5 +1,38 @@
 //! Medians and spreads over rounds.
 
+use std::time::{Duration, Instant};
+
+/// Runs back to back for a slice of time, counted:
+/// `while stream.more() { run().await?; }`, then [`Stream::per_second`].
+pub(crate) struct Stream {
+    slice: Duration,
+    started: Instant,
+    runs: u64,
+}
+
+impl Stream {
+    /// A stream that starts now and lasts `slice`.
+    pub(crate) fn for_slice(slice: Duration) -> Self {
+        Self {
+            slice,
+            started: Instant::now(),
+            runs: 0,
+        }
+    }
+
+    /// Whether there is time for one more run, counted as it is granted.
+    pub(crate) fn more(&mut self) -> bool {
+        let more = self.started.elapsed() < self.slice;
+        self.runs += u64::from(more);
+        more
+    }
+
+    /// The runs per second, over the time from the start until now.
+    pub(crate) fn per_second(&self) -> f64 {
+        self.runs as f64 / self.started.elapsed().as_secs_f64()
+    }
+}
+
 /// The median of `values` (the mean of the middle two for an even count);
 /// NaN when empty.
 pub(crate) fn median(values: &[f64]) -> f64 {
