@@ -24,6 +24,7 @@ use crate::{BoxError, Options, rotated};
 static HELD: Namespace = Namespace::named("pglock-bench:manager:held");
 static CYCLED: Namespace = Namespace::named("pglock-bench:manager:cycled");
 static SESSION: Namespace = Namespace::named("pglock-bench:manager:session");
+static COUNTED: Namespace = Namespace::named("pglock-bench:manager:counted");
 
 /// Runs the group over one transport; returns its JSON lines.
 pub(crate) async fn run(
@@ -41,8 +42,9 @@ pub(crate) async fn run(
     for &locks in sizes {
         let manager = Arc::new(LockManager::new(connect.clone(), ManagerOptions::default()));
         let held = hold(&manager, locks).await?;
+        let trips = hold_round_trips(url, &connect, locks).await?;
         lines.push(format!(
-            "{{\"variant\": \"manager_hold_{locks}@{transport}\", \"locks\": {locks}, \"connections\": {}, \"connections_one_per_lock\": {locks}, \"transport\": \"{transport}\"}}",
+            "{{\"variant\": \"manager_hold_{locks}@{transport}\", \"locks\": {locks}, \"connections\": {}, \"connections_one_per_lock\": {locks}, \"round_trips\": {trips:.2}, \"transport\": \"{transport}\"}}",
             manager.connections()
         ));
         lines.extend(acquire_release(&manager, &connect, locks, transport, options).await?);
@@ -55,6 +57,32 @@ pub(crate) async fn run(
     }
     lines.push(heartbeat(&connect, transport, options).await?);
     Ok(lines)
+}
+
+/// Round trips per lock of a manager of its own that takes `locks` locks
+/// one after another, through the bench's counting proxy
+/// (`crate::proxy`): its connections' set-up and every try, counted from
+/// a manager that has no connection yet to one that holds them all.
+async fn hold_round_trips(
+    url: &str,
+    connect: &PgConnectOptions,
+    locks: usize,
+) -> Result<f64, BoxError> {
+    let proxy = Proxy::start(Upstream::of(url)?, Duration::ZERO)?;
+    // Checks far apart: a check is background work, not the holding's.
+    let manager = LockManager::new(
+        proxy.connect_options(connect)?,
+        ManagerOptions::default()
+            .checks(CheckOptions::default().check_every(Duration::from_secs(600))),
+    );
+    let mut held = Vec::with_capacity(locks);
+    for key in 0..locks {
+        held.push(manager.lock(&COUNTED, &(key as i64)).acquire().await?);
+    }
+    let trips = proxy.round_trips() as f64 / locks as f64;
+    drop(held);
+    manager.close().await;
+    Ok(trips)
 }
 
 /// Takes `locks` locks through `manager`, 16 at a time.
@@ -445,6 +473,8 @@ async fn heartbeat(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    // Each heartbeat statement is a message of its own: a round trip.
+    let rounds = seconds / interval.as_secs_f64();
     if seen.is_empty() {
         return Err("no heartbeat seen in pg_stat_activity".into());
     }
@@ -453,9 +483,10 @@ async fn heartbeat(
     manager.close().await;
     observer.close().await?;
     Ok(format!(
-        "{{\"variant\": \"manager_heartbeat_{locks}@{transport}\", \"locks\": {locks}, \"connections\": {connections}, \"check_interval_ms\": {}, \"statements_per_sec\": {:.2}, \"lease_per_lock_statements_per_sec\": {:.1}, \"transport\": \"{transport}\"}}",
+        "{{\"variant\": \"manager_heartbeat_{locks}@{transport}\", \"locks\": {locks}, \"connections\": {connections}, \"check_interval_ms\": {}, \"statements_per_sec\": {:.2}, \"lease_per_lock_statements_per_sec\": {:.1}, \"round_trips\": {:.0}, \"transport\": \"{transport}\"}}",
         interval.as_millis(),
         seen.len() as f64 / seconds,
         locks as f64 / interval.as_secs_f64(),
+        seen.len() as f64 / rounds,
     ))
 }
